@@ -1,0 +1,186 @@
+"""Shortcut variants of "Identity Mappings in Deep Residual Networks" (He et al. 2016, Fig. 2, Table 1).
+
+A shortcut decides how a residual unit merges its input x with the residual branch F(x):
+`forward(x, f)` returns h(x) (+) F(x). At the units where the dimension increases (stride 2, more
+channels), x first goes through the unit's *projection* (`downsample`): option A of the 2015 paper
+(`zeropad`: subsample + zero channels, no parameters) or a 1x1 convolution (`conv1x1`). Every variant
+then works on that projected signal s, so at those units:
+
+- identity: s + F;  scaling: lambda*s + beta*F;  dropout: dropout(s) + F
+- gating / shortcut_gating: the gate g is computed from s (a 1x1 conv from the unit's output channels)
+- conv1x1: ignores `downsample` and uses its own strided 1x1 conv, which is then the projection
+- none: no shortcut at all, at any unit (the plain net).
+
+A new variant is one registered subclass of `Shortcut`; its keyword arguments are its parameters.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import Registry, UsageError
+
+SHORTCUTS: Registry[type["Shortcut"]] = Registry("shortcut")
+
+
+class ZeroPad(nn.Module):
+    """Option A of the 2015 paper: stride-s subsampling and zero-padded extra channels, no parameters."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.extra = stride, out_ch - in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int, bn: bool) -> nn.Module:
+    """A 1x1 projection, followed by BN when `bn` (option B/C of the 2015 paper)."""
+    conv = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_ch)) if bn else conv
+
+
+def projection(in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) -> nn.Module:
+    """The shortcut's path to the unit's output shape: identity where the shape is kept."""
+    if in_ch == out_ch and stride == 1:
+        return nn.Identity()
+    if downsample == "zeropad":
+        return ZeroPad(in_ch, out_ch, stride)
+    if downsample == "conv1x1":
+        return conv1x1(in_ch, out_ch, stride, bn)
+    raise UsageError(f"unknown downsample '{downsample}'; allowed: zeropad, conv1x1")
+
+
+class Shortcut(nn.Module):
+    """Base class: projects x to the unit's output shape, then merges it with F(x).
+
+    `projection_bn` is decided by the unit (BN after a 1x1 projection in post-activation units, as
+    in the 2015 paper; none in pre-activation units, whose projection reads the shared BN-ReLU).
+    """
+
+    projects = False  # True when the variant convolves x itself (then `downsample` is not used)
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
+        super().__init__()
+        self.out_ch = out_ch
+        self.project = projection(in_ch, out_ch, stride, downsample, projection_bn)
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return self.merge(self.project(x), f)
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@SHORTCUTS.register("identity")
+class Identity(Shortcut):
+    """Fig. 2(a): h(x) = x, the original ResNet shortcut."""
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return s + f
+
+
+@SHORTCUTS.register("scaling")
+class Scaling(Shortcut):
+    """Fig. 2(b): constant scaling, lambda*x + beta*F(x); Table 1 rows (0.5, 1) and (0.5, 0.5)."""
+
+    def __init__(self, *args, scale: float = 0.5, residual_scale: float = 1.0) -> None:
+        super().__init__(*args)
+        self.scale, self.residual_scale = scale, residual_scale
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return self.scale * s + self.residual_scale * f
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, residual_scale={self.residual_scale}"
+
+
+class _Gate(Shortcut):
+    """g(x) = sigmoid(W_g x + b_g), element-wise per channel, from a 1x1 conv with bias `gate_bias`."""
+
+    def __init__(self, *args, gate_bias: float = -6.0) -> None:
+        super().__init__(*args)
+        self.gate = nn.Conv2d(self.out_ch, self.out_ch, 1, bias=True)
+        self.gate_bias = gate_bias
+        nn.init.constant_(self.gate.bias, gate_bias)
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(s))
+        return self.combine(s, f, g)
+
+    def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"gate_bias={self.gate_bias}"
+
+
+@SHORTCUTS.register("gating")
+class ExclusiveGating(_Gate):
+    """Fig. 2(c): exclusive gating, (1-g)*x + g*F(x) (the Highway Network form)."""
+
+    def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return (1 - g) * s + g * f
+
+
+@SHORTCUTS.register("shortcut_gating")
+class ShortcutOnlyGating(_Gate):
+    """Fig. 2(d): shortcut-only gating, (1-g)*x + F(x)."""
+
+    def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return (1 - g) * s + f
+
+
+@SHORTCUTS.register("conv1x1")
+class Conv1x1(Shortcut):
+    """Fig. 2(e): h(x) = 1x1 conv(x) at every unit (option C of the 2015 paper), + F(x).
+
+    The 2016 paper calls this option C of the 2015 paper, whose projections are conv + BN, so a BN
+    follows the conv in post-activation units; in pre-activation units the conv alone, as there.
+    """
+
+    projects = True
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
+        nn.Module.__init__(self)
+        self.out_ch = out_ch
+        self.project = conv1x1(in_ch, out_ch, stride, projection_bn)
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return s + f
+
+
+@SHORTCUTS.register("dropout")
+class Dropout(Shortcut):
+    """Fig. 2(f): dropout on the shortcut, dropout(x) + F(x).
+
+    The paper reads dropout 0.5 as a random scale with expectation 0.5 on the shortcut, so the
+    default (`inverted=False`) keeps the plain mask: training multiplies x by a 0/1 mask, evaluation
+    by its expectation 1-p. `inverted=True` is PyTorch's dropout (mask / (1-p), identity at eval).
+    """
+
+    def __init__(self, *args, p: float = 0.5, inverted: bool = False) -> None:
+        super().__init__(*args)
+        if not 0.0 <= p < 1.0:
+            raise UsageError(f"dropout p={p} is out of range; allowed: 0 <= p < 1")
+        self.p, self.inverted = p, inverted
+
+    def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        s = F.dropout(s, self.p, self.training)
+        return (s if self.inverted else s * (1.0 - self.p)) + f
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inverted={self.inverted}"
+
+
+@SHORTCUTS.register("none")
+class NoShortcut(Shortcut):
+    """No shortcut: the unit outputs F(x) alone, i.e. the plain net of the same depth."""
+
+    def __init__(self, *args) -> None:
+        nn.Module.__init__(self)
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return f

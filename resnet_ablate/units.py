@@ -1,0 +1,124 @@
+"""Residual-unit variants of "Identity Mappings in Deep Residual Networks" (He et al. 2016, Fig. 4, Table 2).
+
+A unit is a body of convolutions (basic: two 3x3; bottleneck: 1x1, 3x3, 1x1 with 4x expansion) with
+BN-ReLU between them, and a shortcut that merges the input with the body's output. The variants
+differ only in where BN and ReLU sit around that: `pre` (before the first conv), `last` (after the
+last conv, before the merge) and `post` (after the merge). A new variant is one registered subclass
+that sets these three.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import Registry
+from .shortcuts import Shortcut
+
+UNITS: Registry[type["ResidualUnit"]] = Registry("unit")
+BLOCKS = ("basic", "bottleneck")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def activation(ops: tuple[str, ...], channels: int) -> nn.Module:
+    """A BN/ReLU sequence from names, e.g. ('bn', 'relu'); empty gives Identity."""
+    layers = [nn.BatchNorm2d(channels) if op == "bn" else nn.ReLU(inplace=False) for op in ops]
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+def body_convs(block: str, in_ch: int, out_ch: int, stride: int) -> list[nn.Conv2d]:
+    """The convolutions of a basic or bottleneck body; the stride sits on the first conv (as in the
+    papers' Torch code), bottleneck width is out_ch / 4."""
+    if block == "basic":
+        return [nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)]
+    mid = out_ch // EXPANSION["bottleneck"]
+    return [
+        nn.Conv2d(in_ch, mid, 1, stride, 0, bias=False),
+        nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+        nn.Conv2d(mid, out_ch, 1, 1, 0, bias=False),
+    ]
+
+
+class ResidualUnit(nn.Module):
+    """x_{l+1} = post( h(x_l) (+) last(F(pre(x_l))) ), F = conv (BN ReLU conv)*.
+
+    At units that change the shape, pre-activation variants feed the shared pre-activation to a
+    convolutional shortcut (the 2016 code: BN-ReLU before splitting); `first=True` drops `pre`
+    because the stem already ends in BN-ReLU (the paper's rule for the first unit).
+    """
+
+    pre: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()
+    post: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        block: str,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        shortcut: type[Shortcut],
+        shortcut_params: dict[str, Any],
+        downsample: str,
+        first: bool = False,
+    ) -> None:
+        super().__init__()
+        convs = body_convs(block, in_ch, out_ch, stride)
+        self.pre_act = nn.Identity() if first else activation(self.pre, in_ch)
+        layers: list[nn.Module] = []
+        for conv in convs[:-1]:
+            layers += [conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU(inplace=False)]
+        layers += [convs[-1], activation(self.last, out_ch)]
+        self.body = nn.Sequential(*layers)
+        self.shortcut = shortcut(in_ch, out_ch, stride, downsample, not self.is_preact(), **shortcut_params)
+        reshapes = in_ch != out_ch or stride != 1
+        convolves = shortcut.projects or downsample == "conv1x1"
+        self.shared_preact = reshapes and convolves and self.is_preact()
+        self.post_act = activation(self.post, out_ch)
+
+    @classmethod
+    def is_preact(cls) -> bool:
+        return bool(cls.pre)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre_act(x)
+        s = a if self.shared_preact else x
+        return self.post_act(self.shortcut(s, self.body(a)))
+
+
+@UNITS.register("original")
+class Original(ResidualUnit):
+    """Fig. 4(a), the 2015 unit: conv-BN-ReLU-conv-BN, add, ReLU."""
+
+    last = ("bn",)
+    post = ("relu",)
+
+
+@UNITS.register("bn_after_add")
+class BNAfterAddition(ResidualUnit):
+    """Fig. 4(b): conv-BN-ReLU-conv, add, BN-ReLU (BN alters the shortcut signal)."""
+
+    post = ("bn", "relu")
+
+
+@UNITS.register("relu_before_add")
+class ReLUBeforeAddition(ResidualUnit):
+    """Fig. 4(c): conv-BN-ReLU-conv-BN-ReLU, add (the residual can only be non-negative)."""
+
+    last = ("bn", "relu")
+
+
+@UNITS.register("relu_preact")
+class ReLUPreactivation(ResidualUnit):
+    """Fig. 4(d): ReLU-conv-BN-ReLU-conv-BN, add (ReLU-only pre-activation)."""
+
+    pre = ("relu",)
+    last = ("bn",)
+
+
+@UNITS.register("full_preact")
+class FullPreactivation(ResidualUnit):
+    """Fig. 4(e): BN-ReLU-conv-BN-ReLU-conv, add (full pre-activation, a clean identity path)."""
+
+    pre = ("bn", "relu")

@@ -1,0 +1,32 @@
+"""`python -m resnet_ablate.zoo`: the parameter table of the papers' CIFAR nets, next to the papers' counts."""
+from __future__ import annotations
+
+import sys
+
+from .model import PAPER_DEPTHS, build_model, count_parameters
+
+# Parameter counts as printed in the papers (2015 Table 6; 2016 Table 3), in millions.
+PAPER_PARAMS = {20: "0.27", 32: "0.46", 44: "0.66", 56: "0.85", 110: "1.7", 1202: "19.4", 164: "1.7", 1001: "10.2"}
+
+
+def table() -> list[str]:
+    """Markdown rows for every paper depth: block, unit, all parameters, parameters without BN's
+    scale/shift, and the paper's figure (2015 nets: original unit; 2016 nets: full pre-activation)."""
+    rows = ["| depth | block | unit | parameters | without BN | paper |", "|---:|---|---|---:|---:|---:|"]
+    for block, depths in PAPER_DEPTHS.items():
+        unit = "original" if block == "basic" else "full_preact"
+        for depth in depths:
+            model = build_model(depth, unit=unit, block=block)
+            n, w = count_parameters(model), count_parameters(model, include_bn=False)
+            rows.append(f"| {depth} | {block} | {unit} | {n:,} ({n / 1e6:.2f}M) | {w:,} ({w / 1e6:.2f}M) "
+                        f"| {PAPER_PARAMS[depth]}M |")
+    return rows
+
+
+def main() -> int:
+    print("\n".join(table()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
