@@ -1,0 +1,235 @@
+"""CIFAR-10/100 from the standard python layout (or its .tar.gz), download, synthetic data, and the
+papers' augmentation written as tensor ops so it runs where the data lives (CPU or GPU).
+
+Images are kept as uint8 (N, 3, 32, 32) tensors; a batch is drawn, cropped, flipped and normalised on
+the data's device. A folder that is already there is read as it is (shapes and counts validated, no
+md5), so faithful copies such as a re-encoded CIFAR-10 load too; only an archive this module
+downloads has its checksum checked, once.
+"""
+from __future__ import annotations
+
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .registry import UsageError
+
+# name: (folder in the archive, archive, md5 of the archive, train files, test files, label key, classes)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                 ["train"], ["test"], b"fine_labels", 100),
+}
+OFFICIAL_COUNTS = (50000, 10000)
+URL = "https://www.cs.toronto.edu/~kriz/"
+PAD = 4
+
+
+@dataclass
+class Split:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    """A data set's splits, class count and normalisation (mean, std broadcastable to (3, 32, 32))."""
+
+    train: Split
+    test: Split
+    val: Split | None
+    num_classes: int
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def to(self, device: torch.device) -> "Data":
+        val = self.val.to(device) if self.val is not None else None
+        return Data(self.train.to(device), self.test.to(device), val, self.num_classes,
+                    self.mean.to(device), self.std.to(device))
+
+
+def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch, validated: (n, 3072) uint8 images and n labels in range."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
+        raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e})") from e
+    if images.ndim != 2 or images.shape[1] != 3072 or len(labels) != len(images):
+        raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UsageError(f"{path}: labels outside 0..{num_classes - 1}")
+    return images, labels
+
+
+def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: int) -> Split:
+    parts = [_read_batch(folder / name, label_key, num_classes) for name in files]
+    images = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([p[1] for p in parts])
+    return Split(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def _extract(archive: Path, root: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuse links and paths outside root
+                tar.extractall(root, filter="data")
+            else:
+                tar.extractall(root)
+    except (tarfile.TarError, OSError) as e:
+        raise UsageError(f"cannot extract {archive}: {e}") from e
+
+
+def locate(name: str, root: Path, download: bool) -> Path:
+    """The extracted folder of `name` under `root`: extracted from a .tar.gz there if needed, or
+    downloaded (checksum checked) when allowed; otherwise a UsageError saying where to put the data."""
+    folder_name, archive_name, md5, *_ = CIFAR[name]
+    folder, archive = root / folder_name, root / archive_name
+    if folder.is_dir():
+        return folder
+    if not archive.is_file() and download:
+        from torchvision.datasets.utils import download_url
+
+        try:
+            download_url(URL + archive_name, str(root), archive_name, md5)
+        except Exception as e:  # network errors come in many types (URLError, socket, SSL, HTTP)
+            raise UsageError(
+                f"{name} is not in {root} and could not be downloaded from {URL + archive_name} "
+                f"({type(e).__name__}); put {archive_name} or its extracted {folder_name}/ folder there, "
+                f"or point data_dir= at where it is"
+            ) from e
+    if archive.is_file():
+        _extract(archive, root)
+        if folder.is_dir():
+            return folder
+        raise UsageError(f"{archive} holds no {folder_name}/ folder")
+    raise UsageError(
+        f"{name} not found in {root}: put {archive_name} or its extracted {folder_name}/ folder there, "
+        f"or point data_dir= at where it is (download=false)"
+    )
+
+
+def read_cifar(name: str, root: Path, download: bool = True) -> tuple[Split, Split, int]:
+    """Train and test splits of CIFAR-10/100 from the standard python layout."""
+    folder = locate(name, root, download)
+    _, _, _, train_files, test_files, label_key, classes = CIFAR[name]
+    train = _read_split(folder, train_files, label_key, classes)
+    test = _read_split(folder, test_files, label_key, classes)
+    if (len(train), len(test)) != OFFICIAL_COUNTS:
+        print(f"note: {folder} holds {len(train)} training and {len(test)} test images "
+              f"(official: {OFFICIAL_COUNTS[0]} and {OFFICIAL_COUNTS[1]})", flush=True)
+    return train, test, classes
+
+
+def synthetic(size: int, num_classes: int = 10) -> tuple[Split, Split, int]:
+    """Small learnable random data of CIFAR shape: a colour per class plus noise, always the same
+    images (seeded independently of the run seed). Test set: a quarter of `size`."""
+    g = torch.Generator().manual_seed(12345)
+    colours = torch.randint(40, 216, (num_classes, 3, 1, 1), generator=g)
+
+    def make(n: int) -> Split:
+        labels = torch.arange(n) % num_classes
+        noise = torch.randint(-40, 41, (n, 3, 32, 32), generator=g)
+        return Split((colours[labels] + noise).clamp(0, 255).to(torch.uint8), labels)
+
+    return make(size), make(max(size // 4, num_classes)), num_classes
+
+
+def hold_out(train: Split, n: int) -> tuple[Split, Split | None]:
+    """Split off `n` training images as a validation set: a fixed choice (seed 0), the same for all runs."""
+    if n == 0:
+        return train, None
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    keep, val = order[:-n].sort().values, order[-n:].sort().values
+    return Split(train.images[keep], train.labels[keep]), Split(train.images[val], train.labels[val])
+
+
+def statistics(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std on the [0, 255] scale: per channel (mean/std), or per pixel (mean image, std 1)."""
+    x = images.double()
+    if normalize == "pixel_mean":
+        return x.mean(0).float(), torch.ones(1, 1, 1)
+    return x.mean((0, 2, 3)).float().view(3, 1, 1), x.std((0, 2, 3)).float().view(3, 1, 1)
+
+
+def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int) -> Data:
+    """The data set with its training split's normalisation statistics, on the CPU."""
+    if dataset == "synthetic":
+        train, test, classes = synthetic(synthetic_size)
+    else:
+        train, test, classes = read_cifar(dataset, data_dir, download)
+    if val_split >= len(train):
+        raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
+    train, val = hold_out(train, val_split)
+    mean, std = statistics(train.images, normalize)
+    return Data(train, test, val, classes, mean, std)
+
+
+def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:
+    """uint8 images to float, normalised with the training statistics."""
+    return (images.float() - data.mean) / data.std
+
+
+def augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, data: Data) -> torch.Tensor:
+    """Zero-pad by 4 (in normalised space, as the papers' Torch code), crop 32x32 at `offsets` (B, 2)
+    in 0..8, flip where `flips` (B,) is true; written as gathers so it runs on the data's device."""
+    b = images.shape[0]
+    ar = torch.arange(32, device=images.device)
+    rows = offsets[:, :1] + ar - PAD
+    cols = offsets[:, 1:] + torch.where(flips[:, None], 31 - ar, ar) - PAD
+    valid = ((rows >= 0) & (rows < 32))[:, None, :, None] & ((cols >= 0) & (cols < 32))[:, None, None, :]
+    rows, cols = rows.clamp(0, 31), cols.clamp(0, 31)
+    x = images.gather(2, rows[:, None, :, None].expand(b, 3, 32, 32))
+    x = x.gather(3, cols[:, None, None, :].expand(b, 3, 32, 32))
+    return normalize_images(x, data) * valid
+
+
+class Sampler:
+    """The training stream: shuffled epochs back to back, and per-image crop offsets and flips, all
+    drawn from one generator seeded with the run seed; its state is part of a checkpoint."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device, augment: bool) -> None:
+        self.n, self.batch_size, self.device, self.augment = n, batch_size, device, augment
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator, device=device)
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Indices (B,), crop offsets (B, 2) and flips (B,) of the next batch."""
+        parts, need = [], self.batch_size
+        while need:
+            if self.pos == self.n:
+                self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
+                self.pos = 0
+            take = min(need, self.n - self.pos)
+            parts.append(self.order[self.pos : self.pos + take])
+            self.pos, need = self.pos + take, need - take
+        idx = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if not self.augment:
+            return idx, torch.full((self.batch_size, 2), PAD, device=self.device), torch.zeros(
+                self.batch_size, dtype=torch.bool, device=self.device)
+        offsets = torch.randint(0, 2 * PAD + 1, (self.batch_size, 2), generator=self.generator, device=self.device)
+        flips = torch.randint(0, 2, (self.batch_size,), generator=self.generator, device=self.device).bool()
+        return idx, offsets, flips
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order.cpu(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.pos = state["order"].to(self.device), state["pos"]

@@ -1,0 +1,106 @@
+"""The CIFAR reader on fake files in the real format, archives, missing data, and the tensor-op augmentation."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import run_cli, write_fake_cifar
+
+from resnet_ablate import data as datamod
+from resnet_ablate.registry import UsageError
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_reads_the_standard_python_layout(tmp_path, name, classes, capsys):
+    written = write_fake_cifar(tmp_path, name)
+    train, test, n = datamod.read_cifar(name, tmp_path, download=False)
+    assert n == classes
+    assert train.images.shape == (60 if name == "cifar10" else 12, 3, 32, 32) and train.images.dtype == torch.uint8
+    np.testing.assert_array_equal(train.images.numpy(), written["train"][0])
+    np.testing.assert_array_equal(train.labels.numpy(), written["train"][1])
+    np.testing.assert_array_equal(test.images.numpy(), written["test"][0])
+    assert "official: 50000 and 10000" in capsys.readouterr().out
+
+
+def test_reads_the_official_archive_without_checksum(tmp_path):
+    written = write_fake_cifar(tmp_path, tar=True)
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    train, test, _ = datamod.read_cifar("cifar10", tmp_path, download=False)
+    np.testing.assert_array_equal(test.labels.numpy(), written["test"][1])
+    assert (tmp_path / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+def test_pixels_are_in_cifar_order(tmp_path):
+    """CIFAR rows are 1024 red, 1024 green, 1024 blue values, row-major: pixel (c, y, x) = row[c*1024 + y*32 + x]."""
+    written = write_fake_cifar(tmp_path)
+    train, _, _ = datamod.read_cifar("cifar10", tmp_path, download=False)
+    flat = written["train"][0].reshape(-1, 3072)
+    assert train.images[7, 2, 5, 9].item() == flat[7, 2 * 1024 + 5 * 32 + 9]
+
+
+def test_missing_data_offline_says_where_to_put_it(tmp_path):
+    with pytest.raises(UsageError) as e:
+        datamod.read_cifar("cifar10", tmp_path, download=False)
+    assert str(e.value) == (f"cifar10 not found in {tmp_path}: put cifar-10-python.tar.gz or its extracted "
+                            f"cifar-10-batches-py/ folder there, or point data_dir= at where it is (download=false)")
+
+
+def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch):
+    env_blocked = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    for k, v in env_blocked.items():
+        monkeypatch.setenv(k, v)
+    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: cifar10 is not in {tmp_path} and could not be downloaded from "
+                                  "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    assert "put cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder there" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_broken_batch_file_is_named(tmp_path):
+    write_fake_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(UsageError, match="data_batch_3 is not a readable CIFAR batch file"):
+        datamod.read_cifar("cifar10", tmp_path, download=False)
+
+
+def test_augment_equals_pad_crop_flip_of_the_normalised_image():
+    train, _, _ = datamod.synthetic(16)
+    data = datamod.Data(train, train, None, 10, *datamod.statistics(train.images, "channel"))
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.randint(0, 9, (16, 2), generator=g)
+    flips = torch.arange(16) % 2 == 1
+    out = datamod.augment(train.images, offsets, flips, data)
+    padded = F.pad(datamod.normalize_images(train.images, data), (4, 4, 4, 4))
+    for i in range(16):
+        oy, ox = offsets[i].tolist()
+        ref = padded[i, :, oy:oy + 32, ox:ox + 32]
+        torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
+
+
+def test_pixel_mean_subtracts_the_mean_image():
+    train, _, _ = datamod.synthetic(64)
+    mean, std = datamod.statistics(train.images, "pixel_mean")
+    assert mean.shape == (3, 32, 32) and std.flatten().tolist() == [1.0]
+    data = datamod.Data(train, train, None, 10, mean, std)
+    assert datamod.normalize_images(train.images, data).mean(0).abs().max() < 1e-4
+
+
+def test_val_split_is_fixed_and_disjoint():
+    train, _, _ = datamod.synthetic(200)
+    a, val = datamod.hold_out(train, 50)
+    b, val2 = datamod.hold_out(train, 50)
+    assert len(a) == 150 and len(val) == 50 and torch.equal(val.images, val2.images)
+    both = torch.cat([a.images.flatten(1), val.images.flatten(1)])
+    assert torch.unique(both, dim=0).shape[0] == 200
+
+
+def test_sampler_covers_each_epoch_once_and_resumes_exactly():
+    s = datamod.Sampler(10, 4, seed=3, device=torch.device("cpu"), augment=True)
+    first = torch.cat([s.next()[0] for _ in range(5)])  # 20 indices = two epochs
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    state = s.state_dict()
+    expected = [s.next() for _ in range(3)]
+    t = datamod.Sampler(10, 4, seed=99, device=torch.device("cpu"), augment=True)
+    t.load_state_dict(state)
+    for got, want in zip([t.next() for _ in range(3)], expected):
+        assert all(torch.equal(a, b) for a, b in zip(got, want))

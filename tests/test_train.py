@@ -1,0 +1,142 @@
+"""Training runs on CPU: run folder, reproducibility, kill-and-resume, fail, packing, real-format data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY, cli_env, metrics, result, run_cli, write_fake_cifar
+
+from resnet_ablate.config import from_yaml, parse
+from resnet_ablate.registry import UsageError
+from resnet_ablate.train import train
+
+
+def test_run_folder_contents(tiny, tmp_path):
+    out = train([parse(tiny)])[0]
+    folder = tmp_path / "run"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
+    assert from_yaml(folder / "config.yaml") == parse(tiny)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [10, 20, 30]
+    assert set(rows[0]) == {"iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
+                            "img_per_s", "elapsed_s"}
+    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.01])
+    assert rows[0]["epoch"] == pytest.approx(10 * 8 / 64)
+    res = json.loads((folder / "result.json").read_text())
+    assert res == out
+    assert res["status"] in ("done", "fail") and res["iterations"] == 30 and res["parameters"] == 75290
+    assert res["final_test_error"] == rows[-1]["test_error"]
+    assert res["best_test_error"] == min(r["test_error"] for r in rows)
+    assert res["seed"] == 0 and res["torch"] == torch.__version__ and res["device"]
+
+
+def test_training_learns_the_synthetic_task(tmp_path):
+    res = train([parse([*TINY, "iterations=60", f"run_dir={tmp_path / 'r'}"])])[0]
+    assert res["status"] == "done" and res["final_test_error"] < 20
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    args = [*TINY, "shortcut=dropout"]
+    train([parse([*args, f"run_dir={tmp_path / 'a'}"])])
+    train([parse([*args, f"run_dir={tmp_path / 'b'}"])])
+    train([parse([*args, "seed=1", f"run_dir={tmp_path / 'c'}"])])
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+def test_finished_run_is_not_redone(tiny, tmp_path, capsys):
+    train([parse(tiny)])
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    train([parse(tiny)])
+    assert "already finished" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
+    train([parse([*tiny, "iterations=10"])])
+    (tmp_path / "run" / "result.json").unlink()
+    with pytest.raises(UsageError, match=r"holds a run with other settings \(iterations: 10 vs 30\)"):
+        train([parse(tiny)])
+
+
+def _wait_for_lines(path, n, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    raise AssertionError("run made no progress")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
+    """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume."""
+    args = [*TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20"]
+    train([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
+    cut = [*args, f"run_dir={tmp_path / 'cut'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *cut], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
+    _wait_for_lines(tmp_path / "cut" / "metrics.jsonl", 2, proc)
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "cut" / "result.json").exists()
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert 20 <= state["iteration"] < 160  # SIGKILL may land between a metrics line and its checkpoint
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0
+    resumed = run_cli(*cut, cwd=tmp_path)
+    assert proc.returncode is not None and resumed.returncode == 0
+    assert f"resuming from iteration {state['iteration']}" in resumed.stdout
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+
+
+def test_time_limit_pauses_and_the_same_command_resumes(tmp_path):
+    args = [*TINY, "iterations=60", f"run_dir={tmp_path / 'r'}"]
+    first = train([parse([*args, "time_limit_s=0.001"])])[0]
+    assert first == {"status": "paused", "iteration": 10}
+    assert not (tmp_path / "r" / "result.json").exists()
+    train([parse([*args, f"run_dir={tmp_path / 'ref'}"])])
+    train([parse(args)])
+    assert metrics(tmp_path / "r") == metrics(tmp_path / "ref")
+
+
+def test_divergence_is_recorded_as_fail_and_keeps_what_was_written(tmp_path):
+    folder = tmp_path / "r"
+    res = train([parse([*TINY, "lr=1e30", "warmup_iters=10", "warmup_lr=0.01", f"run_dir={folder}"])])[0]
+    assert res["status"] == "fail"
+    assert res["reason"].startswith("diverged: training loss is nan in iterations 11..20")
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [10, 20] and rows[0]["train_loss"] is not None
+    assert rows[1]["train_loss"] is None
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["iteration"] == 10
+
+
+def test_high_final_error_is_fail(tiny):
+    res = train([parse([*tiny, "fail_threshold=0"])])[0]
+    assert res["status"] == "fail" and res["reason"].startswith("final test error")
+
+
+def test_trains_on_fake_cifar_in_the_real_format(tmp_path):
+    write_fake_cifar(tmp_path / "data", per_file=40)
+    res = train([parse(["depth=8", "batch_size=16", "iterations=10", "eval_every=5", "val_split=20",
+                        f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'r'}"])])[0]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert res["iterations"] == 10 and res["final_val_error"] == rows[-1]["val_error"]
+    assert rows[0]["epoch"] == pytest.approx(5 * 16 / 180)  # 200 training images, 20 held out
+
+
+def test_cli_runs_the_main_job_on_synthetic_data(tmp_path):
+    proc = run_cli(*TINY, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "runs" / "synthetic_d8_original_identity_synthetic_size=64_iterations=30_milestones=20_" \
+                                 "warmup_iters=0_batch_size=8_s0"
+    assert f"run folder: {folder.relative_to(tmp_path)}" in proc.stdout
+    assert "config:\n  depth: 8\n" in proc.stdout
+    assert "it 30/30" in proc.stdout and "\r" not in proc.stdout
+    assert (folder / "result.json").is_file()
