@@ -87,6 +87,8 @@ class Config:
                                    identity=False)
     device: str = opt("auto", "auto = cuda when available, else cpu", "run", identity=False)
     precision: str = opt("auto", "auto = bf16 on GPUs that have it, else fp32", "run", choices=lambda: list(PRECISIONS))
+    cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
+                           identity=False)
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
     runs_root: str = opt("runs", "parent folder of auto-named run folders", "run", identity=False)
     run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)

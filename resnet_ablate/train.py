@@ -27,11 +27,12 @@ from .model import build_model, count_parameters, shortcut_parameters
 from .probes import gradient_norms
 from .registry import UsageError
 from .shortcuts import SHORTCUTS
+from .step import make_stepper
 
 EVAL_BATCH = 1000
 PROBE_BATCH = 128
 # Settings packed runs must share: they step together on one device.
-LOCKSTEP = ("device", "precision", "batch_size", "iterations", "eval_every", "deterministic")
+LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +115,7 @@ class Run:
         self.model = model.to(device, memory_format=torch.channels_last)
         self.rng = self._rng_state()  # the run's own dropout stream, continued from its seed
         self.lr = torch.tensor(lr_at(cfg, 0), device=device)
+        self.lr_value = lr_at(cfg, 0)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=self.lr, momentum=cfg.momentum, fused=True)
         self.sampler = datamod.Sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment)
         self.iteration, self.elapsed, self.best = 0, 0.0, math.inf
@@ -147,7 +149,9 @@ class Run:
             self.rng = self._rng_state()
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        # no weight-cast cache: a captured graph must recompute the casts from the updated fp32 weights
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16",
+                              cache_enabled=False)
 
     # --- folder, checkpoint, resume -------------------------------------------------------------
     def start(self) -> None:
@@ -217,7 +221,12 @@ class Run:
         self.err_sum += (out.argmax(1) != y).sum()
 
     def set_lr(self) -> None:
-        self.lr.fill_(lr_at(self.cfg, self.iteration))
+        """Write this iteration's lr into the device tensor the optimizer (and a captured step) reads;
+        only when it changes, so steps queue no extra kernel."""
+        value = lr_at(self.cfg, self.iteration)
+        if value != self.lr_value:
+            self.lr.fill_(value)
+            self.lr_value = value
 
     @torch.no_grad()
     def evaluate(self, split: datamod.Split) -> tuple[float, float]:
@@ -299,13 +308,6 @@ class Run:
         print(f"[{self.name}] {status}" + (f": {reason}" if reason else "") + f" -> {self.dir}", flush=True)
 
 
-def eager_step(runs: list[Run]) -> None:
-    """One iteration of every run, one after the other, each on its own RNG streams."""
-    for run in runs:
-        with run.own_rng():
-            run.train_step(*run.batch())
-
-
 def _check_lockstep(cfgs: list[Config]) -> None:
     for key in LOCKSTEP:
         values = {str(getattr(c, key)) for c in cfgs}
@@ -360,15 +362,14 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
 def loop(runs: list[Run], stop: StopRequest) -> None:
     """Step the unfinished runs to the end, evaluating and checkpointing every `eval_every` iterations."""
     active = [r for r in runs if r.status is None]
+    step = make_stepper(active)
     started = time.perf_counter()
     for run in active:
         if run.iteration == 0 and run.wants_probe():
             run.probe()
     tick = time.perf_counter()
     while active:
-        for run in active:
-            run.set_lr()
-        eager_step(active)
+        step(active)
         for run in active:
             run.iteration += 1
             run.interval_images += run.cfg.batch_size

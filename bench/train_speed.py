@@ -1,0 +1,187 @@
+"""Training speed, side by side on one device: (a) the loop tutorials teach (eager fp32, DataLoader with
+crop/flip workers), (b) the project's trainer, (c) the trainer with K packed runs; plus ResNet-1001's
+peak memory at batch 128. Prints a markdown table and writes it to bench/results/<date>-<device>.md.
+
+    python bench/train_speed.py                       # on a GPU: ResNet-110 and -164, pack 2,4,8
+    python bench/train_speed.py --data .data          # real CIFAR-10 instead of synthetic images
+    python bench/train_speed.py --device cpu --depths 8 --packs 2 --warmup 2 --iterations 2 --no-1001 \
+        --synthetic-size 256 --out /tmp/bench                                 # CPU smoke (numbers meaningless)
+
+Speed does not depend on the pixels, so without --data the trainer reads 50k synthetic images.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from resnet_ablate import runfolder as rf
+from resnet_ablate.config import parse, run_dir
+from resnet_ablate.data import load
+from resnet_ablate.model import build_model
+from resnet_ablate.train import StopRequest, train
+
+RUN_IMAGES = 64000 * 128  # one run of the papers' recipe
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class TutorialCifar(Dataset):
+    """CIFAR as torchvision's CIFAR10 class serves it: a PIL image per item through the transforms."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: list[float], std: list[float]) -> None:
+        self.images, self.labels = images.permute(0, 2, 3, 1).numpy(), labels.tolist()
+        self.transform = transforms.Compose([
+            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(mean, std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def tutorial_loop(depth: int, args: argparse.Namespace, device: torch.device) -> tuple[float, float | None]:
+    """Images/s of the textbook loop: eager fp32, DataLoader workers doing PIL crop/flip, SGD."""
+    data = _data(args)
+    mean = (data.mean.flatten() / 255).tolist()
+    std = (data.std.flatten() / 255).tolist()
+    workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    loader = DataLoader(TutorialCifar(data.train.images, data.train.labels, mean, std), batch_size=args.batch_size,
+                        shuffle=True, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0)
+    model = build_model(depth, "original", "identity", num_classes=data.num_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    _reset_memory(device)
+    batches, done, start = iter(loader), 0, 0.0
+    while done < args.warmup + args.iterations:
+        if done == args.warmup:
+            _sync(device)
+            start = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        done += 1
+    _sync(device)
+    return args.iterations * args.batch_size / (time.perf_counter() - start), _peak_gib(device)
+
+
+def trainer(depth: int, pack: int, args: argparse.Namespace, device: torch.device, root: Path,
+            extra: list[str] = ()) -> tuple[float, float | None]:
+    """Aggregate images/s of `pack` runs (seeds 0..pack-1) in the project's trainer, measured over the
+    evaluation intervals after the first (capture and warm-up happen in the first), and the peak memory."""
+    data = ["dataset=cifar10", f"data_dir={args.data}", "download=false"] if args.data else [
+        "dataset=synthetic", f"synthetic_size={args.synthetic_size}"]
+    common = [*data, f"depth={depth}", f"batch_size={args.batch_size}", f"device={device.type}",
+              f"iterations={args.warmup + args.iterations}", f"eval_every={args.warmup}", "milestones=[]",
+              "warmup_iters=0", "fail_threshold=100", *extra]
+    tag = "_".join([str(depth), str(pack), *extra]).replace("=", "-")
+    cfgs = [parse([*common, f"seed={s}", f"run_dir={root / tag / str(s)}"]) for s in range(pack)]
+    _reset_memory(device)
+    train(cfgs, StopRequest())
+    return sum(_steady_rate(rf.read_jsonl(run_dir(c) / rf.METRICS)) for c in cfgs), _peak_gib(device)
+
+
+def _steady_rate(rows: list[dict]) -> float:
+    """Images/s over all intervals but the first: total images over total seconds."""
+    steps = [(b["iteration"] - a["iteration"], b["img_per_s"]) for a, b in zip(rows, rows[1:])]
+    return sum(n for n, _ in steps) / sum(n / rate for n, rate in steps)
+
+
+def _data(args: argparse.Namespace):
+    return load("cifar10", Path(args.data), False, "channel", 0, 0) if args.data else load(
+        "synthetic", Path(), False, "channel", 0, args.synthetic_size)
+
+
+def _row(depth: int, setup: str, runs: int, rate: float, peak: float | None) -> str:
+    per_run = RUN_IMAGES / rate / 60
+    mem = f"{peak:.1f}" if peak is not None else "n/a"
+    return f"| ResNet-{depth} | {setup} | {runs} | {rate:,.0f} | {per_run:.1f} | {per_run * runs:.1f} | {mem} |"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--depths", type=int, nargs="+", default=[110, 164])
+    p.add_argument("--packs", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=100, help="iterations before timing starts")
+    p.add_argument("--iterations", type=int, default=300, help="timed iterations")
+    p.add_argument("--data", default="", help="folder holding cifar-10-batches-py (default: synthetic images)")
+    p.add_argument("--synthetic-size", type=int, default=50000, help="training images when --data is not given")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-1001", dest="r1001", action="store_false", help="skip ResNet-1001's memory check")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for depth in args.depths:
+            setups = [("tutorial loop (eager fp32, DataLoader workers)", 1, lambda: tutorial_loop(depth, args, device)),
+                      ("trainer, cuda_graph=false", 1,
+                       lambda: trainer(depth, 1, args, device, Path(tmp), ["cuda_graph=false"])),
+                      ("trainer", 1, lambda: trainer(depth, 1, args, device, Path(tmp)))]
+            setups += [(f"trainer, pack={k}", k, lambda k=k: trainer(depth, k, args, device, Path(tmp)))
+                       for k in args.packs]
+            for setup, runs, measure in setups:
+                rate, peak = measure()
+                rows.append(_row(depth, setup, runs, rate, peak))
+                print(rows[-1], flush=True)
+        if args.r1001:
+            small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
+            rate, peak = trainer(1001, 1, small, device, Path(tmp))
+            rows.append(_row(1001, "trainer (memory check, 15 iterations)", 1, rate, peak))
+            print(rows[-1], flush=True)
+    precision = "bf16 autocast" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    report = "\n".join([
+        f"# Training speed, {datetime.date.today()}", "",
+        f"- device: {name}; torch {torch.__version__}; CUDA {torch.version.cuda}; python {platform.python_version()}",
+        f"- batch {args.batch_size}; trainer precision {precision} (default), channels_last; timed over "
+        f"{args.iterations} iterations after {args.warmup}; data: {'CIFAR-10 from ' + args.data if args.data else f'synthetic, {args.synthetic_size} images'}",
+        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "",
+        "| net | setup | runs | img/s (all runs) | min per 64k-iteration run (effective) | min wall for the runs | peak GiB |",
+        "|---|---|---|---|---|---|---|", *rows, ""])
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
+    out.write_text(report)
+    print(f"\n{report}\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""How a training iteration is executed: eagerly (CPU, or `cuda_graph=false`), or on a GPU as one
+captured CUDA graph per run (forward, backward, fused SGD update, loss/error sums), each replayed on
+its own stream so that packed runs overlap on the device.
+
+Why one graph per run rather than one graph holding K models: each run then keeps its own RNG stream
+(dropout masks are drawn exactly as when it trains alone), its own memory pool, and runs can finish
+at different times without re-capturing. Sampling and augmentation stay eager (about a dozen small
+kernels on the GPU-resident uint8 data) and are copied into the graph's static input buffers.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from .train import Run
+
+WARMUP_STEPS = 3  # eager iterations on a side stream before capture (cuDNN/cuBLAS handles, autograd state)
+
+
+def eager_step(runs: list[Run]) -> None:
+    """One iteration of every run, one after the other, each on its own RNG streams."""
+    for run in runs:
+        run.set_lr()
+        with run.own_rng():
+            run.train_step(*run.batch())
+
+
+def state_tensors(run: Run) -> list[torch.Tensor]:
+    """Every tensor a training step changes in place: weights, BN buffers, momentum, the meters."""
+    tensors = [*run.model.parameters(), *run.model.buffers(), run.loss_sum, run.err_sum]
+    for state in run.optimizer.state.values():
+        tensors += [v for v in state.values() if torch.is_tensor(v)]
+    return tensors
+
+
+def snapshot(run: Run) -> dict[int, torch.Tensor]:
+    return {id(t): t.detach().clone() for t in state_tensors(run)}
+
+
+def restore(run: Run, saved: dict[int, torch.Tensor]) -> None:
+    """Put the state back in place (addresses kept, as a captured graph needs); optimizer state that
+    did not exist before, i.e. fresh momentum buffers, becomes zero, which SGD's first step treats
+    exactly as a missing buffer (0.9·0 + g = g)."""
+    with torch.no_grad():
+        for t in state_tensors(run):
+            if id(t) in saved:
+                t.copy_(saved[id(t)])
+            else:
+                t.zero_()
+
+
+class GraphStep:
+    """One run's training iteration as a CUDA graph on its own stream; call it once per iteration."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.main = torch.cuda.current_stream(run.device)
+        self.stream = torch.cuda.Stream(run.device)
+        b = run.cfg.batch_size
+        self.x = torch.zeros(b, 3, 32, 32, device=run.device).contiguous(memory_format=torch.channels_last)
+        self.y = torch.zeros(b, dtype=torch.long, device=run.device)
+        self.graph = self._capture()
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream, capture one step, then undo every change warm-up and capture made."""
+        run, saved = self.run, snapshot(self.run)
+        self.stream.wait_stream(self.main)
+        with torch.cuda.stream(self.stream), run.own_rng():
+            for _ in range(WARMUP_STEPS):
+                run.train_step(self.x, self.y)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            run.train_step(self.x, self.y)
+        self.main.wait_stream(self.stream)
+        restore(run, saved)
+        torch.cuda.synchronize(run.device)
+        return graph
+
+    def __call__(self) -> None:
+        """Set the lr, sample and augment the next batch into the static buffers, replay; all on the
+        run's stream, which waits only for work queued on the main stream (evaluation, meters reset),
+        so packed runs' steps overlap. The loop synchronises the device before it reads results."""
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_stream(self.main)
+            self.run.set_lr()
+            x, y = self.run.batch()
+            self.x.copy_(x)
+            self.y.copy_(y)
+            with self.run.own_rng():
+                self.graph.replay()
+
+
+def make_stepper(runs: list[Run]) -> Callable[[list[Run]], None]:
+    """The step for these runs: graphs on CUDA when `cuda_graph` is on, else the eager loop. A capture
+    that fails (an op the graph cannot hold) falls back to eager for all runs with one warning line."""
+    if not runs or runs[0].device.type != "cuda" or not runs[0].cfg.cuda_graph:
+        return eager_step
+    graphs: dict[int, GraphStep] = {}
+    saved = {id(run): snapshot(run) for run in runs}
+    try:
+        for run in runs:
+            graphs[id(run)] = GraphStep(run)
+    except RuntimeError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"warning: CUDA graph capture failed ({first_line}); training eagerly", flush=True)
+        torch.cuda.synchronize(runs[0].device)
+        for run in runs:
+            run.optimizer.zero_grad(set_to_none=True)
+            restore(run, saved[id(run)])
+        return eager_step
+
+    def graph_step(active: list[Run]) -> None:
+        for run in active:
+            graphs[id(run)]()
+
+    return graph_step

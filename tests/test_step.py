@@ -1,0 +1,88 @@
+"""The fast path's pieces on CPU: undoing a graph capture's warm-up, the lr-as-tensor schedule, and
+packed runs that keep their own seeds, data order, dropout draws and run folders."""
+import pytest
+import torch
+from conftest import TINY, metrics, result
+
+from resnet_ablate.config import parse
+from resnet_ablate.registry import UsageError
+from resnet_ablate.step import eager_step, make_stepper, restore, snapshot
+from resnet_ablate.train import Run, data_key, load_data, lr_at, train
+
+
+def _run(args: list[str]) -> Run:
+    cfg = parse(args)
+    cpu = torch.device("cpu")
+    return Run(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+
+
+def _weights(run: Run) -> list[torch.Tensor]:
+    return [t.clone() for t in run.model.state_dict().values()]
+
+
+def test_warm_up_then_restore_trains_exactly_like_a_fresh_run(tmp_path):
+    """GraphStep warms up on junk batches and captures before training; restoring the snapshot (fresh
+    momentum buffers zeroed) must leave a run that trains to the same weights, bit for bit."""
+    args = [*TINY, "shortcut=dropout", f"run_dir={tmp_path / 'r'}"]
+    plain, warmed = _run(args), _run(args)
+    saved = snapshot(warmed)
+    assert not warmed.optimizer.state  # no momentum buffers before the first step
+    junk = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        warmed.train_step(*junk)
+    assert all("momentum_buffer" in s for s in warmed.optimizer.state.values())
+    restore(warmed, saved)
+    assert warmed.loss_sum.item() == 0 and warmed.err_sum.item() == 0
+    for run in (plain, warmed):
+        for i in range(12):
+            run.iteration = i
+            eager_step([run])
+    assert all(torch.equal(a, b) for a, b in zip(_weights(plain), _weights(warmed)))
+    assert plain.loss_sum.item() == warmed.loss_sum.item()
+
+
+def test_lr_tensor_follows_the_schedule_and_drives_the_update(tmp_path):
+    """The optimizer reads the run's device lr tensor: filling it changes the step size exactly as
+    a float lr would, warm-up and milestones included."""
+    run = _run([*TINY, "warmup_iters=3", "milestones=[5,8]", f"run_dir={tmp_path / 'r'}"])
+    assert all(g["lr"] is run.lr for g in run.optimizer.param_groups)
+    reference = _run([*TINY, "warmup_iters=3", "milestones=[5,8]", f"run_dir={tmp_path / 'r2'}"])
+    float_sgd = torch.optim.SGD(reference._param_groups(), lr=0.1, momentum=0.9)
+    seen = []
+    for i in range(10):
+        run.iteration = i
+        eager_step([run])
+        seen.append(run.lr.item())
+        for g in float_sgd.param_groups:
+            g["lr"] = lr_at(reference.cfg, i)
+        with reference.own_rng():
+            x, y = reference.batch()
+            float_sgd.zero_grad()
+            torch.nn.functional.cross_entropy(reference.model(x), y).backward()
+            float_sgd.step()
+    assert seen == pytest.approx([0.01] * 3 + [0.1] * 2 + [0.01] * 3 + [0.001] * 2)
+    for a, b in zip(run.model.parameters(), reference.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_runs_equal_the_same_runs_alone(tmp_path):
+    """Two seeds and two variants packed in one process give the numbers each gives alone, each in
+    its own run folder (dropout draws from each run's own stream)."""
+    variants = [["shortcut=dropout", "seed=0"], ["shortcut=dropout", "seed=1"], ["shortcut=gating", "seed=0"]]
+    packed = [parse([*TINY, *v, f"run_dir={tmp_path / 'packed' / str(i)}"]) for i, v in enumerate(variants)]
+    train(packed)
+    for i, v in enumerate(variants):
+        train([parse([*TINY, *v, f"run_dir={tmp_path / 'alone' / str(i)}"])])
+        assert metrics(tmp_path / "packed" / str(i)) == metrics(tmp_path / "alone" / str(i))
+        assert result(tmp_path / "packed" / str(i)) == result(tmp_path / "alone" / str(i))
+    assert metrics(tmp_path / "packed" / "0") != metrics(tmp_path / "packed" / "1")
+
+
+def test_packed_runs_must_share_the_lockstep_settings(tmp_path):
+    cfgs = [parse([*TINY, f"run_dir={tmp_path / 'a'}"]), parse([*TINY, "batch_size=16", f"run_dir={tmp_path / 'b'}"])]
+    with pytest.raises(UsageError, match="packed runs must share batch_size"):
+        train(cfgs)
+
+
+def test_cpu_steps_eagerly(tmp_path):
+    assert make_stepper([_run([*TINY, f"run_dir={tmp_path / 'r'}"])]) is eager_step
