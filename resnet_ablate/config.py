@@ -20,6 +20,8 @@ from .units import BLOCKS, UNITS
 DATASETS = ("cifar10", "cifar100", "synthetic")
 NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("step", "cosine", "onecycle")
 DATA_ENV = "RESNET_ABLATE_DATA"
 
 
@@ -69,11 +71,18 @@ class Config:
     # recipe
     iterations: int = opt(64000, "training iterations", "recipe")
     milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10", "recipe")
-    lr: float = opt(0.1, "learning rate after warm-up", "recipe")
+    optim: str = opt("sgd", "optimizer (the papers: SGD with momentum)", "recipe", choices=lambda: list(OPTIMIZERS))
+    schedule: str = opt("step", "step = /10 at milestones (papers); cosine = to 0 at the end; onecycle = "
+                        "PyTorch's OneCycleLR shape", "recipe", choices=lambda: list(SCHEDULES))
+    lr: float = opt(0.1, "learning rate after warm-up (onecycle: the peak)", "recipe")
     warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe")
     warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe")
     momentum: float = opt(0.9, "SGD momentum", "recipe")
-    weight_decay: float = opt(1e-4, "weight decay", "recipe")
+    nesterov: bool = opt(False, "SGD: Nesterov momentum", "recipe")
+    betas: list[float] = opt([0.9, 0.999], "adam, adamw: moment decay rates", "recipe")
+    eps: float = opt(1e-8, "adam, adamw: denominator epsilon", "recipe")
+    onecycle_pct: float = opt(0.3, "onecycle: fraction of the schedule spent rising to lr", "recipe")
+    weight_decay: float = opt(1e-4, "weight decay (adamw: decoupled)", "recipe")
     decay_bn: bool = opt(True, "apply weight decay to BN scale/shift too (as the papers' Torch/Caffe code)", "recipe")
     bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe")
     batch_size: int = opt(128, "mini-batch size", "recipe")
@@ -152,6 +161,12 @@ def validate(cfg: Config) -> None:
     _check(cfg.warmup_iters >= 0, f"warmup_iters={cfg.warmup_iters} must be >= 0")
     _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
            f"milestones={list(cfg.milestones)} must be increasing positive iterations")
+    _check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+           f"betas={list(cfg.betas)} must be two numbers in [0, 1)")
+    _check(cfg.eps > 0, f"eps={cfg.eps} must be positive")
+    _check(0 < cfg.onecycle_pct < 1, f"onecycle_pct={cfg.onecycle_pct} must be in (0, 1)")
+    _check(not cfg.nesterov or (cfg.optim == "sgd" and cfg.momentum > 0),
+           "nesterov=true needs optim=sgd and momentum > 0")
     _check(0 <= cfg.val_split < 50000, f"val_split={cfg.val_split} must be in 0..49999")
     _check(cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
            f"unknown device '{cfg.device}'; allowed: auto, cpu, cuda, cuda:N")

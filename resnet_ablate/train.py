@@ -51,10 +51,33 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def lr_at(cfg: Config, iteration: int) -> float:
-    """Warm-up, then lr divided by 10 at each milestone reached (0-based iterations)."""
+    """The lr of 0-based `iteration`: warm-up, then the schedule. A pure function of the iteration, so
+    resuming needs no scheduler state; cosine and onecycle follow PyTorch's CosineAnnealingLR (to 0)
+    and OneCycleLR (defaults: from lr/25 up to lr, down to lr/25e4) over the iterations after warm-up."""
     if iteration < cfg.warmup_iters:
         return cfg.warmup_lr
-    return cfg.lr * 0.1 ** sum(iteration >= m for m in cfg.milestones)
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** sum(iteration >= m for m in cfg.milestones)
+    steps, t = cfg.iterations - cfg.warmup_iters, iteration - cfg.warmup_iters
+    if cfg.schedule == "cosine":
+        return _anneal(cfg.lr, 0.0, t / steps)
+    peak, low = cfg.onecycle_pct * steps - 1, cfg.lr / 25
+    if t <= peak:
+        return _anneal(low, cfg.lr, t / peak)
+    return _anneal(cfg.lr, low / 1e4, (t - peak) / (steps - 1 - peak))
+
+
+def _anneal(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
+
+
+def make_optimizer(cfg: Config, groups: list[dict], lr: torch.Tensor) -> torch.optim.Optimizer:
+    """The configured optimizer, fused (one kernel for all weights; step counts on the device, so a
+    captured CUDA graph can hold the update), reading the run's lr tensor."""
+    if cfg.optim == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=True)
+    cls = torch.optim.Adam if cfg.optim == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
 
 
 def git_commit() -> str | None:
@@ -116,7 +139,7 @@ class Run:
         self.rng = self._rng_state()  # the run's own dropout stream, continued from its seed
         self.lr = torch.tensor(lr_at(cfg, 0), device=device)
         self.lr_value = lr_at(cfg, 0)
-        self.optimizer = torch.optim.SGD(self._param_groups(), lr=self.lr, momentum=cfg.momentum, fused=True)
+        self.optimizer = make_optimizer(cfg, self._param_groups(), self.lr)
         self.sampler = datamod.Sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment)
         self.iteration, self.elapsed, self.best = 0, 0.0, math.inf
         self.loss_sum = torch.zeros((), device=device)

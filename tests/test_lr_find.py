@@ -1,0 +1,44 @@
+"""The lr range test: curve, suggestion and figure in the run folder; bad settings are one line."""
+import json
+
+import pytest
+from conftest import TINY, run_cli
+
+from resnet_ablate.lr_find import split_args, suggest
+from resnet_ablate.registry import UsageError
+
+
+def test_range_test_writes_curve_suggestion_and_figure(tmp_path):
+    proc = run_cli(*TINY, "steps=60", "end_lr=100", f"run_dir={tmp_path / 'f'}", cwd=tmp_path,
+                   module="resnet_ablate.lr_find")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "f" / "lr_find.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] == pytest.approx(1e-5) and lrs == sorted(lrs) and 3 <= len(rows) <= 60
+    found = json.loads((tmp_path / "f" / "lr_find.json").read_text())
+    best = min(rows, key=lambda r: r["loss"])
+    assert found["min_loss_lr"] == best["lr"] and found["suggested_lr"] == pytest.approx(best["lr"] / 10)
+    assert f"suggested lr {found['suggested_lr']:.3g}" in proc.stdout
+    assert (tmp_path / "f" / "lr_find.png").stat().st_size > 10_000
+
+
+def test_suggestion_on_a_known_curve():
+    lrs = [10 ** (k / 10 - 4) for k in range(40)]
+    losses = [2.0 - 1.5 / (1 + 10 ** (-(k - 20) / 3)) if k <= 30 else 0.5 + (k - 30) for k in range(40)]
+    found = suggest(lrs, losses)
+    assert found["min_loss_lr"] == lrs[30] and found["suggested_lr"] == pytest.approx(lrs[30] / 10)
+    assert found["steepest_lr"] == pytest.approx(lrs[20])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["start_lr=1", "end_lr=0.1"], "need 0 < start_lr < end_lr and steps >= 2"),
+    (["steps=many"], "bad range-test setting in steps=many"),
+])
+def test_bad_range_settings_are_one_line(args, message):
+    with pytest.raises(UsageError, match=message):
+        split_args(args)
+
+
+def test_cli_bad_key_exits_2(tmp_path):
+    proc = run_cli("sped=3", cwd=tmp_path, module="resnet_ablate.lr_find")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown key 'sped'") and "Traceback" not in proc.stderr

@@ -1,0 +1,70 @@
+"""Optimizers and schedules: the lr function matches PyTorch's schedulers, every optimizer trains and
+resumes, bad settings are one line."""
+import pytest
+import torch
+from conftest import TINY, metrics
+
+from resnet_ablate.config import parse
+from resnet_ablate.registry import UsageError
+from resnet_ablate.train import StopRequest, lr_at, train
+
+
+def _torch_lrs(make_scheduler, n: int, lr: float) -> list[float]:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched, seen = make_scheduler(opt), []
+    for _ in range(n):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_follow_pytorch_after_warm_up(schedule):
+    cfg = parse(["schedule=" + schedule, "iterations=1000", "warmup_iters=100", "lr=0.4"])
+    if schedule == "cosine":
+        make = lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=900)  # noqa: E731
+    else:
+        make = lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.4, total_steps=900)  # noqa: E731
+    expected = _torch_lrs(make, 900, 0.4)
+    ours = [lr_at(cfg, i) for i in range(1000)]
+    assert ours[:100] == [cfg.warmup_lr] * 100
+    assert ours[100:] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_step_schedule_is_the_papers():
+    cfg = parse([])
+    assert [lr_at(cfg, i) for i in (0, 399, 400, 31999, 32000, 47999, 48000, 63999)] == pytest.approx(
+        [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+@pytest.mark.parametrize("extra", [["optim=adam", "lr=0.003", "schedule=cosine"],
+                                   ["optim=adamw", "lr=0.003", "weight_decay=0.05", "schedule=onecycle"],
+                                   ["nesterov=true", "schedule=cosine"]])
+def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra):
+    whole = [*TINY, *extra, f"run_dir={tmp_path / 'whole'}"]
+    res = train([parse(whole)])[0]
+    assert res["status"] in ("done", "fail") and res["final_test_error"] < 90
+    split = [*TINY, *extra, f"run_dir={tmp_path / 'split'}"]
+    stop = StopRequest()
+    stop.reason = "test"  # checkpoint and pause at the first opportunity (iteration 1)
+    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1}
+    train([parse(split)])
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("optim=lamb", "unknown optim 'lamb'; allowed: sgd, adam, adamw"),
+    ("schedule=cos", "unknown schedule 'cos' (did you mean 'cosine'?); allowed: step, cosine, onecycle"),
+    ("betas=[0.9]", "betas=[0.9] must be two numbers in [0, 1)"),
+    ("onecycle_pct=1.5", "onecycle_pct=1.5 must be in (0, 1)"),
+])
+def test_bad_optimizer_settings_are_one_line(arg, message):
+    with pytest.raises(UsageError) as e:
+        parse([arg])
+    assert str(e.value) == message
+
+
+def test_nesterov_needs_sgd():
+    with pytest.raises(UsageError, match="nesterov=true needs optim=sgd and momentum > 0"):
+        parse(["optim=adam", "nesterov=true"])
