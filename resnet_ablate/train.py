@@ -145,6 +145,7 @@ class Run:
         self.loss_sum = torch.zeros((), device=device)
         self.err_sum = torch.zeros((), device=device, dtype=torch.long)
         self.interval_images, self.interval_seconds = 0, 0.0
+        self.commit = git_commit()  # the code this process trains with (not whatever HEAD is at the end)
         self.status: str | None = None  # None while training; done | fail | paused
         self.reason = ""
         self.last: dict = {}
@@ -324,7 +325,7 @@ class Run:
             "final_train_error": self.last.get("train_error"), "final_val_error": self.last.get("val_error"),
             "iterations": self.iteration, "wall_time_s": round(self.elapsed, 2), "parameters": self.parameters,
             "seed": self.cfg.seed, "precision": self.precision, "torch": torch.__version__,
-            "device": device_name(self.device), "git_commit": git_commit(),
+            "device": device_name(self.device), "git_commit": self.commit,
         }
         rf.write_json(self.dir / rf.RESULT, result)
         self.last = result
