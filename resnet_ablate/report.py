@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -215,9 +216,11 @@ def group(runs: list[Run]) -> list[Group]:
 
 def welch_p(values: list[float], baseline: list[float]) -> float | None:
     """Welch's t-test p-value (scipy, unequal variances) of values vs baseline; None when not computable."""
-    if len(values) < 2 or len(baseline) < 2:
+    if len(values) < 2 or len(baseline) < 2 or np.var(values) + np.var(baseline) == 0:
         return None
-    p = float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # a sample of identical values: scipy warns, the test is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
     return p if math.isfinite(p) else None
 
 
@@ -253,23 +256,26 @@ class Layout:
     is_baseline: Callable[[dict], bool]
     tables: tuple[str, ...]
     axis: tuple[str, ...]  # settings that must vary within a context for `auto` to choose this layout
+    baseline: str  # the baseline row in words
 
 
 LAYOUTS = {
     layout.name: layout for layout in (
         Layout("table1", "shortcut variants (2016, Table 1)", ("shortcut", "setting"), ("shortcut", *SHORTCUT_PARAMS),
-               lambda s: True, lambda s: s["shortcut"] == "identity", ("2016-T1",), ("shortcut", *SHORTCUT_PARAMS)),
+               lambda s: True, lambda s: s["shortcut"] == "identity", ("2016-T1",), ("shortcut", *SHORTCUT_PARAMS),
+               "the identity shortcut"),
         Layout("table2", "residual units (2016, Table 2)", ("unit", "depth"), ("unit",),
-               lambda s: s["shortcut"] == "identity", lambda s: s["unit"] == "original", ("2016-T2",), ("unit",)),
+               lambda s: s["shortcut"] == "identity", lambda s: s["unit"] == "original", ("2016-T2",), ("unit",),
+               "the original unit"),
         Layout("table3", "original vs pre-activation (2016, Table 3)", ("dataset", "depth", "unit"), ("unit",),
                lambda s: s["shortcut"] == "identity" and s["unit"] in ("original", "full_preact"),
-               lambda s: s["unit"] == "original", ("2016-T3",), ("unit",)),
+               lambda s: s["unit"] == "original", ("2016-T3",), ("unit",), "the original unit"),
         Layout("depth", "error vs depth, plain vs ResNet (2015, Table 6)", ("net", "depth", "params"),
                ("shortcut", *SHORTCUT_PARAMS), lambda s: s["shortcut"] in ("identity", "none"),
-               lambda s: s["shortcut"] == "identity", ("2015-T6",), ("depth",)),
+               lambda s: s["shortcut"] == "identity", ("2015-T6",), ("depth",), "the ResNet of the same depth"),
         Layout("generic", "all groups", ("unit", "shortcut", "setting"), MODEL_VARIANT, lambda s: True,
                lambda s: s["unit"] == "original" and s["shortcut"] == "identity",
-               ("2016-T2", "2016-T1", "2016-T3", "2015-T6"), ()),
+               ("2016-T2", "2016-T1", "2016-T3", "2015-T6"), (), "identity shortcut and original unit"),
     )
 }
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
@@ -400,9 +406,8 @@ def _caption(layout: Layout, kept: list[Group], shown: list[str]) -> str:
     sources = [paper.TABLES[t] for t in layout.tables]
     text = (f"Final test error (%), grouped by settings but the seed. n: finished runs; fail: runs with status "
             f"fail (diverged or above fail_threshold); error, median, min over the runs that did not fail "
-            f"(mean ± sample sd). p: Welch's t-test vs the baseline row of the same context "
-            f"({'the ResNet of the same depth' if layout.name == 'depth' else 'identity shortcut, original unit'}); "
-            f"blank when either has fewer than 2 runs. Δ: mean minus the paper's value (its mean where it gives one).")
+            f"(mean ± sample sd). p: Welch's t-test vs the baseline row ({layout.baseline}) with the same other "
+            f"settings; blank where not computable (fewer than 2 runs on either side, or no variance). Δ: mean minus the paper's value (its mean where it gives one).")
     if common:
         text += f" Common settings (besides defaults): {', '.join(common)}."
     return text + " Paper: " + "; ".join(f"{t.key} = {t.title}, {t.source} ({t.units})" for t in sources) + "."
@@ -497,6 +502,7 @@ def draw_figures(groups: list[Group], out: Path, prefix: str, title: str, format
         base = out / slug("-".join(filter(None, [prefix, fig_name, context])))
         written.extend(figures.save(fig, base, formats))
 
+    groups = sorted(groups, key=lambda g: _sort_key(g.settings, MODEL_VARIANT))  # legends in the papers' order
     for context, gs in _contexts(groups, MODEL_VARIANT):
         keys, heading = _varying(gs, MODEL_VARIANT), ", ".join(filter(None, [title, context, _budget(gs)]))
         curves = curve_frame(gs, lambda g: variant_label(g.settings, keys))

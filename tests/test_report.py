@@ -20,12 +20,13 @@ from resnet_ablate import figures, paper, report
 from resnet_ablate.config import parse, to_yaml
 from resnet_ablate.train import train
 
-TINY = ["dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=10",
-        "iterations=20", "milestones=[15]", "grad_probe_at=[0,20]", "fail_threshold=100"]
+TINY = ["dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
+        "iterations=10", "milestones=[8]", "fail_threshold=100"]
+PROBE = "grad_probe_at=[0,10]"
 REAL = {  # folder name: settings (depth 8 unless given)
-    **{f"identity_s{s}": [f"seed={s}"] for s in range(3)},
-    **{f"plain_s{s}": ["shortcut=none", f"seed={s}"] for s in range(2)},
-    **{f"scaling_s{s}": ["shortcut=scaling", f"seed={s}"] for s in range(2)},
+    **{f"identity_s{s}": [f"seed={s}", PROBE] for s in range(3)},
+    **{f"plain_s{s}": ["shortcut=none", f"seed={s}", PROBE] for s in range(2)},
+    **{f"scaling_s{s}": ["shortcut=scaling", f"seed={s}", PROBE] for s in range(2)},
     **{f"preact_s{s}": ["unit=full_preact", f"seed={s}"] for s in range(2)},
     "gating_allfail_s0": ["shortcut=gating", "fail_threshold=0"],
     "identity_d14_s0": ["depth=14"],
@@ -134,7 +135,7 @@ def test_table_numbers_match_the_runs_and_scipy(runs, built):
     assert float(row["mean"]) == pytest.approx(np.mean(scaling))
     assert float(row["std"]) == pytest.approx(np.std(scaling, ddof=1))
     assert float(row["p_welch"]) == pytest.approx(stats.ttest_ind(scaling, identity, equal_var=False).pvalue)
-    assert (row["schedule"], row["iterations"], row["paper"]) == ("reduced: 20 it", "20", "")
+    assert (row["schedule"], row["iterations"], row["paper"]) == ("reduced: 10 it", "10", "")
     single = _row(table, shortcut="identity", depth=14)  # one run: no sd, no p-value
     assert (single["n"], single["std"], single["p_welch"]) == ("1", "", "")
     allfail = _row(table, shortcut="gating")
@@ -199,7 +200,7 @@ def test_paper_lookup():
 def test_broken_partial_and_running_folders_are_listed_and_skipped(runs, built):
     out, printed = built
     tiny = runs / "tiny"
-    assert f"- running (no result.json; iteration 20 of 20): {tiny / 'identity_s5_running'}" in printed
+    assert f"- running (no result.json; iteration 10 of 10): {tiny / 'identity_s5_running'}" in printed
     assert f"- skipped, broken or partial: {tiny / 'broken_result'}: result.json is not valid JSON" in printed
     assert f"- skipped, broken or partial: {tiny / 'partial'}: partial: no config.yaml" in printed
     assert f"- skipped, broken or partial: {tiny / 'bad_config'}: config.yaml is not valid YAML" in printed
@@ -237,10 +238,10 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
                                      "original, scaling (scale=0.5, residual_scale=1)"}
     ax = figures.training_curves(frame).axes[0]
     drawn = [line for line in ax.lines if len(line.get_xdata())]
-    assert len(drawn) == 4 * 2 and {len(line.get_xdata()) for line in drawn} == {2}  # evaluations at 10 and 20
+    assert len(drawn) == 4 * 2 and {len(line.get_xdata()) for line in drawn} == {2}  # evaluations at 5 and 10
     assert sorted(line.get_linewidth() for line in drawn) == [0.7] * 4 + [1.6] * 4
-    probes = report.probe_frame(groups, lambda g: g.settings["shortcut"])
+    probes = report.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
     fig = figures.gradient_norms(probes)
-    assert [ax.get_title() for ax in fig.axes] == ["iteration 0", "iteration 20"]
+    assert [ax.get_title() for ax in fig.axes] == ["iteration 0", "iteration 10"]
     assert all(ax.get_yscale() == "log" and len([x for x in ax.lines if len(x.get_xdata()) == 3]) == 3
-               for ax in fig.axes)
+               for ax in fig.axes)  # one line per probed variant, a point per unit
