@@ -1,0 +1,166 @@
+"""Figures in the papers' style: seaborn on matplotlib's object API (no pyplot, no global state), one
+paper column wide (3.3 in), saved as PNG and PDF at 300 dpi.
+
+Each function takes a long-format frame (one row per run and point) and returns the Figure; the
+mean over seeds is the line and the band is over seeds. `save` writes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib as mpl
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+WIDTH = 3.3  # inches: one column of a two-column paper
+DPI = 300
+SPLITS = {"test": ("", 1.6), "train": ((3, 1.5), 0.7)}  # test error bold and solid, training error thin and dashed
+MAX_PROBE_PANELS = 4
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """Seaborn's paper context and ticks style, for the figures made inside only."""
+    with mpl.rc_context({**sns.plotting_context("paper", font_scale=0.85), **sns.axes_style("ticks")}):
+        yield
+
+
+def _palette(names: list) -> dict:
+    """One colour per name, colour-blind safe up to 10 names."""
+    colours = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
+    return dict(zip(names, colours))
+
+
+def _aggregate(frame: pd.DataFrame, keys: list[str], x: str, y: str, band: str) -> pd.DataFrame:
+    """Mean of y over seeds per keys and x, with the band's bounds lo/hi: ±1 sd ("sd") or min-max ("range")."""
+    agg = frame.groupby([*keys, x], sort=False)[y].agg(["mean", "std", "min", "max"]).reset_index()
+    lo, hi = (agg["mean"] - agg["std"], agg["mean"] + agg["std"]) if band == "sd" else (agg["min"], agg["max"])
+    return agg.assign(lo=lo, hi=hi).sort_values([*keys, x])
+
+
+def _means_and_bands(ax: Axes, frame: pd.DataFrame, x: str, y: str, hue: str, palette: dict, band: str,
+                     legend: bool, **line_kw) -> None:
+    """Mean lines over seeds (seaborn, one colour per hue) with shaded bands; aggregated once with pandas,
+    which is much faster than seaborn's per-point estimator for hundreds of runs."""
+    keys = [hue, *[v for v in (line_kw.get("style"), line_kw.get("size")) if v and v != hue]]
+    agg = _aggregate(frame, list(dict.fromkeys(keys)), x, y, band)
+    for (name, *_), part in agg.groupby(list(dict.fromkeys(keys)), sort=False):
+        if (part["hi"] > part["lo"]).any():
+            ax.fill_between(part[x], part["lo"], part["hi"], color=palette[name], alpha=0.2, linewidth=0)
+    sns.lineplot(data=agg, x=x, y="mean", hue=hue, hue_order=list(palette), palette=palette, estimator=None,
+                 sort=False, ax=ax, legend=legend, **line_kw)
+
+
+def _curves(ax: Axes, frame: pd.DataFrame, hue: str, palette: dict, legend: bool) -> None:
+    """Error vs iteration: mean over seeds with a ±1 sd band, test bold, training dashed."""
+    _means_and_bands(ax, frame, "iteration", "error", hue, palette, "sd", legend,
+                     style="split", style_order=list(SPLITS), dashes={k: v[0] for k, v in SPLITS.items()},
+                     size="split", size_order=list(SPLITS), sizes={k: v[1] for k, v in SPLITS.items()})
+    ax.set(xlabel="iterations", ylabel="error (%)")
+    _thousands(ax)
+
+
+def _legend_below(fig: Figure, ax: Axes, columns: int = 2) -> None:
+    """Move an axes' legend under the plot, one column for long labels, and grow the figure's height
+    for it, so the plot keeps the column's width and its own height."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    columns = 1 if max(map(len, labels), default=0) > 24 else columns
+    fig.set_figheight(fig.get_figheight() + 0.14 * math.ceil(len(labels) / columns))
+    fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False, fontsize="x-small")
+
+
+def _thousands(ax: Axes) -> None:
+    """Iteration ticks as 16k, 32k, ..."""
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
+
+
+def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
+    """Columns variant, seed, iteration, split (test|train), error: one colour per variant."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 2.2), layout="constrained")
+        ax = fig.subplots()
+        _curves(ax, frame, "variant", _palette(list(dict.fromkeys(frame["variant"]))), legend=True)
+        ax.set_title(title, fontsize="small")
+        _legend_below(fig, ax)
+    return fig
+
+
+def degradation(frame: pd.DataFrame, title: str = "") -> Figure:
+    """2015 Fig. 6: plain nets left, ResNets right; columns net (plain|ResNet), depth, seed, iteration,
+    split, error; one colour per depth, the same in both panels."""
+    frame = frame.assign(layers=frame["depth"].map(lambda d: f"{d}-layer"))
+    palette = _palette([f"{d}-layer" for d in sorted(frame["depth"].unique())])
+    with _style():
+        fig = Figure(figsize=(WIDTH, 2.0), layout="constrained")
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, net in zip(axes, ("plain", "ResNet")):
+            part = frame[frame["net"] == net]
+            _curves(ax, part, "layers", {k: v for k, v in palette.items() if k in set(part["layers"])},
+                    legend=net == "ResNet")
+            ax.set_title(f"{net}", fontsize="small")
+        fig.suptitle(title, fontsize="small")
+        _legend_below(fig, axes[1], columns=3)
+    return fig
+
+
+def probe_iterations(iterations: list[int]) -> list[int]:
+    """The probed iterations drawn: all when few, else the first, the last and evenly spaced ones."""
+    its = sorted(set(iterations))
+    if len(its) <= MAX_PROBE_PANELS:
+        return its
+    step = (len(its) - 1) / (MAX_PROBE_PANELS - 1)
+    return [its[round(i * step)] for i in range(MAX_PROBE_PANELS)]
+
+
+def gradient_norms(frame: pd.DataFrame, title: str = "") -> Figure:
+    """Per-unit input-gradient norm (log scale) vs unit index, one panel per probed iteration; columns
+    variant, seed, iteration, unit, norm; line = mean over seeds, band = their range."""
+    shown = probe_iterations(frame["iteration"].tolist())
+    palette = _palette(list(dict.fromkeys(frame["variant"])))
+    with _style():
+        fig = Figure(figsize=(WIDTH, 0.4 + 1.3 * len(shown)), layout="constrained")
+        axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, it in zip(axes, shown):
+            _means_and_bands(ax, frame[frame["iteration"] == it], "unit", "norm", "variant", palette, "range",
+                             legend=ax is axes[0], marker=".")
+            ax.set_yscale("log")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(ylabel="grad. norm", xlabel="unit index (input → output)")
+            ax.set_title(f"iteration {it}", fontsize="small")
+        fig.suptitle(title, fontsize="small")
+        _legend_below(fig, axes[0])
+    return fig
+
+
+def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
+    """Final test error vs depth (log axis, ticks at the depths) for plain and residual nets; columns
+    net, depth, seed, error; points = mean over seeds, bars = ±1 sd."""
+    depths = sorted(frame["depth"].unique())
+    with _style():
+        fig = Figure(figsize=(WIDTH, 2.1), layout="constrained")
+        ax = fig.subplots()
+        sns.lineplot(data=frame, x="depth", y="error", hue="net", palette=_palette(list(dict.fromkeys(frame["net"]))),
+                     marker="o", errorbar="sd", err_style="bars", ax=ax)
+        ax.set_xscale("log")
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
+        ax.set(xlabel="depth (layers)", ylabel="test error (%)")
+        ax.set_title(title, fontsize="small")
+        _legend_below(fig, ax)
+    return fig
+
+
+def save(fig: Figure, base: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Write `fig` as base.<fmt> for each format at 300 dpi; returns the paths."""
+    paths = [base.parent / f"{base.name}.{fmt}" for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=DPI)
+    return paths
