@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Tiny nets gain nothing from intra-op threads, and two threads on a shared 2-core machine were measured
+# >10x slower than one; tests and the CLI subprocesses they start use one.
+torch.set_num_threads(1)
 
 # A tiny CPU run: depth-8 net on 128 synthetic images, a few dozen iterations.
 TINY = ["dataset=synthetic", "depth=8", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=10",
@@ -52,7 +57,8 @@ def write_fake_cifar(root: Path, name: str = "cifar10", per_file: int = 12, seed
 
 def cli_env() -> dict[str, str]:
     """The environment for a CLI subprocess: this checkout's package first (also from a git worktree)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def run_cli(*args: str, cwd: Path, module: str = "resnet_ablate.run", timeout: float = 300) -> subprocess.CompletedProcess:

@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import run_cli
 from scipy import stats
 
@@ -54,13 +53,8 @@ def runs(tmp_path_factory):
     runs/units: a reduced-budget table2 sweep of copies of real runs."""
     root = tmp_path_factory.mktemp("runs")
     tiny = root / "tiny"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a shared 2-core machine are >10x slower than one
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            train([parse([*TINY, "depth=8", *extra, f"run_dir={tiny / name}"]) for name, extra in REAL.items()])
-    finally:
-        torch.set_num_threads(threads)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train([parse([*TINY, "depth=8", *extra, f"run_dir={tiny / name}"]) for name, extra in REAL.items()])
     # one more scaling run that failed: the group holds done and fail runs
     shutil.copytree(tiny / "scaling_s1", tiny / "scaling_s7")
     (tiny / "scaling_s7" / "config.yaml").write_text(
