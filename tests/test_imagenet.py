@@ -13,6 +13,7 @@ from resnet_ablate.registry import UsageError
 from resnet_ablate.shortcuts import ExclusiveGating
 from resnet_ablate.train import build_network, train
 from resnet_ablate.units import UNITS, FullPreactivation
+from resnet_ablate.zoo import imagenet_table
 
 # torchvision's counts for weights=None (its docs' figures); asserted against torchvision below too
 TORCHVISION_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -177,3 +178,10 @@ def test_imagenet_net_trains_on_cifar_sized_data(tmp_path):
     res = train([cfg])[0]
     assert res["status"] == "done" and res["iterations"] == 2
     assert res["parameters"] == TORCHVISION_COUNTS["resnet18"] - 990 * 513  # 10 classes instead of 1000
+
+
+def test_zoo_table_lists_the_nets_beside_torchvisions_counts():
+    rows = imagenet_table()
+    assert len(rows) == 2 + len(TORCHVISION_ARCHS)
+    assert "| resnext50_32x4d | 50 | bottleneck | 32x4d | 25,028,904 (25.03M) | 25,028,904 |" in rows
+    assert "| resnet18 | 18 | basic | 1x64d | 11,689,512 (11.69M) | 11,689,512 |" in rows
