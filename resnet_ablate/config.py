@@ -44,10 +44,10 @@ class Config:
     """One training run. Defaults are the papers' CIFAR recipe (2016 paper: warm-up for every run)."""
 
     # model
-    arch: str = opt("cifar", "network layout: cifar = 3x3 stem, 3 stages (the papers' CIFAR nets); imagenet = 7x7 "
-                    "stem + max-pool, 4 stages (torchvision's ResNet-18...152)", "model", choices=lambda: list(ARCHS))
     depth: int = opt(110, "arch=cifar: 6n+2 (basic units) or 9n+2 (bottleneck units); arch=imagenet: 18, 34, 50, "
                      "101, 152", "model")
+    arch: str = opt("cifar", "network layout: cifar = 3x3 stem, 3 stages (the papers' CIFAR nets); imagenet = 7x7 "
+                    "stem + max-pool, 4 stages (torchvision's ResNet-18...152)", "model", choices=lambda: list(ARCHS))
     unit: str = opt("original", "residual unit (2016 paper, Fig. 4)", "model", choices=UNITS.names)
     shortcut: str = opt("identity", "shortcut (2016 paper, Fig. 2); none = plain net", "model", choices=SHORTCUTS.names)
     block: str = opt("auto", "unit body; auto = papers' choice (bottleneck for 164, 1001; arch=imagenet: 50 and up)",
