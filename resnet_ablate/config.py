@@ -12,11 +12,13 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .imagenet import resolve_imagenet_block
 from .model import resolve_block, resolve_downsample, shortcut_parameters
 from .registry import UsageError, closest
 from .shortcuts import SHORTCUTS
-from .units import BLOCKS, UNITS
+from .units import BLOCKS, UNITS, check_body
 
+ARCHS = ("cifar", "imagenet")
 DATASETS = ("cifar10", "cifar100", "synthetic")
 NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -44,13 +46,20 @@ class Config:
     """One training run. Defaults are the papers' CIFAR recipe (2016 paper: warm-up for every run)."""
 
     # model
-    depth: int = opt(110, "6n+2 (basic units) or 9n+2 (bottleneck units)", "model")
+    depth: int = opt(110, "arch=cifar: 6n+2 (basic units) or 9n+2 (bottleneck units); arch=imagenet: 18, 34, 50, "
+                     "101, 152", "model")
+    arch: str = opt("cifar", "network layout: cifar = 3x3 stem, 3 stages (the papers' CIFAR nets); imagenet = 7x7 "
+                    "stem + max-pool, 4 stages (torchvision's ResNet-18...152)", "model", choices=lambda: list(ARCHS))
     unit: str = opt("original", "residual unit (2016 paper, Fig. 4)", "model", choices=UNITS.names)
     shortcut: str = opt("identity", "shortcut (2016 paper, Fig. 2); none = plain net", "model", choices=SHORTCUTS.names)
-    block: str = opt("auto", "unit body; auto = papers' choice (bottleneck for 164, 1001)", "model",
-                     choices=lambda: ["auto", *BLOCKS])
+    block: str = opt("auto", "unit body; auto = papers' choice (bottleneck for 164, 1001; arch=imagenet: 50 and up)",
+                     "model", choices=lambda: ["auto", *BLOCKS])
     downsample: str = opt("auto", "shortcut where the dimension increases; auto = zeropad (basic), conv1x1 "
-                          "(bottleneck)", "model", choices=lambda: ["auto", "zeropad", "conv1x1"])
+                          "(bottleneck; every arch=imagenet net, as torchvision)", "model",
+                          choices=lambda: ["auto", "zeropad", "conv1x1"])
+    groups: int = opt(1, "ResNeXt cardinality: groups of the bottleneck's 3x3 conv (1 = ResNet)", "model")
+    width_per_group: int = opt(64, "ResNeXt width per group: the bottleneck's 3x3 has int(planes * width_per_group "
+                               "/ 64) * groups channels (64 = ResNet)", "model")
     scale: float = opt(_shortcut_default("scaling", "scale"), "scaling: lambda on the shortcut", "model")
     residual_scale: float = opt(_shortcut_default("scaling", "residual_scale"), "scaling: factor on F", "model")
     gate_bias: float = opt(_shortcut_default("gating", "gate_bias"), "gating, shortcut_gating: initial b_g", "model")
@@ -152,8 +161,9 @@ def validate(cfg: Config) -> None:
         if choices is not None and getattr(cfg, name) not in choices():
             value = getattr(cfg, name)
             raise UsageError(f"unknown {name} '{value}'{closest(str(value), choices())}; allowed: {', '.join(choices())}")
-    block = resolve_block(cfg.depth, cfg.block)
+    block = (resolve_imagenet_block if cfg.arch == "imagenet" else resolve_block)(cfg.depth, cfg.block)
     resolve_downsample(block, cfg.downsample)
+    check_body(block, cfg.groups, cfg.width_per_group)
     _check(0.0 <= cfg.p < 1.0, f"p={cfg.p} is out of range; allowed: 0 <= p < 1")
     for name in ("iterations", "batch_size", "eval_every", "synthetic_size"):
         _check(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive")

@@ -3,7 +3,8 @@
 3x3 conv stem (16 filters, BN, ReLU), three stages of n units on 32/16/8 maps, global average pool,
 linear classifier, He init. Basic units: depth 6n+2, 16/32/64 channels. Bottleneck units: depth 9n+2,
 64/128/256 out (16/32/64 inside). Pre-activation units end the net with their own activation (the
-paper's extra BN-ReLU before pooling).
+paper's extra BN-ReLU before pooling). The skeleton (`ResNet`) is shared with the ImageNet-style
+nets of `imagenet.py`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from .registry import UsageError
 from .shortcuts import SHORTCUTS, Shortcut
-from .units import BLOCKS, EXPANSION, UNITS, ResidualUnit, activation
+from .units import BLOCKS, EXPANSION, UNITS, ResidualUnit, activation, check_body
 
 STAGE_WIDTHS = (16, 32, 64)
 LAYERS_PER_UNIT = {"basic": 2, "bottleneck": 3}
@@ -61,30 +62,36 @@ def shortcut_parameters(cls: type[Shortcut]) -> dict[str, Any]:
     return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
-class CifarResNet(nn.Module):
-    """Stem, three stages of residual units, final activation (pre-act nets), pool, classifier."""
+class ResNet(nn.Module):
+    """Stem, stages of residual units, final activation (pre-act nets), pool, classifier, He init.
+
+    Shared by the CIFAR and the ImageNet nets, which differ only in the stem and the stage plan:
+    one (out_ch, units, stride) per stage; the first unit of a stage carries its stride, and the net's
+    first unit takes its activation from the stem. `body` is passed to every unit (see `body_convs`).
+    """
 
     def __init__(
         self,
-        depth: int,
+        stem: nn.Sequential,
+        stem_ch: int,
+        plan: list[tuple[int, int, int]],
         unit: type[ResidualUnit],
         shortcut: type[Shortcut],
         block: str,
         num_classes: int,
         downsample: str,
         shortcut_params: dict[str, Any],
+        **body: Any,
     ) -> None:
         super().__init__()
-        n = (depth - 2) // (3 * LAYERS_PER_UNIT[block])
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        in_ch, stages = 16, []
-        for i, width in enumerate(STAGE_WIDTHS):
-            out_ch = width * EXPANSION[block]
+        self.stem = stem
+        in_ch, stages = stem_ch, []
+        for i, (out_ch, n, stage_stride) in enumerate(plan):
             units = []
             for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
+                stride = stage_stride if j == 0 else 1
                 first = i == 0 and j == 0
-                units.append(unit(block, in_ch, out_ch, stride, shortcut, shortcut_params, downsample, first))
+                units.append(unit(block, in_ch, out_ch, stride, shortcut, shortcut_params, downsample, first, **body))
                 in_ch = out_ch
             stages.append(nn.Sequential(*units))
         self.stages = nn.Sequential(*stages)
@@ -112,6 +119,42 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+class CifarResNet(ResNet):
+    """3x3 conv stem (16 filters), three stages of n units on 32/16/8 maps."""
+
+    def __init__(
+        self,
+        depth: int,
+        unit: type[ResidualUnit],
+        shortcut: type[Shortcut],
+        block: str,
+        num_classes: int,
+        downsample: str,
+        shortcut_params: dict[str, Any],
+        **body: Any,
+    ) -> None:
+        n = (depth - 2) // (3 * LAYERS_PER_UNIT[block])
+        stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        plan = [(width * EXPANSION[block], n, 1 if i == 0 else 2) for i, width in enumerate(STAGE_WIDTHS)]
+        super().__init__(stem, 16, plan, unit, shortcut, block, num_classes, downsample, shortcut_params, **body)
+
+
+def select_shortcut_params(shortcut: type[Shortcut], shortcut_params: dict[str, Any]) -> dict[str, Any]:
+    """Those of a flat config's shortcut parameters that `shortcut` takes; a name no shortcut takes is
+    a UsageError (so a typo is not silently ignored)."""
+    known = {k for name in SHORTCUTS for k in shortcut_parameters(SHORTCUTS.get(name))}
+    for key in shortcut_params.keys() - known:
+        raise UsageError(f"unknown shortcut parameter '{key}'; allowed: {', '.join(sorted(known))}")
+    return {k: v for k, v in shortcut_params.items() if k in shortcut_parameters(shortcut)}
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Give every BN layer the same running-statistics momentum."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = momentum
+
+
 def build_model(
     depth: int,
     unit: str = "original",
@@ -120,21 +163,21 @@ def build_model(
     num_classes: int = 10,
     downsample: str = "auto",
     bn_momentum: float = 0.1,
+    groups: int = 1,
+    width_per_group: int = 64,
     **shortcut_params: Any,
 ) -> CifarResNet:
     """A CIFAR ResNet (or plain net, `shortcut='none'`) by registry names; `shortcut_params` may hold
-    parameters of other shortcuts too (a flat config): only those `shortcut` takes are passed on."""
+    parameters of other shortcuts too (a flat config): only those `shortcut` takes are passed on.
+    `groups`/`width_per_group` make bottleneck units ResNeXt units (defaults: the papers' nets)."""
     unit_cls, shortcut_cls = UNITS.get(unit), SHORTCUTS.get(shortcut)
     block = resolve_block(depth, block)
     downsample = resolve_downsample(block, downsample)
-    known = {k for name in SHORTCUTS for k in shortcut_parameters(SHORTCUTS.get(name))}
-    for key in shortcut_params.keys() - known:
-        raise UsageError(f"unknown shortcut parameter '{key}'; allowed: {', '.join(sorted(known))}")
-    params = {k: v for k, v in shortcut_params.items() if k in shortcut_parameters(shortcut_cls)}
-    model = CifarResNet(depth, unit_cls, shortcut_cls, block, num_classes, downsample, params)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = bn_momentum
+    check_body(block, groups, width_per_group)
+    params = select_shortcut_params(shortcut_cls, shortcut_params)
+    model = CifarResNet(depth, unit_cls, shortcut_cls, block, num_classes, downsample, params,
+                        groups=groups, width_per_group=width_per_group)
+    set_bn_momentum(model, bn_momentum)
     return model
 
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from . import data as datamod
 from . import runfolder as rf
 from .config import Config, default_data_dir, from_yaml, identity_items, run_dir, run_name, to_yaml
-from .model import build_model, count_parameters, shortcut_parameters
+from .imagenet import build_imagenet_model
+from .model import ResNet, build_model, count_parameters, shortcut_parameters
 from .probes import gradient_norms
 from .registry import UsageError
 from .shortcuts import SHORTCUTS
@@ -124,6 +125,14 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
+def build_network(cfg: Config, num_classes: int) -> ResNet:
+    """The config's net: a CIFAR (`arch=cifar`) or ImageNet-style (`arch=imagenet`) ResNet from the registries."""
+    build = build_imagenet_model if cfg.arch == "imagenet" else build_model
+    params = {k: getattr(cfg, k) for k in shortcut_parameters(SHORTCUTS.get(cfg.shortcut))}
+    return build(cfg.depth, cfg.unit, cfg.shortcut, cfg.block, num_classes, cfg.downsample, cfg.bn_momentum,
+                 cfg.groups, cfg.width_per_group, **params)
+
+
 class Run:
     """One training run: its config and folder, model, optimizer, sampler, RNG streams and meters."""
 
@@ -131,9 +140,7 @@ class Run:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
         self.dir, self.name = run_dir(cfg), run_name(cfg)
         torch.manual_seed(cfg.seed)
-        params = {k: getattr(cfg, k) for k in shortcut_parameters(SHORTCUTS.get(cfg.shortcut))}
-        model = build_model(cfg.depth, cfg.unit, cfg.shortcut, cfg.block, data.num_classes, cfg.downsample,
-                            cfg.bn_momentum, **params)
+        model = build_network(cfg, data.num_classes)
         self.parameters = count_parameters(model)
         self.model = model.to(device, memory_format=torch.channels_last)
         self.rng = self._rng_state()  # the run's own dropout stream, continued from its seed

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import Registry
+from .registry import Registry, UsageError
 from .shortcuts import Shortcut
 
 UNITS: Registry[type["ResidualUnit"]] = Registry("unit")
@@ -27,15 +27,40 @@ def activation(ops: tuple[str, ...], channels: int) -> nn.Module:
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
-def body_convs(block: str, in_ch: int, out_ch: int, stride: int) -> list[nn.Conv2d]:
-    """The convolutions of a basic or bottleneck body; the stride sits on the first conv (as in the
-    papers' Torch code), bottleneck width is out_ch / 4."""
+def check_body(block: str, groups: int = 1, width_per_group: int = 64) -> None:
+    """One-line UsageError unless the ResNeXt parameters fit the body: basic bodies take only the
+    defaults (as torchvision's BasicBlock), bottleneck bodies need positive values."""
+    if block == "basic" and (groups, width_per_group) != (1, 64):
+        raise UsageError(f"groups={groups} width_per_group={width_per_group} need bottleneck units; "
+                         "basic units take only groups=1 width_per_group=64")
+    if groups < 1 or width_per_group < 1:
+        raise UsageError(f"groups={groups} and width_per_group={width_per_group} must be >= 1")
+
+
+def body_convs(
+    block: str, in_ch: int, out_ch: int, stride: int,
+    groups: int = 1, width_per_group: int = 64, stride_on_3x3: bool = False,
+) -> list[nn.Conv2d]:
+    """The convolutions of a basic or bottleneck body.
+
+    The stride sits on the first conv by default (the papers' Torch code, used by the CIFAR nets);
+    `stride_on_3x3` moves it to the bottleneck's 3x3 conv, as torchvision's ResNet v1.5 (the ImageNet
+    nets). The bottleneck's 3x3 is grouped (ResNeXt cardinality `groups`) and its width is
+    int(planes * width_per_group / 64) * groups with planes = out_ch / 4, as in torchvision: the
+    defaults give out_ch / 4, the plain ResNet bottleneck.
+    """
+    check_body(block, groups, width_per_group)
     if block == "basic":
         return [nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)]
-    mid = out_ch // EXPANSION["bottleneck"]
+    planes = out_ch // EXPANSION["bottleneck"]
+    mid = planes * width_per_group // 64 * groups
+    if mid == 0:
+        raise UsageError(f"width_per_group={width_per_group} leaves no channels for {planes} planes; "
+                         f"need planes * width_per_group >= 64")
+    first, middle = (1, stride) if stride_on_3x3 else (stride, 1)
     return [
-        nn.Conv2d(in_ch, mid, 1, stride, 0, bias=False),
-        nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+        nn.Conv2d(in_ch, mid, 1, first, 0, bias=False),
+        nn.Conv2d(mid, mid, 3, middle, 1, groups=groups, bias=False),
         nn.Conv2d(mid, out_ch, 1, 1, 0, bias=False),
     ]
 
@@ -45,7 +70,8 @@ class ResidualUnit(nn.Module):
 
     At units that change the shape, pre-activation variants feed the shared pre-activation to a
     convolutional shortcut (the 2016 code: BN-ReLU before splitting); `first=True` drops `pre`
-    because the stem already ends in BN-ReLU (the paper's rule for the first unit).
+    because the stem already ends in BN-ReLU (the paper's rule for the first unit). `body` holds
+    `body_convs`' options (groups, width_per_group, stride_on_3x3).
     """
 
     pre: tuple[str, ...] = ()
@@ -62,9 +88,10 @@ class ResidualUnit(nn.Module):
         shortcut_params: dict[str, Any],
         downsample: str,
         first: bool = False,
+        **body: Any,
     ) -> None:
         super().__init__()
-        convs = body_convs(block, in_ch, out_ch, stride)
+        convs = body_convs(block, in_ch, out_ch, stride, **body)
         self.pre_act = nn.Identity() if first else activation(self.pre, in_ch)
         layers: list[nn.Module] = []
         for conv in convs[:-1]:

@@ -1,8 +1,13 @@
-"""`python -m resnet_ablate.zoo`: the parameter table of the papers' CIFAR nets, next to the papers' counts."""
+"""`python -m resnet_ablate.zoo`: the parameter tables of the papers' CIFAR nets, next to the papers' counts, and
+of the ImageNet-style nets, next to torchvision's."""
 from __future__ import annotations
 
 import sys
 
+import torch
+import torchvision
+
+from .imagenet import IMAGENET_DEPTHS, TORCHVISION_ARCHS, build_imagenet_model
 from .model import PAPER_DEPTHS, build_model, count_parameters
 
 # Parameter counts as printed in the papers (2015 Table 6; 2016 Table 3), in millions.
@@ -23,8 +28,22 @@ def table() -> list[str]:
     return rows
 
 
+def imagenet_table() -> list[str]:
+    """Markdown rows for torchvision's ResNets and ResNeXt-50 as built here (original unit, identity shortcut),
+    beside torchvision's own count; built on the meta device, so only shapes are made."""
+    rows = ["| net | depth | block | groups x width | parameters | torchvision |", "|---|---:|---|---|---:|---:|"]
+    with torch.device("meta"):
+        for name, kwargs in TORCHVISION_ARCHS.items():
+            n = count_parameters(build_imagenet_model(**kwargs))
+            tv = count_parameters(getattr(torchvision.models, name)(weights=None))
+            depth, block = kwargs["depth"], IMAGENET_DEPTHS[kwargs["depth"]][0]
+            width = f"{kwargs.get('groups', 1)}x{kwargs.get('width_per_group', 64)}d"
+            rows.append(f"| {name} | {depth} | {block} | {width} | {n:,} ({n / 1e6:.2f}M) | {tv:,} |")
+    return rows
+
+
 def main() -> int:
-    print("\n".join(table()))
+    print("\n".join([*table(), "", *imagenet_table()]))
     return 0
 
 
