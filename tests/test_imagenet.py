@@ -21,16 +21,6 @@ TORCHVISION_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50"
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on inputs this small, splitting work costs more than it gains (20x slower on a
-    busy 2-core machine); restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(TORCHVISION_ARCHS))
 def test_parameter_counts_equal_torchvisions(name):
     with torch.device("meta"):  # shapes only: no memory, no init time
