@@ -446,6 +446,7 @@ def executor(launch: Launch, folder: Path) -> submitit.AutoExecutor:
 
 def record_jobs(folder: Path, launcher: str, jobs: list[Any], batches: list[list[Config]]) -> None:
     """Append which job trains which runs to .submitit/jobs.jsonl (status reads it)."""
+    (folder / SUBMITIT_DIR).mkdir(parents=True, exist_ok=True)
     for job, batch in zip(jobs, batches):
         rf.append_jsonl(folder / SUBMITIT_DIR / JOBS_FILE, {"job_id": job.job_id, "launcher": launcher,
                                                            "runs": [run_name(c) for c in batch]})
