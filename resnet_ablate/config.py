@@ -36,8 +36,8 @@ def opt(default: Any, help: str, section: str, identity: bool = True, choices: C
     """A config field with its help line; `identity=False` marks fields that do not change what is
     trained (paths, devices, logging), which are left out of run names and report groups."""
     meta = {"help": help, "section": section, "identity": identity, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 

@@ -1,6 +1,10 @@
-"""`python -m resnet_ablate.run key=value ...`: parse the overrides, print the resolved config, train.
+"""`python -m resnet_ablate.run key=value ...`: one run in this process, or a sweep through the launcher.
 
-Bad input (unknown key, wrong type, bad value, missing data) ends with one line on stderr and exit 2.
+Without launcher keys and comma lists it parses the overrides, prints the resolved config and trains in this
+process. Launcher keys (launcher=, ablation=, dry_run=, slurm.*, ... see --help) or a comma list
+(`seed=0,1,2`) make it a sweep: `launch` expands, skips what is finished and runs or submits the rest.
+
+Bad input (unknown key, wrong type, bad value, missing data or spec) ends with one line on stderr and exit 2.
 A run that diverges or ends above `fail_threshold` is a result (status fail), not an error: exit 0.
 """
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+from . import launch
 from .config import help_text, parse, run_dir, to_yaml
 from .registry import UsageError
 from .train import train
@@ -16,10 +21,13 @@ from .train import train
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
+        print(f"{help_text()}\n{launch.help_text()}")
         return 0
     try:
-        cfg = parse(argv)
+        launch_overrides, run_overrides = launch.split_overrides(argv)
+        if launch.is_sweep(launch_overrides, run_overrides):
+            return launch.launch_main(launch_overrides, run_overrides, launch.command_line(argv))
+        cfg = parse(run_overrides)
         print(f"run folder: {run_dir(cfg)}\nconfig:\n{textwrap.indent(to_yaml(cfg), '  ')}", flush=True)
         train([cfg])
     except UsageError as e:

@@ -61,9 +61,12 @@ def cli_env() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
-def run_cli(*args: str, cwd: Path, module: str = "resnet_ablate.run", timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, module: str = "resnet_ablate.run", timeout: float = 300,
+            env_path: str | None = None) -> subprocess.CompletedProcess:
+    """Run a module of this checkout; `env_path` replaces PATH (e.g. to hide sbatch)."""
+    env = {**cli_env(), **({"PATH": env_path} if env_path is not None else {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=cli_env())
+                          timeout=timeout, env=env)
 
 
 def metrics(folder: Path) -> list[dict]:

@@ -3,6 +3,7 @@ import pytest
 from conftest import run_cli
 
 from resnet_ablate.config import FIELDS, Config, from_yaml, help_text, parse, run_name, to_yaml
+from resnet_ablate.launch import help_text as launch_help_text
 from resnet_ablate.model import shortcut_parameters
 from resnet_ablate.registry import UsageError
 from resnet_ablate.shortcuts import SHORTCUTS
@@ -76,7 +77,7 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
     for registry in (SHORTCUTS, UNITS):
         assert f"[allowed: {', '.join(registry.names())}]" in text
     proc = run_cli("--help", cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.strip() == text
+    assert proc.returncode == 0 and proc.stdout.strip() == f"{text}\n{launch_help_text()}"  # then the launcher's
 
 
 def test_run_name_shows_what_differs_from_the_defaults():

@@ -1,0 +1,270 @@
+"""The launcher without SLURM: grids, specs, dry runs, skipping finished runs, packing, the job's signal
+hand-over, crash retries, status counts, and one-line errors for bad input."""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+from conftest import TINY, metrics, result, run_cli
+
+from resnet_ablate import launch, run, status
+from resnet_ablate.config import parse, run_name
+from resnet_ablate.launch import SweepJob, expand, groups, load_spec, parse_launch, sweep_values
+
+DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
+
+
+def names(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_comma_lists_expand_but_bracket_lists_do_not():
+    assert sweep_values("identity,gating") == ["identity", "gating"]
+    assert sweep_values("[16000,24000]") == ["[16000,24000]"]
+    assert sweep_values("[1,2],[3,4]") == ["[1,2]", "[3,4]"]
+    sweep = expand(parse_launch([]), ["shortcut=identity,gating", "seed=0,1,2", "milestones=[16000,24000]"])
+    assert [(c.shortcut, c.seed) for c in sweep.cfgs] == [(s, i) for s in ("identity", "gating") for i in range(3)]
+    assert all(c.milestones == [16000, 24000] for c in sweep.cfgs)
+    assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, "runs/sweep")
+    assert {c.runs_root for c in sweep.cfgs} == {"runs/sweep"}
+
+
+@pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 55), ("table2_units", "table2", 50),
+                                               ("table3_preact", "table3", 50), ("resnet2015_depths", "depth", 30),
+                                               ("degradation", "degradation", 50), ("gradnorm", "gradnorm", 90)])
+def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout, count):
+    full = expand(parse_launch([f"ablation={name}"]), [])
+    assert (full.layout, len(full.cfgs), str(full.folder)) == (layout, count, f"runs/{name}")
+    assert sorted({c.seed for c in full.cfgs}) == [0, 1, 2, 3, 4]
+    quick = expand(parse_launch([f"ablation={name}", "budget=quick"]), [])
+    assert len(quick.cfgs) == count * 2 // 5 and str(quick.folder) == f"runs/{name}_quick"
+    assert all(c.iterations < 64000 and c.milestones == [c.iterations // 2, c.iterations * 3 // 4] for c in quick.cfgs)
+
+
+def test_table1_rows_and_the_2015_warmup_rule():
+    rows = {(c.shortcut, c.gate_bias if "gating" in c.shortcut else None,
+             (c.scale, c.residual_scale) if c.shortcut == "scaling" else None, c.p if c.shortcut == "dropout" else None)
+            for c in expand(parse_launch(["ablation=table1_shortcuts"]), []).cfgs}
+    assert rows == {("identity", None, None, None), ("none", None, None, None), ("scaling", None, (0.5, 1.0), None),
+                    ("scaling", None, (0.5, 0.5), None), ("gating", 0.0, None, None), ("gating", -6.0, None, None),
+                    ("gating", -7.0, None, None), ("shortcut_gating", 0.0, None, None),
+                    ("shortcut_gating", -6.0, None, None), ("conv1x1", None, None, None), ("dropout", None, None, 0.5)}
+    depths = expand(parse_launch(["ablation=resnet2015_depths"]), []).cfgs
+    assert {(c.depth, c.warmup_iters) for c in depths} == {(20, 0), (32, 0), (44, 0), (56, 0), (110, 400), (1202, 0)}
+    assert {c.normalize for c in depths} == {"pixel_mean"}
+
+
+def test_command_line_overrides_apply_on_top_of_a_spec():
+    sweep = expand(parse_launch(["ablation=table2_units", "budget=quick"]), ["dataset=synthetic", "iterations=10"])
+    assert {(c.dataset, c.iterations, tuple(c.milestones)) for c in sweep.cfgs} == {("synthetic", 10, (8000, 12000))}
+
+
+def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
+    folder = tmp_path / "runs" / "sweep"
+    sweep = launch.read_sweep(folder)
+    cfgs = [parse([*DONE, f"seed={s}"]) for s in (0, 1)]
+    assert sweep["runs"] == [run_name(c) for c in cfgs] and names(folder) == sorted([*sweep["runs"], "sweep.yaml"])
+    assert (sweep["name"], sweep["layout"], sweep["budget"]) == ("sweep", None, "full")
+    assert sweep["command"].startswith("python -m resnet_ablate.run dataset=synthetic") and "seed=0,1" in sweep["command"]
+    assert sweep["git_commit"]
+    assert all(json.loads((folder / n / "result.json").read_text())["status"] == "done" for n in sweep["runs"])
+    before = {n: (folder / n / "result.json").stat().st_mtime_ns for n in sweep["runs"]}
+    capsys.readouterr()
+    assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
+    assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
+    assert {n: (folder / n / "result.json").stat().st_mtime_ns for n in sweep["runs"]} == before
+
+
+def test_dry_run_lists_runs_and_finished_ones_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=1", "launcher=inline", "sweep_dir=s"]) == 0
+    before = names(tmp_path / "s")
+    capsys.readouterr()
+    assert run.main([*DONE, "seed=0,1,2", "dry_run=true", "launcher=slurm", "sweep_dir=s"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("3 runs in s; 1 finished, 0 queued or running, 2 to run")
+    assert [line.split()[0] for line in out[1:]] == ["-", "done", "-"]
+    assert [line.split()[1] for line in out[1:]] == [run_name(parse([*DONE, f"seed={s}"])) for s in range(3)]
+    assert names(tmp_path / "s") == before and not (tmp_path / "s" / ".submitit").exists()
+
+
+def test_runs_per_job_packs_only_runs_that_can_step_together():
+    cfgs = [parse([*TINY, f"seed={s}", f"batch_size={b}"]) for b in (8, 16) for s in range(3)]
+    packed = groups(cfgs, 2)
+    assert [[(c.batch_size, c.seed) for c in g] for g in packed] == [[(8, 0), (8, 1)], [(8, 2)], [(16, 0), (16, 1)],
+                                                                      [(16, 2)]]
+    assert groups(cfgs, 1) == [[c] for c in cfgs]
+
+
+def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "shortcut=dropout", "seed=0,1", "launcher=debug", "runs_per_job=2"]) == 0
+    folder = tmp_path / "runs" / "sweep"
+    jobs = [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
+    assert len(jobs) == 1 and jobs[0]["launcher"] == "debug" and jobs[0]["runs"] == launch.read_sweep(folder)["runs"]
+    for seed in (0, 1):
+        cfg = parse([*DONE, "shortcut=dropout", f"seed={seed}", f"run_dir={tmp_path / f'alone{seed}'}"])
+        SweepJob(max_retries=0)([cfg])
+        assert metrics(folder / run_name(cfg)) == metrics(tmp_path / f"alone{seed}")
+
+
+def _signal_after_first_eval(folder, sig):
+    """Send `sig` to this process once the run in `folder` has written its first metrics line."""
+    def send():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (folder / "metrics.jsonl").is_file():
+            time.sleep(0.01)
+        os.kill(os.getpid(), sig)
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
+    """submitit's USR2 handler (here a stand-in that records and exits as submitit does) runs only after the
+    trainer wrote its checkpoint; the requeued job resumes to the numbers of an undisturbed run."""
+    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    calls = []
+
+    def submitit_usr2(num, frame):
+        calls.append(torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["iteration"])
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_usr2)
+    try:
+        cfg = parse([*args, f"run_dir={tmp_path / 'cut'}"])
+        _signal_after_first_eval(tmp_path / "cut", signal.SIGUSR2)
+        with pytest.raises(SystemExit):
+            SweepJob(max_retries=0)([cfg])
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(calls) == 1 and 10 <= calls[0] < 120 and not (tmp_path / "cut" / "result.json").exists()
+    assert SweepJob(max_retries=0)([cfg])[0]["status"] == "done"
+    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
+def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
+    """SIGTERM, with submitit's no-op handler in place: checkpoint at once, then train on to the end."""
+    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    bypassed = []
+    previous = signal.signal(signal.SIGTERM, lambda num, frame: bypassed.append(num))
+    try:
+        _signal_after_first_eval(tmp_path / "cut", signal.SIGTERM)
+        out = SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'cut'}"])])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert bypassed == [signal.SIGTERM] and out[0]["status"] == "done"
+    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+
+
+def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path):
+    ok, bad = (parse([*DONE, f"seed={s}", f"runs_root={tmp_path / 'runs'}"]) for s in (0, 1))
+    crashing = tmp_path / "runs" / "sweep" / run_name(bad)
+    crashing.mkdir(parents=True)
+    (crashing / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli(*DONE, "seed=0,1", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
+                   cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert f"crashed: {run_name(bad)}: resnet_ablate.launch.RunCrashed: crashed 2 times, last: " in proc.stderr
+    assert json.loads((tmp_path / "runs" / "sweep" / run_name(ok) / "result.json").read_text())["status"] == "done"
+    folder = tmp_path / "runs" / "sweep"
+    states = status.run_states(folder)
+    assert states[run_name(ok)] == ("done", "")
+    state, reason = states[run_name(bad)]
+    assert state == "failed" and "RunCrashed: crashed 2 times, last: UnpicklingError" in reason
+
+
+def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 0
+    folder = tmp_path / "s"
+    runs = launch.read_sweep(folder)["runs"]
+    for p in (folder / runs[0]).iterdir():
+        p.unlink()
+    SweepJob(max_retries=0)([parse([*DONE, "seed=2", f"runs_root={folder}"])])
+    capsys.readouterr()
+    assert status.main([str(folder)]) == 0
+    assert capsys.readouterr().out == f"{folder}: 3 runs: 1 pending, 1 running, 1 done, 0 failed\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["ablation=table2"], "error: unknown ablation 'table2' (did you mean 'table2_units'?); allowed: degradation, "
+                          "gradnorm, resnet2015_depths, table1_shortcuts, table2_units, table3_preact"),
+    (["ablation=table2_units", "budget=tiny"], "error: unknown budget 'tiny' for table2_units; allowed: full, quick"),
+    (["dry_rn=true"], "error: unknown key 'dry_rn' (did you mean 'dry_run'?); see --help for the keys"),
+    (["slurm.partiton=gpu"], "error: unknown key 'slurm.partiton' (did you mean 'slurm.partition'?)"),
+    (["launcher=slurm", "profile=nope"], "error: SLURM profile 'nope' not found"),
+    (["launcher=slurm", "slurm.time=soon"], "error: bad value for slurm.time: 'soon'"),
+    (["launcher=cloud"], "error: unknown launcher 'cloud'; allowed: inline, local, slurm, debug"),
+    (["seed=0,1", "run_dir=x"], "error: run_dir names one run's folder; a sweep puts its runs under sweep_dir="),
+    (["seed=0,x"], "error: bad value for seed: 'x' is not a valid int"),
+])
+def test_bad_launcher_input_is_one_line_exit_2_and_nothing_written(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("seed: [0]\n", "unknown key 'seed' (did you mean 'seeds'?); allowed: description, layout"),
+    ("overrides: {deph: 20}\n", "unknown key 'deph' (did you mean 'depth'?)"),
+    ("variants: []\n", "empty grid"),
+    ("grid: {depth: []}\n", "empty grid"),
+    ("layout: table9\n", "unknown layout 'table9'"),
+    ("grid: {depth: 20}\n", "grid.depth must be a list, got 20"),
+])
+def test_bad_spec_is_one_line_exit_2(spec, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "mine.yaml").write_text(spec)
+    assert run.main(["ablation=mine", "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("profile,message", [
+    ("partion: gpu\n", "unknown key 'partion' (did you mean 'partition'?)"),
+    ("time: soon\n", "bad value for time: 'soon'"),
+])
+def test_invalid_slurm_profile_is_one_line_exit_2(profile, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "mine.yaml").write_text(profile)
+    assert run.main([*TINY, "launcher=slurm", "profile=mine"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'slurm' / 'mine.yaml'}: {message}") and err.count("\n") == 1
+
+
+def test_missing_sbatch_is_one_line_exit_2_without_traceback(tmp_path):
+    proc = run_cli(*TINY, "launcher=slurm", cwd=tmp_path, env_path="/nonexistent")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == "error: launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node " \
+                          "(or start a local cluster with slurm/start-local-slurm.sh)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_launcher_and_slurm_keys(capsys):
+    assert run.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  depth=110" in out and "  launcher=inline" in out and "  ablation=" in out and "  slurm.partition" in out
+
+
+def test_status_of_a_folder_that_is_not_a_sweep(tmp_path, capsys):
+    assert status.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path} is not a sweep folder (no sweep.yaml)\n"
+
+
+def test_spec_loads_by_path(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("layout: table2\ngrid: {unit: [original, full_preact]}\nseeds: [3]\n")
+    spec = load_spec(str(path))
+    assert (spec.name, spec.layout, spec.runs("full")) == ("x", "table2", [["unit=original", "seed=3"],
+                                                                          ["unit=full_preact", "seed=3"]])
