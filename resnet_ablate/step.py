@@ -35,18 +35,20 @@ def state_tensors(run: Run) -> list[torch.Tensor]:
     return tensors
 
 
-def snapshot(run: Run) -> dict[int, torch.Tensor]:
-    return {id(t): t.detach().clone() for t in state_tensors(run)}
+def snapshot(run: Run) -> tuple[dict[int, torch.Tensor], dict]:
+    """Copies of the state tensors and the run's RNG streams (warm-up draws dropout masks from them)."""
+    return {id(t): t.detach().clone() for t in state_tensors(run)}, run.rng
 
 
-def restore(run: Run, saved: dict[int, torch.Tensor]) -> None:
-    """Put the state back in place (addresses kept, as a captured graph needs); optimizer state that
-    did not exist before, i.e. fresh momentum buffers, becomes zero, which SGD's first step treats
-    exactly as a missing buffer (0.9·0 + g = g)."""
+def restore(run: Run, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
+    """Put the state back in place (addresses kept, as a captured graph needs) and rewind the RNG
+    streams; optimizer state that did not exist before, i.e. fresh momentum or moment buffers, becomes
+    zero, which the optimizers' first step treats exactly as a missing buffer (0.9·0 + g = g)."""
+    tensors, run.rng = saved
     with torch.no_grad():
         for t in state_tensors(run):
-            if id(t) in saved:
-                t.copy_(saved[id(t)])
+            if id(t) in tensors:
+                t.copy_(tensors[id(t)])
             else:
                 t.zero_()
 
@@ -98,7 +100,7 @@ def make_stepper(runs: list[Run]) -> Callable[[list[Run]], None]:
     if not runs or runs[0].device.type != "cuda" or not runs[0].cfg.cuda_graph:
         return eager_step
     graphs: dict[int, GraphStep] = {}
-    saved = {id(run): snapshot(run) for run in runs}
+    saved = {id(run): snapshot(run) for run in runs}  # GraphStep restores its own; these serve a fallback
     try:
         for run in runs:
             graphs[id(run)] = GraphStep(run)
