@@ -19,7 +19,7 @@ from .shortcuts import SHORTCUTS
 from .units import BLOCKS, UNITS, check_body
 
 ARCHS = ("cifar", "imagenet")
-DATASETS = ("cifar10", "cifar100", "synthetic")
+DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
 NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -66,15 +66,25 @@ class Config:
     p: float = opt(_shortcut_default("dropout", "p"), "dropout: drop probability on the shortcut", "model")
     inverted: bool = opt(_shortcut_default("dropout", "inverted"), "dropout: rescale by 1/(1-p) (PyTorch) instead "
                          "of the paper's plain mask", "model")
+    init: str = opt("", "arch=imagenet: start from this torchvision state_dict file (torch.save; its classifier "
+                    "is replaced when the class count differs); empty = He init", "model")
+    freeze: list[str] = opt([], "parts kept fixed (no gradient, not in the optimizer, BN in eval mode): stem, "
+                            "stage1, stage2, ... or all_but_head", "model")
+    stage_lr_mult: list[float] = opt([], "lr multipliers per stage, the stem with stage1 (one per stage: 3 for "
+                                     "arch=cifar, 4 for arch=imagenet); the head keeps 1.0; empty = all 1.0",
+                                     "model")
     # data
-    dataset: str = opt("cifar10", "data set", "data", choices=lambda: list(DATASETS))
-    data_dir: str = opt("", f"where the data sets live; empty = ${DATA_ENV} or ~/.cache/resnet_ablate", "data",
-                        identity=False)
+    dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
+                       "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
+    data_dir: str = opt("", f"where the data sets live; empty = ${DATA_ENV} or ~/.cache/resnet_ablate "
+                        "(dataset=folder: the tree itself, required)", "data", identity=False)
+    image_size: int = opt(32, "dataset=folder: images are resized (short side) and centre-cropped to this "
+                          "square once, when loaded (CIFAR and synthetic images are 32)", "data")
     download: bool = opt(True, "download CIFAR when missing (torchvision's utilities, checksum checked)", "data",
                          identity=False)
     normalize: str = opt("channel", "channel = per-channel mean/std (2016); pixel_mean = per-pixel mean "
                          "subtraction (2015)", "data", choices=lambda: list(NORMALIZATIONS))
-    augment: bool = opt(True, "4-pixel zero pad, random 32x32 crop, horizontal flip", "data")
+    augment: bool = opt(True, "4-pixel zero pad, random crop of the image size, horizontal flip", "data")
     val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
     synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
     # recipe
@@ -125,6 +135,12 @@ def _type_name(f: dataclasses.Field) -> str:
     return str(f.type).replace("list[int]", "list of int")
 
 
+def _as_list(override: str) -> str:
+    """`freeze=all_but_head` -> `freeze=[all_but_head]`: a bare word for a list-of-strings key is a one-item list."""
+    key, value = override.split("=", 1)
+    return f"{key}=[{value}]" if FIELDS[key].type == "list[str]" and not value.startswith("[") else override
+
+
 def _split(override: str) -> tuple[str, str]:
     if "=" not in override:
         raise UsageError(f"expected key=value, got '{override}'; see --help")
@@ -140,7 +156,7 @@ def parse(overrides: list[str]) -> Config:
     for override in overrides:
         key, value = _split(override)
         try:
-            conf.merge_with(OmegaConf.from_dotlist([override]))
+            conf.merge_with(OmegaConf.from_dotlist([_as_list(override)]))
         except OmegaConfBaseException as e:
             expected = _type_name(FIELDS[key])
             raise UsageError(f"bad value for {key}: '{value}' is not a valid {expected}") from e
@@ -182,6 +198,39 @@ def validate(cfg: Config) -> None:
            f"unknown device '{cfg.device}'; allowed: auto, cpu, cuda, cuda:N")
     _check(cfg.grad_probe_every >= 0 and all(i >= 0 for i in cfg.grad_probe_at),
            "grad_probe_every and grad_probe_at must be >= 0")
+    _validate_data(cfg)
+    _validate_transfer(cfg)
+
+
+def _validate_data(cfg: Config) -> None:
+    """dataset=folder needs its tree; image_size applies to it only."""
+    _check(cfg.dataset != "folder" or bool(cfg.data_dir), "dataset=folder needs data_dir=PATH (the folder with "
+           "train/ and test/ or val/)")
+    _check(cfg.image_size > 0, f"image_size={cfg.image_size} must be positive")
+    _check(cfg.dataset == "folder" or cfg.image_size == 32,
+           f"image_size={cfg.image_size} applies to dataset=folder only; {cfg.dataset} images are 32x32")
+
+
+def stage_names(arch: str) -> list[str]:
+    """The freezable/lr-scaled stages of an arch: stage1..stage3 (cifar) or stage1..stage4 (imagenet)."""
+    return [f"stage{i}" for i in range(1, (4 if arch == "imagenet" else 3) + 1)]
+
+
+def _validate_transfer(cfg: Config) -> None:
+    """init needs arch=imagenet; freeze names parts of this arch; one lr multiplier per stage."""
+    _check(not cfg.init or cfg.arch == "imagenet", "init= loads torchvision weights into arch=imagenet nets only")
+    parts = ["stem", *stage_names(cfg.arch)]
+    for name in cfg.freeze:
+        _check(name in [*parts, "all_but_head"],
+               f"unknown freeze part '{name}'; allowed: {', '.join(parts)}, all_but_head")
+    _check("all_but_head" not in cfg.freeze or len(cfg.freeze) == 1, "freeze=all_but_head stands alone")
+    _check(not cfg.freeze or not (cfg.grad_probe_every or cfg.grad_probe_at),
+           "gradient probes need every weight trainable; drop freeze= or the grad_probe settings")
+    stages = len(stage_names(cfg.arch))
+    _check(not cfg.stage_lr_mult or len(cfg.stage_lr_mult) == stages,
+           f"stage_lr_mult needs {stages} values for arch={cfg.arch} (stem+stage1 ... stage{stages}), "
+           f"got {len(cfg.stage_lr_mult)}")
+    _check(all(m > 0 for m in cfg.stage_lr_mult), f"stage_lr_mult={list(cfg.stage_lr_mult)} must be positive")
 
 
 def identity_items(cfg: Config) -> dict[str, Any]:
@@ -200,7 +249,10 @@ def run_name(cfg: Config) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return "-".join(map(str, value)) if isinstance(value, list) else str(value)
+    """A value for a folder name: lists joined by '-', a path by its file name."""
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    return Path(value).name if isinstance(value, str) and os.sep in value else str(value)
 
 
 def run_dir(cfg: Config) -> Path:

@@ -1,10 +1,11 @@
-"""CIFAR-10/100 from the standard python layout (or its .tar.gz), download, synthetic data, and the
-papers' augmentation written as tensor ops so it runs where the data lives (CPU or GPU).
+"""CIFAR-10/100 from the standard python layout (or its .tar.gz), download, synthetic data, ImageFolder-style
+trees (`dataset=folder`), and the papers' augmentation written as tensor ops so it runs where the data
+lives (CPU or GPU).
 
-Images are kept as uint8 (N, 3, 32, 32) tensors; a batch is drawn, cropped, flipped and normalised on
-the data's device. A folder that is already there is read as it is (shapes and counts validated, no
-md5), so faithful copies such as a re-encoded CIFAR-10 load too; only an archive this module
-downloads has its checksum checked, once.
+Images are kept as uint8 (N, 3, S, S) tensors (S = 32 for CIFAR, `image_size` for a folder, decoded and
+resized once); a batch is drawn, cropped, flipped and normalised on the data's device. A CIFAR folder
+that is already there is read as it is (shapes and counts validated, no md5), so faithful copies such as
+a re-encoded CIFAR-10 load too; only an archive this module downloads has its checksum checked, once.
 """
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .registry import UsageError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 # name: (folder in the archive, archive, md5 of the archive, train files, test files, label key, classes)
 CIFAR = {
@@ -32,7 +37,7 @@ PAD = 4
 
 @dataclass
 class Split:
-    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one split."""
+    """Images (N, 3, S, S) uint8 and labels (N,) int64 of one split."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -46,7 +51,7 @@ class Split:
 
 @dataclass
 class Data:
-    """A data set's splits, class count and normalisation (mean, std broadcastable to (3, 32, 32))."""
+    """A data set's splits, class count and normalisation (mean, std broadcastable to (3, S, S))."""
 
     train: Split
     test: Split
@@ -150,6 +155,44 @@ def synthetic(size: int, num_classes: int = 10) -> tuple[Split, Split, int]:
     return make(size), make(max(size // 4, num_classes)), num_classes
 
 
+def _image_folder(folder: Path, image_size: int) -> ImageFolder:
+    """torchvision's ImageFolder over `folder`, decoding to RGB, resizing the short side to `image_size`
+    and centre-cropping a square; a one-line UsageError for a folder without class folders or images."""
+    from torchvision import datasets, transforms
+
+    resize = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size),
+                                 transforms.PILToTensor()])
+    try:
+        return datasets.ImageFolder(str(folder), transform=resize)
+    except (FileNotFoundError, OSError) as e:
+        raise UsageError(f"{folder}: {str(e).strip().splitlines()[0]}") from e
+
+
+def _decode(dataset: ImageFolder) -> Split:
+    """Every image of an ImageFolder decoded once into uint8 (N, 3, S, S) and its labels (N,)."""
+    try:
+        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    except OSError as e:
+        raise UsageError(f"cannot decode an image: {e}") from e
+    return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
+
+
+def read_folder(root: Path, image_size: int) -> tuple[Split, Split, int]:
+    """Train and test splits of an ImageFolder-style tree: `root/train/<class>/*` and `root/test/` (or
+    `root/val/`) with the same class folders, resized to `image_size` squares."""
+    if not (root / "train").is_dir():
+        raise UsageError(f"dataset=folder needs {root / 'train'}/ with one folder per class (and test/ or val/)")
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if test_dir is None:
+        raise UsageError(f"dataset=folder needs {root / 'test'}/ or {root / 'val'}/ next to train/")
+    train, test = _image_folder(root / "train", image_size), _image_folder(test_dir, image_size)
+    if train.classes != test.classes:
+        differ = sorted(set(train.classes) ^ set(test.classes))
+        raise UsageError(f"{root / 'train'} and {test_dir} have different class folders: "
+                         f"{', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''} only in one of them")
+    return _decode(train), _decode(test), len(train.classes)
+
+
 def hold_out(train: Split, n: int) -> tuple[Split, Split | None]:
     """Split off `n` training images as a validation set: a fixed choice (seed 0), the same for all runs."""
     if n == 0:
@@ -167,10 +210,13 @@ def statistics(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torc
     return x.mean((0, 2, 3)).float().view(3, 1, 1), x.std((0, 2, 3)).float().view(3, 1, 1)
 
 
-def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int) -> Data:
+def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int,
+         image_size: int = 32) -> Data:
     """The data set with its training split's normalisation statistics, on the CPU."""
     if dataset == "synthetic":
         train, test, classes = synthetic(synthetic_size)
+    elif dataset == "folder":
+        train, test, classes = read_folder(data_dir, image_size)
     else:
         train, test, classes = read_cifar(dataset, data_dir, download)
     if val_split >= len(train):
@@ -186,16 +232,17 @@ def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, data: Data) -> torch.Tensor:
-    """Zero-pad by 4 (in normalised space, as the papers' Torch code), crop 32x32 at `offsets` (B, 2)
-    in 0..8, flip where `flips` (B,) is true; written as gathers so it runs on the data's device."""
-    b = images.shape[0]
-    ar = torch.arange(32, device=images.device)
+    """Zero-pad by 4 (in normalised space, as the papers' Torch code), crop SxS (the images' size) at
+    `offsets` (B, 2) in 0..8, flip where `flips` (B,) is true; written as gathers so it runs on the data's
+    device."""
+    b, s = images.shape[0], images.shape[-1]
+    ar = torch.arange(s, device=images.device)
     rows = offsets[:, :1] + ar - PAD
-    cols = offsets[:, 1:] + torch.where(flips[:, None], 31 - ar, ar) - PAD
-    valid = ((rows >= 0) & (rows < 32))[:, None, :, None] & ((cols >= 0) & (cols < 32))[:, None, None, :]
-    rows, cols = rows.clamp(0, 31), cols.clamp(0, 31)
-    x = images.gather(2, rows[:, None, :, None].expand(b, 3, 32, 32))
-    x = x.gather(3, cols[:, None, None, :].expand(b, 3, 32, 32))
+    cols = offsets[:, 1:] + torch.where(flips[:, None], s - 1 - ar, ar) - PAD
+    valid = ((rows >= 0) & (rows < s))[:, None, :, None] & ((cols >= 0) & (cols < s))[:, None, None, :]
+    rows, cols = rows.clamp(0, s - 1), cols.clamp(0, s - 1)
+    x = images.gather(2, rows[:, None, :, None].expand(b, 3, s, s))
+    x = x.gather(3, cols[:, None, None, :].expand(b, 3, s, s))
     return normalize_images(x, data) * valid
 
 

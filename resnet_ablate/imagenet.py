@@ -156,11 +156,15 @@ def to_torchvision(model: nn.Module) -> dict[str, torch.Tensor]:
     return _rename(model.state_dict(), torchvision_names(model))
 
 
-def from_torchvision(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def from_torchvision(model: nn.Module, state: dict[str, torch.Tensor], head: bool = True) -> dict[str, torch.Tensor]:
     """A torchvision ResNet/ResNeXt state dict under our names for `model` (then `model.load_state_dict`);
-    a one-line UsageError when its keys or shapes differ from the model's (another depth or width)."""
+    a one-line UsageError when its keys or shapes differ from the model's (another depth or width).
+    `head=False` leaves the classifier out on both sides (a new head: `load_state_dict(..., strict=False)`)."""
     names = torchvision_names(model)
-    expected = _rename(model.state_dict(), names)
+    if not head:
+        del names["fc"]
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = _rename({k: v for k, v in model.state_dict().items() if head or not k.startswith("fc.")}, names)
     differ = sorted(expected.keys() ^ state.keys())
     if differ:
         raise UsageError(f"the torchvision state dict does not fit this net: {len(differ)} keys differ, "

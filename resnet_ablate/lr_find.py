@@ -65,7 +65,7 @@ def range_test(run: Run, test: RangeTest) -> tuple[list[float], list[float]]:
     lrs, losses, avg, lowest = [], [], 0.0, math.inf
     for i in range(test.steps):
         lr = test.start_lr * (test.end_lr / test.start_lr) ** (i / (test.steps - 1))
-        run.lr.fill_(lr)
+        run.fill_lr(lr)
         run.lr_value = lr
         before = run.loss_sum.item()
         eager_step([run])

@@ -61,7 +61,7 @@ class GraphStep:
         self.main = torch.cuda.current_stream(run.device)
         self.stream = torch.cuda.Stream(run.device)
         b = run.cfg.batch_size
-        self.x = torch.zeros(b, 3, 32, 32, device=run.device).contiguous(memory_format=torch.channels_last)
+        self.x = torch.zeros(b, *run.data.train.images.shape[1:], device=run.device).contiguous(memory_format=torch.channels_last)
         self.y = torch.zeros(b, dtype=torch.long, device=run.device)
         self.graph = self._capture()
 

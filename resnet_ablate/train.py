@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import data as datamod
 from . import runfolder as rf
+from . import transfer
 from .config import Config, default_data_dir, from_yaml, identity_items, run_dir, run_name, to_yaml
 from .imagenet import build_imagenet_model
 from .model import ResNet, build_model, count_parameters, shortcut_parameters
@@ -141,11 +142,17 @@ class Run:
         self.dir, self.name = run_dir(cfg), run_name(cfg)
         torch.manual_seed(cfg.seed)
         model = build_network(cfg, data.num_classes)
+        if cfg.init:
+            transfer.load_init(model, cfg.init)
+        self.frozen_bn = transfer.freeze(model, transfer.frozen_parts(cfg.freeze, len(model.stages)))
         self.parameters = count_parameters(model)
         self.model = model.to(device, memory_format=torch.channels_last)
+        self.train_mode()
         self.rng = self._rng_state()  # the run's own dropout stream, continued from its seed
         self.lr = torch.tensor(lr_at(cfg, 0), device=device)
         self.lr_value = lr_at(cfg, 0)
+        self.lrs = {1.0: self.lr}  # lr multiplier -> the device tensor its param groups read
+        self.group_multipliers: list[float] = []
         self.optimizer = make_optimizer(cfg, self._param_groups(), self.lr)
         self.sampler = datamod.Sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment)
         self.iteration, self.elapsed, self.best = 0, 0.0, math.inf
@@ -158,11 +165,26 @@ class Run:
         self.last: dict = {}
 
     def _param_groups(self) -> list[dict]:
+        """The trainable parameters per lr multiplier, each split into decayed and (decay_bn=false) BN
+        groups; a group reads its multiplier's lr tensor, the run's own for 1.0."""
         bn = {id(p) for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
-        decay = [p for p in self.model.parameters() if self.cfg.decay_bn or id(p) not in bn]
-        rest = [p for p in self.model.parameters() if not (self.cfg.decay_bn or id(p) not in bn)]
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}]
-        return groups + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
+        groups = []
+        for mult, params in transfer.trainable_by_multiplier(self.model, self.cfg.stage_lr_mult).items():
+            if mult not in self.lrs:
+                self.lrs[mult] = self.lr * mult
+            decay = [p for p in params if self.cfg.decay_bn or id(p) not in bn]
+            rest = [p for p in params if not (self.cfg.decay_bn or id(p) not in bn)]
+            for part, weight_decay in ((decay, self.cfg.weight_decay), (rest, 0.0)):
+                if part:
+                    groups.append({"params": part, "weight_decay": weight_decay, "lr": self.lrs[mult]})
+                    self.group_multipliers.append(mult)
+        return groups
+
+    def train_mode(self) -> None:
+        """Training mode, except the frozen parts' BN layers, which keep their running statistics (eval mode)."""
+        self.model.train()
+        for bn in self.frozen_bn:
+            bn.eval()
 
     def _rng_state(self) -> dict:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -223,8 +245,8 @@ class Run:
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # keep the one shared device lr tensor
-            group["lr"] = self.lr
+        for group, mult in zip(self.optimizer.param_groups, self.group_multipliers):  # keep the device lr tensors
+            group["lr"] = self.lrs[mult]
         self.sampler.load_state_dict(state["sampler"])
         self.rng = state["rng"]
         self.iteration, self.elapsed, self.best = state["iteration"], state["elapsed"], state["best"]
@@ -256,8 +278,13 @@ class Run:
         only when it changes, so steps queue no extra kernel."""
         value = lr_at(self.cfg, self.iteration)
         if value != self.lr_value:
-            self.lr.fill_(value)
+            self.fill_lr(value)
             self.lr_value = value
+
+    def fill_lr(self, value: float) -> None:
+        """Write `value` into the run's lr tensor and its multiples into the scaled groups' tensors (in place)."""
+        for mult, lr in self.lrs.items():
+            lr.fill_(value * mult)
 
     @torch.no_grad()
     def evaluate(self, split: datamod.Split) -> tuple[float, float]:
@@ -271,7 +298,7 @@ class Run:
                 out = self.model(x.contiguous(memory_format=torch.channels_last))
             loss += F.cross_entropy(out.float(), y, reduction="sum")
             wrong += (out.argmax(1) != y).sum()
-        self.model.train()
+        self.train_mode()
         return loss.item() / len(split), 100.0 * wrong.item() / len(split)
 
     def probe(self) -> None:
@@ -354,12 +381,12 @@ def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.D
         if key not in cache:
             root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
             cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
-                                      cfg.synthetic_size).to(device)
+                                      cfg.synthetic_size, cfg.image_size).to(device)
     return cache
 
 
 def data_key(cfg: Config) -> tuple:
-    return cfg.dataset, cfg.data_dir, cfg.normalize, cfg.val_split, cfg.synthetic_size
+    return cfg.dataset, cfg.data_dir, cfg.normalize, cfg.val_split, cfg.synthetic_size, cfg.image_size
 
 
 def setup(cfg: Config) -> tuple[torch.device, str]:
