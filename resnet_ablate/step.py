@@ -61,7 +61,8 @@ class GraphStep:
         self.main = torch.cuda.current_stream(run.device)
         self.stream = torch.cuda.Stream(run.device)
         b = run.cfg.batch_size
-        self.x = torch.zeros(b, *run.data.train.images.shape[1:], device=run.device).contiguous(memory_format=torch.channels_last)
+        shape = (b, *run.data.train.images.shape[1:])  # the data's image size (32 for CIFAR)
+        self.x = torch.zeros(shape, device=run.device).contiguous(memory_format=torch.channels_last)
         self.y = torch.zeros(b, dtype=torch.long, device=run.device)
         self.graph = self._capture()
 
