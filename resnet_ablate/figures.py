@@ -158,6 +158,24 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], title: str = "") -> Figure:
+    """Final test error vs each searched parameter, one panel each (log x for those in `log`, strips for
+    categorical ones); columns the params and error, one row per run."""
+    with _style():
+        fig = Figure(figsize=(max(WIDTH, 1.7 * len(params)), 2.0), layout="constrained")
+        axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
+        for ax, param in zip(axes, params):
+            numeric = pd.api.types.is_numeric_dtype(frame[param]) and not pd.api.types.is_bool_dtype(frame[param])
+            plot = sns.scatterplot if numeric else sns.stripplot
+            plot(data=frame.assign(**({} if numeric else {param: frame[param].astype(str)})), x=param, y="error",
+                 ax=ax, color=sns.color_palette("colorblind")[0], s=18)
+            if param in log:
+                ax.set_xscale("log")
+            ax.set(xlabel=param, ylabel="test error (%)")
+        fig.suptitle(title, fontsize="small")
+    return fig
+
+
 def save(fig: Figure, base: Path, formats: tuple[str, ...]) -> list[Path]:
     """Write `fig` as base.<fmt> for each format at 300 dpi; returns the paths."""
     paths = [base.parent / f"{base.name}.{fmt}" for fmt in formats]
