@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 WIDTH = 3.3  # inches: one column of a two-column paper
 DPI = 300
@@ -166,11 +166,15 @@ def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], titl
         axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
         for ax, param in zip(axes, params):
             numeric = pd.api.types.is_numeric_dtype(frame[param]) and not pd.api.types.is_bool_dtype(frame[param])
-            plot = sns.scatterplot if numeric else sns.stripplot
-            plot(data=frame.assign(**({} if numeric else {param: frame[param].astype(str)})), x=param, y="error",
-                 ax=ax, color=sns.color_palette("colorblind")[0], s=18)
+            colour = sns.color_palette("colorblind")[0]
+            if numeric:
+                sns.scatterplot(data=frame, x=param, y="error", ax=ax, color=colour, s=18)
+            else:
+                sns.stripplot(data=frame.assign(**{param: frame[param].astype(str)}), x=param, y="error", ax=ax,
+                              color=colour, size=4)
             if param in log:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(xlabel=param, ylabel="test error (%)")
         fig.suptitle(title, fontsize="small")
     return fig
