@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 WIDTH = 3.3  # inches: one column of a two-column paper
 DPI = 300
@@ -155,6 +155,28 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
         ax.set(xlabel="depth (layers)", ylabel="test error (%)")
         ax.set_title(title, fontsize="small")
         _legend_below(fig, ax)
+    return fig
+
+
+def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], title: str = "") -> Figure:
+    """Final test error vs each searched parameter, one panel each (log x for those in `log`, strips for
+    categorical ones); columns the params and error, one row per run."""
+    with _style():
+        fig = Figure(figsize=(max(WIDTH, 1.7 * len(params)), 2.0), layout="constrained")
+        axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
+        for ax, param in zip(axes, params):
+            numeric = pd.api.types.is_numeric_dtype(frame[param]) and not pd.api.types.is_bool_dtype(frame[param])
+            colour = sns.color_palette("colorblind")[0]
+            if numeric:
+                sns.scatterplot(data=frame, x=param, y="error", ax=ax, color=colour, s=18)
+            else:
+                sns.stripplot(data=frame.assign(**{param: frame[param].astype(str)}), x=param, y="error", ax=ax,
+                              color=colour, size=4)
+            if param in log:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set(xlabel=param, ylabel="test error (%)")
+        fig.suptitle(title, fontsize="small")
     return fig
 
 

@@ -7,6 +7,10 @@ runs in this process or through submitit (local processes, SLURM job arrays, or 
 
 Run keys and launcher keys share the command line and are told apart by name. A run key's value with
 commas outside brackets is a sweep axis: `seed=0,1,2` is three runs, `milestones=[16000,24000]` is one.
+
+Random search (`sweep.method=random`): `sweep.trials` points drawn from per-key distributions (a spec's
+`search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line) with numpy's
+Generator seeded by `sweep.seed`; each point is a trial, crossed with the spec's runs and the grid axes.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import numpy as np
 import submitit
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from scipy import stats
 
 from . import runfolder as rf
 from .config import FIELDS, Config, opt, parse, run_dir, run_name
@@ -34,9 +40,11 @@ from .registry import UsageError, closest
 from .train import LOCKSTEP, StopRequest, git_commit, train
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")
-LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm")
-SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets")
-BUDGET_KEYS = ("description", "overrides", "seeds")
+LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "sweep")
+SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials")
+BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
+METHODS = ("grid", "random")
+DISTRIBUTIONS = ("uniform", "loguniform", "int")
 SOURCE = Path(__file__).resolve().parents[1]  # the checkout holding ablations/ and slurm/
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # local jobs have no scheduler limit; submitit's default is 2 minutes
@@ -61,6 +69,16 @@ class SlurmProfile:
 
 
 @dataclass
+class SweepSettings:
+    """How the runs are chosen: a grid of comma lists, or random trials drawn from distributions."""
+
+    method: str = opt("", "grid or random; empty = random when there are search distributions, else grid", "sweep",
+                      choices=lambda: list(METHODS))
+    trials: int = opt(0, "random: points drawn from the search space; 0 = the spec's trials", "sweep")
+    seed: int = opt(0, "random: seed of the draws (the same seed draws the same trials)", "sweep")
+
+
+@dataclass
 class Launch:
     """Where a sweep's runs come from, where they go, and what runs them."""
 
@@ -78,11 +96,14 @@ class Launch:
     max_retries: int = opt(2, "retries of a crashed job in place, each resuming from the checkpoints", "launcher")
     profile: str = opt("default", "SLURM profile: slurm/<name>.yaml or a path", "launcher")
     slurm: SlurmProfile = field(default_factory=SlurmProfile)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)  # search.KEY=... from the command line
 
 
-LAUNCH_FIELDS = {f.name: f for f in dataclasses.fields(Launch) if f.name != "slurm"}
+LAUNCH_FIELDS = {f.name: f for f in dataclasses.fields(Launch) if f.name not in ("slurm", "sweep", "search")}
 SLURM_FIELDS = {f.name: f for f in dataclasses.fields(SlurmProfile)}
-LAUNCH_KEYS = [*LAUNCH_FIELDS, *(f"slurm.{k}" for k in SLURM_FIELDS)]
+SWEEP_FIELDS = {f.name: f for f in dataclasses.fields(SweepSettings)}
+LAUNCH_KEYS = [*LAUNCH_FIELDS, *(f"slurm.{k}" for k in SLURM_FIELDS), *(f"sweep.{k}" for k in SWEEP_FIELDS)]
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -92,8 +113,8 @@ def _key(override: str) -> str:
 
 
 def is_launch_key(key: str) -> bool:
-    """Launcher keys: Launch's fields and slurm.* (slurm.extra.NAME for any sbatch option)."""
-    return key in LAUNCH_KEYS or key.startswith("slurm.extra.")
+    """Launcher keys: Launch's fields, sweep.*, search.KEY and slurm.* (slurm.extra.NAME for any sbatch option)."""
+    return key in LAUNCH_KEYS or key.startswith(("slurm.extra.", "search."))
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -140,15 +161,22 @@ def is_sweep(launch_overrides: list[str], run_overrides: list[str]) -> bool:
 def parse_launch(overrides: list[str]) -> Launch:
     """Launch settings from `key=value` strings, with the SLURM profile loaded for launcher=slurm."""
     conf = OmegaConf.structured(Launch)
-    for override in overrides:
+    for override in (o for o in overrides if not _key(o).startswith("search.")):
         _merge(conf, override)
     launch: Launch = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    launch.search = {_key(o).removeprefix("search."): parse_distribution(_key(o), o.split("=", 1)[1])
+                     for o in overrides if _key(o).startswith("search.")}
+    if launch.sweep.method not in ("", *METHODS):
+        raise UsageError(f"unknown sweep.method '{launch.sweep.method}'{closest(launch.sweep.method, list(METHODS))}; "
+                         f"allowed: {', '.join(METHODS)}")
     if launch.launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher '{launch.launcher}'{closest(launch.launcher, list(LAUNCHERS))}; "
                          f"allowed: {', '.join(LAUNCHERS)}")
     for name in ("array_parallelism", "runs_per_job"):
         if getattr(launch, name) < 1:
             raise UsageError(f"{name}={getattr(launch, name)} must be at least 1")
+    if launch.sweep.trials < 0:
+        raise UsageError(f"sweep.trials={launch.sweep.trials} must be at least 0")
     if launch.launcher == "slurm":
         launch.slurm = load_profile(launch.profile, [o for o in overrides if _key(o).startswith("slurm.")])
     return launch
@@ -212,6 +240,63 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+# --- random search -----------------------------------------------------------------------------------
+def parse_distribution(key: str, text: str) -> dict[str, Any]:
+    """`DIST:LOW:HIGH` or `choice:A,B,...` (a search.KEY value) as the spec's mapping form, checked."""
+    name, _, rest = text.partition(":")
+    if name == "choice":
+        return check_distribution(key, {"choice": sweep_values(rest) if rest else []})
+    bounds = rest.split(":")
+    try:
+        low, high = (float(b) for b in bounds) if len(bounds) == 2 else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None:
+        raise UsageError(f"{key}: expected DIST:LOW:HIGH (DIST: {', '.join(DISTRIBUTIONS)}) or choice:A,B,..., "
+                         f"got '{text}'")
+    return check_distribution(key, {"dist": name, "low": low, "high": high})
+
+
+def check_distribution(key: str, space: Any) -> dict[str, Any]:
+    """A search distribution: {choice: [values]} or {dist: uniform|loguniform|int, low, high}; one-line errors."""
+    if not isinstance(space, dict) or ("choice" in space) == ("dist" in space):
+        raise UsageError(f"{key}: expected {{dist: {'|'.join(DISTRIBUTIONS)}, low: L, high: H}} or "
+                         f"{{choice: [A, B, ...]}}, got {space!r}")
+    if "choice" in space:
+        if set(space) != {"choice"} or not isinstance(space["choice"], list) or not space["choice"]:
+            raise UsageError(f"{key}: choice must be a non-empty list and the only key, got {space!r}")
+        return space
+    dist, low, high = space["dist"], space.get("low"), space.get("high")
+    if dist not in DISTRIBUTIONS:
+        raise UsageError(f"{key}: unknown distribution '{dist}'{closest(str(dist), list(DISTRIBUTIONS))}; "
+                         f"allowed: {', '.join(DISTRIBUTIONS)}, choice")
+    if set(space) != {"dist", "low", "high"} or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                        for b in (low, high)):
+        raise UsageError(f"{key}: {dist} needs numbers low and high (and no other keys), got {space!r}")
+    if not low < high or (dist == "loguniform" and low <= 0) or (dist == "int" and (low != int(low) or high != int(high))):
+        raise UsageError(f"{key}: bad bounds low={low:g} high={high:g} for {dist} (need low < high"
+                         f"{', low > 0' if dist == 'loguniform' else ', integers' if dist == 'int' else ''})")
+    return space
+
+
+def draw_trials(search: dict[str, dict[str, Any]], trials: int, seed: int) -> list[dict[str, str]]:
+    """`trials` points of the search space as override texts, drawn with numpy's Generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    columns = {key: _draw(space, trials, rng) for key, space in search.items()}
+    return [{key: values[i] for key, values in columns.items()} for i in range(trials)]
+
+
+def _draw(space: dict[str, Any], n: int, rng: np.random.Generator) -> list[str]:
+    """n draws of one distribution (floats to 4 significant digits, so run names stay readable)."""
+    if "choice" in space:
+        return [_text(space["choice"][i]) for i in rng.integers(len(space["choice"]), size=n)]
+    low, high = space["low"], space["high"]
+    if space["dist"] == "int":
+        return [str(v) for v in rng.integers(int(low), int(high), size=n, endpoint=True)]
+    dist = stats.loguniform(low, high) if space["dist"] == "loguniform" else stats.uniform(low, high - low)
+    return [f"{v:.4g}" for v in dist.rvs(size=n, random_state=rng)]
+
+
 # --- ablation specs ---------------------------------------------------------------------------------
 @dataclass
 class Spec:
@@ -225,14 +310,20 @@ class Spec:
     grid: dict[str, list[Any]]
     seeds: list[int]
     budgets: dict[str, dict[str, Any]]
+    search: dict[str, dict[str, Any]]
+    trials: int
 
-    def runs(self, budget: str) -> list[list[str]]:
-        """Every run of the spec under `budget` as run overrides (later ones win)."""
+    def budget(self, budget: str) -> dict[str, Any]:
+        """The settings of a named budget ({} for full)."""
         if budget != "full" and budget not in self.budgets:
             names = ["full", *self.budgets]
             raise UsageError(f"unknown budget '{budget}' for {self.name}{closest(budget, names)}; "
                              f"allowed: {', '.join(names)}")
-        extra = self.budgets.get(budget, {})
+        return self.budgets.get(budget, {})
+
+    def runs(self, budget: str) -> list[list[str]]:
+        """Every run of the spec under `budget` as run overrides (later ones win)."""
+        extra = self.budget(budget)
         seeds = extra.get("seeds", self.seeds)
         points = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
         return [[f"{k}={_text(v)}" for k, v in {**self.overrides, **variant, **point, "seed": seed,
@@ -260,11 +351,16 @@ def load_spec(name: str) -> Spec:
     spec = Spec(path.stem, path, layout, _expect(path, "overrides", data.get("overrides", {}), dict, "a mapping"),
                 _expect(path, "variants", data.get("variants", [{}]), list, "a list of mappings"),
                 _expect(path, "grid", data.get("grid", {}), dict, "a mapping of keys to lists"),
-                _expect(path, "seeds", data.get("seeds", [0]), list, "a list of seeds"), budgets)
+                _expect(path, "seeds", data.get("seeds", [0]), list, "a list of seeds"), budgets,
+                _expect(path, "search", data.get("search", {}), dict, "a mapping of keys to distributions"),
+                _expect(path, "trials", data.get("trials", 0), int, "a number of trials"))
+    for key, space in spec.search.items():
+        check_distribution(f"{path}: search.{key}", space)
     for key, values in spec.grid.items():
         _expect(path, f"grid.{key}", values, list, "a list")
     for budget, settings in budgets.items():
         _expect(path, f"budgets.{budget}.seeds", settings.get("seeds", []), list, "a list of seeds")
+        _expect(path, f"budgets.{budget}.trials", settings.get("trials", 0), int, "a number of trials")
     return spec
 
 
@@ -291,6 +387,7 @@ class Sweep:
     budget: str
     folder: Path
     cfgs: list[Config]
+    search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
 
 
 def expand(launch: Launch, run_overrides: list[str]) -> Sweep:
@@ -303,9 +400,11 @@ def expand(launch: Launch, run_overrides: list[str]) -> Sweep:
     base = spec.runs(launch.budget) if spec else [[]]
     for overrides in base:
         _parse_from(spec, overrides)
+    search = random_search(launch, spec, run_overrides)
+    points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
     cfgs = {}
-    for overrides, combo in itertools.product(base, itertools.product(*axes(run_overrides))):
-        cfg = parse([*overrides, *combo])
+    for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
+        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo])
         cfgs.setdefault(run_name(cfg), cfg)
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
@@ -315,7 +414,35 @@ def expand(launch: Launch, run_overrides: list[str]) -> Sweep:
     folder = Path(launch.sweep_dir or Path(first.runs_root) / (name if launch.budget == "full"
                                                                 else f"{name}_{launch.budget}"))
     runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
-    return Sweep(name, spec.layout if spec else None, launch.budget, folder, runs)
+    layout = spec.layout if spec and spec.layout else "sweep" if search else None
+    return Sweep(name, layout, launch.budget, folder, runs, search)
+
+
+def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:
+    """For sweep.method=random: method, trials, seed and the distributions (the command line's win over the
+    spec's); {} for a grid. Errors for a search without random, random without a search, or no trials."""
+    search = {**(spec.search if spec else {}), **launch.search}
+    method = launch.sweep.method or ("random" if search else "grid")
+    if method == "grid":
+        if search:
+            raise UsageError(f"search distributions ({', '.join(search)}) need sweep.method=random")
+        return {}
+    if not search:
+        raise UsageError("sweep.method=random needs distributions: a spec's search: block or search.KEY=DIST:LOW:HIGH")
+    for key in search:
+        if key not in FIELDS:
+            raise UsageError(f"search.{key}: unknown key '{key}'{closest(key, list(FIELDS))}; see --help for the keys")
+        if key in map(_key, run_overrides):
+            raise UsageError(f"{key} is both searched (search.{key}) and set on the command line; drop one")
+        for value in search[key].get("choice", []):
+            try:
+                parse([f"{key}={_text(value)}"])
+            except UsageError as e:
+                raise UsageError(f"search.{key}: {e}") from e
+    trials = launch.sweep.trials or (spec.budget(launch.budget).get("trials", spec.trials) if spec else 0)
+    if trials < 1:
+        raise UsageError("sweep.method=random needs sweep.trials=N (or a spec's trials:)")
+    return {"method": "random", "trials": trials, "seed": launch.sweep.seed, "search": search}
 
 
 def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
@@ -347,7 +474,7 @@ def write_sweep(sweep: Sweep, command: str, launch: Launch) -> None:
     data = {"name": sweep.name, "layout": sweep.layout, "budget": sweep.budget, "command": command,
             "git_commit": git_commit(), "launcher": launch.launcher,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "runs": [run_name(c) for c in sweep.cfgs]}
+            **(sweep.search or {"method": "grid"}), "runs": [run_name(c) for c in sweep.cfgs]}
     rf.write_text(sweep.folder / SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create(data)))
 
 
@@ -475,7 +602,8 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     states = {run_name(c): finished(c) for c in sweep.cfgs}
     live = _live_runs(sweep.folder)
     todo = [c for c in sweep.cfgs if states[run_name(c)] is None and run_name(c) not in live]
-    print(f"sweep {sweep.name} (budget {sweep.budget}, layout {sweep.layout}): {len(sweep.cfgs)} runs in "
+    trials = f", {sweep.search['trials']} random trials (seed {sweep.search['seed']})" if sweep.search else ""
+    print(f"sweep {sweep.name} (budget {sweep.budget}, layout {sweep.layout}{trials}): {len(sweep.cfgs)} runs in "
           f"{sweep.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
           f"running, {len(todo)} to run", flush=True)
     if launch.dry_run:
@@ -553,6 +681,9 @@ def help_text() -> str:
     for name, f in LAUNCH_FIELDS.items():
         allowed = f"  [allowed: {', '.join(f.metadata['choices']())}]" if f.metadata["choices"] else ""
         lines.append(f"  {name}={getattr(defaults, name)}  {f.metadata['help']}{allowed}")
+    lines.append("sweep (random search: search.KEY=DIST:LOW:HIGH, DIST uniform|loguniform|int, or "
+                 "search.KEY=choice:A,B,...):")
+    lines += [f"  sweep.{name}={getattr(SweepSettings(), name)}  {f.metadata['help']}" for name, f in SWEEP_FIELDS.items()]
     lines.append("slurm (defaults from slurm/<profile>.yaml):")
     lines += [f"  slurm.{name}  {f.metadata['help']}" for name, f in SLURM_FIELDS.items()]
     return "\n".join(lines)

@@ -6,6 +6,10 @@ Runs are grouped by their settings but the seed. Finished runs (done or fail) ar
 ones are listed as running; a broken or partial folder is listed by path and skipped. A `sweep.yaml`
 (written by the launcher) in the given folder or above run folders names the layout and the budget
 of the runs below it; elsewhere `--layout` chooses (default: every layout the runs fit).
+
+`--layout sweep` (chosen by a random sweep's sweep.yaml) is the sweep view instead of a paper table: the
+trials, each searched parameter's rank correlation with the final test error, error vs each parameter,
+and the best trials' training curves.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ class Sweep:
     layout: str | None
     budget: str
     runs: tuple[str, ...]
+    search: dict[str, Any] = field(default_factory=dict)  # random search: distribution of each searched key
 
     def label(self) -> str:
         """'sweep NAME' plus the budget when it is not the full one."""
@@ -156,8 +161,11 @@ def read_sweep(path: Path) -> Sweep:
     runs = data.get("runs") or []
     if not isinstance(runs, list):
         raise Broken("sweep.yaml: runs is not a list")
+    search = data.get("search") or {}
+    if not isinstance(search, dict):
+        raise Broken("sweep.yaml: search is not a mapping")
     return Sweep(path.parent, str(data.get("name") or path.parent.name), layout, str(data.get("budget") or "full"),
-                 tuple(map(str, runs)))
+                 tuple(map(str, runs)), search)
 
 
 def scan(root: Path) -> Scan:
@@ -279,7 +287,9 @@ LAYOUTS = {
     )
 }
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
-LAYOUT_NAMES = (*LAYOUTS, *ALIASES)
+SWEEP_VIEW = "sweep"  # not a table layout: the random-search view
+LAYOUT_NAMES = (*LAYOUTS, *ALIASES, SWEEP_VIEW)
+BEST_CURVES = 3
 
 
 def _context(settings: dict[str, Any], variant: tuple[str, ...]) -> tuple:
@@ -531,6 +541,84 @@ def _budget(groups: list[Group]) -> str:
     return schedule(its.pop()) if len(its) == 1 and PAPER_ITERATIONS not in its else ""
 
 
+# --- sweep view --------------------------------------------------------------------------------------
+def searched(groups: list[Group], sweep: Sweep | None) -> list[str]:
+    """The parameters a sweep varies: sweep.yaml's search keys, else the settings that differ between groups."""
+    keys = list(sweep.search) if sweep and sweep.search else [k for k in SETTINGS if _varying(groups, (k,))]
+    return [k for k in keys if k in SETTINGS]
+
+
+def trial_frame(groups: list[Group], params: list[str]) -> pd.DataFrame:
+    """One row per trial (group): its parameters, mean final test error over runs that did not fail, n and
+    fail; best first, trials without a finished run last."""
+    rows = [{**{k: g.settings[k] for k in params}, "mean": float(np.mean(g.errors())) if g.errors() else None,
+             "n": len(g.runs), "fail": g.fails()} for g in groups]
+    return pd.DataFrame(rows, columns=[*params, "mean", "n", "fail"]).sort_values("mean", na_position="last",
+                                                                                  ignore_index=True)
+
+
+def importance(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Each parameter against the trials' mean error: Spearman's rho for numeric parameters, Kruskal-Wallis H
+    across the values of categorical ones (scipy), with p-values; NaN where not computable."""
+    scored = trials.dropna(subset=["mean"])
+    rows = []
+    for param in params:
+        values = scored[param]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        with warnings.catch_warnings():  # constant inputs: scipy warns and returns NaN, shown as blank
+            warnings.simplefilter("ignore")
+            if numeric:
+                res = stats.spearmanr(values, scored["mean"]) if len(scored) > 2 else None
+            else:
+                samples = [part["mean"].to_numpy() for _, part in scored.groupby(param)]
+                res = stats.kruskal(*samples) if len(samples) > 1 and len(scored) > len(samples) else None
+        rows.append({"parameter": param, "test": "Spearman rho" if numeric else "Kruskal-Wallis H",
+                     "statistic": float(res.statistic) if res else math.nan,
+                     "p": float(res.pvalue) if res else math.nan, "trials": len(scored)})
+    return pd.DataFrame(rows, columns=["parameter", "test", "statistic", "p", "trials"])
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells of a sweep table: numbers to 4 significant digits, NaN/None blank."""
+    return frame.apply(lambda col: col.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v))
+                                           else f"{v:.4g}" if isinstance(v, float) else str(v)))
+
+
+def sweep_view(groups: list[Group], sweep: Sweep | None, out: Path, prefix: str, title: str,
+               formats: tuple[str, ...]) -> list[str]:
+    """The sweep view's tables (md, csv) and figures into `out`; returns its report.md lines."""
+    params = searched(groups, sweep)
+    if not params:
+        return ["No searched parameters (no sweep.yaml search and no setting varies).", ""]
+    trials, search = trial_frame(groups, params), sweep.search if sweep else {}
+    scores = importance(trials, params)
+    lines = []
+    for name, frame, caption in (
+            ("trials", trials, "Trials, best first: searched parameters, final test error (%) mean over the runs "
+                               "that did not fail (seeds), n runs, fail = runs with status fail."),
+            ("importance", scores, "Parameter importance: rank correlation of each numeric parameter with the "
+                                   "trials' mean final test error (Spearman rho; > 0: larger values, larger error), "
+                                   "Kruskal-Wallis H across the values of categorical ones; p-values from scipy; "
+                                   "trials without a finished run are left out.")):
+        text = markdown(_shown(frame))
+        Path(out / f"{prefix}-{name}.md").write_text(f"{text}\n\n{caption}\n")
+        frame.to_csv(out / f"{prefix}-{name}.csv", index=False)
+        lines += [f"### {name}" + (f" — {title}" if title else ""), "", text, "", caption, ""]
+    finals = pd.DataFrame([{**{k: g.settings[k] for k in params}, "error": r.result["final_test_error"]}
+                           for g in groups for r in g.runs if r.status == "done"], columns=[*params, "error"])
+    paths = []
+    if not finals.empty:
+        log = {k for k, space in search.items() if isinstance(space, dict) and space.get("dist") == "loguniform"}
+        paths += figures.save(figures.metric_vs_params(finals, params, log, title), out / f"{prefix}-vs-params",
+                              formats)
+    best = sorted(groups, key=lambda g: np.mean(g.errors()) if g.errors() else math.inf)[:BEST_CURVES]
+    curves = curve_frame(best, lambda g: ", ".join(f"{k}={_cell(g.settings[k])}" for k in params))
+    if not curves.empty:
+        heading = ", ".join(filter(None, [title, f"best {len(best)} trials"]))
+        paths += figures.save(figures.training_curves(curves, heading), out / f"{prefix}-best-curves", formats)
+    return lines + [f"![{p.stem}]({p.name})" for p in paths if p.suffix == f".{formats[0]}"] + [""]
+
+
 # --- the report ----------------------------------------------------------------------------------------
 def sections(found: Scan) -> list[tuple[str, Sweep | None, list[Run]]]:
     """The runs split by sweep (runs outside any sweep last), each with a name for its files."""
@@ -563,6 +651,9 @@ def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str,
         lines += [f"## {title or f'runs under {found.root}'}", ""]
         if not groups:
             lines += ["No finished runs yet.", ""]
+            continue
+        if (layout if layout not in (None, "auto") else sweep.layout if sweep else None) == SWEEP_VIEW:
+            lines += sweep_view(groups, sweep, out, prefix, title, formats)
             continue
         for lay in choose_layouts(layout, sweep, groups):
             table = build_table(lay, groups)
