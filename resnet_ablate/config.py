@@ -16,6 +16,7 @@ from .imagenet import resolve_imagenet_block
 from .model import resolve_block, resolve_downsample, shortcut_parameters
 from .registry import UsageError, closest
 from .shortcuts import SHORTCUTS
+from .tracking import require as require_logger
 from .units import BLOCKS, UNITS, check_body
 
 ARCHS = ("cifar", "imagenet")
@@ -24,6 +25,7 @@ NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle")
+LOGGERS = ("none", "tensorboard", "wandb")
 DATA_ENV = "RESNET_ABLATE_DATA"
 
 
@@ -120,6 +122,8 @@ class Config:
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
     runs_root: str = opt("runs", "parent folder of auto-named run folders", "run", identity=False)
     run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)
+    logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "
+                      "the run folder stays the record", "run", identity=False, choices=lambda: list(LOGGERS))
     time_limit_s: float = opt(0.0, "checkpoint and stop after this many seconds (0 = none); rerun to resume",
                               "run", identity=False)
 
@@ -200,6 +204,7 @@ def validate(cfg: Config) -> None:
            "grad_probe_every and grad_probe_at must be >= 0")
     _validate_data(cfg)
     _validate_transfer(cfg)
+    require_logger(cfg.logger)
 
 
 def _validate_data(cfg: Config) -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import data as datamod
 from . import runfolder as rf
-from . import transfer
+from . import tracking, transfer
 from .config import Config, default_data_dir, from_yaml, identity_items, run_dir, run_name, to_yaml
 from .imagenet import build_imagenet_model
 from .model import ResNet, build_model, count_parameters, shortcut_parameters
@@ -163,6 +163,7 @@ class Run:
         self.status: str | None = None  # None while training; done | fail | paused
         self.reason = ""
         self.last: dict = {}
+        self.tracker: tracking.Tracker | None = None
 
     def _param_groups(self) -> list[dict]:
         """The trainable parameters per lr multiplier, each split into decayed and (decay_bn=false) BN
@@ -221,6 +222,7 @@ class Run:
             self._restore(state)
         for name in (rf.METRICS, rf.PROBES):
             rf.truncate_jsonl(self.dir / name, self.iteration)
+        self.tracker = tracking.open_tracker(self.cfg.logger, self.dir, self.name, self.cfg, self.iteration)
 
     def _check_same_config(self) -> None:
         path = self.dir / rf.CONFIG
@@ -331,6 +333,8 @@ class Run:
             row.update(val_loss=_finite(val_loss), val_error=val_err)
         row.update(img_per_s=round(images / max(self.interval_seconds, 1e-9), 1), elapsed_s=round(self.elapsed, 2))
         rf.append_jsonl(self.dir / rf.METRICS, row)
+        if self.tracker is not None:
+            self.tracker.log(row, self.iteration)
         self.last, self.best = row, min(self.best, test_err)
         left = (self.cfg.iterations - self.iteration) * self.cfg.batch_size / max(row["img_per_s"], 1e-9)
         print(f"[{self.name}] it {self.iteration}/{self.cfg.iterations} lr {row['lr']:.4g} | train loss "
@@ -343,6 +347,11 @@ class Run:
             lo = self.iteration - images // self.cfg.batch_size + 1
             self.finish("fail", f"diverged: training loss is {train_loss} in iterations {lo}..{self.iteration}")
 
+    def close_tracker(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
     def summary(self) -> dict:
         """result.json's contents for a finished run; status and iteration for a paused one."""
         return self.last if self.status in ("finished", "done", "fail") else {"status": "paused", "iteration": self.iteration}
@@ -353,6 +362,7 @@ class Run:
         if status == "done" and final is not None and final > self.cfg.fail_threshold:
             status, reason = "fail", f"final test error {final:.2f}% is above fail_threshold {self.cfg.fail_threshold}%"
         self.status, self.reason = status, reason
+        self.close_tracker()
         result = {
             "status": status, "reason": reason, "name": self.name, "final_test_error": final,
             "final_test_loss": self.last.get("test_loss"), "best_test_error": _finite(self.best),
@@ -450,6 +460,7 @@ def loop(runs: list[Run], stop: StopRequest) -> None:
                     run.checkpoint()
                 if run.status is None and stop.reason:
                     run.status = "paused"
+                    run.close_tracker()
                     print(f"[{run.name}] stopped at iteration {run.iteration} ({stop.reason}); "
                           f"checkpoint saved, run the same command again to resume", flush=True)
             overhead = time.perf_counter() - tick - seconds  # evaluation, probes, checkpoints
