@@ -1,7 +1,8 @@
 """Gradient probe: the gradient norm at the input of every residual unit and of every conv weight.
 
 This is the data behind the gradient-norm-vs-depth plots: with identity shortcuts the gradient reaches
-the first units undiminished, with scaled or missing shortcuts it shrinks towards the input.
+the first units with a modest change in size; with scaled or missing shortcuts (and BN) it is distorted by
+orders of magnitude, measured at init as growth towards the input (results/gradnorm_cpu/).
 The probe leaves the model as it found it (BN statistics, RNG streams), so it can run mid-training.
 """
 from __future__ import annotations

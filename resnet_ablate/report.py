@@ -500,6 +500,30 @@ def probe_frame(groups: list[Group], label: Callable[[Group], str]) -> pd.DataFr
     return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "unit", "norm"])
 
 
+SPREAD_CAPTION = ("Gradient spread: the input-gradient norm at the first residual unit over that at the last, "
+                  "per probed iteration (> 1: the gradient grows towards the input, < 1: it shrinks); geometric "
+                  "mean over the n seeds, with their min and max. The number behind the gradnorm figures.")
+
+
+def gradient_spread(groups: list[Group]) -> pd.DataFrame:
+    """First-unit / last-unit input-gradient norm per variant, depth and probed iteration, over seeds."""
+    rows = []
+    for context, gs in _contexts(groups, (*MODEL_VARIANT, "depth")):
+        keys = _varying(gs, MODEL_VARIANT)
+        for g in sorted(gs, key=lambda g: (g.settings["depth"], _sort_key(g.settings, MODEL_VARIANT))):
+            ratios: dict[int, list[float]] = {}
+            for r in g.runs:
+                for p in rf.read_jsonl(r.path / rf.PROBES):
+                    norms = p.get("unit_input") or []
+                    if len(norms) > 1 and norms[-1] > 0:
+                        ratios.setdefault(p["iteration"], []).append(norms[0] / norms[-1])
+            rows += [{"context": context, "variant": variant_label(g.settings, keys), "depth": g.settings["depth"],
+                      "iteration": it, "n": len(rs), "first/last": float(stats.gmean(rs)), "min": min(rs),
+                      "max": max(rs)} for it, rs in sorted(ratios.items())]
+    frame = pd.DataFrame(rows, columns=["context", "variant", "depth", "iteration", "n", "first/last", "min", "max"])
+    return frame.drop(columns="context") if not frame["context"].any() else frame
+
+
 def _net(g: Group) -> str:
     return "plain" if g.settings["shortcut"] == "none" else "ResNet"
 
@@ -666,6 +690,12 @@ def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str,
             table.frame.to_csv(f"{base}.csv", index=False)
             Path(f"{base}.tex").write_text(latex(table.shown, table.caption))
             lines += [f"### {lay.title}" + (f" — {title}" if title else ""), "", text, "", table.caption, ""]
+        spread = gradient_spread(groups)
+        if not spread.empty:
+            text = markdown(_shown(spread))
+            Path(out / f"{prefix}-gradnorm.md").write_text(f"{text}\n\n{SPREAD_CAPTION}\n")
+            spread.to_csv(out / f"{prefix}-gradnorm.csv", index=False)
+            lines += ["### Gradient spread" + (f" — {title}" if title else ""), "", text, "", SPREAD_CAPTION, ""]
         paths = draw_figures(groups, out, prefix, title, formats)
         shown = [p for p in paths if p.suffix == f".{formats[0]}"]
         lines += [f"![{p.stem}]({p.name})" for p in shown] + [""]

@@ -143,7 +143,8 @@ def test_table_numbers_match_the_runs_and_scipy(runs, built):
 
 def test_auto_layouts_follow_what_varies(built):
     out, printed = built
-    assert {p.name for p in out.glob("runs-*.csv")} == {f"runs-{t}.csv" for t in ("table1", "table2", "table3", "depth")}
+    assert {p.name for p in out.glob("runs-*.csv")} == {f"runs-{t}.csv" for t in ("table1", "table2", "table3", "depth",
+                                                                                         "gradnorm")}
     depth = _csv(out / "runs-depth.csv")
     assert set(zip(depth["net"], depth["depth"])) == {("ResNet", "8"), ("ResNet", "14"), ("plain", "8"), ("plain", "14")}
     assert _row(depth, net="ResNet", depth=8, unit="original")["params"] == "0.08M"
@@ -166,7 +167,7 @@ def test_paper_values_beside_the_sweeps_runs(runs, built):
 
 def test_sweep_layout_and_reduced_budget_label(built):
     out, printed = built
-    assert sorted(p.name for p in out.glob("units-*.csv")) == ["units-table2.csv"]
+    assert sorted(p.name for p in out.glob("units-*.csv")) == ["units-gradnorm.csv", "units-table2.csv"]
     table = _csv(out / "units-table2.csv")
     assert list(table["unit"]) == ["original", "full_preact"] and list(table["n"]) == ["2", "2"]
     assert "## sweep units, budget smoke (reduced)" in printed
@@ -239,3 +240,22 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
     assert [ax.get_title() for ax in fig.axes] == ["iteration 0", "iteration 10"]
     assert all(ax.get_yscale() == "log" and len([x for x in ax.lines if len(x.get_xdata()) == 3]) == 3
                for ax in fig.axes)  # one line per probed variant, a point per unit
+
+
+def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs, built):
+    found = report.scan(runs / "tiny")
+    groups = [g for g in report.group(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
+    spread = report.gradient_spread(groups)
+    assert set(spread["iteration"]) == {0, 10} and set(spread["n"]) == {2, 3}  # identity 3 seeds, plain/scaling 2
+    for shortcut, label in (("identity", "original, identity"), ("none", "original, none")):
+        probes = [json.loads(line) for s in range(3 if shortcut == "identity" else 2)
+                  for line in (runs / "tiny" / f"{'plain' if shortcut == 'none' else shortcut}_s{s}" / "probes.jsonl")
+                  .read_text().splitlines()]
+        for it in (0, 10):
+            ratios = [p["unit_input"][0] / p["unit_input"][-1] for p in probes if p["iteration"] == it]
+            row = spread[(spread["variant"] == label) & (spread["iteration"] == it)]
+            assert row["first/last"].item() == pytest.approx(stats.gmean(ratios))
+            assert row["min"].item() == pytest.approx(min(ratios)) and row["max"].item() == pytest.approx(max(ratios))
+    out, printed = built
+    assert "### Gradient spread" in printed
+    assert (out / "runs-gradnorm.csv").is_file() and (out / "runs-gradnorm.md").read_text().startswith("| ")
