@@ -16,7 +16,7 @@ from .imagenet import resolve_imagenet_block
 from .model import resolve_block, resolve_downsample, shortcut_parameters
 from .registry import UsageError, closest
 from .shortcuts import SHORTCUTS
-from .tracking import require as require_logger
+from .tracking import TRACKERS, require as require_logger
 from .units import BLOCKS, UNITS, check_body
 
 ARCHS = ("cifar", "imagenet")
@@ -25,7 +25,7 @@ NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle")
-LOGGERS = ("none", "tensorboard", "wandb")
+LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 
 

@@ -11,8 +11,6 @@ from typing import Protocol
 
 from .registry import UsageError
 
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # logger -> the package it needs
-
 
 class Tracker(Protocol):
     def log(self, row: dict, step: int) -> None: ...
@@ -20,24 +18,11 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-def require(logger: str) -> None:
-    """Fail with one line naming the install command when `logger`'s package is missing."""
-    package = PACKAGES.get(logger)
-    if package is None:
-        return
-    try:
-        importlib.import_module(package)
-    except ImportError:
-        hint = " (WANDB_MODE=offline works without a network)" if logger == "wandb" else ""
-        raise UsageError(f"logger={logger} needs the {package} package, which is not installed: "
-                         f"pip install {package}{hint}") from None
-
-
 class TensorBoard:
     """Every numeric field of a metrics line as a scalar at its iteration; a resumed run purges the
     events its crashed predecessor wrote past the checkpoint, as the metrics file does."""
 
-    def __init__(self, folder: Path, iteration: int) -> None:
+    def __init__(self, folder: Path, name: str, config: object, iteration: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=iteration or None)
@@ -55,7 +40,7 @@ class TensorBoard:
 class WandB:
     """A W&B run named after the run and identified by its folder, so a resumed run continues it."""
 
-    def __init__(self, folder: Path, name: str, config: object) -> None:
+    def __init__(self, folder: Path, name: str, config: object, iteration: int) -> None:
         import wandb
 
         run_id = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
@@ -69,10 +54,22 @@ class WandB:
         self.run.finish()
 
 
+TRACKERS = {"tensorboard": TensorBoard, "wandb": WandB}  # logger name = the package it needs
+
+
+def require(logger: str) -> None:
+    """Fail with one line naming the install command when `logger`'s package is missing."""
+    if logger not in TRACKERS:
+        return
+    try:
+        importlib.import_module(logger)
+    except ImportError:
+        hint = " (WANDB_MODE=offline works without a network)" if logger == "wandb" else ""
+        raise UsageError(f"logger={logger} needs the {logger} package, which is not installed: "
+                         f"pip install {logger}{hint}") from None
+
+
 def open_tracker(logger: str, folder: Path, name: str, config: object, iteration: int) -> Tracker | None:
     """The tracker `logger` names for a run starting (or resuming) at `iteration`; None for `none`."""
-    if logger == "tensorboard":
-        return TensorBoard(folder, iteration)
-    if logger == "wandb":
-        return WandB(folder, name, config)
-    return None
+    tracker = TRACKERS.get(logger)
+    return tracker(folder, name, config, iteration) if tracker is not None else None

@@ -348,6 +348,7 @@ class Run:
             self.finish("fail", f"diverged: training loss is {train_loss} in iterations {lo}..{self.iteration}")
 
     def close_tracker(self) -> None:
+        """Flush and close the tracker when the run finishes or pauses (a resumed run opens a new one)."""
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
