@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from resnet_ablate import runfolder as rf
-from resnet_ablate.config import parse, run_dir
-from resnet_ablate.data import load
-from resnet_ablate.model import build_model
-from resnet_ablate.train import StopRequest, train
+from resnet_ablate.models.cifar import build_model
+from resnet_ablate.training import runfolder as rf
+from resnet_ablate.training.config import run_dir
+from resnet_ablate.training.data import load
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import StopRequest, train
 
 RUN_IMAGES = 64000 * 128  # one run of the papers' recipe
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -19,11 +19,13 @@ import numpy as np
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import runfolder as rf
-from .config import parse, run_name, to_yaml
-from .registry import UsageError
-from .step import eager_step
-from .train import Run, data_key, load_data, setup
+from .cli import guarded
+from .registry import UsageError, first_line
+from .training import runfolder as rf
+from .training.config import run_name, to_yaml
+from .training.parse import parse
+from .training.state import RunState
+from .training.trainer import data_key, load_data, setup
 
 CURVE, SUGGESTION, FIGURE = "lr_find.jsonl", "lr_find.json", "lr_find.png"
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
@@ -47,7 +49,7 @@ def split_args(argv: list[str]) -> tuple[RangeTest, list[str]]:
         test: RangeTest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RangeTest),
                                                               OmegaConf.from_dotlist(own)))  # type: ignore
     except OmegaConfBaseException as e:
-        raise UsageError(f"bad range-test setting in {' '.join(own)}: {str(e).splitlines()[0]}") from e
+        raise UsageError(f"bad range-test setting in {' '.join(own)}: {first_line(e)}") from e
     if not (0 < test.start_lr < test.end_lr) or test.steps < 2:
         raise UsageError(f"need 0 < start_lr < end_lr and steps >= 2 (got {test.start_lr}, {test.end_lr}, {test.steps})")
     return test, rest
@@ -60,16 +62,16 @@ def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
     return {"suggested_lr": lrs[best] / 10, "min_loss_lr": lrs[best], "steepest_lr": lrs[int(np.argmin(slopes))]}
 
 
-def range_test(run: Run, test: RangeTest) -> tuple[list[float], list[float]]:
-    """(lr, smoothed loss) per iteration until the end or until the loss blows up."""
+def range_test(run: RunState, test: RangeTest) -> tuple[list[float], list[float]]:
+    """(lr, smoothed loss) per iteration until the end or until the loss blows up; each step trains at its
+    lr of the range (the recipe's schedule is not used)."""
     lrs, losses, avg, lowest = [], [], 0.0, math.inf
     for i in range(test.steps):
         lr = test.start_lr * (test.end_lr / test.start_lr) ** (i / (test.steps - 1))
-        run.fill_lr(lr)
-        run.lr_value = lr
-        before = run.loss_sum.item()
-        eager_step([run])
-        loss = run.loss_sum.item() - before
+        run.set_lr(lr)
+        run.step()
+        run.advance()
+        loss = run.read_meters()[0]
         avg = SMOOTHING * avg + (1 - SMOOTHING) * loss
         smoothed = avg / (1 - SMOOTHING ** (i + 1))
         if not math.isfinite(smoothed) or smoothed > DIVERGED * lowest:
@@ -98,15 +100,14 @@ def plot(lrs: list[float], losses: list[float], found: dict[str, float], path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        test, overrides = split_args(argv)
-        cfg = parse(overrides)
-        device, precision = setup(cfg)
-        run = Run(cfg, load_data([cfg], device)[data_key(cfg)], device, precision)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return guarded(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    test, overrides = split_args(argv)
+    cfg = parse(overrides)
+    device, precision = setup(cfg)
+    run = RunState(cfg, load_data([cfg], device)[data_key(cfg)], device, precision)
     folder = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / f"lr_find_{run_name(cfg)}"
     folder.mkdir(parents=True, exist_ok=True)
     rf.write_text(folder / rf.CONFIG, to_yaml(cfg))

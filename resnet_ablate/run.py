@@ -2,7 +2,7 @@
 
 Without launcher keys and comma lists it parses the overrides, prints the resolved config and trains in this
 process. Launcher keys (launcher=, ablation=, dry_run=, slurm.*, ... see --help) or a comma list
-(`seed=0,1,2`) make it a sweep: `launch` expands, skips what is finished and runs or submits the rest.
+(`seed=0,1,2`) make it a sweep: the launcher expands, skips what is finished and runs or submits the rest.
 
 Bad input (unknown key, wrong type, bad value, missing data or spec) ends with one line on stderr and exit 2.
 A run that diverges or ends above `fail_threshold` is a result (status fail), not an error: exit 0.
@@ -12,27 +12,28 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from . import launch
-from .config import help_text, parse, run_dir, to_yaml
-from .registry import UsageError
-from .train import train
+from .cli import guarded
+from .sweeps import launcher, settings
+from .sweeps.specs import is_sweep
+from .training.config import run_dir, to_yaml
+from .training.parse import help_text, parse
+from .training.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return guarded(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print(f"{help_text()}\n{launch.help_text()}")
+        print(f"{help_text()}\n{settings.help_text()}")
         return 0
-    try:
-        launch_overrides, run_overrides = launch.split_overrides(argv)
-        if launch.is_sweep(launch_overrides, run_overrides):
-            return launch.launch_main(launch_overrides, run_overrides, launch.command_line(argv))
-        cfg = parse(run_overrides)
-        print(f"run folder: {run_dir(cfg)}\nconfig:\n{textwrap.indent(to_yaml(cfg), '  ')}", flush=True)
-        train([cfg])
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    launch_overrides, run_overrides = launcher.split_overrides(argv)
+    if is_sweep(launch_overrides, run_overrides):
+        return launcher.launch_main(launch_overrides, run_overrides, launcher.command_line(argv))
+    cfg = parse(run_overrides)
+    print(f"run folder: {run_dir(cfg)}\nconfig:\n{textwrap.indent(to_yaml(cfg), '  ')}", flush=True)
+    train([cfg])
     return 0
 
 

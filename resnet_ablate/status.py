@@ -14,16 +14,19 @@ from pathlib import Path
 
 from submitit.core.utils import JobPaths, pickle_load
 
-from . import runfolder as rf
-from .launch import LIVE_STATES, SUBMITIT_DIR, _last_line, latest_jobs, read_sweep, slurm_states
+from .cli import guarded
 from .registry import UsageError
+from .sweeps.jobs import LIVE_STATES, last_line, slurm_states
+from .sweeps.sweepfolder import SUBMITIT_DIR, latest_jobs, read_sweep
+from .training import runfolder as rf
 
 STATES = ("pending", "running", "done", "failed")
+USAGE = "usage: python -m resnet_ablate.status <sweep folder>"
 
 
 def run_states(folder: Path) -> dict[str, tuple[str, str]]:
     """Each run of the sweep in `folder`: (state, reason); the reason only for failed runs."""
-    runs = read_sweep(folder)["runs"]
+    runs = read_sweep(folder).runs
     latest = latest_jobs(folder)
     slurm = slurm_states(list(latest.values()), folder)
     return {name: _state(folder, name, latest.get(name), slurm) for name in runs}
@@ -49,29 +52,30 @@ def _job_ended(folder: Path, job_id: str, state: str) -> str | None:
     paths = JobPaths(folder / SUBMITIT_DIR, job_id=job_id, task_id=0)
     if paths.result_pickle.is_file():
         outcome, value = pickle_load(paths.result_pickle)
-        return f"job {job_id}: {_last_line(value)}" if outcome == "error" else ""
+        return f"job {job_id}: {last_line(value)}" if outcome == "error" else ""
     if state in ("", "UNKNOWN") or state in LIVE_STATES:
         return None
-    stderr = _last_line(paths.stderr.read_text(errors="replace")) if paths.stderr.is_file() else ""
+    stderr = last_line(paths.stderr.read_text(errors="replace")) if paths.stderr.is_file() else ""
     return f"job {job_id} ended {state} without a result" + (f"; last stderr line: {stderr}" if stderr else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m resnet_ablate.status <sweep folder>", file=sys.stderr if len(argv) != 1 else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        states = run_states(Path(argv[0]))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if len(argv) != 1:
+        raise UsageError(f"expected one sweep folder; {USAGE}")
+    states = run_states(Path(argv[0]))
     counts = {s: sum(state == s for state, _ in states.values()) for s in STATES}
     print(f"{argv[0]}: {len(states)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for name, (state, reason) in states.items():
         if state == "failed":
             print(f"  failed {name}: {reason}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(_main, argv)
 
 
 if __name__ == "__main__":

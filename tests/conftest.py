@@ -1,83 +1,13 @@
-"""Shared helpers: fake CIFAR files in the real format, tiny training settings, running the CLI."""
+"""Fixtures; the helpers the test modules import are in helpers.py."""
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import subprocess
-import sys
-import tarfile
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
+from helpers import TINY
 
 # Tiny nets gain nothing from intra-op threads, and two threads on a shared 2-core machine were measured
 # >10x slower than one; tests and the CLI subprocesses they start use one.
 torch.set_num_threads(1)
-
-# A tiny CPU run: depth-8 net on 128 synthetic images, a few dozen iterations.
-TINY = ["dataset=synthetic", "depth=8", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=10",
-        "iterations=30", "milestones=[20]"]
-TIMING = ("img_per_s", "elapsed_s", "wall_time_s", "git_commit")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def write_fake_cifar(root: Path, name: str = "cifar10", per_file: int = 12, seed: int = 0, tar: bool = False):
-    """Write a small data set in the real CIFAR python format (pickled dicts of bytes keys) under root;
-    returns {split: (images (n, 3, 32, 32) uint8, labels)} as written."""
-    rng = np.random.default_rng(seed)
-    if name == "cifar10":
-        folder, files, key, classes = "cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)],
-                                                             "test": ["test_batch"]}, b"labels", 10
-    else:
-        folder, files, key, classes = "cifar-100-python", {"train": ["train"], "test": ["test"]}, b"fine_labels", 100
-    out = root / folder
-    out.mkdir(parents=True)
-    written = {}
-    for split, names in files.items():
-        images, labels = [], []
-        for fname in names:
-            x = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
-            y = rng.integers(0, classes, per_file).tolist()
-            with open(out / fname, "wb") as f:
-                pickle.dump({b"batch_label": fname.encode(), key: y, b"data": x, b"filenames": [b"x.png"] * per_file}, f)
-            images.append(x), labels.extend(y)
-        written[split] = (np.concatenate(images).reshape(-1, 3, 32, 32), np.array(labels))
-    if tar:
-        archive = root / ("cifar-10-python.tar.gz" if name == "cifar10" else "cifar-100-python.tar.gz")
-        with tarfile.open(archive, "w:gz") as t:
-            t.add(out, arcname=folder)
-        for p in sorted(out.iterdir()):
-            p.unlink()
-        out.rmdir()
-    return written
-
-
-def cli_env() -> dict[str, str]:
-    """The environment for a CLI subprocess: this checkout's package first (also from a git worktree)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-
-
-def run_cli(*args: str, cwd: Path, module: str = "resnet_ablate.run", timeout: float = 300,
-            env_path: str | None = None) -> subprocess.CompletedProcess:
-    """Run a module of this checkout; `env_path` replaces PATH (e.g. to hide sbatch)."""
-    env = {**cli_env(), **({"PATH": env_path} if env_path is not None else {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def metrics(folder: Path) -> list[dict]:
-    """metrics.jsonl without the timing fields (which differ between identical runs)."""
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
-def result(folder: Path) -> dict:
-    r = json.loads((folder / "result.json").read_text())
-    return {k: v for k, v in r.items() if k not in TIMING}
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO, cli_env
+from helpers import REPO, cli_env
 
 
 def test_benchmark_writes_its_table(tmp_path):

@@ -1,14 +1,15 @@
 """Config parsing, validation, names and --help; the CLI's one-line errors with exit code 2."""
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
-from resnet_ablate.config import FIELDS, Config, from_yaml, help_text, parse, run_name, to_yaml
-from resnet_ablate.launch import help_text as launch_help_text
-from resnet_ablate.model import shortcut_parameters
+from resnet_ablate.training.config import defaults, fields, from_yaml, run_name, to_yaml
+from resnet_ablate.training.parse import help_text, parse
+from resnet_ablate.sweeps.settings import help_text as launch_help_text
+from resnet_ablate.models.shortcuts import shortcut_parameters
 from resnet_ablate.registry import UsageError
-from resnet_ablate.shortcuts import SHORTCUTS
-from resnet_ablate.train import lr_at
-from resnet_ablate.units import UNITS
+from resnet_ablate.models.shortcuts import SHORTCUTS
+from resnet_ablate.training.optim import lr_at
+from resnet_ablate.models.units import UNITS
 
 
 def test_defaults_are_the_papers_recipe():
@@ -27,7 +28,7 @@ def test_overrides_are_typed():
 def test_every_shortcut_parameter_is_a_config_key_with_the_class_default():
     for name in SHORTCUTS:
         for param, default in shortcut_parameters(SHORTCUTS.get(name)).items():
-            assert getattr(Config(), param) == default
+            assert getattr(defaults(), param) == default
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -44,7 +45,7 @@ def test_every_shortcut_parameter_is_a_config_key_with_the_class_default():
     (["dataset=mnist"], "unknown dataset 'mnist'; allowed: cifar10, cifar100, synthetic"),
     (["p=1.5"], "p=1.5 is out of range; allowed: 0 <= p < 1"),
     (["milestones=[48000,32000]"], "milestones=[48000, 32000] must be increasing positive iterations"),
-    (["device=tpu"], "unknown device 'tpu'; allowed: auto, cpu, cuda, cuda:N"),
+    (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
 ])
 def test_bad_input_gives_one_clear_line(overrides, message):
     with pytest.raises(UsageError) as e:
@@ -71,7 +72,7 @@ def test_cli_errors_exit_2_with_one_line_and_no_traceback(tmp_path, arg, fragmen
 
 def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
     text = help_text()
-    for name in FIELDS:
+    for name in fields():
         assert f"  {name}=" in text
     assert "depth=110  (int)" in text and "gate_bias=-6.0  (float)" in text and "milestones=[32000, 48000]" in text
     for registry in (SHORTCUTS, UNITS):

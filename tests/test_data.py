@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli, write_fake_cifar
+from helpers import run_cli, write_fake_cifar
 
-from resnet_ablate import data as datamod
+from resnet_ablate.training import data as datamod
 from resnet_ablate.registry import UsageError
 
 

@@ -8,11 +8,15 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, metrics, result, run_cli
+from helpers import TINY, metrics, result, run_cli
 
-from resnet_ablate import launch, run, status
-from resnet_ablate.config import parse, run_name
-from resnet_ablate.launch import SweepJob, expand, groups, load_spec, parse_launch, sweep_values
+from resnet_ablate import run, status
+from resnet_ablate.sweeps.sweepfolder import read_sweep
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import parse
+from resnet_ablate.sweeps.jobs import SweepJob
+from resnet_ablate.sweeps.launcher import parse_launch
+from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
 DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
 
@@ -66,18 +70,18 @@ def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tm
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
     folder = tmp_path / "runs" / "sweep"
-    sweep = launch.read_sweep(folder)
+    sweep = read_sweep(folder)
     cfgs = [parse([*DONE, f"seed={s}"]) for s in (0, 1)]
-    assert sweep["runs"] == [run_name(c) for c in cfgs] and names(folder) == sorted([*sweep["runs"], "sweep.yaml"])
-    assert (sweep["name"], sweep["layout"], sweep["budget"]) == ("sweep", None, "full")
-    assert sweep["command"].startswith("python -m resnet_ablate.run dataset=synthetic") and "seed=0,1" in sweep["command"]
-    assert sweep["git_commit"]
-    assert all(json.loads((folder / n / "result.json").read_text())["status"] == "done" for n in sweep["runs"])
-    before = {n: (folder / n / "result.json").stat().st_mtime_ns for n in sweep["runs"]}
+    assert list(sweep.runs) == [run_name(c) for c in cfgs] and names(folder) == sorted([*list(sweep.runs), "sweep.yaml"])
+    assert (sweep.name, sweep.layout, sweep.budget) == ("sweep", None, "full")
+    assert sweep.command.startswith("python -m resnet_ablate.run dataset=synthetic") and "seed=0,1" in sweep.command
+    assert sweep.git_commit
+    assert all(json.loads((folder / n / "result.json").read_text())["status"] == "done" for n in list(sweep.runs))
+    before = {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)}
     capsys.readouterr()
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
     assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
-    assert {n: (folder / n / "result.json").stat().st_mtime_ns for n in sweep["runs"]} == before
+    assert {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)} == before
 
 
 def test_dry_run_lists_runs_and_finished_ones_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -95,10 +99,10 @@ def test_dry_run_lists_runs_and_finished_ones_and_writes_nothing(tmp_path, monke
 
 def test_runs_per_job_packs_only_runs_that_can_step_together():
     cfgs = [parse([*TINY, f"seed={s}", f"batch_size={b}"]) for b in (8, 16) for s in range(3)]
-    packed = groups(cfgs, 2)
+    packed = pack(cfgs, 2)
     assert [[(c.batch_size, c.seed) for c in g] for g in packed] == [[(8, 0), (8, 1)], [(8, 2)], [(16, 0), (16, 1)],
                                                                       [(16, 2)]]
-    assert groups(cfgs, 1) == [[c] for c in cfgs]
+    assert pack(cfgs, 1) == [[c] for c in cfgs]
 
 
 def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tmp_path, monkeypatch):
@@ -106,7 +110,7 @@ def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tm
     assert run.main([*DONE, "shortcut=dropout", "seed=0,1", "launcher=debug", "runs_per_job=2"]) == 0
     folder = tmp_path / "runs" / "sweep"
     jobs = [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
-    assert len(jobs) == 1 and jobs[0]["launcher"] == "debug" and jobs[0]["runs"] == launch.read_sweep(folder)["runs"]
+    assert len(jobs) == 1 and jobs[0]["launcher"] == "debug" and jobs[0]["runs"] == list(read_sweep(folder).runs)
     for seed in (0, 1):
         cfg = parse([*DONE, "shortcut=dropout", f"seed={seed}", f"run_dir={tmp_path / f'alone{seed}'}"])
         SweepJob(max_retries=0)([cfg])
@@ -171,7 +175,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
     proc = run_cli(*DONE, "seed=0,1", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
                    cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert f"crashed: {run_name(bad)}: resnet_ablate.launch.RunCrashed: crashed 2 times, last: " in proc.stderr
+    assert f"crashed: {run_name(bad)}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: " in proc.stderr
     assert json.loads((tmp_path / "runs" / "sweep" / run_name(ok) / "result.json").read_text())["status"] == "done"
     folder = tmp_path / "runs" / "sweep"
     states = status.run_states(folder)
@@ -184,7 +188,7 @@ def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 0
     folder = tmp_path / "s"
-    runs = launch.read_sweep(folder)["runs"]
+    runs = list(read_sweep(folder).runs)
     for p in (folder / runs[0]).iterdir():
         p.unlink()
     SweepJob(max_retries=0)([parse([*DONE, "seed=2", f"runs_root={folder}"])])

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_ablate.model import build_model, count_parameters, resolve_block
+from resnet_ablate.models.cifar import build_model, resolve_block
+from resnet_ablate.models.resnet import count_parameters
 from resnet_ablate.registry import UsageError
-from resnet_ablate.shortcuts import SHORTCUTS, Dropout, ExclusiveGating, Identity, ShortcutOnlyGating, ZeroPad
-from resnet_ablate.units import UNITS
+from resnet_ablate.models.shortcuts import SHORTCUTS, Dropout, ExclusiveGating, Identity, ShortcutOnlyGating, ZeroPad
+from resnet_ablate.models.units import UNITS
 
 COMBOS = list(itertools.product(SHORTCUTS.names(), UNITS.names(), [(8, "basic"), (11, "bottleneck")]))
 

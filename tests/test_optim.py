@@ -2,11 +2,12 @@
 resumes, bad settings are one line."""
 import pytest
 import torch
-from conftest import TINY, metrics
+from helpers import TINY, metrics
 
-from resnet_ablate.config import parse
+from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
-from resnet_ablate.train import StopRequest, lr_at, train
+from resnet_ablate.training.optim import lr_at
+from resnet_ablate.training.trainer import StopRequest, train
 
 
 def _torch_lrs(make_scheduler, n: int, lr: float) -> list[float]:

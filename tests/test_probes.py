@@ -1,8 +1,8 @@
 """Gradient probe: per-unit input-gradient norms, and the contrast between shortcuts at initialization."""
 import torch
 
-from resnet_ablate.model import build_model
-from resnet_ablate.probes import gradient_norms
+from resnet_ablate.models.cifar import build_model
+from resnet_ablate.models.probes import gradient_norms
 
 
 def _ratio(shortcut: str, **params) -> float:

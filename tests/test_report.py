@@ -7,17 +7,18 @@ call) plus hand-written folders for the paper's settings and for broken, partial
 import contextlib
 import io
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from helpers import make_run_folder, run_cli
 from scipy import stats
 
-from resnet_ablate import figures, paper, report
-from resnet_ablate.config import parse, to_yaml
-from resnet_ablate.train import train
+from resnet_ablate import report
+from resnet_ablate.analysis import curves, figures, paper, scan
+from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import train
 
 TINY = ["dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
         "iterations=10", "milestones=[8]", "fail_threshold=100"]
@@ -39,14 +40,6 @@ def _result(folder):
     return json.loads((folder / "result.json").read_text())
 
 
-def _hand_written(folder, settings, status, error):
-    """A finished run folder written by hand: the resolved config and a result.json."""
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(to_yaml(parse(settings)))
-    (folder / "result.json").write_text(json.dumps(
-        {"status": status, "reason": "", "final_test_error": error, "iterations": 64000, "parameters": 1727962}))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """runs/tiny: real runs and edge cases; runs/paper110: a table1 sweep of hand-written ResNet-110 runs;
@@ -55,18 +48,14 @@ def runs(tmp_path_factory):
     tiny = root / "tiny"
     with contextlib.redirect_stdout(io.StringIO()):
         train([parse([*TINY, "depth=8", *extra, f"run_dir={tiny / name}"]) for name, extra in REAL.items()])
+    settings = {name: [*TINY, "depth=8", *extra] for name, extra in REAL.items()}
     # one more scaling run that failed: the group holds done and fail runs
-    shutil.copytree(tiny / "scaling_s1", tiny / "scaling_s7")
-    (tiny / "scaling_s7" / "config.yaml").write_text(
-        (tiny / "scaling_s7" / "config.yaml").read_text().replace("seed: 1", "seed: 7"))
-    (tiny / "scaling_s7" / "result.json").write_text(json.dumps({**_result(tiny / "scaling_s1"), "status": "fail",
-                                                                 "final_test_error": None, "seed": 7}))
+    make_run_folder(tiny / "scaling_s7", [*settings["scaling_s1"], "seed=7"], "fail", None, copy_of=tiny / "scaling_s1",
+                    seed=7)
     # running: same settings as identity, no result.json yet
-    shutil.copytree(tiny / "identity_s0", tiny / "identity_s5_running")
-    (tiny / "identity_s5_running" / "result.json").unlink()
-    (tiny / "identity_s5_running" / "checkpoint.pt").write_bytes(b"x")
+    make_run_folder(tiny / "identity_s5_running", settings["identity_s0"], None, copy_of=tiny / "identity_s0")
     # broken and partial folders
-    shutil.copytree(tiny / "identity_s1", tiny / "broken_result")
+    make_run_folder(tiny / "broken_result", settings["identity_s1"], copy_of=tiny / "identity_s1")
     (tiny / "broken_result" / "result.json").write_text('{"status": "do')
     (tiny / "partial").mkdir()
     (tiny / "partial" / "metrics.jsonl").write_text('{"iteration": 10, "test_error": 50.0}\n')
@@ -75,16 +64,14 @@ def runs(tmp_path_factory):
     # a table1 sweep at the papers' settings
     sweep = root / "paper110"
     for name, (shortcut, error) in PAPER110.items():
-        _hand_written(sweep / name, ["dataset=cifar10", "depth=110", f"shortcut={shortcut}", f"seed={name[-1]}"],
-                      "done", error)
-    (sweep / "sweep.yaml").write_text(
-        "name: paper110\nlayout: table1\nbudget: full\ncommand: python -m resnet_ablate.run ablation=table1\n"
-        "git_commit: abc\nruns: [identity_s0, identity_s1, identity_s2, gating_s0, gating_s1, gating_s2, "
-        "identity_s3]\n")
+        make_run_folder(sweep / name, ["dataset=cifar10", "depth=110", f"shortcut={shortcut}", f"seed={name[-1]}"],
+                        "done", error)
+    write_sweep(SweepRecord(sweep, "paper110", "table1", runs=(*PAPER110, "identity_s3"),
+                            command="python -m resnet_ablate.run ablation=table1", git_commit="abc"))
     units = root / "units"
     for name in ("identity_s0", "identity_s1", "preact_s0", "preact_s1"):
-        shutil.copytree(tiny / name, units / name)
-    (units / "sweep.yaml").write_text("name: units\nlayout: table2\nbudget: smoke\nruns: []\n")
+        make_run_folder(units / name, settings[name], copy_of=tiny / name)
+    write_sweep(SweepRecord(units, "units", "table2", budget="smoke"))
     return root
 
 
@@ -101,6 +88,12 @@ def built(runs, tmp_path_factory):
 def _csv(path):
     """A table's CSV as strings (blank cells stay '')."""
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _md_rows(text):
+    """The cells of a markdown table's rows, stripped (cells are padded to the column width)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|:- ")]
 
 
 def _row(frame, **where):
@@ -134,9 +127,10 @@ def test_table_numbers_match_the_runs_and_scipy(runs, built):
     assert (single["n"], single["std"], single["p_welch"]) == ("1", "", "")
     allfail = _row(table, shortcut="gating")
     assert (allfail["n"], allfail["fail"], allfail["mean"], allfail["p_welch"]) == ("1", "1", "", "")
-    shown = (out / "runs-table1.md").read_text()
-    assert "| gating | gate_bias=-6 | 8 | original | 0 | 1 | 1 | fail |" in shown
-    assert f"| identity |  | 8 | original | 100 | 3 | 0 | {np.mean(identity):.2f} ± {np.std(identity, ddof=1):.2f} |" in shown
+    shown = _md_rows((out / "runs-table1.md").read_text())
+    assert ["gating", "gate_bias=-6", "8", "original", "0", "1", "1", "fail"] in [r[:8] for r in shown]
+    assert ["identity", "", "8", "original", "100", "3", "0",
+            f"{np.mean(identity):.2f} ± {np.std(identity, ddof=1):.2f}"] in [r[:8] for r in shown]
     tex = (out / "runs-table1.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "gate\\_bias=-6" in tex and "$\\pm$" in tex
 
@@ -226,16 +220,16 @@ def test_each_figure_is_written_in_both_formats(built):
 
 
 def test_figures_draw_one_line_per_variant_and_split(runs):
-    found = report.scan(runs / "tiny")
-    groups = [g for g in report.group(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
-    frame = report.curve_frame(groups, lambda g: report.variant_label(g.settings, {"unit", "shortcut"}))
+    found = scan.scan(runs / "tiny")
+    groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
+    frame = curves.curve_frame(groups, lambda g: scan.variant_label(g.settings, {"unit", "shortcut"}))
     assert set(frame["variant"]) == {"original, identity", "original, none", "full_preact, identity",
                                      "original, scaling (scale=0.5, residual_scale=1)"}
     ax = figures.training_curves(frame).axes[0]
     drawn = [line for line in ax.lines if len(line.get_xdata())]
     assert len(drawn) == 4 * 2 and {len(line.get_xdata()) for line in drawn} == {2}  # evaluations at 5 and 10
     assert sorted(line.get_linewidth() for line in drawn) == [0.7] * 4 + [1.6] * 4
-    probes = report.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
+    probes = curves.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
     fig = figures.gradient_norms(probes)
     assert [ax.get_title() for ax in fig.axes] == ["iteration 0", "iteration 10"]
     assert all(ax.get_yscale() == "log" and len([x for x in ax.lines if len(x.get_xdata()) == 3]) == 3
@@ -243,9 +237,9 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
 
 
 def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs, built):
-    found = report.scan(runs / "tiny")
-    groups = [g for g in report.group(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
-    spread = report.gradient_spread(groups)
+    found = scan.scan(runs / "tiny")
+    groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
+    spread = curves.gradient_spread(groups)
     assert set(spread["iteration"]) == {0, 10} and set(spread["n"]) == {2, 3}  # identity 3 seeds, plain/scaling 2
     for shortcut, label in (("identity", "original, identity"), ("none", "original, none")):
         probes = [json.loads(line) for s in range(3 if shortcut == "identity" else 2)

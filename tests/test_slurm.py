@@ -7,10 +7,11 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, TINY, metrics, result, run_cli
+from helpers import REPO, TINY, metrics, result, run_cli
 
 from resnet_ablate import status
-from resnet_ablate.config import parse, run_name
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import parse
 
 JOB = ["launcher=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100"]
 

@@ -2,21 +2,23 @@
 packed runs that keep their own seeds, data order, dropout draws and run folders."""
 import pytest
 import torch
-from conftest import TINY, metrics, result
+from helpers import TINY, metrics, result
 
-from resnet_ablate.config import parse
+from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
-from resnet_ablate.step import eager_step, make_stepper, restore, snapshot
-from resnet_ablate.train import Run, data_key, load_data, lr_at, train
+from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
+from resnet_ablate.training.optim import lr_at, param_groups
+from resnet_ablate.training.state import RunState
+from resnet_ablate.training.trainer import data_key, load_data, train
 
 
-def _run(args: list[str]) -> Run:
+def _run(args: list[str]) -> RunState:
     cfg = parse(args)
     cpu = torch.device("cpu")
-    return Run(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    return RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
 
 
-def _weights(run: Run) -> list[torch.Tensor]:
+def _weights(run: RunState) -> list[torch.Tensor]:
     return [t.clone() for t in run.model.state_dict().values()]
 
 
@@ -47,14 +49,14 @@ def test_lr_tensor_follows_the_schedule_and_drives_the_update(tmp_path):
     """The optimizer reads the run's device lr tensor: filling it changes the step size exactly as
     a float lr would, warm-up and milestones included."""
     run = _run([*TINY, "warmup_iters=3", "milestones=[5,8]", f"run_dir={tmp_path / 'r'}"])
-    assert all(g["lr"] is run.lr for g in run.optimizer.param_groups)
+    assert all(g["lr"] is run.lrs.tensor(1.0) for g in run.optimizer.param_groups)
     reference = _run([*TINY, "warmup_iters=3", "milestones=[5,8]", f"run_dir={tmp_path / 'r2'}"])
-    float_sgd = torch.optim.SGD(reference._param_groups(), lr=0.1, momentum=0.9)
+    float_sgd = torch.optim.SGD(param_groups(reference.model, reference.cfg, reference.lrs)[0], lr=0.1, momentum=0.9)
     seen = []
     for i in range(10):
         run.iteration = i
         eager_step([run])
-        seen.append(run.lr.item())
+        seen.append(run.lrs.tensor(1.0).item())
         for g in float_sgd.param_groups:
             g["lr"] = lr_at(reference.cfg, i)
         with reference.own_rng():

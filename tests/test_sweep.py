@@ -6,11 +6,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 from scipy import stats
 
-from resnet_ablate import launch, report, run
-from resnet_ablate.launch import draw_trials, expand, parse_launch
+from resnet_ablate import report, run
+from resnet_ablate.sweeps.sweepfolder import read_sweep
+from resnet_ablate.training.config import run_name
+from resnet_ablate.sweeps.launcher import parse_launch
+from resnet_ablate.sweeps.specs import draw_trials, expand
 
 SEARCH = ["search.lr=loguniform:0.001:0.1", "search.optim=choice:sgd,adamw"]
 SHORT = [*TINY, "iterations=10", "milestones=[8]", "eval_every=5", "fail_threshold=100"]
@@ -84,7 +87,7 @@ def test_dry_run_lists_every_trial_and_writes_nothing(tmp_path, monkeypatch, cap
     head, *rows = capsys.readouterr().out.splitlines()
     assert "layout sweep, 7 random trials (seed 3)): 7 runs in runs/sweep; 0 finished" in head
     assert len(rows) == 7 and all(r.split()[0] == "-" and "lr=" in r for r in rows)
-    assert [r.split()[1] for r in rows] == [launch.run_name(c) for c in expand(
+    assert [r.split()[1] for r in rows] == [run_name(c) for c in expand(
         parse_launch([*SEARCH, "sweep.trials=7", "sweep.seed=3"]), TINY).cfgs]
     assert not (tmp_path / "runs").exists()
 
@@ -101,17 +104,17 @@ def swept(tmp_path_factory):
 
 
 def test_sweep_yaml_records_the_method_and_the_search_space(swept):
-    sweep = launch.read_sweep(swept[0])
-    assert (sweep["layout"], sweep["method"], sweep["trials"], sweep["seed"]) == ("sweep", "random", 5, 1)
-    assert sweep["search"] == {"lr": {"dist": "loguniform", "low": 0.001, "high": 0.1},
+    sweep = read_sweep(swept[0])
+    assert (sweep.layout, sweep.method, sweep.trials, sweep.seed) == ("sweep", "random", 5, 1)
+    assert sweep.search == {"lr": {"dist": "loguniform", "low": 0.001, "high": 0.1},
                                "optim": {"choice": ["sgd", "adamw"]}}
-    assert len(sweep["runs"]) == 5
+    assert len(list(sweep.runs)) == 5
 
 
 def test_report_importance_matches_scipy_on_the_runs_results(swept):
     folder, out = swept
     runs = [(json.loads((folder / n / "result.json").read_text()), (folder / n / "config.yaml").read_text())
-            for n in launch.read_sweep(folder)["runs"]]
+            for n in list(read_sweep(folder).runs)]
     rows = pd.DataFrame([{"lr": float(_value(cfg, "lr")), "optim": _value(cfg, "optim"),
                           "error": res["final_test_error"]} for res, cfg in runs])
     assert set(rows["optim"]) == {"sgd", "adamw"}

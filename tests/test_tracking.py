@@ -7,10 +7,11 @@ import sys
 import types
 
 import pytest
-from conftest import TINY, cli_env, metrics
+from helpers import TINY, cli_env, metrics
 
-from resnet_ablate.config import parse, run_name
-from resnet_ablate.train import StopRequest, train
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import StopRequest, train
 
 TRACKED = ("lr", "train_loss", "train_error", "test_loss", "test_error")
 

@@ -8,11 +8,12 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, cli_env, metrics, result, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, metrics, result, run_cli, write_fake_cifar
 
-from resnet_ablate.config import from_yaml, parse
+from resnet_ablate.training.config import from_yaml
+from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
-from resnet_ablate.train import train
+from resnet_ablate.training.trainer import train
 
 
 def test_run_folder_contents(tiny, tmp_path):

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import run_cli
+from helpers import run_cli
 from PIL import Image
 
-from resnet_ablate import data as datamod
-from resnet_ablate.config import parse
-from resnet_ablate.imagenet import to_torchvision
+from resnet_ablate.training import data as datamod
+from resnet_ablate.training.parse import parse
+from resnet_ablate.models.imagenet import to_torchvision
 from resnet_ablate.registry import UsageError
-from resnet_ablate.train import Run, train
-from resnet_ablate.transfer import read_state_dict
+from resnet_ablate.training.state import RunState
+from resnet_ablate.training.evaluate import evaluate
+from resnet_ablate.training.trainer import train
+from resnet_ablate.models.transfer import read_state_dict
 
 CLASSES = ("cat", "dog", "owl")
 FAST = ["warmup_iters=0", "eval_every=2", "iterations=2", "milestones=[1000]", "batch_size=4", "device=cpu"]
@@ -100,7 +102,7 @@ def test_folder_settings_are_checked():
         parse(["image_size=64"])
     with pytest.raises(UsageError, match=r"^init= loads torchvision weights into arch=imagenet nets only$"):
         parse(["init=x.pt", "depth=20"])
-    with pytest.raises(UsageError, match=r"^unknown freeze part 'stage4'; allowed: stem, stage1, stage2, stage3, "):
+    with pytest.raises(UsageError, match=r"^unknown freeze part 'stage4' \(did you mean 'stage3'\?\); allowed: stem, stage1, stage2, stage3, "):
         parse(["freeze=[stem,stage4]", "depth=20"])
     with pytest.raises(UsageError, match=r"^stage_lr_mult needs 4 values for arch=imagenet"):
         parse(["arch=imagenet", "depth=18", "stage_lr_mult=[0.1,1.0]"])
@@ -108,12 +110,12 @@ def test_folder_settings_are_checked():
 
 
 def imagenet_run(tmp_path, *overrides):
-    """A Run of ResNet-18 on a 3-class folder at 64x64 (data on the CPU), not started."""
+    """A RunState of ResNet-18 on a 3-class folder at 64x64 (data on the CPU), not started."""
     make_tree(tmp_path / "tree")
     cfg = parse(["dataset=folder", f"data_dir={tmp_path / 'tree'}", "arch=imagenet", "depth=18", "image_size=64",
                  *FAST, f"run_dir={tmp_path / 'run'}", *overrides])
     data = datamod.load("folder", tmp_path / "tree", False, "channel", 0, 0, 64)
-    return Run(cfg, data, torch.device("cpu"), "fp32")
+    return RunState(cfg, data, torch.device("cpu"), "fp32")
 
 
 @pytest.fixture
@@ -159,7 +161,7 @@ def test_freeze_all_but_head_changes_only_the_head(tmp_path, resnet18_file):
     after = run.model.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert changed == ["fc.bias", "fc.weight"]  # frozen BN kept its running statistics (eval mode)
-    run.evaluate(run.data.test)
+    evaluate(run, run.data.test)
     assert not run.model.stem[1].training and run.model.fc.training is True
 
 
@@ -175,6 +177,6 @@ def test_stage_lr_multipliers_scale_each_groups_lr(tmp_path):
             assert by_param[id(p)].item() == pytest.approx(expected[prefix]), name
     run.iteration = 1
     run.cfg.milestones = [1]
-    run.set_lr()  # the schedule's /10 reaches every group, in place
-    assert sorted(round(t.item(), 6) for t in run.lrs.values()) == [0.0002, 0.002, 0.006, 0.01, 0.02]
-    assert all(g["lr"] is run.lrs[m] for g, m in zip(run.optimizer.param_groups, run.group_multipliers))
+    run.follow_schedule()  # the schedule's /10 reaches every group, in place
+    assert sorted(round(t.item(), 6) for t in run.lrs.tensors.values()) == [0.0002, 0.002, 0.006, 0.01, 0.02]
+    assert all(g["lr"] is run.lrs.tensor(m) for g, m in zip(run.optimizer.param_groups, run.group_multipliers))

@@ -9,44 +9,36 @@ kernels on the GPU-resident uint8 data) and are copied into the graph's static i
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
-if TYPE_CHECKING:
-    from .train import Run
+from ..registry import first_line
+from .state import RunState
 
 WARMUP_STEPS = 3  # eager iterations on a side stream before capture (cuDNN/cuBLAS handles, autograd state)
 
 
-def eager_step(runs: list[Run]) -> None:
-    """One iteration of every run, one after the other, each on its own RNG streams."""
+def eager_step(runs: list[RunState]) -> None:
+    """One iteration of every run, one after the other, each at its scheduled lr on its own RNG streams."""
     for run in runs:
-        run.set_lr()
-        with run.own_rng():
-            run.train_step(*run.batch())
+        run.follow_schedule()
+        run.step()
 
 
-def state_tensors(run: Run) -> list[torch.Tensor]:
-    """Every tensor a training step changes in place: weights, BN buffers, momentum, the meters."""
-    tensors = [*run.model.parameters(), *run.model.buffers(), run.loss_sum, run.err_sum]
-    for state in run.optimizer.state.values():
-        tensors += [v for v in state.values() if torch.is_tensor(v)]
-    return tensors
-
-
-def snapshot(run: Run) -> tuple[dict[int, torch.Tensor], dict]:
+def snapshot(run: RunState) -> tuple[dict[int, torch.Tensor], dict]:
     """Copies of the state tensors and the run's RNG streams (warm-up draws dropout masks from them)."""
-    return {id(t): t.detach().clone() for t in state_tensors(run)}, run.rng
+    return {id(t): t.detach().clone() for t in run.step_tensors()}, run.rng_state()
 
 
-def restore(run: Run, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
+def restore(run: RunState, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
     """Put the state back in place (addresses kept, as a captured graph needs) and rewind the RNG
     streams; optimizer state that did not exist before, i.e. fresh momentum or moment buffers, becomes
     zero, which the optimizers' first step treats exactly as a missing buffer (0.9·0 + g = g)."""
-    tensors, run.rng = saved
+    tensors, rng = saved
+    run.set_rng_state(rng)
     with torch.no_grad():
-        for t in state_tensors(run):
+        for t in run.step_tensors():
             if id(t) in tensors:
                 t.copy_(tensors[id(t)])
             else:
@@ -56,14 +48,13 @@ def restore(run: Run, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
 class GraphStep:
     """One run's training iteration as a CUDA graph on its own stream; call it once per iteration."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: RunState) -> None:
         self.run = run
         self.main = torch.cuda.current_stream(run.device)
         self.stream = torch.cuda.Stream(run.device)
-        b = run.cfg.batch_size
-        shape = (b, *run.data.train.images.shape[1:])  # the data's image size (32 for CIFAR)
+        shape = run.batch_shape()  # the data's image size (32 for CIFAR)
         self.x = torch.zeros(shape, device=run.device).contiguous(memory_format=torch.channels_last)
-        self.y = torch.zeros(b, dtype=torch.long, device=run.device)
+        self.y = torch.zeros(shape[0], dtype=torch.long, device=run.device)
         self.graph = self._capture()
 
     def _capture(self) -> torch.cuda.CUDAGraph:
@@ -87,7 +78,7 @@ class GraphStep:
         so packed runs' steps overlap. The loop synchronises the device before it reads results."""
         with torch.cuda.stream(self.stream):
             self.stream.wait_stream(self.main)
-            self.run.set_lr()
+            self.run.follow_schedule()
             x, y = self.run.batch()
             self.x.copy_(x)
             self.y.copy_(y)
@@ -95,7 +86,7 @@ class GraphStep:
                 self.graph.replay()
 
 
-def make_stepper(runs: list[Run]) -> Callable[[list[Run]], None]:
+def make_stepper(runs: list[RunState]) -> Callable[[list[RunState]], None]:
     """The step for these runs: graphs on CUDA when `cuda_graph` is on, else the eager loop. A capture
     that fails (an op the graph cannot hold) falls back to eager for all runs with one warning line."""
     if not runs or runs[0].device.type != "cuda" or not runs[0].cfg.cuda_graph:
@@ -106,15 +97,14 @@ def make_stepper(runs: list[Run]) -> Callable[[list[Run]], None]:
         for run in runs:
             graphs[id(run)] = GraphStep(run)
     except RuntimeError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"warning: CUDA graph capture failed ({first_line}); training eagerly", flush=True)
+        print(f"warning: CUDA graph capture failed ({first_line(e)}); training eagerly", flush=True)
         torch.cuda.synchronize(runs[0].device)
         for run in runs:
-            run.optimizer.zero_grad(set_to_none=True)
+            run.zero_grad()
             restore(run, saved[id(run)])
         return eager_step
 
-    def graph_step(active: list[Run]) -> None:
+    def graph_step(active: list[RunState]) -> None:
         for run in active:
             graphs[id(run)]()
 

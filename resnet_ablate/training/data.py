@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .registry import UsageError
+from ..registry import UsageError, first_line
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -165,7 +165,7 @@ def _image_folder(folder: Path, image_size: int) -> ImageFolder:
     try:
         return datasets.ImageFolder(str(folder), transform=resize)
     except (FileNotFoundError, OSError) as e:
-        raise UsageError(f"{folder}: {str(e).strip().splitlines()[0]}") from e
+        raise UsageError(f"{folder}: {first_line(e)}") from e
 
 
 def _decode(dataset: ImageFolder) -> Split:

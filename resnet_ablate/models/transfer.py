@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..registry import UsageError, first_line
 from .imagenet import from_torchvision
-from .model import ResNet
-from .registry import UsageError
+from .resnet import ResNet
 
 
 def part_of(name: str, stages: int) -> str:
@@ -69,8 +69,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UsageError(f"init={path} is not a torch.save'd state dict ({type(e).__name__}: {first})") from e
+        raise UsageError(f"init={path} is not a torch.save'd state dict ({type(e).__name__}: {first_line(e)})") from e
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UsageError(f"init={path} holds no state dict of tensors (save model.state_dict())")
     return state

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,17 @@ def truncate_jsonl(path: Path, last_iteration: int) -> None:
     rows = [r for r in read_jsonl(path) if r["iteration"] <= last_iteration]
     if path.is_file():
         write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def git_commit() -> str | None:
+    """The package's git commit (with '-dirty' for uncommitted changes), or None outside a checkout:
+    recorded in result.json and sweep.yaml, read when a run starts (not whatever HEAD is at its end)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")

@@ -14,15 +14,16 @@ and `to_torchvision` / `from_torchvision` convert state dicts between the two by
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .model import ResNet, resolve_downsample, select_shortcut_params, set_bn_momentum
-from .registry import Registry, UsageError
+from ..registry import Registry, UsageError
+from .cifar import resolve_downsample as cifar_downsample
+from .resnet import ARCHS, Arch, ResNet, build
 from .shortcuts import SHORTCUTS, Identity, Shortcut, ZeroPad
-from .units import EXPANSION, UNITS, Original, ResidualUnit, check_body
+from .units import EXPANSION, UNITS, Original, ResidualUnit
 
 PLANES = (64, 128, 256, 512)
 # depth -> (body, units per stage), 2015 paper Table 1
@@ -56,50 +57,32 @@ def resolve_imagenet_block(depth: int, block: str = "auto") -> str:
     return body
 
 
+def resolve_imagenet_downsample(block: str, downsample: str = "auto") -> str:
+    """`auto` is the 1x1 projection + BN for every body (option B, torchvision's choice)."""
+    return "conv1x1" if downsample == "auto" else cifar_downsample(block, downsample)
+
+
 class ImageNetResNet(ResNet):
     """7x7/2 stem + 3x3/2 max-pool, four stages of units on 1/4 ... 1/32 of the input size."""
 
-    def __init__(
-        self,
-        depth: int,
-        unit: type[ResidualUnit],
-        shortcut: type[Shortcut],
-        num_classes: int,
-        downsample: str,
-        shortcut_params: dict[str, Any],
-        groups: int,
-        width_per_group: int,
-    ) -> None:
-        block, layers = IMAGENET_DEPTHS[depth]
+    def __init__(self, depth: int, unit: type[ResidualUnit], shortcut: Callable[..., Shortcut], block: str,
+                 num_classes: int, downsample: str, groups: int = 1, width_per_group: int = 64) -> None:
+        layers = IMAGENET_DEPTHS[depth][1]
         stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                              nn.MaxPool2d(3, 2, 1))
         plan = [(p * EXPANSION[block], n, 1 if i == 0 else 2) for i, (p, n) in enumerate(zip(PLANES, layers))]
-        super().__init__(stem, 64, plan, unit, shortcut, block, num_classes, downsample, shortcut_params,
-                         groups=groups, width_per_group=width_per_group, stride_on_3x3=True)
+        super().__init__(stem, 64, plan, unit, shortcut, block, num_classes, downsample, groups=groups,
+                         width_per_group=width_per_group, stride_on_3x3=True)
 
 
-def build_imagenet_model(
-    depth: int,
-    unit: str = "original",
-    shortcut: str = "identity",
-    block: str = "auto",
-    num_classes: int = 1000,
-    downsample: str = "auto",
-    bn_momentum: float = 0.1,
-    groups: int = 1,
-    width_per_group: int = 64,
-    **shortcut_params: Any,
-) -> ImageNetResNet:
-    """An ImageNet-style ResNet/ResNeXt of `depth` (18, 34, 50, 101, 152) by registry names, with the
-    same arguments as `build_model`; `downsample=auto` is the 1x1 projection (torchvision's choice)."""
-    unit_cls, shortcut_cls = UNITS.get(unit), SHORTCUTS.get(shortcut)
-    block = resolve_imagenet_block(depth, block)
-    downsample = "conv1x1" if downsample == "auto" else resolve_downsample(block, downsample)
-    check_body(block, groups, width_per_group)
-    params = select_shortcut_params(shortcut_cls, shortcut_params)
-    model = ImageNetResNet(depth, unit_cls, shortcut_cls, num_classes, downsample, params, groups, width_per_group)
-    set_bn_momentum(model, bn_momentum)
-    return model
+ARCHS.register("imagenet")(Arch(ImageNetResNet, resolve_imagenet_block, resolve_imagenet_downsample, stages=4,
+                                num_classes=1000))
+
+
+def build_imagenet_model(depth: int, *args: Any, **kwargs: Any) -> ResNet:
+    """An ImageNet-style ResNet/ResNeXt of `depth` (18, 34, 50, 101, 152): `build('imagenet', depth, ...)`;
+    `downsample=auto` is the 1x1 projection (torchvision's choice)."""
+    return build("imagenet", depth, *args, **kwargs)
 
 
 def _name_of(registry: Registry, obj: object) -> str:

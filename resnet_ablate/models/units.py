@@ -8,12 +8,12 @@ that sets these three.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .registry import Registry, UsageError
+from ..registry import Registry, UsageError
 from .shortcuts import Shortcut
 
 UNITS: Registry[type["ResidualUnit"]] = Registry("unit")
@@ -70,8 +70,9 @@ class ResidualUnit(nn.Module):
 
     At units that change the shape, pre-activation variants feed the shared pre-activation to a
     convolutional shortcut (the 2016 code: BN-ReLU before splitting); `first=True` drops `pre`
-    because the stem already ends in BN-ReLU (the paper's rule for the first unit). `body` holds
-    `body_convs`' options (groups, width_per_group, stride_on_3x3).
+    because the stem already ends in BN-ReLU (the paper's rule for the first unit). `shortcut` is a
+    shortcut class with its parameters bound (`bind_shortcut`); `body` holds `body_convs`' options
+    (groups, width_per_group, stride_on_3x3).
     """
 
     pre: tuple[str, ...] = ()
@@ -84,8 +85,7 @@ class ResidualUnit(nn.Module):
         in_ch: int,
         out_ch: int,
         stride: int,
-        shortcut: type[Shortcut],
-        shortcut_params: dict[str, Any],
+        shortcut: Callable[..., Shortcut],
         downsample: str,
         first: bool = False,
         **body: Any,
@@ -98,10 +98,9 @@ class ResidualUnit(nn.Module):
             layers += [conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU(inplace=False)]
         layers += [convs[-1], activation(self.last, out_ch)]
         self.body = nn.Sequential(*layers)
-        self.shortcut = shortcut(in_ch, out_ch, stride, downsample, not self.is_preact(), **shortcut_params)
+        self.shortcut = shortcut(in_ch, out_ch, stride, downsample, not self.is_preact())
         reshapes = in_ch != out_ch or stride != 1
-        convolves = shortcut.projects or downsample == "conv1x1"
-        self.shared_preact = reshapes and convolves and self.is_preact()
+        self.shared_preact = reshapes and self.shortcut.convolves() and self.is_preact()
         self.post_act = activation(self.post, out_ch)
 
     @classmethod

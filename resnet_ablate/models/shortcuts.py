@@ -11,15 +11,21 @@ then works on that projected signal s, so at those units:
 - conv1x1: ignores `downsample` and uses its own strided 1x1 conv, which is then the projection
 - none: no shortcut at all, at any unit (the plain net).
 
-A new variant is one registered subclass of `Shortcut`; its keyword arguments are its parameters.
+A new variant is one registered subclass of `Shortcut`; its keyword-only arguments (each with a default)
+are its parameters, and registering the class makes each a config key (`shortcut=NAME PARAM=VALUE`), with
+its line of `--help` from `param_help`.
 """
 from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import Registry, UsageError
+from ..registry import Registry, UsageError, unknown
 
 SHORTCUTS: Registry[type["Shortcut"]] = Registry("shortcut")
 
@@ -50,22 +56,32 @@ def projection(in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) 
         return ZeroPad(in_ch, out_ch, stride)
     if downsample == "conv1x1":
         return conv1x1(in_ch, out_ch, stride, bn)
-    raise UsageError(f"unknown downsample '{downsample}'; allowed: zeropad, conv1x1")
+    raise unknown("downsample", downsample, ["zeropad", "conv1x1"])
 
 
 class Shortcut(nn.Module):
-    """Base class: projects x to the unit's output shape, then merges it with F(x).
+    """Base class: projects x to the unit's output shape (`make_projection`), then merges it with F(x).
 
     `projection_bn` is decided by the unit (BN after a 1x1 projection in post-activation units, as
     in the 2015 paper; none in pre-activation units, whose projection reads the shared BN-ReLU).
     """
 
-    projects = False  # True when the variant convolves x itself (then `downsample` is not used)
+    param_help: dict[str, str] = {}  # parameter -> its --help text
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
         super().__init__()
         self.out_ch = out_ch
-        self.project = projection(in_ch, out_ch, stride, downsample, projection_bn)
+        self.project = self.make_projection(in_ch, out_ch, stride, downsample, projection_bn)
+
+    def make_projection(self, in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) -> nn.Module:
+        """x's path to the unit's output shape: identity where the shape is kept, else `downsample`.
+        A variant that convolves x itself overrides this."""
+        return projection(in_ch, out_ch, stride, downsample, bn)
+
+    def convolves(self) -> bool:
+        """Whether x reaches the merge through a convolution (then pre-activation units feed it their
+        shared BN-ReLU where the shape changes, as the 2016 code)."""
+        return any(isinstance(m, nn.Conv2d) for m in self.project.modules())
 
     def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return self.merge(self.project(x), f)
@@ -86,6 +102,8 @@ class Identity(Shortcut):
 class Scaling(Shortcut):
     """Fig. 2(b): constant scaling, lambda*x + beta*F(x); Table 1 rows (0.5, 1) and (0.5, 0.5)."""
 
+    param_help = {"scale": "lambda on the shortcut", "residual_scale": "factor beta on F"}
+
     def __init__(self, *args, scale: float = 0.5, residual_scale: float = 1.0) -> None:
         super().__init__(*args)
         self.scale, self.residual_scale = scale, residual_scale
@@ -99,6 +117,8 @@ class Scaling(Shortcut):
 
 class _Gate(Shortcut):
     """g(x) = sigmoid(W_g x + b_g), element-wise per channel, from a 1x1 conv with bias `gate_bias`."""
+
+    param_help = {"gate_bias": "initial gate bias b_g"}
 
     def __init__(self, *args, gate_bias: float = -6.0) -> None:
         super().__init__(*args)
@@ -141,12 +161,8 @@ class Conv1x1(Shortcut):
     follows the conv in post-activation units; in pre-activation units the conv alone, as there.
     """
 
-    projects = True
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
-        nn.Module.__init__(self)
-        self.out_ch = out_ch
-        self.project = conv1x1(in_ch, out_ch, stride, projection_bn)
+    def make_projection(self, in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) -> nn.Module:
+        return conv1x1(in_ch, out_ch, stride, bn)
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return s + f
@@ -160,6 +176,9 @@ class Dropout(Shortcut):
     default (`inverted=False`) keeps the plain mask: training multiplies x by a 0/1 mask, evaluation
     by its expectation 1-p. `inverted=True` is PyTorch's dropout (mask / (1-p), identity at eval).
     """
+
+    param_help = {"p": "drop probability on the shortcut",
+                  "inverted": "rescale by 1/(1-p) (PyTorch) instead of the paper's plain mask"}
 
     def __init__(self, *args, p: float = 0.5, inverted: bool = False) -> None:
         super().__init__(*args)
@@ -179,8 +198,39 @@ class Dropout(Shortcut):
 class NoShortcut(Shortcut):
     """No shortcut: the unit outputs F(x) alone, i.e. the plain net of the same depth."""
 
-    def __init__(self, *args) -> None:
-        nn.Module.__init__(self)
+    def make_projection(self, in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) -> nn.Module:
+        return nn.Identity()
+
+    def convolves(self) -> bool:
+        return False
 
     def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return f
+
+
+def shortcut_parameters(cls: type[Shortcut]) -> dict[str, Any]:
+    """The keyword-only parameters a shortcut class takes, with their defaults."""
+    sig = inspect.signature(cls.__init__)
+    return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def _has_defaults(name: str, cls: type[Shortcut]) -> None:
+    """Registration check: every parameter has a default (it becomes a config key's default)."""
+    sig = inspect.signature(cls.__init__)
+    missing = [n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if missing:
+        raise TypeError(f"shortcut '{name}': parameter '{missing[0]}' needs a default (it becomes a config key)")
+
+
+SHORTCUTS.add_check(_has_defaults)
+
+
+def bind_shortcut(name: str, params: dict[str, Any]) -> Callable[..., Shortcut]:
+    """The shortcut `name` with its parameters bound once (the rest of a flat config's shortcut parameters,
+    those of other shortcuts, are dropped): a factory of (in_ch, out_ch, stride, downsample, projection_bn)."""
+    cls = SHORTCUTS.get(name)
+    known = {k for other in SHORTCUTS for k in shortcut_parameters(SHORTCUTS.get(other))}
+    for key in sorted(params.keys() - known):
+        raise unknown("shortcut parameter", key, sorted(known))
+    own = shortcut_parameters(cls)
+    return functools.partial(cls, **{k: v for k, v in params.items() if k in own})

@@ -1,0 +1,264 @@
+"""Reading run folders for the report: every run folder under a root with the nearest sweep.yaml above it,
+its settings (the identity config keys but the seed) and result; broken and partial folders listed with
+the reason. Then the runs grouped by settings, and the statistics the tables use.
+
+Shared by tables, figures and the sweep view: the group settings (`group_keys`, `shortcut_params`,
+`model_variant`: functions, since registering a shortcut adds keys), labels of a group's settings, and how
+groups split into contexts that a table or figure compares within.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from ..models.cifar import resolve_block, resolve_downsample
+from ..models.shortcuts import SHORTCUTS, shortcut_parameters
+from ..models.units import UNITS
+from ..registry import UsageError, first_line
+from ..sweeps.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
+from ..training import runfolder as rf
+from ..training.config import defaults, fields, shortcut_keys
+
+RUN_FILES = {rf.CONFIG, rf.METRICS, rf.PROBES, rf.CHECKPOINT, rf.RESULT}
+_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def group_keys() -> tuple[str, ...]:
+    """The settings a group shares: every identity config key but the seed."""
+    return tuple(k for k, f in fields().items() if f.metadata["identity"] and k != "seed")
+
+
+def shortcut_params() -> tuple[str, ...]:
+    """Every registered shortcut's parameters (config keys)."""
+    return tuple(shortcut_keys())
+
+
+def model_variant() -> tuple[str, ...]:
+    """The settings that make a model variant: unit, shortcut and the shortcut parameters."""
+    return ("unit", "shortcut", *shortcut_params())
+
+
+class Broken(Exception):
+    """A run folder or sweep.yaml that cannot be read: reported by path and skipped."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run folder: its group settings, seed, status (done | fail | running) and result.json."""
+
+    path: Path
+    settings: dict[str, Any]
+    seed: int
+    status: str
+    result: dict[str, Any]
+    sweep: SweepRecord | None
+
+
+@dataclass
+class Scan:
+    """Everything found under a folder: readable runs, broken folders, and sweep runs not started."""
+
+    root: Path
+    runs: list[RunRecord] = field(default_factory=list)
+    broken: list[tuple[Path, str]] = field(default_factory=list)
+    missing: list[Path] = field(default_factory=list)
+
+
+def _yaml(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(), Loader=_YAML)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise Broken(f"{path.name} is not valid YAML ({first_line(e)})") from e
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """A config value checked against its default's type (lists become tuples, ints may be floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise Broken(f"config.yaml: {key}={value!r} is not a {type(default).__name__}")
+    return value
+
+
+def settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a run's group: its identity settings but the seed (defaults for keys an
+    older config lacks), with the parameters of shortcuts other than its own set to None."""
+    plain = defaults()
+    out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in group_keys()}
+    if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
+        raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
+    own, params = shortcut_parameters(SHORTCUTS.get(out["shortcut"])), shortcut_params()
+    return {k: (None if k in params and k not in own else v) for k, v in out.items()}
+
+
+def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
+    """A run folder, or Broken with the reason it cannot be read."""
+    if not (folder / rf.CONFIG).is_file():
+        raise Broken("partial: no config.yaml")
+    config = _yaml(folder / rf.CONFIG)
+    if not isinstance(config, dict):
+        raise Broken("config.yaml is not a mapping")
+    settings, seed = settings_of(config), _typed("seed", config.get("seed", 0), 0)
+    if not (folder / rf.RESULT).is_file():
+        return RunRecord(folder, settings, seed, "running", {}, sweep)
+    try:
+        result = json.loads((folder / rf.RESULT).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise Broken(f"result.json is not valid JSON ({e})") from e
+    status = result.get("status") if isinstance(result, dict) else None
+    if status not in rf.FINISHED:
+        raise Broken(f"result.json: status {status!r} is neither done nor fail")
+    error = result.get("final_test_error")
+    if status == "done" and not (isinstance(error, (int, float)) and math.isfinite(error)):
+        raise Broken(f"result.json: status done without a final_test_error ({error!r})")
+    return RunRecord(folder, settings, seed, status, result, sweep)
+
+
+
+def scan(root: Path) -> Scan:
+    """Every run folder under `root` (a folder holding any run file; its subfolders are not searched),
+    each with the nearest sweep.yaml at or above it (up to `root`)."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    found, sweeps = Scan(root), {}
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs.sort()
+        if SWEEP_FILE in files:
+            try:
+                sweeps[here] = read_sweep(here)
+            except SweepFileError as e:
+                found.broken.append((here / SWEEP_FILE, str(e).removeprefix(f"{here / SWEEP_FILE}: ")))
+        if RUN_FILES & set(files):
+            dirs.clear()
+            sweep = next((sweeps[p] for p in (here, *here.parents) if p in sweeps), None)
+            try:
+                found.runs.append(read_run(here, sweep))
+            except Broken as e:
+                found.broken.append((here, str(e)))
+    seen = {r.path for r in found.runs} | {p for p, _ in found.broken}
+    found.missing = [s.folder / name for s in sweeps.values() for name in s.runs if s.folder / name not in seen]
+    if not found.runs and not found.broken and not found.missing:
+        raise UsageError(f"{root}: no run folders found (a run folder holds config.yaml, metrics.jsonl, result.json)")
+    return found
+
+
+
+@dataclass
+class SeedGroup:
+    """Finished runs with the same settings but the seed."""
+
+    settings: dict[str, Any]
+    runs: list[RunRecord]
+
+    def errors(self) -> list[float]:
+        """Final test errors of the runs that did not fail."""
+        return [r.result["final_test_error"] for r in self.runs if r.status == "done"]
+
+    def fails(self) -> int:
+        return sum(r.status == "fail" for r in self.runs)
+
+
+def group_by_settings(runs: list[RunRecord]) -> list[SeedGroup]:
+    """Finished runs grouped by settings, each group's runs sorted by seed."""
+    groups: dict[tuple, SeedGroup] = {}
+    for run in sorted((r for r in runs if r.status != "running"), key=lambda r: (str(r.path), r.seed)):
+        groups.setdefault(tuple(run.settings.items()), SeedGroup(run.settings, [])).runs.append(run)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r.seed)
+    return list(groups.values())
+
+
+def welch_p(values: list[float], baseline: list[float]) -> float | None:
+    """Welch's t-test p-value (scipy, unequal variances) of values vs baseline; None when not computable."""
+    if len(values) < 2 or len(baseline) < 2 or np.var(values) + np.var(baseline) == 0:
+        return None
+    with warnings.catch_warnings():  # a sample of identical values: scipy warns, the test is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(values, baseline, equal_var=False).pvalue)
+    return p if math.isfinite(p) else None
+
+
+def papers_architecture(settings: dict[str, Any]) -> bool:
+    """Whether block and downsample are the papers' choice for the depth (else no paper value applies)."""
+    block = resolve_block(settings["depth"], "auto")
+    return resolve_block(settings["depth"], settings["block"]) == block and \
+        resolve_downsample(block, settings["downsample"]) == resolve_downsample(block)
+
+
+def num(v: Any) -> str:
+    """A setting's value in a label or cell: floats as %g, tuples joined by ','."""
+    if isinstance(v, tuple):
+        return ",".join(map(num, v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def cell(v: Any) -> str:
+    return "" if v is None else num(v)
+
+
+def setting_text(settings: dict[str, Any]) -> str:
+    """The shortcut's own parameters, e.g. 'scale=0.5, residual_scale=1'."""
+    params = shortcut_params()
+    return ", ".join(f"{k}={num(v)}" for k, v in settings.items() if k in params and v is not None)
+
+
+def variant_label(settings: dict[str, Any], keys: set[str]) -> str:
+    """A run's model variant in words, naming only the variant settings in `keys` (those that differ)."""
+    parts = [settings["unit"]] if "unit" in keys else []
+    if keys - {"unit"} or not parts:
+        setting = setting_text(settings)
+        parts.append(settings["shortcut"] + (f" ({setting})" if setting else ""))
+    return ", ".join(parts)
+
+
+def context_of(settings: dict[str, Any], variant: tuple[str, ...]) -> tuple:
+    """The settings outside `variant`: what a table row or figure line is compared within."""
+    return tuple((k, v) for k, v in settings.items() if k not in variant)
+
+
+def contexts(groups: list[SeedGroup], variant: tuple[str, ...]) -> list[tuple[str, list[SeedGroup]]]:
+    """Groups split by the settings outside `variant`, each part named by the settings that differ."""
+    parts: dict[tuple, list[SeedGroup]] = {}
+    for g in groups:
+        parts.setdefault(context_of(g.settings, variant), []).append(g)
+    differing = [k for k in group_keys() if k not in variant and len({g.settings[k] for g in groups}) > 1]
+    return [(", ".join(f"{k}={cell(gs[0].settings[k])}" for k in differing), gs) for gs in parts.values()]
+
+
+def varying(groups: list[SeedGroup], keys: tuple[str, ...]) -> set[str]:
+    """Those of `keys` whose value differs between the groups."""
+    return {k for k in keys if len({g.settings[k] for g in groups}) > 1}
+
+
+def sort_key(settings: dict[str, Any], first: tuple[str, ...]) -> tuple:
+    """Context first, then the papers' order of shortcuts and units, gate biases from 0 down."""
+    order = {"shortcut": SHORTCUTS.names(), "unit": UNITS.names()}
+
+    def rank(k: str) -> tuple:
+        v = settings[k]
+        if v is None:
+            return (0, 0)
+        if k in order:
+            return (1, order[k].index(v))
+        return (1, -v if k == "gate_bias" else v if not isinstance(v, str) else 0, str(v))
+    return tuple(rank(k) for k in first) + tuple(rank(k) for k in settings if k not in first)

@@ -1,0 +1,144 @@
+"""The launcher: `python -m resnet_ablate.run` with launcher keys or comma lists. It parses the launcher's
+settings, expands the runs (`specs`), skips what is finished or still queued, writes the sweep folder's
+sweep.yaml, and trains the rest in this process or submits them through submitit (`jobs`)."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ..registry import UsageError, closest, unknown
+from ..training import runfolder as rf
+from ..training.config import Config, fields, run_dir, run_name
+from .jobs import LIVE_STATES, RunCrashed, SweepJob, executor, outcome, record_jobs, slurm_states
+from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
+                       available, find_file, is_launch_key, key_of, load_mapping, merge_override)
+from .specs import expand, pack, parse_distribution
+from .sweepfolder import latest_jobs, write_sweep
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(launcher overrides, run overrides); an unknown key gets the closest key of either kind."""
+    launch, run = [], []
+    for override in argv:
+        key = key_of(override)
+        if key and not is_launch_key(key) and key not in fields():
+            raise UsageError(f"unknown key '{key}'{closest(key, [*fields(), *LAUNCH_KEYS])}; see --help for the keys")
+        (launch if is_launch_key(key) else run).append(override)
+    return launch, run
+
+
+def parse_launch(overrides: list[str]) -> Launch:
+    """Launch settings from `key=value` strings, with the SLURM profile loaded for launcher=slurm."""
+    conf = OmegaConf.structured(Launch)
+    for override in (o for o in overrides if not key_of(o).startswith("search.")):
+        merge_override(conf, override)
+    launch: Launch = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    launch.search = {key_of(o).removeprefix("search."): parse_distribution(key_of(o), o.split("=", 1)[1])
+                     for o in overrides if key_of(o).startswith("search.")}
+    if launch.sweep.method not in ("", *METHODS):
+        raise unknown("sweep.method", launch.sweep.method, METHODS)
+    if launch.launcher not in LAUNCHERS:
+        raise unknown("launcher", launch.launcher, LAUNCHERS)
+    for name in ("array_parallelism", "runs_per_job"):
+        if getattr(launch, name) < 1:
+            raise UsageError(f"{name}={getattr(launch, name)} must be at least 1")
+    if launch.sweep.trials < 0:
+        raise UsageError(f"sweep.trials={launch.sweep.trials} must be at least 0")
+    if launch.launcher == "slurm":
+        launch.slurm = load_profile(launch.profile, [o for o in overrides if key_of(o).startswith("slurm.")])
+    return launch
+
+
+def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
+    """slurm/<name>.yaml (or a path) checked against SlurmProfile, then the slurm.* overrides."""
+    path = find_file("slurm", name)
+    if path is None:
+        raise UsageError(f"SLURM profile '{name}' not found (looked for slurm/{name}.yaml here and in {SOURCE}); "
+                         f"available: {', '.join(available('slurm')) or 'none'}")
+    data = load_mapping(path)
+    for key in (k for k in data if k not in SLURM_FIELDS):
+        raise unknown("key", key, SLURM_FIELDS, where=str(path))
+    conf = OmegaConf.structured(SlurmProfile)
+    for key, value in data.items():
+        merge_override(conf, f"{key}={as_text(value)}", f"{path}: ")
+    for override in overrides:
+        merge_override(conf, override.removeprefix("slurm."))
+    return OmegaConf.to_object(conf)  # type: ignore[return-value]
+
+
+def finished(cfg: Config) -> str | None:
+    """'done' or 'fail' for a run whose result.json says so, else None."""
+    result = rf.read_result(run_dir(cfg))
+    status = result.get("status") if result else None
+    return status if status in rf.FINISHED else None
+
+
+def launch_main(launch_overrides: list[str], run_overrides: list[str], command: str) -> int:
+    """Expand, report what is finished, and run or submit the rest; 1 when a run crashed in a waited-for job."""
+    launch = parse_launch(launch_overrides)
+    plan = expand(launch, run_overrides)
+    states = {run_name(c): finished(c) for c in plan.cfgs}
+    live = _live_runs(plan.folder)
+    todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
+    trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
+    print(f"sweep {plan.name} (budget {plan.budget}, layout {plan.layout}{trials}): {len(plan.cfgs)} runs in "
+          f"{plan.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
+          f"running, {len(todo)} to run", flush=True)
+    if launch.dry_run:
+        for name, state in states.items():
+            print(f"  {state or live.get(name) or '-':<8} {name}")
+        return 0
+    executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
+    write_sweep(plan.record(command, launch.launcher))
+    batches = pack(todo, launch.runs_per_job)
+    if not batches:
+        return 0
+    job = SweepJob(launch.max_retries)
+    if executor_ is None:
+        return _report([_run_inline(job, batch) for batch in batches], batches)
+    if launch.launcher == "slurm":
+        jobs = executor_.map_array(job, batches)
+        record_jobs(plan.folder, launch.launcher, jobs, batches)
+        print(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}) for {len(todo)} runs; follow them with "
+              f"`python -m resnet_ablate.status {plan.folder}`", flush=True)
+        return 0
+    outcomes = []
+    for start in range(0, len(batches), launch.array_parallelism):
+        wave = batches[start:start + launch.array_parallelism]
+        jobs = executor_.map_array(job, wave)
+        record_jobs(plan.folder, launch.launcher, jobs, wave)
+        outcomes += [outcome(j) for j in jobs]
+    return _report(outcomes, batches)
+
+
+def _live_runs(folder: Path) -> dict[str, str]:
+    """Runs whose latest SLURM job is still queued or running (never submitted twice), with that state."""
+    latest = latest_jobs(folder)
+    states = slurm_states(list(latest.values()), folder)
+    return {run: states[r["job_id"]].lower() for run, r in latest.items()
+            if states.get(r["job_id"], "").upper() in LIVE_STATES}
+
+
+def _run_inline(job: SweepJob, batch: list[Config]) -> str | None:
+    """Train one batch in this process; the crash reason, or None."""
+    try:
+        job(batch)
+    except RunCrashed as e:
+        return str(e)
+    return None
+
+
+def _report(outcomes: list[str | None], batches: list[list[Config]]) -> int:
+    """Print the runs whose job crashed; 1 if any did."""
+    crashed = [(run_name(c), reason) for reason, batch in zip(outcomes, batches) if reason for c in batch]
+    for name, reason in crashed:
+        print(f"crashed: {name}: {reason}", file=sys.stderr)
+    return 1 if crashed else 0
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that launched a sweep, as one shell line."""
+    return shlex.join(["python", "-m", "resnet_ablate.run", *argv])

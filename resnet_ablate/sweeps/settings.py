@@ -1,0 +1,154 @@
+"""The launcher's own settings (`launcher=`, `ablation=`, `slurm.*`, `sweep.*`, ...; `search.*` is parsed by
+`specs`), apart from the run keys they share the command line with, and the small YAML helpers specs and
+profiles use. The bottom of `sweeps/`: it imports no other module of it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
+from ..registry import UsageError, first_line
+from ..training.config import opt
+from ..training.trainer import LOCKSTEP
+
+LAUNCHERS = ("inline", "local", "slurm", "debug")
+METHODS = ("grid", "random")
+SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding ablations/ and slurm/
+
+
+@dataclass
+class SlurmProfile:
+    """SLURM job parameters, read from slurm/<profile>.yaml and overridable as slurm.KEY=VALUE."""
+
+    partition: Optional[str] = opt(None, "partition; null = the cluster's default", "slurm")
+    gpus_per_task: int = opt(0, "GPUs per job", "slurm")
+    cpus_per_task: int = opt(2, "CPUs per job", "slurm")
+    mem_gb: float = opt(4.0, "memory per job (GB)", "slurm")
+    time: int = opt(60, "time limit per job (minutes); at the limit a job checkpoints and requeues", "slurm")
+    account: Optional[str] = opt(None, "account to charge", "slurm")
+    qos: Optional[str] = opt(None, "quality of service", "slurm")
+    constraint: Optional[str] = opt(None, "node features, e.g. a100", "slurm")
+    signal_delay_s: int = opt(90, "SIGUSR2 this long before the time limit", "slurm")
+    extra: dict[str, Any] = opt({}, "extra sbatch options, e.g. slurm.extra.mail-type=END", "slurm")
+    setup: list[str] = opt([], "shell lines run before the job, e.g. ['source .venv/bin/activate']", "slurm")
+
+
+@dataclass
+class SweepSettings:
+    """How the runs are chosen: a grid of comma lists, or random trials drawn from distributions."""
+
+    method: str = opt("", "grid or random; empty = random when there are search distributions, else grid", "sweep",
+                      choices=lambda: list(METHODS))
+    trials: int = opt(0, "random: points drawn from the search space; 0 = the spec's trials", "sweep")
+    seed: int = opt(0, "random: seed of the draws (the same seed draws the same trials)", "sweep")
+
+
+@dataclass
+class Launch:
+    """Where a sweep's runs come from, where they go, and what runs them."""
+
+    launcher: str = opt("inline", "inline = in this process, one job after another; local = submitit local "
+                        "processes; slurm = a SLURM job array; debug = submitit's in-process debug mode (pdb on "
+                        "a crash)", "launcher", choices=lambda: list(LAUNCHERS))
+    ablation: str = opt("", "spec name in ablations/ (e.g. table2_units) or a path to a spec .yaml", "launcher")
+    budget: str = opt("full", "full, or a reduced budget the spec names (fewer iterations/seeds)", "launcher")
+    dry_run: bool = opt(False, "print the expanded runs and which are finished; submit nothing", "launcher")
+    sweep_dir: str = opt("", "sweep folder; empty = <runs_root>/<ablation or sweep>[_<budget>]", "launcher")
+    array_parallelism: int = opt(16, "jobs running at once (SLURM array %N; local: jobs per wave)", "launcher")
+    runs_per_job: int = opt(1, "runs trained together in one job (only runs sharing the lockstep settings "
+                            f"{', '.join(LOCKSTEP)})", "launcher")
+    max_num_timeout: int = opt(3, "requeues after reaching the time limit before a job gives up", "launcher")
+    max_retries: int = opt(2, "retries of a crashed job in place, each resuming from the checkpoints", "launcher")
+    profile: str = opt("default", "SLURM profile: slurm/<name>.yaml or a path", "launcher")
+    slurm: SlurmProfile = field(default_factory=SlurmProfile)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)  # search.KEY=... from the command line
+
+
+LAUNCH_FIELDS = {f.name: f for f in dataclasses.fields(Launch) if f.name not in ("slurm", "sweep", "search")}
+SLURM_FIELDS = {f.name: f for f in dataclasses.fields(SlurmProfile)}
+SWEEP_FIELDS = {f.name: f for f in dataclasses.fields(SweepSettings)}
+LAUNCH_KEYS = [*LAUNCH_FIELDS, *(f"slurm.{k}" for k in SLURM_FIELDS), *(f"sweep.{k}" for k in SWEEP_FIELDS)]
+
+def key_of(override: str) -> str:
+    """The key of a `key=value` string (a missing '=' is the run parser's one-line error)."""
+    return override.split("=", 1)[0] if "=" in override else ""
+
+
+def is_launch_key(key: str) -> bool:
+    """Launcher keys: Launch's fields, sweep.*, search.KEY and slurm.* (slurm.extra.NAME for any sbatch option)."""
+    return key in LAUNCH_KEYS or key.startswith(("slurm.extra.", "search."))
+
+
+def _not_a_launch_key(name: str, cls: type[Shortcut]) -> None:
+    """Registration check: a shortcut parameter may not share its name with a launcher key (the command line
+    would hand it to the launcher)."""
+    for param in shortcut_parameters(cls):
+        if is_launch_key(param):
+            raise UsageError(f"shortcut '{name}': parameter '{param}' clashes with the launcher key '{param}'; "
+                             f"rename the parameter")
+
+
+SHORTCUTS.add_check(_not_a_launch_key)
+
+
+def merge_override(conf: Any, override: str, source: str = "") -> None:
+    """Merge one `key=value` into an OmegaConf config, as a one-line error when the value does not fit."""
+    key, value = override.split("=", 1) if "=" in override else (override, "")
+    try:
+        conf.merge_with(OmegaConf.from_dotlist([override]))
+    except OmegaConfBaseException as e:
+        raise UsageError(f"{source}bad value for {key}: '{value}' ({first_line(e)})") from e
+
+
+def find_file(folder: str, name: str) -> Path | None:
+    """A spec or profile by path, or by name as <folder>/<name>.yaml here or in the source checkout."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name) if Path(name).is_file() else None
+    for root in dict.fromkeys([Path.cwd(), SOURCE]):
+        if (root / folder / f"{name}.yaml").is_file():
+            return root / folder / f"{name}.yaml"
+    return None
+
+
+def available(folder: str) -> list[str]:
+    """The names of the .yaml files in <folder>/ here and in the source checkout."""
+    return sorted({p.stem for root in (Path.cwd(), SOURCE) for p in (root / folder).glob("*.yaml")})
+
+
+def load_mapping(path: Path) -> dict:
+    """A YAML file that must hold a mapping, as plain Python data."""
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except (OmegaConfBaseException, ValueError, OSError) as e:
+        raise UsageError(f"{path}: not readable as YAML ({first_line(e)})") from e
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+def as_text(value: Any) -> str:
+    """A YAML value back as the text of a `key=value` override."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def help_text() -> str:
+    """The launcher keys with their defaults and meaning, for `--help`."""
+    lines = ["launcher (sweeps: comma lists expand to a grid, e.g. shortcut=identity,gating seed=0,1,2):"]
+    defaults = Launch()
+    for name, f in LAUNCH_FIELDS.items():
+        allowed = f"  [allowed: {', '.join(f.metadata['choices']())}]" if f.metadata["choices"] else ""
+        lines.append(f"  {name}={getattr(defaults, name)}  {f.metadata['help']}{allowed}")
+    lines.append("sweep (random search: search.KEY=DIST:LOW:HIGH, DIST uniform|loguniform|int, or "
+                 "search.KEY=choice:A,B,...):")
+    lines += [f"  sweep.{name}={getattr(SweepSettings(), name)}  {f.metadata['help']}" for name, f in SWEEP_FIELDS.items()]
+    lines.append("slurm (defaults from slurm/<profile>.yaml):")
+    lines += [f"  slurm.{name}  {f.metadata['help']}" for name, f in SLURM_FIELDS.items()]
+    return "\n".join(lines)
+

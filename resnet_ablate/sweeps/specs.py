@@ -1,0 +1,279 @@
+"""Ablation specs, random search and expansion: what a sweep's runs are, as validated configs in their sweep
+folder. Pure functions of the spec files and the command line (they launch nothing and write nothing).
+
+A run key's value with commas outside brackets is a sweep axis: `seed=0,1,2` is three runs,
+`milestones=[16000,24000]` is one. A spec is `overrides` + `variants` x `grid` x `seeds`, with named
+`budgets`. Random search (`sweep.method=random`): `sweep.trials` points drawn from per-key distributions (a
+spec's `search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line) with
+numpy's Generator seeded by `sweep.seed`; each point is a trial, crossed with the spec's runs and the grid axes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ..registry import UsageError, closest, unknown
+from ..training import runfolder as rf
+from ..training.config import Config, fields, run_name
+from ..training.parse import parse
+from ..training.trainer import LOCKSTEP
+from .settings import Launch, as_text, available, find_file, key_of, load_mapping
+from .sweepfolder import LAYOUTS, SweepRecord
+
+SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials")
+BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
+DISTRIBUTIONS = ("uniform", "loguniform", "int")
+
+
+def sweep_values(value: str) -> list[str]:
+    """'a,b,[1,2]' -> ['a', 'b', '[1,2]']: commas outside brackets, braces and quotes separate values."""
+    parts, current, depth, quote = [], "", 0, ""
+    for ch in value:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += ch
+    return [*parts, current]
+
+
+def axes(run_overrides: list[str]) -> list[list[str]]:
+    """Each run override as the list of `key=value` strings it sweeps over (one for a plain override)."""
+    return [[f"{key_of(o)}={v}" for v in sweep_values(o.split("=", 1)[1])] if "=" in o else [o] for o in run_overrides]
+
+
+def is_sweep(launch_overrides: list[str], run_overrides: list[str]) -> bool:
+    """Anything but one plain run in this process goes through the launcher."""
+    return bool(launch_overrides) or any(len(a) > 1 for a in axes(run_overrides))
+
+
+def parse_distribution(key: str, text: str) -> dict[str, Any]:
+    """`DIST:LOW:HIGH` or `choice:A,B,...` (a search.KEY value) as the spec's mapping form, checked."""
+    name, _, rest = text.partition(":")
+    if name == "choice":
+        return check_distribution(key, {"choice": sweep_values(rest) if rest else []})
+    bounds = rest.split(":")
+    try:
+        low, high = (float(b) for b in bounds) if len(bounds) == 2 else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None:
+        raise UsageError(f"{key}: expected DIST:LOW:HIGH (DIST: {', '.join(DISTRIBUTIONS)}) or choice:A,B,..., "
+                         f"got '{text}'")
+    return check_distribution(key, {"dist": name, "low": low, "high": high})
+
+
+def check_distribution(key: str, space: Any) -> dict[str, Any]:
+    """A search distribution: {choice: [values]} or {dist: uniform|loguniform|int, low, high}; one-line errors."""
+    if not isinstance(space, dict) or ("choice" in space) == ("dist" in space):
+        raise UsageError(f"{key}: expected {{dist: {'|'.join(DISTRIBUTIONS)}, low: L, high: H}} or "
+                         f"{{choice: [A, B, ...]}}, got {space!r}")
+    if "choice" in space:
+        if set(space) != {"choice"} or not isinstance(space["choice"], list) or not space["choice"]:
+            raise UsageError(f"{key}: choice must be a non-empty list and the only key, got {space!r}")
+        return space
+    dist, low, high = space["dist"], space.get("low"), space.get("high")
+    if dist not in DISTRIBUTIONS:
+        raise unknown("distribution", dist, [*DISTRIBUTIONS, "choice"], where=key)
+    if set(space) != {"dist", "low", "high"} or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                        for b in (low, high)):
+        raise UsageError(f"{key}: {dist} needs numbers low and high (and no other keys), got {space!r}")
+    if not low < high or (dist == "loguniform" and low <= 0) or (dist == "int" and (low != int(low) or high != int(high))):
+        raise UsageError(f"{key}: bad bounds low={low:g} high={high:g} for {dist} (need low < high"
+                         f"{', low > 0' if dist == 'loguniform' else ', integers' if dist == 'int' else ''})")
+    return space
+
+
+def draw_trials(search: dict[str, dict[str, Any]], trials: int, seed: int) -> list[dict[str, str]]:
+    """`trials` points of the search space as override texts, drawn with numpy's Generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    columns = {key: _draw(space, trials, rng) for key, space in search.items()}
+    return [{key: values[i] for key, values in columns.items()} for i in range(trials)]
+
+
+def _draw(space: dict[str, Any], n: int, rng: np.random.Generator) -> list[str]:
+    """n draws of one distribution (floats to 4 significant digits, so run names stay readable)."""
+    if "choice" in space:
+        return [as_text(space["choice"][i]) for i in rng.integers(len(space["choice"]), size=n)]
+    low, high = space["low"], space["high"]
+    if space["dist"] == "int":
+        return [str(v) for v in rng.integers(int(low), int(high), size=n, endpoint=True)]
+    dist = stats.loguniform(low, high) if space["dist"] == "loguniform" else stats.uniform(low, high - low)
+    return [f"{v:.4g}" for v in dist.rvs(size=n, random_state=rng)]
+
+
+@dataclass
+class Spec:
+    """An ablation: variants x grid x seeds of run overrides on top of shared ones, and named budgets."""
+
+    name: str
+    path: Path
+    layout: str | None
+    overrides: dict[str, Any]
+    variants: list[dict[str, Any]]
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    budgets: dict[str, dict[str, Any]]
+    search: dict[str, dict[str, Any]]
+    trials: int
+
+    def budget(self, budget: str) -> dict[str, Any]:
+        """The settings of a named budget ({} for full)."""
+        if budget != "full" and budget not in self.budgets:
+            raise unknown("budget", budget, ["full", *self.budgets], of=f"for {self.name}")
+        return self.budgets.get(budget, {})
+
+    def runs(self, budget: str) -> list[list[str]]:
+        """Every run of the spec under `budget` as run overrides (later ones win)."""
+        extra = self.budget(budget)
+        seeds = extra.get("seeds", self.seeds)
+        points = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        return [[f"{k}={as_text(v)}" for k, v in {**self.overrides, **variant, **point, "seed": seed,
+                                                  **extra.get("overrides", {})}.items()]
+                for variant in self.variants for point in points for seed in seeds]
+
+
+def load_spec(name: str) -> Spec:
+    """An ablation spec by name (ablations/<name>.yaml) or path, its keys and shapes checked."""
+    path = find_file("ablations", name)
+    if path is None:
+        raise unknown("ablation", name, available("ablations"), extra="(or a path to a spec .yaml)")
+    data = load_mapping(path)
+    known_keys(path, data, SPEC_KEYS)
+    layout = data.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise unknown("layout", layout, LAYOUTS, where=str(path))
+    budgets = _expect(path, "budgets", data.get("budgets", {}), dict, "a mapping of budget names to settings")
+    for budget, settings in budgets.items():
+        _expect(path, f"budgets.{budget}", settings, dict, "a mapping")
+        known_keys(path, settings, BUDGET_KEYS, f"budgets.{budget}.")
+    spec = Spec(path.stem, path, layout, _expect(path, "overrides", data.get("overrides", {}), dict, "a mapping"),
+                _expect(path, "variants", data.get("variants", [{}]), list, "a list of mappings"),
+                _expect(path, "grid", data.get("grid", {}), dict, "a mapping of keys to lists"),
+                _expect(path, "seeds", data.get("seeds", [0]), list, "a list of seeds"), budgets,
+                _expect(path, "search", data.get("search", {}), dict, "a mapping of keys to distributions"),
+                _expect(path, "trials", data.get("trials", 0), int, "a number of trials"))
+    for key, space in spec.search.items():
+        check_distribution(f"{path}: search.{key}", space)
+    for key, values in spec.grid.items():
+        _expect(path, f"grid.{key}", values, list, "a list")
+    for budget, settings in budgets.items():
+        _expect(path, f"budgets.{budget}.seeds", settings.get("seeds", []), list, "a list of seeds")
+        _expect(path, f"budgets.{budget}.trials", settings.get("trials", 0), int, "a number of trials")
+    return spec
+
+
+def known_keys(path: Path, data: dict, allowed: tuple[str, ...], prefix: str = "") -> None:
+    """A one-line error naming the file for the first key of `data` that is not `allowed`."""
+    for key in (k for k in data if k not in allowed):
+        raise unknown("key", f"{prefix}{key}", allowed, where=str(path))
+
+
+def _expect(path: Path, key: str, value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise UsageError(f"{path}: {key} must be {what}, got {value!r}")
+    return value
+
+
+@dataclass
+class SweepPlan:
+    """The expanded runs of one launch and where they go."""
+
+    name: str
+    layout: str | None
+    budget: str
+    folder: Path
+    cfgs: list[Config]
+    search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
+
+    def record(self, command: str, launcher: str) -> SweepRecord:
+        """The sweep.yaml this launch writes."""
+        random = self.search or {"method": "grid"}
+        return SweepRecord(self.folder, self.name, self.layout, self.budget, tuple(run_name(c) for c in self.cfgs),
+                           command, rf.git_commit(), launcher, method=random["method"],
+                           trials=random.get("trials", 0), seed=random.get("seed", 0), search=random.get("search", {}))
+
+
+def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
+    """The spec's runs (if any) x the command line's sweep axes, each a validated Config in the sweep folder."""
+    spec = load_spec(launch.ablation) if launch.ablation else None
+    if spec is None and launch.budget != "full":
+        raise UsageError(f"budget={launch.budget} needs an ablation= spec that defines it")
+    if any(key_of(o) == "run_dir" for o in run_overrides):
+        raise UsageError("run_dir names one run's folder; a sweep puts its runs under sweep_dir= (or runs_root=)")
+    base = spec.runs(launch.budget) if spec else [[]]
+    for overrides in base:
+        _parse_from(spec, overrides)
+    search = random_search(launch, spec, run_overrides)
+    points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
+    cfgs = {}
+    for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
+        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo])
+        cfgs.setdefault(run_name(cfg), cfg)
+    if not cfgs:
+        raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
+                         f"values or seeds is empty); nothing to run")
+    name = spec.name if spec else "sweep"
+    first = next(iter(cfgs.values()))
+    folder = Path(launch.sweep_dir or Path(first.runs_root) / (name if launch.budget == "full"
+                                                                else f"{name}_{launch.budget}"))
+    runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
+    layout = spec.layout if spec and spec.layout else "sweep" if search else None
+    return SweepPlan(name, layout, launch.budget, folder, runs, search)
+
+
+def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:
+    """For sweep.method=random: method, trials, seed and the distributions (the command line's win over the
+    spec's); {} for a grid. Errors for a search without random, random without a search, or no trials."""
+    search = {**(spec.search if spec else {}), **launch.search}
+    method = launch.sweep.method or ("random" if search else "grid")
+    if method == "grid":
+        if search:
+            raise UsageError(f"search distributions ({', '.join(search)}) need sweep.method=random")
+        return {}
+    if not search:
+        raise UsageError("sweep.method=random needs distributions: a spec's search: block or search.KEY=DIST:LOW:HIGH")
+    for key in search:
+        if key not in fields():
+            raise UsageError(f"search.{key}: unknown key '{key}'{closest(key, list(fields()))}; see --help for the keys")
+        if key in map(key_of, run_overrides):
+            raise UsageError(f"{key} is both searched (search.{key}) and set on the command line; drop one")
+        for value in search[key].get("choice", []):
+            try:
+                parse([f"{key}={as_text(value)}"])
+            except UsageError as e:
+                raise UsageError(f"search.{key}: {e}") from e
+    trials = launch.sweep.trials or (spec.budget(launch.budget).get("trials", spec.trials) if spec else 0)
+    if trials < 1:
+        raise UsageError("sweep.method=random needs sweep.trials=N (or a spec's trials:)")
+    return {"method": "random", "trials": trials, "seed": launch.sweep.seed, "search": search}
+
+
+def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
+    """Check a spec's own run overrides, naming the spec file in the error."""
+    try:
+        parse(overrides)
+    except UsageError as e:
+        raise UsageError(f"{spec.path if spec else ''}: {e}") from e
+
+
+def pack(cfgs: list[Config], runs_per_job: int) -> list[list[Config]]:
+    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job."""
+    by_key: dict[tuple, list[Config]] = {}
+    for cfg in cfgs:
+        by_key.setdefault(tuple(str(getattr(cfg, k)) for k in LOCKSTEP), []).append(cfg)
+    return [g[i:i + runs_per_job] for g in by_key.values() for i in range(0, len(g), runs_per_job)]

@@ -1,0 +1,107 @@
+"""The sweep folder, the interface between the launcher and everything after it (status, report), as
+`runfolder.py` is for one run:
+
+    sweep.yaml               written at each launch: name, layout, budget, command, git_commit, launcher,
+                             created, method (grid | random; random adds trials, seed, search), runs
+    <run name>/              one run folder per run (runfolder.py's format)
+    .submitit/               submitit's pickles and logs (launcher=local|slurm|debug)
+    .submitit/jobs.jsonl     one line per submitted job: job_id, launcher, runs (the run names it trains)
+
+`layout` names the report layout the runs feed (one of LAYOUTS, or null). sweep.yaml is read with PyYAML's
+safe loader here and nowhere else; a folder without it is not a sweep folder.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..registry import UsageError, first_line, unknown
+from ..training import runfolder as rf
+
+SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
+LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "sweep")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class SweepFileError(UsageError):
+    """A missing or unreadable sweep.yaml: one line for status and the launcher; the report lists the
+    folder as broken and goes on."""
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep.yaml's contents (`folder` is where it lies, not a key of the file)."""
+
+    folder: Path
+    name: str
+    layout: str | None = None
+    budget: str = "full"
+    runs: tuple[str, ...] = ()
+    command: str = ""
+    git_commit: str | None = None
+    launcher: str = ""
+    created: str = ""
+    method: str = "grid"
+    trials: int = 0
+    seed: int = 0
+    search: dict[str, Any] = field(default_factory=dict)  # random: each searched key's distribution
+
+    def label(self) -> str:
+        """'sweep NAME' plus the budget when it is not the full one."""
+        return f"sweep {self.name}" + ("" if self.budget == "full" else f", budget {self.budget} (reduced)")
+
+
+def write_sweep(record: SweepRecord) -> None:
+    """sweep.yaml in the record's folder (created if needed); `created` is now when left empty."""
+    record.folder.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in asdict(record).items() if k != "folder"}
+    data["created"] = data["created"] or datetime.datetime.now().isoformat(timespec="seconds")
+    data["runs"] = list(record.runs)
+    if record.method != "random":
+        for key in ("trials", "seed", "search"):
+            del data[key]
+    rf.write_text(record.folder / SWEEP_FILE, yaml.safe_dump(data, sort_keys=False))
+
+
+def read_sweep(folder: Path) -> SweepRecord:
+    """A sweep folder's sweep.yaml; SweepFileError when it is missing or not a valid record."""
+    path = folder / SWEEP_FILE
+    if not path.is_file():
+        what = "does not exist" if not folder.exists() else f"is not a sweep folder (no {SWEEP_FILE})"
+        raise SweepFileError(f"{folder} {what}")
+    try:
+        data = yaml.load(path.read_text(), Loader=_LOADER)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise SweepFileError(f"{path}: not valid YAML ({first_line(e)})") from e
+    if not isinstance(data, dict):
+        raise SweepFileError(f"{path}: not a mapping")
+    layout, runs, search = data.get("layout"), data.get("runs") or [], data.get("search") or {}
+    if layout is not None and layout not in LAYOUTS:
+        raise SweepFileError(str(unknown("layout", layout, LAYOUTS, where=str(path), extra="or null")))
+    if not isinstance(runs, list):
+        raise SweepFileError(f"{path}: runs is not a list")
+    if not isinstance(search, dict):
+        raise SweepFileError(f"{path}: search is not a mapping")
+    try:
+        trials, seed = int(data.get("trials") or 0), int(data.get("seed") or 0)
+    except (TypeError, ValueError) as e:
+        raise SweepFileError(f"{path}: trials and seed must be integers ({first_line(e)})") from e
+    return SweepRecord(folder, str(data.get("name") or folder.name), layout, str(data.get("budget") or "full"),
+                       tuple(map(str, runs)), str(data.get("command") or ""), data.get("git_commit"),
+                       str(data.get("launcher") or ""), str(data.get("created") or ""),
+                       str(data.get("method") or "grid"), trials, seed, search)
+
+
+def append_job(folder: Path, job_id: str, launcher: str, runs: list[str]) -> None:
+    """Record that job `job_id` trains `runs` (appended to .submitit/jobs.jsonl)."""
+    (folder / SUBMITIT_DIR).mkdir(parents=True, exist_ok=True)
+    rf.append_jsonl(folder / SUBMITIT_DIR / JOBS_FILE, {"job_id": job_id, "launcher": launcher, "runs": runs})
+
+
+def latest_jobs(folder: Path) -> dict[str, dict]:
+    """Each run's most recent job record (job_id, launcher, runs) from .submitit/jobs.jsonl."""
+    return {run: record for record in rf.read_jsonl(folder / SUBMITIT_DIR / JOBS_FILE) for run in record["runs"]}

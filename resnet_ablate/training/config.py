@@ -1,0 +1,223 @@
+"""The run configuration: its keys (dataclass defaults = the papers' recipe, with the help line, section and
+whether a key names what is trained), the keys the registered shortcuts add, run names and config.yaml.
+
+A registered shortcut's keyword parameters become config keys by being registered (`config_type()` builds
+the dataclass from the core keys and the registry), so a new variant needs no edit here; a parameter
+whose name clashes with a key fails at registration. Parsing and validation are in `parse.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+
+from ..models.cifar import DOWNSAMPLES
+from ..models.resnet import ARCHS
+from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
+from ..models.units import BLOCKS, UNITS
+from ..registry import UsageError
+from .tracking import TRACKERS
+
+DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
+NORMALIZATIONS = ("channel", "pixel_mean")
+PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("step", "cosine", "onecycle")
+LOGGERS = ("none", *TRACKERS)
+DATA_ENV = "RESNET_ABLATE_DATA"
+SECTIONS = ("model", "data", "recipe", "run")
+
+
+def opt(default: Any, help: str, section: str, identity: bool = True, choices: Callable[[], list[str]] | None = None):
+    """A config field with its help line; `identity=False` marks fields that do not change what is
+    trained (paths, devices, logging), which are left out of run names and report groups."""
+    meta = {"help": help, "section": section, "identity": identity, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """One training run's core keys. Defaults are the papers' CIFAR recipe (2016 paper: warm-up for every run).
+    The registered shortcuts' parameters are keys too: `config_type()` adds them; use its instances."""
+
+    # model
+    depth: int = opt(110, "arch=cifar: 6n+2 (basic units) or 9n+2 (bottleneck units); arch=imagenet: 18, 34, 50, "
+                     "101, 152", "model")
+    arch: str = opt("cifar", "network layout: cifar = 3x3 stem, 3 stages (the papers' CIFAR nets); imagenet = 7x7 "
+                    "stem + max-pool, 4 stages (torchvision's ResNet-18...152)", "model", choices=ARCHS.names)
+    unit: str = opt("original", "residual unit (2016 paper, Fig. 4)", "model", choices=UNITS.names)
+    shortcut: str = opt("identity", "shortcut (2016 paper, Fig. 2); none = plain net", "model", choices=SHORTCUTS.names)
+    block: str = opt("auto", "unit body; auto = papers' choice (bottleneck for 164, 1001; arch=imagenet: 50 and up)",
+                     "model", choices=lambda: ["auto", *BLOCKS])
+    downsample: str = opt("auto", "shortcut where the dimension increases; auto = zeropad (basic), conv1x1 "
+                          "(bottleneck; every arch=imagenet net, as torchvision)", "model",
+                          choices=lambda: ["auto", *DOWNSAMPLES])
+    groups: int = opt(1, "ResNeXt cardinality: groups of the bottleneck's 3x3 conv (1 = ResNet)", "model")
+    width_per_group: int = opt(64, "ResNeXt width per group: the bottleneck's 3x3 has int(planes * width_per_group "
+                               "/ 64) * groups channels (64 = ResNet)", "model")
+    init: str = opt("", "arch=imagenet: start from this torchvision state_dict file (torch.save; its classifier "
+                    "is replaced when the class count differs); empty = He init", "model")
+    freeze: list[str] = opt([], "parts kept fixed (no gradient, not in the optimizer, BN in eval mode): stem, "
+                            "stage1, stage2, ... or all_but_head", "model")
+    stage_lr_mult: list[float] = opt([], "lr multipliers per stage, the stem with stage1 (one per stage: 3 for "
+                                     "arch=cifar, 4 for arch=imagenet); the head keeps 1.0; empty = all 1.0",
+                                     "model")
+    # data
+    dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
+                       "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
+    data_dir: str = opt("", f"where the data sets live; empty = ${DATA_ENV} or ~/.cache/resnet_ablate "
+                        "(dataset=folder: the tree itself, required)", "data", identity=False)
+    image_size: int = opt(32, "dataset=folder: images are resized (short side) and centre-cropped to this "
+                          "square once, when loaded (CIFAR and synthetic images are 32)", "data")
+    download: bool = opt(True, "download CIFAR when missing (torchvision's utilities, checksum checked)", "data",
+                         identity=False)
+    normalize: str = opt("channel", "channel = per-channel mean/std (2016); pixel_mean = per-pixel mean "
+                         "subtraction (2015)", "data", choices=lambda: list(NORMALIZATIONS))
+    augment: bool = opt(True, "4-pixel zero pad, random crop of the image size, horizontal flip", "data")
+    val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
+    synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
+    # recipe
+    iterations: int = opt(64000, "training iterations", "recipe")
+    milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10", "recipe")
+    optim: str = opt("sgd", "optimizer (the papers: SGD with momentum)", "recipe", choices=lambda: list(OPTIMIZERS))
+    schedule: str = opt("step", "step = /10 at milestones (papers); cosine = to 0 at the end; onecycle = "
+                        "PyTorch's OneCycleLR shape", "recipe", choices=lambda: list(SCHEDULES))
+    lr: float = opt(0.1, "learning rate after warm-up (onecycle: the peak)", "recipe")
+    warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe")
+    warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe")
+    momentum: float = opt(0.9, "SGD momentum", "recipe")
+    nesterov: bool = opt(False, "SGD: Nesterov momentum", "recipe")
+    betas: list[float] = opt([0.9, 0.999], "adam, adamw: moment decay rates", "recipe")
+    eps: float = opt(1e-8, "adam, adamw: denominator epsilon", "recipe")
+    onecycle_pct: float = opt(0.3, "onecycle: fraction of the schedule spent rising to lr", "recipe")
+    weight_decay: float = opt(1e-4, "weight decay (adamw: decoupled)", "recipe")
+    decay_bn: bool = opt(True, "apply weight decay to BN scale/shift too (as the papers' Torch/Caffe code)", "recipe")
+    bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe")
+    batch_size: int = opt(128, "mini-batch size", "recipe")
+    seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe")
+    fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe")
+    # execution
+    eval_every: int = opt(1000, "iterations between test evaluations (and checkpoints)", "run", identity=False)
+    grad_probe_every: int = opt(0, "record per-unit gradient norms every this many iterations (0 = off)", "run",
+                                identity=False)
+    grad_probe_at: list[int] = opt([], "also probe at these iterations (0 = at initialization)", "run",
+                                   identity=False)
+    device: str = opt("auto", "auto = cuda when available, else cpu", "run", identity=False)
+    precision: str = opt("auto", "auto = bf16 on GPUs that have it, else fp32", "run", choices=lambda: list(PRECISIONS))
+    cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
+                           identity=False)
+    deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
+    runs_root: str = opt("runs", "parent folder of auto-named run folders", "run", identity=False)
+    run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)
+    logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "
+                      "the run folder stays the record", "run", identity=False, choices=lambda: list(LOGGERS))
+    time_limit_s: float = opt(0.0, "checkpoint and stop after this many seconds (0 = none); rerun to resume",
+                              "run", identity=False)
+
+
+CORE_KEYS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def shortcut_keys() -> dict[str, tuple[Any, list[str], str]]:
+    """Every registered shortcut parameter: (default, the shortcuts taking it, its help text)."""
+    keys: dict[str, tuple[Any, list[str], str]] = {}
+    for name in SHORTCUTS:
+        cls = SHORTCUTS.get(name)
+        for param, default in shortcut_parameters(cls).items():
+            _, owners, text = keys.get(param, (default, [], ""))
+            keys[param] = (default, [*owners, name], text or cls.param_help.get(param, ""))
+    return keys
+
+
+def _no_clash(name: str, cls: type[Shortcut]) -> None:
+    """Registration check: a shortcut parameter may not reuse a core key, and one shared with another
+    shortcut keeps that one's default (a config key has one default)."""
+    known = shortcut_keys()
+    for param, default in shortcut_parameters(cls).items():
+        if param in CORE_KEYS:
+            raise UsageError(f"shortcut '{name}': parameter '{param}' clashes with the config key '{param}'; "
+                             f"rename the parameter")
+        if param in known and name not in known[param][1] and (known[param][0], type(known[param][0])) != \
+                (default, type(default)):
+            raise UsageError(f"shortcut '{name}': parameter '{param}' (default {default!r}) clashes with "
+                             f"{', '.join(known[param][1])}'s {param} (default {known[param][0]!r}); rename it")
+
+
+SHORTCUTS.add_check(_no_clash)
+_TYPES: dict[tuple, type[Config]] = {}
+
+
+def config_type() -> type[Config]:
+    """The Config dataclass with a field per registered shortcut parameter (in the model section), rebuilt
+    when the registry changes; instances pickle by value (submitit jobs rebuild them)."""
+    keys = shortcut_keys()
+    signature = tuple((k, repr(d), tuple(o)) for k, (d, o, _) in keys.items())
+    if signature not in _TYPES:
+        extra = [(param, type(default), opt(default, f"{', '.join(owners)}: {text}".rstrip(": "), "model"))
+                 for param, (default, owners, text) in keys.items()]
+        _TYPES[signature] = dataclasses.make_dataclass(
+            "Config", extra, bases=(Config,), namespace={"__reduce__": _reduce, "__module__": __name__})
+    return _TYPES[signature]
+
+
+def _reduce(cfg: Config) -> tuple:
+    return _rebuild, ({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},)
+
+
+def _rebuild(values: dict[str, Any]) -> Config:
+    return config_type()(**values)
+
+
+def fields() -> dict[str, dataclasses.Field]:
+    """Every config key (core and shortcut parameters) with its field, grouped by section."""
+    found = dataclasses.fields(config_type())
+    return {f.name: f for section in SECTIONS for f in found if f.metadata["section"] == section}
+
+
+def defaults() -> Config:
+    """A config of all defaults."""
+    return config_type()()
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "resnet_ablate")
+
+
+def identity_items(cfg: Config) -> dict[str, Any]:
+    """The settings that define what is trained (everything but paths, devices and logging)."""
+    return {k: getattr(cfg, k) for k, f in fields().items() if f.metadata["identity"]}
+
+
+def run_name(cfg: Config) -> str:
+    """A readable folder name: data set, depth, unit, shortcut, every other changed setting, seed."""
+    base = ("dataset", "depth", "unit", "shortcut", "seed")
+    plain = defaults()
+    changed = [f"{k}={fmt(v)}" for k, v in identity_items(cfg).items() if k not in base and v != getattr(plain, k)]
+    return "_".join([cfg.dataset, f"d{cfg.depth}", cfg.unit, cfg.shortcut, *changed, f"s{cfg.seed}"])
+
+
+def fmt(value: Any) -> str:
+    """A value for a folder name or --help: lists joined by '-', a path by its file name."""
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    return Path(value).name if isinstance(value, str) and os.sep in value else str(value)
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / run_name(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml(path: Path) -> Config:
+    """A config as written to a run folder (unknown keys from newer versions are an error)."""
+    conf = OmegaConf.merge(OmegaConf.structured(config_type()), OmegaConf.load(path))
+    return OmegaConf.to_object(conf)  # type: ignore[return-value]

@@ -1,0 +1,39 @@
+"""What a run measures besides training: loss and error over a whole split (eval mode, large batches), and
+the per-unit gradient probe on a fixed batch."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.probes import gradient_norms
+from . import data as datamod
+from .state import RunState
+
+EVAL_BATCH = 1000
+PROBE_BATCH = 128
+
+
+@torch.no_grad()
+def evaluate(state: RunState, split: datamod.Split) -> tuple[float, float]:
+    """Loss and error (%) of the run's net over a whole split, in eval mode; training mode after."""
+    state.model.eval()
+    loss = torch.zeros((), device=state.device)
+    wrong = torch.zeros((), device=state.device, dtype=torch.long)
+    for i in range(0, len(split), EVAL_BATCH):
+        x = datamod.normalize_images(split.images[i : i + EVAL_BATCH], state.data)
+        y = split.labels[i : i + EVAL_BATCH]
+        with state.autocast():
+            out = state.model(x.contiguous(memory_format=torch.channels_last))
+        loss += F.cross_entropy(out.float(), y, reduction="sum")
+        wrong += (out.argmax(1) != y).sum()
+    state.train_mode()
+    return loss.item() / len(split), 100.0 * wrong.item() / len(split)
+
+
+def probe(state: RunState) -> dict[str, list[float]]:
+    """Per-unit input-gradient and per-conv weight-gradient norms on a fixed batch (the first training
+    images, unaugmented); the model and RNG streams are left as they were."""
+    x = datamod.normalize_images(state.data.train.images[:PROBE_BATCH], state.data)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with state.autocast():
+        return gradient_norms(state.model, x, state.data.train.labels[:PROBE_BATCH])

@@ -1,0 +1,136 @@
+"""`key=value` overrides -> a validated Config: OmegaConf does the typing, `validate` the meaning, each
+mistake one line naming the value and what is allowed; and the `--help` text, built from the same fields
+(allowed names from the registries)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..models.resnet import ARCHS
+from ..models.units import check_body
+from ..registry import UsageError, closest, unknown
+from .config import Config, config_type, fields, fmt
+from .tracking import require as require_logger
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return getattr(f.type, "__name__", str(f.type)).replace("list[int]", "list of int")
+
+
+def _as_list(key: str, override: str) -> str:
+    """`freeze=all_but_head` -> `freeze=[all_but_head]`: a bare word for a list-of-strings key is a one-item list."""
+    value = override.split("=", 1)[1]
+    return f"{key}=[{value}]" if str(fields()[key].type) == "list[str]" and not value.startswith("[") else override
+
+
+def split_override(override: str) -> tuple[str, str]:
+    """(key, value) of a `key=value` string; one-line errors for a missing '=' or an unknown key."""
+    if "=" not in override:
+        raise UsageError(f"expected key=value, got '{override}'; see --help")
+    key, value = override.split("=", 1)
+    if key not in fields():
+        raise UsageError(f"unknown key '{key}'{closest(key, list(fields()))}; see --help for the keys")
+    return key, value
+
+
+def parse(overrides: list[str]) -> Config:
+    """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors."""
+    conf = OmegaConf.structured(config_type())
+    for override in overrides:
+        key, value = split_override(override)
+        try:
+            conf.merge_with(OmegaConf.from_dotlist([_as_list(key, override)]))
+        except OmegaConfBaseException as e:
+            raise UsageError(f"bad value for {key}: '{value}' is not a valid {_type_name(fields()[key])}") from e
+    cfg: Config = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Semantic checks, each failing with one line that names the value and what is allowed."""
+    for name, f in fields().items():
+        choices = f.metadata["choices"]
+        if choices is not None and getattr(cfg, name) not in choices():
+            raise unknown(name, getattr(cfg, name), choices())
+    layout = ARCHS.get(cfg.arch)
+    block = layout.resolve_block(cfg.depth, cfg.block)
+    layout.resolve_downsample(block, cfg.downsample)
+    check_body(block, cfg.groups, cfg.width_per_group)
+    _check(0.0 <= cfg.p < 1.0, f"p={cfg.p} is out of range; allowed: 0 <= p < 1")
+    for name in ("iterations", "batch_size", "eval_every", "synthetic_size"):
+        _check(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive")
+    _check(cfg.lr > 0 and cfg.warmup_lr > 0, "lr and warmup_lr must be positive")
+    _check(cfg.warmup_iters >= 0, f"warmup_iters={cfg.warmup_iters} must be >= 0")
+    _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
+           f"milestones={list(cfg.milestones)} must be increasing positive iterations")
+    _check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+           f"betas={list(cfg.betas)} must be two numbers in [0, 1)")
+    _check(cfg.eps > 0, f"eps={cfg.eps} must be positive")
+    _check(0 < cfg.onecycle_pct < 1, f"onecycle_pct={cfg.onecycle_pct} must be in (0, 1)")
+    _check(not cfg.nesterov or (cfg.optim == "sgd" and cfg.momentum > 0),
+           "nesterov=true needs optim=sgd and momentum > 0")
+    _check(0 <= cfg.val_split < 50000, f"val_split={cfg.val_split} must be in 0..49999")
+    if cfg.device not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", cfg.device) is None:
+        raise unknown("device", cfg.device, ["auto", "cpu", "cuda", "cuda:N"])
+    _check(cfg.grad_probe_every >= 0 and all(i >= 0 for i in cfg.grad_probe_at),
+           "grad_probe_every and grad_probe_at must be >= 0")
+    _validate_data(cfg)
+    _validate_transfer(cfg)
+    require_logger(cfg.logger)
+
+
+def _validate_data(cfg: Config) -> None:
+    """dataset=folder needs its tree; image_size applies to it only."""
+    _check(cfg.dataset != "folder" or bool(cfg.data_dir), "dataset=folder needs data_dir=PATH (the folder with "
+           "train/ and test/ or val/)")
+    _check(cfg.image_size > 0, f"image_size={cfg.image_size} must be positive")
+    _check(cfg.dataset == "folder" or cfg.image_size == 32,
+           f"image_size={cfg.image_size} applies to dataset=folder only; {cfg.dataset} images are 32x32")
+
+
+def stage_names(arch: str) -> list[str]:
+    """The freezable/lr-scaled stages of an arch: stage1..stage3 (cifar) or stage1..stage4 (imagenet)."""
+    return [f"stage{i}" for i in range(1, ARCHS.get(arch).stages + 1)]
+
+
+def _validate_transfer(cfg: Config) -> None:
+    """init needs arch=imagenet; freeze names parts of this arch; one lr multiplier per stage."""
+    _check(not cfg.init or cfg.arch == "imagenet", "init= loads torchvision weights into arch=imagenet nets only")
+    parts = ["stem", *stage_names(cfg.arch)]
+    for name in cfg.freeze:
+        if name not in [*parts, "all_but_head"]:
+            raise unknown("freeze part", name, [*parts, "all_but_head"])
+    _check("all_but_head" not in cfg.freeze or len(cfg.freeze) == 1, "freeze=all_but_head stands alone")
+    _check(not cfg.freeze or not (cfg.grad_probe_every or cfg.grad_probe_at),
+           "gradient probes need every weight trainable; drop freeze= or the grad_probe settings")
+    stages = len(stage_names(cfg.arch))
+    _check(not cfg.stage_lr_mult or len(cfg.stage_lr_mult) == stages,
+           f"stage_lr_mult needs {stages} values for arch={cfg.arch} (stem+stage1 ... stage{stages}), "
+           f"got {len(cfg.stage_lr_mult)}")
+    _check(all(m > 0 for m in cfg.stage_lr_mult), f"stage_lr_mult={list(cfg.stage_lr_mult)} must be positive")
+
+
+def help_text() -> str:
+    """Every key with its type, default, meaning and, for registries, the allowed names."""
+    lines = ["usage: python -m resnet_ablate.run [key=value ...]", ""]
+    section = None
+    for name, f in fields().items():
+        if f.metadata["section"] != section:
+            section = f.metadata["section"]
+            lines.append(f"{section}:")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        text = f"  {name}={fmt(default) if not isinstance(default, list) else default}  ({_type_name(f)})  " \
+               f"{f.metadata['help']}"
+        if f.metadata["choices"] is not None:
+            text += f"  [allowed: {', '.join(f.metadata['choices']())}]"
+        lines.append(text)
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""The state a training step changes: the net, its optimizer and the device lr tensors it reads, the
+sampler, the run's own RNG streams and the loss/error meters. `state_dict()` is the checkpoint's training
+part. The step (eager or CUDA graph, `step.py`) and the range test (`lr_find`) use its public methods only.
+
+Everything a step touches lives on the device (uint8 images, the sampler's generator, the lr, the meters),
+so steps never wait on the host; the meters are read at evaluations only.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..models import transfer
+from ..models.resnet import ResNet, build, count_parameters
+from . import data as datamod
+from .config import Config, shortcut_keys
+from .optim import LearningRates, lr_at, make_optimizer, param_groups
+
+
+def build_network(cfg: Config, num_classes: int) -> ResNet:
+    """The config's net (`arch`, depth, unit, shortcut and its parameters) from the registries."""
+    params = {k: getattr(cfg, k) for k in shortcut_keys()}
+    return build(cfg.arch, cfg.depth, cfg.unit, cfg.shortcut, cfg.block, num_classes, cfg.downsample,
+                 cfg.bn_momentum, cfg.groups, cfg.width_per_group, **params)
+
+
+class RunState:
+    """One run's model, optimizer, lr tensors, sampler, RNG streams, meters and iteration."""
+
+    def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
+        self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
+        torch.manual_seed(cfg.seed)
+        model = build_network(cfg, data.num_classes)
+        if cfg.init:
+            transfer.load_init(model, cfg.init)
+        self.frozen_bn = transfer.freeze(model, transfer.frozen_parts(cfg.freeze, len(model.stages)))
+        self.parameters = count_parameters(model)
+        self.model = model.to(device, memory_format=torch.channels_last)
+        self.train_mode()
+        self._rng = self._current_rng()  # the run's own dropout stream, continued from its seed
+        self.lrs = LearningRates(lr_at(cfg, 0), device)
+        groups, self.group_multipliers = param_groups(self.model, cfg, self.lrs)
+        self.optimizer = make_optimizer(cfg, groups, self.lrs.tensor(1.0))
+        self.sampler = datamod.Sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment)
+        self.iteration, self.images = 0, 0  # images trained on since the meters were last read
+        self.loss_sum = torch.zeros((), device=device)
+        self.err_sum = torch.zeros((), device=device, dtype=torch.long)
+
+    def train_mode(self) -> None:
+        """Training mode, except the frozen parts' BN layers, which keep their running statistics (eval mode)."""
+        self.model.train()
+        for bn in self.frozen_bn:
+            bn.eval()
+
+    def _current_rng(self) -> dict:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def rng_state(self) -> dict:
+        return self._rng
+
+    def set_rng_state(self, state: dict) -> None:
+        self._rng = state
+
+    @contextlib.contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Run the block on this run's RNG streams (dropout), so packed runs draw as they would alone."""
+        torch.set_rng_state(self._rng["cpu"])
+        if self._rng["cuda"] is not None:
+            torch.cuda.set_rng_state(self._rng["cuda"], self.device)
+        try:
+            yield
+        finally:
+            self._rng = self._current_rng()
+
+    def autocast(self):
+        # no weight-cast cache: a captured graph must recompute the casts from the updated fp32 weights
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16",
+                              cache_enabled=False)
+
+    def follow_schedule(self) -> None:
+        """Write this iteration's lr (warm-up, schedule) into the tensors the optimizer reads."""
+        self.set_lr(lr_at(self.cfg, self.iteration))
+
+    def set_lr(self, value: float) -> None:
+        """Train at `value` from the next step on (`stage_lr_mult` groups at its multiples)."""
+        self.lrs.write(value)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next augmented, normalised batch (channels_last) and its labels."""
+        idx, offsets, flips = self.sampler.next()
+        x = datamod.augment(self.data.train.images[idx], offsets, flips, self.data)
+        return x.contiguous(memory_format=torch.channels_last), self.data.train.labels[idx]
+
+    def batch_shape(self) -> tuple[int, ...]:
+        return (self.cfg.batch_size, *self.data.train.images.shape[1:])
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, backward and update; loss and error sums stay on the device."""
+        self.zero_grad()
+        with self.autocast():
+            out = self.model(x)
+        loss = F.cross_entropy(out.float(), y)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.err_sum += (out.argmax(1) != y).sum()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """One eager iteration at the lr already written: the next batch, on the run's own RNG streams."""
+        with self.own_rng():
+            self.train_step(*self.batch())
+
+    def advance(self) -> None:
+        """Count an iteration done (the step itself may have run inside a CUDA graph)."""
+        self.iteration += 1
+        self.images += self.cfg.batch_size
+
+    def step_tensors(self) -> list[torch.Tensor]:
+        """Every tensor a training step changes in place: weights, BN buffers, optimizer state, the meters."""
+        tensors = [*self.model.parameters(), *self.model.buffers(), self.loss_sum, self.err_sum]
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v)]
+        return tensors
+
+    def read_meters(self) -> tuple[float, float, int]:
+        """(mean training loss per step, training error %, images) since the last read; then zero them."""
+        images = max(self.images, 1)
+        loss = self.loss_sum.item() / (images / self.cfg.batch_size)
+        error = 100.0 * self.err_sum.item() / images
+        self.loss_sum.zero_()
+        self.err_sum.zero_()
+        self.images = 0
+        return loss, error, images
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(), "rng": self._rng,
+                "loss_sum": self.loss_sum.cpu(), "err_sum": self.err_sum.cpu(), "interval_images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, mult in zip(self.optimizer.param_groups, self.group_multipliers):  # keep the device lr tensors
+            group["lr"] = self.lrs.tensor(mult)
+        self.sampler.load_state_dict(state["sampler"])
+        self._rng = state["rng"]
+        self.iteration, self.images = state["iteration"], state["interval_images"]
+        self.loss_sum.copy_(state["loss_sum"])
+        self.err_sum.copy_(state["err_sum"])
