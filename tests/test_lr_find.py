@@ -2,10 +2,14 @@
 import json
 
 import pytest
-from conftest import TINY, run_cli
+import torch
+from helpers import TINY, run_cli
 
-from resnet_ablate.lr_find import split_args, suggest
+from resnet_ablate.lr_find import RangeTest, range_test, split_args, suggest
 from resnet_ablate.registry import UsageError
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.state import RunState
+from resnet_ablate.training.trainer import data_key, load_data
 
 
 def test_range_test_writes_curve_suggestion_and_figure(tmp_path):
@@ -42,3 +46,15 @@ def test_bad_range_settings_are_one_line(args, message):
 def test_cli_bad_key_exits_2(tmp_path):
     proc = run_cli("sped=3", cwd=tmp_path, module="resnet_ablate.lr_find")
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown key 'sped'") and "Traceback" not in proc.stderr
+
+
+def test_each_step_trains_at_its_lr_of_the_range(tmp_path):
+    """The recipe's schedule (lr 0.1 here) must not overwrite the range test's lr (it did before the fix)."""
+    cfg = parse([*TINY, f"run_dir={tmp_path / 'r'}"])
+    cpu = torch.device("cpu")
+    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    seen = []
+    step = state.step
+    state.step = lambda: (seen.append(state.optimizer.param_groups[0]["lr"].item()), step())
+    lrs, _ = range_test(state, RangeTest(start_lr=1e-4, end_lr=1e-2, steps=3))
+    assert lrs == pytest.approx([1e-4, 1e-3, 1e-2]) and seen == pytest.approx(lrs)

@@ -1,0 +1,52 @@
+"""The package's import graph runs one way: no module imports, directly or through others, a module that
+imports it back (imports under TYPE_CHECKING, used only for type hints, do not count)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "resnet_ablate"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The package modules `path` imports at run time (a `from .pkg import name` counts as pkg.name when that
+    is a module, else pkg)."""
+    module, tree = _module(path), ast.parse(path.read_text())
+    base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    hints = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+             for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if candidate in MODULES else target)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found |= {n for n in names if n and n.startswith("resnet_ablate")}
+    return {m for m in found if m in MODULES and m != module}
+
+
+MODULES = {_module(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_import_circles():
+    graph = {m: _imports(p) for m, p in MODULES.items()}
+    assert graph["resnet_ablate.training.state"] >= {"resnet_ablate.models.resnet", "resnet_ablate.training.optim"}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    circles = sorted(m for m in graph if m in reach(m))
+    assert circles == []
