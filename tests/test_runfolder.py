@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import TINY, cli_env, make_run_folder, write_fake_cifar
 
-from resnet_ablate import report, run, status
+from resnet_ablate import lr_find, report, run, status
 from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.config import run_name
@@ -92,11 +92,21 @@ def test_specs_and_searches_may_not_set_folders(spec, args, message, tmp_path, m
     assert message in _error(capsys)
 
 
+@pytest.mark.parametrize("main,key,where", [(run.main, "run_dir", "file"), (run.main, "run_dir", "file/r"),
+                                            (run.main, "runs_root", "file/runs"), (lr_find.main, "run_dir", "file")])
+def test_a_run_folder_where_a_file_is_is_one_line(main, key, where, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main([*_with(f"{key}={tmp_path / where}"), *(["steps=5"] if main is lr_find.main else [])]) == 2
+    err = _error(capsys)
+    assert err.startswith(f"error: {key}: ") and "choose another" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
 # 2. One trainer per folder: a lock the kernel releases, a refusal naming the owner, the launcher skips it.
 
-def test_second_trainer_is_refused_naming_the_owner_and_a_kill_frees_the_folder(tmp_path):
+def test_second_trainer_is_refused_naming_the_owner_and_a_kill_frees_the_folder(tmp_path, capsys):
     folder = tmp_path / "r"
-    args = _with("iterations=100000", "milestones=[50000]", f"run_dir={folder}")
+    args = _with("iterations=100000", "milestones=[50000]", "eval_every=2", f"run_dir={folder}")
     first = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -104,12 +114,10 @@ def test_second_trainer_is_refused_naming_the_owner_and_a_kill_frees_the_folder(
         while not (folder / "metrics.jsonl").is_file():
             assert time.time() < deadline and first.poll() is None, first.stderr.read()
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
-                                capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2 and "Traceback" not in second.stderr
-        assert second.stderr.startswith(f"error: {folder} is being trained by another process (pid {first.pid} on "
-                                        f"{socket.gethostname()}, since ")
-        assert second.stderr.count("\n") == 1
+        assert run.main(args) == 2
+        err = _error(capsys)
+        assert err.startswith(f"error: {folder} is being trained by another process (pid {first.pid} on "
+                              f"{socket.gethostname()}, since ")
     finally:
         first.kill()
         first.wait()

@@ -142,7 +142,10 @@ class RunWriter:
                   f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them", flush=True)
 
     def open(self, iteration: int) -> None:
-        """Drop lines a killed predecessor wrote past its checkpoint; open the tracker at `iteration`."""
+        """Drop lines a killed predecessor wrote past its checkpoint (after checking that both files read, so a
+        damaged one leaves both as they are); open the tracker at `iteration`."""
+        for name in (rf.METRICS, rf.PROBES):
+            rf.read_jsonl(self.dir / name)
         for name in (rf.METRICS, rf.PROBES):
             rf.truncate_jsonl(self.dir / name, iteration)
         self.tracker = tracking.open_tracker(self.cfg.logger, self.dir, self.name, self.cfg, iteration)
