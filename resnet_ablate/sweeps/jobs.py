@@ -132,12 +132,19 @@ def train_isolated(cfgs: list[Config], stop: StopRequest) -> list[dict]:
     return value
 
 
+def killed_by(number: int) -> str:
+    """'killed by SIGNAME', with the usual culprit of a SIGKILL."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by {name}" + (" (the out-of-memory killer, or a kill -9)" if number == signal.SIGKILL else "")
+
+
 def _death(exitcode: int | None) -> str:
-    """Why a child ended without a word: its signal (SIGKILL: the out-of-memory killer?) or exit code."""
+    """Why a child ended without a word: its signal or its exit code."""
     if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        hint = " (the out-of-memory killer, or a kill -9)" if -exitcode == signal.SIGKILL else ""
-        return f"the training process was killed by {name}{hint}"
+        return f"the training process was {killed_by(-exitcode)}"
     return f"the training process exited with code {exitcode} without a result"
 
 
@@ -208,9 +215,7 @@ def ended_cause(job_id: str) -> str:
     if "TIMEOUT" in states:
         return "time limit"
     if signals:
-        name = signal.Signals(signals[0]).name if signals[0] in signal.Signals._value2member_map_ else str(signals[0])
-        hint = " (the out-of-memory killer, or a kill -9)" if signals[0] == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
+        return killed_by(signals[0])
     for state, words in (("NODE_FAIL", "node failure"), ("CANCELLED", "cancelled (scancel)")):
         if state in states:
             return words

@@ -38,6 +38,7 @@ from ..registry import UsageError, first_line
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
 LOCK = ".lock"
 FINISHED = ("done", "fail")
+CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "elapsed", "best", "interval_seconds")  # at least these
 LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
 
 
@@ -148,9 +149,10 @@ def load_checkpoint(path: Path) -> dict | None:
     except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
         raise Damaged(f"{path} is damaged ({type(e).__name__}: {first_line(e)}): delete it to train the run again "
                       f"from iteration 0, or put back a good copy") from e
-    if not isinstance(state, dict) or not isinstance(state.get("iteration"), int):
-        raise Damaged(f"{path} is not a checkpoint of this package (no iteration): delete it to train the run "
-                      f"again from iteration 0")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else ["everything"]
+    if missing:
+        raise Damaged(f"{path} is not a checkpoint of this package (no {', '.join(missing)}): delete it to train the "
+                      f"run again from iteration 0")
     return state
 
 

@@ -20,9 +20,9 @@ from . import data as datamod
 from .config import Config, default_data_dir, run_dir, run_name
 from .evaluate import evaluate, probe
 from .optim import lr_at
+from .runfolder import CHECKPOINT, Damaged
 from .state import RunState
 from .step import make_stepper
-from .runfolder import CHECKPOINT, Damaged
 from .writer import RunWriter, file_sha256, finite
 
 # Settings packed runs must share: they step together on one device.

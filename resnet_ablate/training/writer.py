@@ -30,13 +30,16 @@ def duration(seconds: float) -> str:
 
 
 def file_sha256(path: str) -> str | None:
-    """The SHA-256 of a file (the init weights), None for no file."""
+    """The SHA-256 of a file (the init weights), None for no file; one line when it cannot be read."""
     if not path:
         return None
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise UsageError(f"init={path}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from e
     return h.hexdigest()
 
 
