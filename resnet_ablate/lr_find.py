@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     test, overrides = split_args(argv)
     cfg = parse(overrides)
+    folder = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / f"lr_find_{run_name(cfg)}"
+    rf.create_folder(folder, "run_dir" if cfg.run_dir else "runs_root")  # before the data: a bad folder fails fast
     device, precision = setup(cfg)
     run = RunState(cfg, load_data([cfg], device)[data_key(cfg)], device, precision)
-    folder = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / f"lr_find_{run_name(cfg)}"
-    folder.mkdir(parents=True, exist_ok=True)
     rf.write_text(folder / rf.CONFIG, to_yaml(cfg))
     lrs, losses = range_test(run, test)
     if len(lrs) < 3:

@@ -3,7 +3,8 @@ tables (markdown, CSV, LaTeX booktabs, and printed) with the papers' numbers and
 beside them, and the papers' figures.
 
 Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; unfinished
-ones are listed as running; a broken or partial folder is listed by path and skipped. A `sweep.yaml`
+ones are listed as running (a process holds the folder's lock) or paused; a broken, damaged or partial folder
+is listed by path with the reason and skipped. A `sweep.yaml`
 (written by the launcher) in the given folder or above run folders names the layout and the budget
 of the runs below it; elsewhere `--layout` chooses (default: every layout the runs fit).
 
@@ -39,12 +40,14 @@ def sections(found: Scan) -> list[tuple[str, SweepRecord | None, list[RunRecord]
 
 
 def _unread(found: Scan) -> list[str]:
-    """Lines for the runs left out: running, broken or partial, not started."""
+    """Lines for the runs left out: running or paused, broken, damaged or partial, not started."""
     lines = []
-    for run in (r for r in found.runs if r.status == "running"):
+    for run in (r for r in found.runs if r.status not in rf.FINISHED):
         done = rf.read_jsonl(run.path / rf.METRICS)
         at = f"iteration {done[-1]['iteration']} of {run.settings['iterations']}" if done else "no evaluation yet"
-        lines.append(f"- running (no result.json; {at}): {run.path}")
+        how = f"trained by {rf.describe(run.result)}" if run.status == "running" else \
+            "nobody trains it; the same command resumes it"
+        lines.append(f"- {run.status} (no result.json; {at}; {how}): {run.path}")
     lines += [f"- skipped, broken or partial: {path}: {reason}" for path, reason in found.broken]
     lines += [f"- not started (named in sweep.yaml, no run folder): {path}" for path in found.missing]
     return lines

@@ -7,6 +7,13 @@
 # Changes here: services are kept from auto-starting during apt-get install (policy-rc.d) on machines
 # that lack the Docker-style policy file, and the log prefix is this script's name.
 #
+# It touches only a cluster it started itself: a cluster is this script's when /etc/slurm/slurm.conf carries
+# its header and this SLURM_CI_BASE's StateSaveLocation, and every SLURM daemon that runs is one whose PID it
+# recorded under $SLURM_CI_BASE/pids. Anything else (a site's SLURM, a MariaDB of someone else's, a cluster
+# started for another SLURM_CI_BASE) makes it stop before it changes anything. MariaDB listens on a socket
+# in a folder only its user (and root) may enter, without networking, and the slurm database user gets a
+# random password, kept in slurmdbd.conf (mode 600) only.
+#
 # Debian 12 packages (slurm 22.05 + munge 0.5.15 [+ slurmdbd + MariaDB for sacct]),
 # no systemd needed, run as root. Idempotent: installs what is missing, (re)writes
 # the config, starts only the daemons that are not already up, and waits until
@@ -42,6 +49,17 @@ alive() {  # alive <pidfile> <comm>: process exists, is not a zombie, and has th
   [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
   [ "$(awk '{print $3}' "/proc/$pid/stat")" != Z ]   # a kill -9'd daemon can linger as a zombie
 }
+pids_of() {  # pids_of <comm>: the live (not zombie) processes with that name
+  local d
+  for d in /proc/[0-9]*; do
+    [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] && [ "$(awk '{print $3}' "$d/stat" 2>/dev/null)" != Z ] && echo "${d#/proc/}"
+  done
+  return 0
+}
+foreign() {  # foreign <name>: a running <name> whose PID this script did not record under $PIDS
+  local pid; for pid in $(pids_of "$1"); do [ "$pid" = "$(cat "$PIDS/$1.pid" 2>/dev/null)" ] || return 0; done
+  return 1
+}
 wait_for() {  # wait_for <what> <cmd...> : poll until cmd succeeds or TIMEOUT
   local what=$1; shift; local end=$(( $(date +%s) + TIMEOUT ))
   until "$@" >/dev/null 2>&1; do
@@ -75,6 +93,19 @@ if [ ${#need[@]} -gt 0 ]; then
     || { [ "$own_policy" = 1 ] && rm -f "$policy"; show_log /tmp/start-local-slurm-apt.log; die "apt-get install ${need[*]} failed"; }
   [ "$own_policy" = 1 ] && rm -f "$policy"
   log "installed"
+fi
+
+# ---------------------------------------------------------------- 1b. only our own cluster
+MARK="# written by start-local-slurm.sh"
+if [ -f "$CONF_DIR/slurm.conf" ] && ! { head -n1 "$CONF_DIR/slurm.conf" | grep -qxF "$MARK" \
+     && grep -qxF "StateSaveLocation=$BASE/state" "$CONF_DIR/slurm.conf"; }; then
+  die "$CONF_DIR/slurm.conf was not written by this script for SLURM_CI_BASE=$BASE: refusing to overwrite it or to touch that cluster"
+fi
+for d in slurmctld slurmd slurmdbd; do
+  foreign "$d" && die "a $d is running that this script did not start (no matching PID under $PIDS): refusing to touch that cluster"
+done
+if [ "$ACCOUNTING" = 1 ] && foreign mariadbd; then
+  die "a MariaDB is running that this script did not start: refusing to add a database to it (SLURM_CI_ACCOUNTING=0 runs without)"
 fi
 
 mkdir -p "$PIDS" "$LOGS" "$BASE/state" "$BASE/spool" "$CONF_DIR"
@@ -147,9 +178,17 @@ Waittime=0
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REALMEM State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
-if [ "$ACCOUNTING" = 1 ]; then
-  cat > "$CONF_DIR/slurmdbd.conf" <<EOF
+CONF_CHANGED=0
+if cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; then
+  rm -f "$CONF_DIR/slurm.conf.new"
+else
+  mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; CONF_CHANGED=1
+fi
+DB_PASS=""   # a new random password, only when this run (re)starts slurmdbd
+if [ "$ACCOUNTING" = 1 ] && ! alive "$PIDS/slurmdbd.pid" slurmdbd; then
+  DB_PASS=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  rm -f "$CONF_DIR/slurmdbd.conf"
+  (umask 077; cat > "$CONF_DIR/slurmdbd.conf" <<EOF
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
@@ -160,10 +199,10 @@ PidFile=$PIDS/slurmdbd.pid
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageUser=slurm
-StoragePass=slurmci
+StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 EOF
-  chmod 600 "$CONF_DIR/slurmdbd.conf"           # slurmdbd refuses a world-readable file
+  )                                             # mode 600: slurmdbd refuses a world-readable file; the password
 fi
 log "config written: node=$NODE CPUs=$CPUS RealMemory=$REALMEM DefMemPerCPU=$DEFMEM accounting=$ACCOUNTING"
 
@@ -179,7 +218,7 @@ install -d -o munge -g munge -m 755 /run/munge
 install -d -o munge -g munge -m 700 /var/log/munge
 install -d -o munge -g munge -m 711 /var/lib/munge
 if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-  log "munged already running"
+  log "munged already running"   # ours, or the system's: used, and never stopped when not ours
 else
   rm -f /run/munge/munged.pid /run/munge/munge.socket.2*
   # munged must not run as root (it refuses without --force): run it as the munge user
@@ -192,8 +231,9 @@ fi
 if [ "$ACCOUNTING" = 1 ]; then
   if mariadb -e 'select 1' >/dev/null 2>&1; then
     log "MariaDB already running"
+    chmod 700 /run/mysqld            # its socket is world-writable: only mysql (and root) may enter the folder
   else
-    install -d -o mysql -g mysql -m 755 /run/mysqld
+    install -d -o mysql -g mysql -m 700 /run/mysqld
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >"$LOGS/mariadb-install.log" 2>&1
     setsid /usr/sbin/mariadbd --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock \
       --pid-file=/run/mysqld/mysqld.pid --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900 \
@@ -201,10 +241,13 @@ if [ "$ACCOUNTING" = 1 ]; then
     echo $! > "$PIDS/mariadbd.pid"
     wait_for MariaDB mariadb -e 'select 1' || { show_log "$LOGS/mariadb.log"; die "MariaDB did not start"; }
   fi
-  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-              CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmci';
-              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;" \
-    || die "could not create the slurm database/user in MariaDB"
+  if [ -n "$DB_PASS" ]; then
+    mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+                CREATE USER IF NOT EXISTS 'slurm'@'localhost';
+                ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+                GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;" \
+      || die "could not create the slurm database/user in MariaDB"
+  fi
   if alive "$PIDS/slurmdbd.pid" slurmdbd; then
     log "slurmdbd already running"
   else
@@ -217,8 +260,8 @@ fi
 # ---------------------------------------------------------------- 6. slurmctld + slurmd
 STARTED=0
 if alive "$PIDS/slurmctld.pid" slurmctld; then
-  log "slurmctld already running; reconfiguring"
-  scontrol reconfigure || true
+  if [ "$CONF_CHANGED" = 1 ]; then log "slurmctld already running; reconfiguring"; scontrol reconfigure || true
+  else log "slurmctld already running; config unchanged"; fi
 else
   STARTED=1; log "starting slurmctld"; slurmctld || { show_log "$LOGS/slurmctld.log"; die "slurmctld failed to start"; }    # daemonizes
   wait_for slurmctld scontrol ping || { show_log "$LOGS/slurmctld.log"; die "slurmctld not answering"; }

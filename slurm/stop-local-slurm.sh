@@ -4,20 +4,15 @@
 # it kills the PIDs recorded in $SLURM_CI_BASE/pids/*.pid (after checking the
 # process name), never by name pattern. Daemons that were already running before
 # start-local-slurm.sh (no PID file written by it) are left alone.
+#
+# Jobs: it first cancels this checkout's test jobs (cancel-test-jobs.sh), never other users' or other
+# checkouts' jobs.
 set -uo pipefail
 BASE=${SLURM_CI_BASE:-/tmp/slurm-ci}
 PIDS=$BASE/pids
 log() { echo "[stop-local-slurm] $*"; }
 
-# cancel jobs still in the queue so no slurmstepd/job processes outlive slurmd
-if command -v squeue >/dev/null && [ -f "$PIDS/slurmctld.pid" ] && kill -0 "$(cat "$PIDS/slurmctld.pid")" 2>/dev/null; then
-  jobs=$(squeue -h -o %A 2>/dev/null || true)
-  if [ -n "$jobs" ]; then
-    log "cancelling jobs: $(echo $jobs)"
-    scancel $jobs 2>/dev/null || true
-    for _ in $(seq 1 40); do [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break; sleep 0.25; done
-  fi
-fi
+bash "$(dirname "$0")/cancel-test-jobs.sh"   # so no slurmstepd/job processes of ours outlive slurmd
 
 running() {  # running <pid>: exists and is not a zombie (a dead daemon may linger as Z until reaped)
   [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]

@@ -167,21 +167,42 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
     assert result(tmp_path / "cut") == result(tmp_path / "whole")
 
 
-def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path):
-    ok, bad = (parse([*DONE, f"seed={s}", f"runs_root={tmp_path / 'runs'}"]) for s in (0, 1))
-    crashing = tmp_path / "runs" / "sweep" / run_name(bad)
-    crashing.mkdir(parents=True)
-    (crashing / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(*DONE, "seed=0,1", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
+CRASHING_PLUGIN = """
+from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+
+@SHORTCUTS.register("crashes")
+class Crashes(Shortcut):
+    def merge(self, s, f):
+        raise RuntimeError("boom")
+"""
+
+
+def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path, monkeypatch):
+    """A crash is retried max_retries times (each attempt a fresh training process), then reported; a damaged
+    checkpoint is a one-line error at once, not retried."""
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(CRASHING_PLUGIN)  # registered in every process
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    (tmp_path / "spec.yaml").write_text("variants: [{shortcut: identity}, {shortcut: crashes}, {lr: 0.05}]\n")
+    ok, damaged = (parse([*DONE, *extra, f"runs_root={tmp_path / 'runs'}"]) for extra in ([], ["lr=0.05"]))
+    folder = tmp_path / "runs" / "spec"
+    (folder / run_name(damaged)).mkdir(parents=True)
+    (folder / run_name(damaged) / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli(*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
                    cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert f"crashed: {run_name(bad)}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: " in proc.stderr
-    assert json.loads((tmp_path / "runs" / "sweep" / run_name(ok) / "result.json").read_text())["status"] == "done"
-    folder = tmp_path / "runs" / "sweep"
+    bad = next(name for name in status.run_states(folder) if "_crashes_" in name)
+    assert f"crashed: {bad}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: ChildCrashed: " \
+           f"RuntimeError: boom" in proc.stderr
+    assert f"crashed: {run_name(damaged)}: resnet_ablate.registry.UsageError: " \
+           f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in proc.stderr
+    assert json.loads((folder / run_name(ok) / "result.json").read_text())["status"] == "done"
     states = status.run_states(folder)
     assert states[run_name(ok)] == ("done", "")
-    state, reason = states[run_name(bad)]
-    assert state == "failed" and "RunCrashed: crashed 2 times, last: UnpicklingError" in reason
+    state, reason = states[bad]
+    assert state == "failed" and "RunCrashed: crashed 2 times, last: ChildCrashed: RuntimeError: boom" in reason
+    state, reason = states[run_name(damaged)]
+    assert state == "failed" and "checkpoint.pt is damaged" in reason
 
 
 def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
@@ -194,7 +215,8 @@ def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
     SweepJob(max_retries=0)([parse([*DONE, "seed=2", f"runs_root={folder}"])])
     capsys.readouterr()
     assert status.main([str(folder)]) == 0
-    assert capsys.readouterr().out == f"{folder}: 3 runs: 1 pending, 1 running, 1 done, 0 failed\n"
+    assert capsys.readouterr().out == f"{folder}: 3 runs: 1 pending, 0 running, 1 paused, 1 done, 0 failed, " \
+                                      f"0 damaged\n  paused {runs[1]}: launch the sweep again to resume\n"
 
 
 @pytest.mark.parametrize("args,message", [

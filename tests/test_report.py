@@ -189,7 +189,8 @@ def test_paper_lookup():
 def test_broken_partial_and_running_folders_are_listed_and_skipped(runs, built):
     out, printed = built
     tiny = runs / "tiny"
-    assert f"- running (no result.json; iteration 10 of 10): {tiny / 'identity_s5_running'}" in printed
+    assert f"- paused (no result.json; iteration 10 of 10; nobody trains it; the same command resumes it): " \
+           f"{tiny / 'identity_s5_running'}" in printed
     assert f"- skipped, broken or partial: {tiny / 'broken_result'}: result.json is not valid JSON" in printed
     assert f"- skipped, broken or partial: {tiny / 'partial'}: partial: no config.yaml" in printed
     assert f"- skipped, broken or partial: {tiny / 'bad_config'}: config.yaml is not valid YAML" in printed

@@ -1,19 +1,36 @@
 """The launcher against a real single-node SLURM (slurm/start-local-slurm.sh): a job array of tiny CPU runs,
-status, resubmission, and requeue mid-run (scontrol requeue, and SIGUSR2 as before a time limit) resuming to
-the numbers of an undisturbed run. If SLURM cannot be started these tests fail and say why; they never skip."""
+status, resubmission, requeue mid-run (scontrol requeue, and SIGUSR2 as before a time limit) resuming to the
+numbers of an undisturbed run, a killed training process retried and a killed job reported with its cause;
+and the scripts: they touch only a cluster they started and cancel only this checkout's test jobs.
+
+The fixture uses the cluster that is up (and cancels this checkout's leftover test jobs at the end), or starts
+one with slurm/start-local-slurm.sh and stops it at the end of the session. Where none is up and the script
+may not start one (not root, not Debian) the cluster tests are skipped with that reason; if it fails to
+start one they fail and say why. The status tests at the end fake sacct and need no cluster."""
 import json
 import os
+import pickle
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import REPO, TINY, metrics, result, run_cli
 
 from resnet_ablate import status
+from resnet_ablate.sweeps.jobs import ended_cause
+from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
-JOB = ["launcher=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100"]
+COMMENT = f"resnet-ablate-tests:{REPO}"  # marks this checkout's test jobs: slurm/cancel-test-jobs.sh cancels those
+JOB = ["launcher=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100",
+       f"slurm.extra.comment={COMMENT}"]
+DEBIAN = Path("/etc/debian_version")
+SCRIPTS = REPO / "slurm"
 
 
 def _cluster_up() -> bool:
@@ -24,18 +41,45 @@ def _cluster_up() -> bool:
     return any(s in ("idle", "mixed", "allocated") for s in out)
 
 
+def _run_script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+
+
+def _why_not_start() -> str | None:
+    """Why slurm/start-local-slurm.sh may not start daemons here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    if not DEBIAN.is_file():
+        return "not Debian"
+    return None
+
+
+def _slurm_session():
+    """The fixture's body (a generator, so its decisions can be tested): the cluster that is up, or one started
+    here and stopped after the session; a skip with the reason where none may be started."""
+    if _cluster_up():
+        yield
+        _run_script("cancel-test-jobs.sh")
+        return
+    reason = _why_not_start()
+    if reason:
+        pytest.skip(f"SLURM is not running and slurm/start-local-slurm.sh may not start it here ({reason}; it needs "
+                    f"root on Debian): start a cluster to run these tests")
+    proc = _run_script("start-local-slurm.sh")
+    try:
+        if proc.returncode != 0 or not _cluster_up():
+            pytest.fail(f"could not start SLURM with slurm/start-local-slurm.sh (exit {proc.returncode}):\n"
+                        f"{(proc.stdout + proc.stderr)[-3000:]}")
+        yield
+    finally:
+        _run_script("stop-local-slurm.sh")
+
+
 @pytest.fixture(scope="session")
 def slurm():
-    """A running local SLURM: the one already up, or one started by slurm/start-local-slurm.sh."""
-    if _cluster_up():
-        return
-    if os.geteuid() != 0:
-        pytest.fail("SLURM is not running and slurm/start-local-slurm.sh needs root to install and start it")
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "start-local-slurm.sh")], capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0 or not _cluster_up():
-        pytest.fail(f"could not start SLURM with slurm/start-local-slurm.sh (exit {proc.returncode}):\n"
-                    f"{(proc.stdout + proc.stderr)[-3000:]}")
+    """A running local SLURM: the one already up, or one started (and at the end stopped) here."""
+    yield from _slurm_session()
 
 
 def _wait(predicate, what: str, timeout: float = 240):
@@ -66,7 +110,7 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
         res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json").read_text())
         assert res["status"] == "done" and res["iterations"] == 30
     shown = run_cli(str(folder), cwd=tmp_path, module="resnet_ablate.status")
-    assert shown.stdout == f"{folder}: 2 runs: 0 pending, 0 running, 2 done, 0 failed\n"
+    assert shown.stdout == f"{folder}: 2 runs: 0 pending, 0 running, 0 paused, 2 done, 0 failed, 0 damaged\n"
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in again.stdout
@@ -98,3 +142,158 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
         assert metrics(run) == metrics(tmp_path / "ref" / run.name)
         assert result(run) == result(tmp_path / "ref" / run.name)
     assert status.run_states(folder) == {r.name: ("done", "") for r in runs}
+
+
+def _tiny(*changes: str) -> list[str]:
+    """TINY with `changes` (key=value) replacing its keys or added: no key given twice."""
+    keys = {c.split("=", 1)[0] for c in changes}
+    return [*(a for a in TINY if a.split("=", 1)[0] not in keys), *changes]
+
+
+def _trainer(run: Path) -> int:
+    """The pid of the process training `run` (from its lock), once one does."""
+    _wait(lambda: rf.holder(run) and len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to train")
+    return rf.holder(run)["pid"]
+
+
+def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, tmp_path, monkeypatch):
+    """Job 0's training process is killed with SIGKILL (as the out-of-memory killer does): max_retries covers it,
+    the run resumes and finishes. Job 1 is killed whole: status says killed by SIGKILL, and resumable."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = _tiny("iterations=300", "milestones=[150]", "eval_every=10")
+    assert run_cli(*args, "seed=0,1", *JOB, "max_retries=1", cwd=tmp_path).returncode == 0
+    folder = tmp_path / "runs" / "sweep"
+    ids = [j["job_id"] for j in _jobs(folder)]
+    runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
+    os.kill(_trainer(runs[0]), signal.SIGKILL)
+    child = _trainer(runs[1])
+    parent = int(next(line.split()[1] for line in Path(f"/proc/{child}/status").read_text().splitlines()
+                      if line.startswith("PPid:")))
+    os.kill(parent, signal.SIGKILL)
+    os.kill(child, signal.SIGKILL)
+    _wait(lambda: status.run_states(folder)[runs[1].name][0] == "failed", "the killed job to be reported")
+    _wait(lambda: (runs[0] / "result.json").is_file(), "the retried run to finish")
+    log = (folder / ".submitit" / f"{ids[0]}_0_log.err").read_text()
+    assert "ChildCrashed: the training process was killed by SIGKILL (the out-of-memory killer, or a kill -9); " \
+           "retry 1 of 1, from the checkpoints" in log
+    assert json.loads((runs[0] / "result.json").read_text())["status"] == "done"
+    state, reason = status.run_states(folder)[runs[1].name]
+    assert reason.startswith(f"job {ids[1]} ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9)")
+    assert "its log says: srun: error: " in reason and reason.endswith("resumable from its checkpoint: launch the "
+                                                                      "sweep again")
+    again = run_cli(*args, "seed=0,1", *JOB, "dry_run=true", cwd=tmp_path)
+    assert "2 runs in runs/sweep; 1 finished, 0 queued or running, 1 to run" in again.stdout
+
+
+def test_start_script_refuses_a_cluster_it_did_not_start(slurm, tmp_path):
+    """Run for another SLURM_CI_BASE, the cluster that is up is not the script's: it stops before changing any
+    file or daemon."""
+    conf = Path("/etc/slurm/slurm.conf")
+    before = (conf.read_bytes(), conf.stat().st_mtime_ns)
+    proc = _run_script("start-local-slurm.sh", env={"SLURM_CI_BASE": str(tmp_path / "other")})
+    assert proc.returncode == 1
+    assert "refusing to" in proc.stderr and "touch that cluster" in proc.stderr
+    assert (conf.read_bytes(), conf.stat().st_mtime_ns) == before and not (tmp_path / "other").exists()
+    assert _cluster_up()
+
+
+def test_start_script_on_its_own_cluster_changes_nothing_and_closes_the_database(slurm):
+    """Run again on the cluster it started, the script keeps its config (no reconfigure) and leaves MariaDB's
+    socket in a folder only its user may enter."""
+    if not all(Path(f"/tmp/slurm-ci/pids/{d}.pid").is_file() for d in ("slurmctld", "mariadbd")):
+        pytest.skip("the running cluster was not started by slurm/start-local-slurm.sh with accounting")
+    conf = Path("/etc/slurm/slurm.conf")
+    before = (conf.read_bytes(), conf.stat().st_mtime_ns)
+    proc = _run_script("start-local-slurm.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert "config unchanged" in proc.stdout and "reconfiguring" not in proc.stdout
+    assert (conf.read_bytes(), conf.stat().st_mtime_ns) == before
+    assert Path("/run/mysqld").stat().st_mode & 0o077 == 0
+    assert Path("/etc/slurm/slurmdbd.conf").stat().st_mode & 0o077 == 0
+
+
+def test_stop_script_cancels_only_this_checkouts_test_jobs(slurm, tmp_path):
+    """Stopping for a SLURM_CI_BASE that started nothing stops no daemon and cancels this checkout's test jobs
+    only; another checkout's (or user's) job stays."""
+    def submit(comment: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", f"--comment={comment}", "-o", "/dev/null", "-t", "2",
+                               "--mem=50M", "--wrap", "sleep 120"], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    ours, theirs = submit(COMMENT), submit("resnet-ablate-tests:/another/checkout")
+    try:
+        proc = _run_script("stop-local-slurm.sh", env={"SLURM_CI_BASE": str(tmp_path / "not-ours")})
+        assert proc.returncode == 0, proc.stderr
+        queued = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert ours not in queued and theirs in queued and _cluster_up()
+    finally:
+        subprocess.run(["scancel", ours, theirs], timeout=30)
+
+
+def test_the_fixture_skips_where_it_may_not_start_slurm_and_stops_what_it_started(monkeypatch, tmp_path):
+    calls = []
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "_cluster_up", lambda: bool(calls))  # up once the start script ran
+    monkeypatch.setattr(here, "_run_script", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match=r"may not start it here \(not root; it needs root on Debian\)"):
+        next(_slurm_session())
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(here, "DEBIAN", tmp_path / "debian_version")
+    with pytest.raises(pytest.skip.Exception, match=r"\(not Debian;"):
+        next(_slurm_session())
+    assert calls == []
+    (tmp_path / "debian_version").write_text("12.0\n")
+    session = _slurm_session()
+    next(session)
+    assert calls == [("start-local-slurm.sh",)]
+    with pytest.raises(StopIteration):
+        next(session)
+    assert calls == [("start-local-slurm.sh",), ("stop-local-slurm.sh",)]
+
+
+FAKE_SACCT = r"""#!/bin/sh
+# sacct as SLURM answers for job {job}: submitit's query (a header, JobID|State|NodeList), or ours (-n)
+case "$*" in
+  *-n*) printf '%s\n' {ours} ;;
+  *) printf 'JobID|State|NodeList\n{job}|{state}|vm\n' ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("job,state,rows,pickled,expected", [
+    ("9001", "FAILED", "'9001|FAILED|9:0' '9001.batch|FAILED|9:0' '9001.0|CANCELLED|0:9'", None,
+     ("failed", "job 9001 ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9); its log says: "
+                "srun: error: vm: task 0: Killed; resumable from its checkpoint: launch the sweep again")),
+    ("9002", "OUT_OF_MEMORY", "'9002|OUT_OF_MEMORY|0:125' '9002.0|OUT_OF_MEMORY|0:125'", None,
+     ("failed", "job 9002 ended OUT_OF_MEMORY: out of memory; its log says: srun: error: vm: task 0: Killed; "
+                "resumable from its checkpoint: launch the sweep again")),
+    ("9003", "TIMEOUT", "'9003|TIMEOUT|0:0' '9003.batch|CANCELLED|0:15'", None,
+     ("paused", "job 9003 ended at its time limit; launch the sweep again to resume (or raise slurm.time)")),
+    ("9004", "FAILED", "'9004|FAILED|1:0'", "submitit.core.utils.UncompletedJobError: Job not requeued because: "
+                                            "timed-out too many times.",
+     ("paused", "job 9004 reached its time limit max_num_timeout times; launch the sweep again to resume (or raise "
+                "slurm.time)")),
+])
+def test_status_names_the_real_cause_of_a_job_end(job, state, rows, pickled, expected, tmp_path, monkeypatch):
+    """The SLURM states of a killed, out-of-memory or timed-out job (sacct faked as SLURM 22.05 answers; each
+    case its own job id, as submitit's watcher caches states by id) and a job that used up max_num_timeout:
+    the cause in words, and paused (resumable) for time limits."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sacct").write_text(FAKE_SACCT.format(ours=rows, state=state, job=job))
+    (tmp_path / "bin" / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    folder = tmp_path / "s"
+    write_sweep(SweepRecord(folder, "s", runs=("a",)))
+    (folder / "a").mkdir()
+    (folder / "a" / "checkpoint.pt").write_bytes(b"a checkpoint")
+    (folder / ".submitit").mkdir()
+    (folder / ".submitit" / "jobs.jsonl").write_text(json.dumps({"job_id": job, "launcher": "slurm", "runs": ["a"]}))
+    (folder / ".submitit" / f"{job}_0_log.err").write_text(f"srun: error: vm: task 0: Killed\nsrun: Force Terminated "
+                                                            f"StepId={job}.0\n")
+    if pickled:
+        (folder / ".submitit" / f"{job}_0_result.pkl").write_bytes(pickle.dumps(("error", f"Traceback\n{pickled}\n")))
+    assert status.run_states(folder) == {"a": expected}
+    causes = {"9001": "killed by SIGKILL (the out-of-memory killer, or a kill -9)", "9002": "out of memory",
+              "9003": "time limit", "9004": "exit code 1"}
+    assert ended_cause(job) == causes[job]

@@ -53,7 +53,8 @@ class Broken(Exception):
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run folder: its group settings, seed, status (done | fail | running) and result.json."""
+    """One run folder: its group settings, seed, status (done | fail, or unfinished: running while a process
+    holds its lock, else paused) and result.json (for a running run: the lock's owner record)."""
 
     path: Path
     settings: dict[str, Any]
@@ -118,8 +119,14 @@ def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
     if not isinstance(config, dict):
         raise Broken("config.yaml is not a mapping")
     settings, seed = settings_of(config), _typed("seed", config.get("seed", 0), 0)
+    try:  # the curves read these lines later: a damaged one lists the folder here instead
+        for name in (rf.METRICS, rf.PROBES):
+            rf.read_jsonl(folder / name)
+    except rf.Damaged as e:
+        raise Broken(str(e).removeprefix(f"{folder}/")) from e
     if not (folder / rf.RESULT).is_file():
-        return RunRecord(folder, settings, seed, "running", {}, sweep)
+        who = rf.holder(folder)
+        return RunRecord(folder, settings, seed, "running" if who is not None else "paused", who or {}, sweep)
     try:
         result = json.loads((folder / rf.RESULT).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -181,7 +188,7 @@ class SeedGroup:
 def group_by_settings(runs: list[RunRecord]) -> list[SeedGroup]:
     """Finished runs grouped by settings, each group's runs sorted by seed."""
     groups: dict[tuple, SeedGroup] = {}
-    for run in sorted((r for r in runs if r.status != "running"), key=lambda r: (str(r.path), r.seed)):
+    for run in sorted((r for r in runs if r.status in rf.FINISHED), key=lambda r: (str(r.path), r.seed)):
         groups.setdefault(tuple(run.settings.items()), SeedGroup(run.settings, [])).runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)

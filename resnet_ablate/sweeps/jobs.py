@@ -1,11 +1,14 @@
 """Jobs: the submitit job that trains a batch of runs (with the trainer's signal hand-over and crash
-retries), the executors for launcher=local|slurm|debug, the record of which job trains which runs, and the
-SLURM states of those jobs."""
+retries, in a child process it watches), the executors for launcher=local|slurm|debug, the record of which
+job trains which runs, the SLURM states of those jobs and why one ended."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any, Iterator
 
 import submitit
 
+from .. import safepickle
 from ..registry import UsageError, first_line
 from ..training.config import Config, run_name
 from ..training.trainer import StopRequest, train
@@ -25,6 +29,10 @@ LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "R
 
 class RunCrashed(RuntimeError):
     """A job's runs crashed more often than max_retries allows."""
+
+
+class ChildCrashed(RuntimeError):
+    """The training process of an isolated job raised, or was killed (e.g. by the out-of-memory killer)."""
 
 
 class SweepJob(submitit.helpers.Checkpointable):
@@ -46,10 +54,15 @@ class SweepJob(submitit.helpers.Checkpointable):
         paused and the job returns their summaries; the same command resumes them.
     A crash (an exception from training) is retried in place max_retries times, each from the checkpoints;
     then the job fails with RunCrashed, which submitit records in its logs and `status` reports.
+
+    `isolate` (launcher=local and slurm): each attempt trains in a child process that this one watches and
+    forwards SIGTERM/SIGUSR2 to, so a training process killed outright (SIGKILL from the out-of-memory
+    killer, or a kill -9) is a crash like any other, retried from the checkpoints; and a failed CUDA context
+    is not reused by the retry.
     """
 
-    def __init__(self, max_retries: int) -> None:
-        self.max_retries = max_retries
+    def __init__(self, max_retries: int, isolate: bool = False) -> None:
+        self.max_retries, self.isolate = max_retries, isolate
 
     def __call__(self, cfgs: list[Config]) -> list[dict]:
         crashes = 0
@@ -57,19 +70,82 @@ class SweepJob(submitit.helpers.Checkpointable):
             stop = StopRequest()
             try:
                 with _trainer_signals(stop) as replaced:
-                    summaries = train(cfgs, stop)
+                    summaries = train_isolated(cfgs, stop) if self.isolate else train(cfgs, stop)
             except UsageError:
                 raise
             except Exception as e:  # noqa: BLE001 - any crash of training is retried, then reported
                 crashes += 1
-                traceback.print_exc()
+                if not isinstance(e, ChildCrashed):  # the child printed its own traceback
+                    traceback.print_exc()
                 if crashes > self.max_retries:
                     raise RunCrashed(f"crashed {crashes} times, last: {type(e).__name__}: {first_line(e)}") from e
-                print(f"retry {crashes} of {self.max_retries}, from the checkpoints", file=sys.stderr, flush=True)
+                print(f"{type(e).__name__}: {first_line(e)}; retry {crashes} of {self.max_retries}, from the "
+                      f"checkpoints", file=sys.stderr, flush=True)
                 continue
             if not callable(replaced.get(stop.reason or "")):
                 return summaries
             signal.raise_signal(signal.Signals[stop.reason])  # type: ignore[misc]
+
+
+def _train_child(conn: Any, cfgs: list[Config]) -> None:
+    """The child of an isolated job: train, and send back ('ok', summaries), ('usage', line) or ('crash', line)."""
+    stop = StopRequest()
+    stop.install()
+    try:
+        conn.send(("ok", train(cfgs, stop)))
+    except UsageError as e:
+        conn.send(("usage", str(e)))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which retries
+        traceback.print_exc()
+        conn.send(("crash", f"{type(e).__name__}: {first_line(e)}"))
+    finally:
+        conn.close()
+
+
+def train_isolated(cfgs: list[Config], stop: StopRequest) -> list[dict]:
+    """`train(cfgs)` in a fresh child process (spawned: no CUDA or thread state inherited), forwarding the
+    stop signal this process receives; the child's UsageError is raised here, and a crash or a kill is
+    ChildCrashed."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_train_child, args=(send, cfgs), name="resnet_ablate-train")
+    child.start()
+    send.close()
+    message, forwarded, closed = None, None, False
+    while not closed:  # until the child closes its end: after its message, or by dying
+        if receive.poll(0.2):
+            try:
+                message = receive.recv()
+            except EOFError:
+                closed = True
+        if stop.reason in ("SIGTERM", "SIGUSR2") and stop.reason != forwarded and child.is_alive():
+            os.kill(child.pid, signal.Signals[stop.reason])
+            forwarded = stop.reason
+    child.join()
+    if message is None:
+        raise ChildCrashed(_death(child.exitcode))
+    kind, value = message
+    if kind == "usage":
+        raise UsageError(value)
+    if kind == "crash":
+        raise ChildCrashed(value)
+    return value
+
+
+def killed_by(number: int) -> str:
+    """'killed by SIGNAME', with the usual culprit of a SIGKILL."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by {name}" + (" (the out-of-memory killer, or a kill -9)" if number == signal.SIGKILL else "")
+
+
+def _death(exitcode: int | None) -> str:
+    """Why a child ended without a word: its signal or its exit code."""
+    if exitcode is not None and exitcode < 0:
+        return f"the training process was {killed_by(-exitcode)}"
+    return f"the training process exited with code {exitcode} without a result"
 
 
 @contextlib.contextmanager
@@ -120,6 +196,44 @@ def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
     jobs = [submitit.SlurmJob(folder=folder / SUBMITIT_DIR, job_id=i) for i in ids]
     jobs[0].watcher.update()  # one sacct call for all of them
     return {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
+
+
+def ended_cause(job_id: str) -> str:
+    """Why a SLURM job that wrote no result ended, in words, from sacct's states and exit codes of the job and
+    its steps: out of memory, time limit, killed by a signal, cancelled, node failure, or an exit code."""
+    try:
+        out = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State,ExitCode", "-P", "-n"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    states = {state.split()[0] for _, state, _ in rows if state}
+    codes = [tuple(int(x) for x in code.split(":")) for _, _, code in rows if code.replace(":", "").isdigit()]
+    signals = sorted({sig for _, sig in codes if sig}, key=lambda n: n != signal.SIGKILL)
+    if "OUT_OF_MEMORY" in states:
+        return "out of memory"
+    if "TIMEOUT" in states:
+        return "time limit"
+    if signals:
+        return killed_by(signals[0])
+    for state, words in (("NODE_FAIL", "node failure"), ("CANCELLED", "cancelled (scancel)")):
+        if state in states:
+            return words
+    exits = sorted({code for code, _ in codes if code})
+    return f"exit code {exits[-1]}" if exits else ""
+
+
+def read_outcome(path: Path) -> tuple[str, Any]:
+    """A submitit result file's (outcome, value) without running code: only plain data is unpickled (a
+    sweep folder may come from someone else); ('unreadable', why) for anything else."""
+    try:
+        with open(path, "rb") as f:
+            data = safepickle.load(f)
+    except Exception as e:  # noqa: BLE001 - a foreign or torn file: any unpickling error
+        return "unreadable", f"{type(e).__name__}: {first_line(e)}"
+    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], str)):
+        return "unreadable", "not a submitit result"
+    return data
 
 
 def outcome(job: Any) -> str | None:

@@ -12,10 +12,11 @@ from omegaconf import OmegaConf
 from ..registry import UsageError, closest, unknown
 from ..training import runfolder as rf
 from ..training.config import Config, fields, run_dir, run_name
+from ..training.writer import check_settings, read_config
 from .jobs import LIVE_STATES, RunCrashed, SweepJob, executor, outcome, record_jobs, slurm_states
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
-from .specs import expand, pack, parse_distribution
+from .specs import SweepPlan, expand, pack, parse_distribution
 from .sweepfolder import latest_jobs, write_sweep
 
 
@@ -70,10 +71,20 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
 
 
 def finished(cfg: Config) -> str | None:
-    """'done' or 'fail' for a run whose result.json says so, else None."""
-    result = rf.read_result(run_dir(cfg))
-    status = result.get("status") if result else None
-    return status if status in rf.FINISHED else None
+    """'done' or 'fail' for a run whose folder holds it finished with these settings, 'damaged' for a folder
+    whose result.json or config.yaml cannot be read, else None. A folder of other settings is refused; one
+    trained from another data_dir or init file is left to the trainer, which compares the data themselves."""
+    folder = run_dir(cfg)
+    try:
+        check_settings(folder, cfg)
+        result = rf.read_result(folder)
+        saved = read_config(folder)
+    except rf.Damaged as e:
+        print(f"damaged, skipped: {e}", file=sys.stderr, flush=True)
+        return "damaged"
+    if result is None or saved is None or (saved.data_dir, saved.init) != (cfg.data_dir, cfg.init):
+        return None
+    return result["status"]
 
 
 def launch_main(launch_overrides: list[str], run_overrides: list[str], command: str) -> int:
@@ -81,22 +92,29 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     launch = parse_launch(launch_overrides)
     plan = expand(launch, run_overrides)
     states = {run_name(c): finished(c) for c in plan.cfgs}
-    live = _live_runs(plan.folder)
+    live = _live_runs(plan.folder, [c for c in plan.cfgs if states[run_name(c)] is None])
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
+    damaged = sum(s == "damaged" for s in states.values())
     trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
     print(f"sweep {plan.name} (budget {plan.budget}, layout {plan.layout}{trials}): {len(plan.cfgs)} runs in "
-          f"{plan.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
-          f"running, {len(todo)} to run", flush=True)
+          f"{plan.folder}; {sum(s in rf.FINISHED for s in states.values())} finished, {len(live)} queued or "
+          f"running, {len(todo)} to run" + (f", {damaged} damaged (skipped, see above)" if damaged else ""),
+          flush=True)
     if launch.dry_run:
         for name, state in states.items():
             print(f"  {state or live.get(name) or '-':<8} {name}")
         return 0
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
     write_sweep(plan.record(command, launch.launcher))
+    return max(_run(launch, plan, executor_, todo), 2 if damaged else 0)
+
+
+def _run(launch: Launch, plan: SweepPlan, executor_, todo: list[Config]) -> int:
+    """Train or submit the runs to do; 1 when a run crashed in a waited-for job."""
     batches = pack(todo, launch.runs_per_job)
     if not batches:
         return 0
-    job = SweepJob(launch.max_retries)
+    job = SweepJob(launch.max_retries, isolate=launch.launcher in ("local", "slurm"))
     if executor_ is None:
         return _report([_run_inline(job, batch) for batch in batches], batches)
     if launch.launcher == "slurm":
@@ -114,12 +132,18 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     return _report(outcomes, batches)
 
 
-def _live_runs(folder: Path) -> dict[str, str]:
-    """Runs whose latest SLURM job is still queued or running (never submitted twice), with that state."""
+def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, str]:
+    """Runs that are live, with that state: trained now by any process (the folder's lock is held; whatever
+    launched it), or whose latest SLURM job is still queued or running. Never started twice."""
     latest = latest_jobs(folder)
     states = slurm_states(list(latest.values()), folder)
-    return {run: states[r["job_id"]].lower() for run, r in latest.items()
+    live = {run: states[r["job_id"]].lower() for run, r in latest.items()
             if states.get(r["job_id"], "").upper() in LIVE_STATES}
+    for cfg in unfinished:
+        who = rf.holder(run_dir(cfg))
+        if who is not None:
+            live[run_name(cfg)] = f"running ({rf.describe(who)})"
+    return live
 
 
 def _run_inline(job: SweepJob, batch: list[Config]) -> str | None:

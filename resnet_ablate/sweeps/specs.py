@@ -29,6 +29,7 @@ from .sweepfolder import LAYOUTS, SweepRecord
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials")
 BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
+FOLDER_KEYS = ("run_dir", "sweep_dir")  # one run's folder, the sweep's folder: never per run of a sweep
 
 
 def sweep_values(value: str) -> list[str]:
@@ -216,6 +217,9 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
     if any(key_of(o) == "run_dir" for o in run_overrides):
         raise UsageError("run_dir names one run's folder; a sweep puts its runs under sweep_dir= (or runs_root=)")
     base = spec.runs(launch.budget) if spec else [[]]
+    for key in (key_of(o) for overrides in base for o in overrides if key_of(o) in FOLDER_KEYS):
+        raise UsageError(f"{spec.path}: {key} may not be set in a spec (its runs would share one folder); "
+                         f"give sweep_dir= on the command line instead")
     for overrides in base:
         _parse_from(spec, overrides)
     search = random_search(launch, spec, run_overrides)
@@ -248,6 +252,9 @@ def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -
     if not search:
         raise UsageError("sweep.method=random needs distributions: a spec's search: block or search.KEY=DIST:LOW:HIGH")
     for key in search:
+        if key in FOLDER_KEYS:
+            raise UsageError(f"search.{key}: folders are not searched (the trials would share one folder); "
+                             f"give sweep_dir= once instead")
         if key not in fields():
             raise UsageError(f"search.{key}: unknown key '{key}'{closest(key, list(fields()))}; see --help for the keys")
         if key in map(key_of, run_overrides):

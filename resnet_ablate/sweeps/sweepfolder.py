@@ -104,4 +104,5 @@ def append_job(folder: Path, job_id: str, launcher: str, runs: list[str]) -> Non
 
 def latest_jobs(folder: Path) -> dict[str, dict]:
     """Each run's most recent job record (job_id, launcher, runs) from .submitit/jobs.jsonl."""
-    return {run: record for record in rf.read_jsonl(folder / SUBMITIT_DIR / JOBS_FILE) for run in record["runs"]}
+    return {run: record for record in rf.read_jsonl(folder / SUBMITIT_DIR / JOBS_FILE, required="runs")
+            for run in record["runs"]}

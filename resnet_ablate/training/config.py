@@ -8,6 +8,7 @@ whose name clashes with a key fails at registration. Parsing and validation are 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ SCHEDULES = ("step", "cosine", "onecycle")
 LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 SECTIONS = ("model", "data", "recipe", "run")
+MAX_NAME = 200  # bytes of a run folder's name: below the 255 of common file systems, with room for prefixes
 
 
 def opt(default: Any, help: str, section: str, identity: bool = True, choices: Callable[[], list[str]] | None = None):
@@ -195,11 +197,25 @@ def identity_items(cfg: Config) -> dict[str, Any]:
 
 
 def run_name(cfg: Config) -> str:
-    """A readable folder name: data set, depth, unit, shortcut, every other changed setting, seed."""
+    """A readable folder name: data set (a folder data set with its folder's name), depth, unit, shortcut,
+    every other changed setting, seed. Past MAX_NAME bytes the settings are cut at a setting's end and a hash
+    of all of them is added (`~<hash>`), so the name stays unique and fits every file system; config.yaml
+    holds the full settings."""
     base = ("dataset", "depth", "unit", "shortcut", "seed")
     plain = defaults()
     changed = [f"{k}={fmt(v)}" for k, v in identity_items(cfg).items() if k not in base and v != getattr(plain, k)]
-    return "_".join([cfg.dataset, f"d{cfg.depth}", cfg.unit, cfg.shortcut, *changed, f"s{cfg.seed}"])
+    data = f"folder-{Path(cfg.data_dir).name}" if cfg.dataset == "folder" and cfg.data_dir else cfg.dataset
+    head, tail = [data, f"d{cfg.depth}", cfg.unit, cfg.shortcut], f"s{cfg.seed}"
+    name = "_".join([*head, *changed, tail])
+    if len(name.encode()) <= MAX_NAME:
+        return name
+    digest = "~" + hashlib.sha1("_".join(changed).encode()).hexdigest()[:10]
+    kept = []
+    for part in changed:
+        if len("_".join([*head, *kept, part, digest, tail]).encode()) > MAX_NAME:
+            break
+        kept.append(part)
+    return "_".join([*head, *kept, digest, tail])[:MAX_NAME]
 
 
 def fmt(value: Any) -> str:

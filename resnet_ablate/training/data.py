@@ -9,6 +9,7 @@ a re-encoded CIFAR-10 load too; only an archive this module downloads has its ch
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import safepickle
 from ..registry import UsageError, first_line
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ class Split:
 
 @dataclass
 class Data:
-    """A data set's splits, class count and normalisation (mean, std broadcastable to (3, S, S))."""
+    """A data set's splits, class count, normalisation (mean, std broadcastable to (3, S, S)) and
+    `fingerprint`, the hash of what was read (see `fingerprint`)."""
 
     train: Split
     test: Split
@@ -59,22 +62,38 @@ class Data:
     num_classes: int
     mean: torch.Tensor
     std: torch.Tensor
+    fingerprint: str = ""
 
     def to(self, device: torch.device) -> "Data":
         val = self.val.to(device) if self.val is not None else None
         return Data(self.train.to(device), self.test.to(device), val, self.num_classes,
-                    self.mean.to(device), self.std.to(device))
+                    self.mean.to(device), self.std.to(device), self.fingerprint)
+
+
+def fingerprint(train: Split, test: Split, num_classes: int) -> str:
+    """The data's identity: a hash of every image and label as read (before any hold-out), so the same data
+    under another path or a copied archive matches, and another data set or a re-encoded copy does not. A run
+    folder records it; reusing the folder with other data is refused."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str((num_classes, tuple(train.images.shape), tuple(test.images.shape))).encode())
+    for tensor in (train.images, train.labels, test.images, test.labels):
+        h.update(tensor.contiguous().numpy().data)
+    return h.hexdigest()
 
 
 def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR batch, validated: (n, 3072) uint8 images and n labels in range."""
+    """One pickled CIFAR batch, validated: (n, 3072) uint8 images and n labels in range. The pickle is read
+    with an unpickler that builds only what a CIFAR batch holds (dicts, lists, bytes, numpy arrays), so a file
+    in data_dir cannot run code."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = safepickle.load(f, safepickle.NUMPY_ARRAYS, encoding="bytes")
+        if not isinstance(batch, dict):
+            raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
         images = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
-        raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e})") from e
+    except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError) as e:
+        raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {first_line(e)})") from e
     if images.ndim != 2 or images.shape[1] != 3072 or len(labels) != len(images):
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -221,9 +240,10 @@ def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split
         train, test, classes = read_cifar(dataset, data_dir, download)
     if val_split >= len(train):
         raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
+    identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
-    return Data(train, test, val, classes, mean, std)
+    return Data(train, test, val, classes, mean, std, identity)
 
 
 def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:

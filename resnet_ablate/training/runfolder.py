@@ -1,41 +1,109 @@
 """The run folder, the only interface between training and everything after it (launcher, status, report).
 
-    config.yaml      resolved config, written at start
-    metrics.jsonl    one line per evaluation
-    probes.jsonl     one line per gradient probe (when asked for)
-    checkpoint.pt    latest state, written atomically (temp file + rename)
+    config.yaml      resolved config, written at start; every reuse of the folder is checked against it
+    metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
+    probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
+    checkpoint.pt    latest state, written atomically (temp file + rename + folder fsync)
     result.json      written once at the end: status done | fail, and the final numbers
+    .lock            the trainer's lock: flock(2)ed while a process trains the folder (released by the kernel
+                     when it dies, so never stale) and holding its owner as JSON (pid, host, slurm_job,
+                     started); left in place after the run (removing it would race with the next trainer)
 
-A folder with result.json is finished; one with config.yaml but no result.json is unfinished (running,
-paused or killed: the next run of the same command resumes it).
+A folder with result.json is finished; one with config.yaml but no result.json is unfinished: running while
+the lock is held, else paused or killed (the next run of the same command resumes it from checkpoint.pt).
+Files are created with the process's umask (as any file), so teammates on a shared file system can read them.
+Temp files of atomic writes are `.<file>.<random>.tmp`; a killed writer's are removed by the next trainer.
+
+Damaged state is one UsageError naming the file and what to do (`Damaged`), never a silent repair: a torn
+last line of a .jsonl file is what a kill leaves and is dropped; any other unreadable line is an error and
+the file is left as it is.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import secrets
+import socket
 import subprocess
-import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, IO
 
 import torch
 
+from ..registry import UsageError, first_line
+
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
+LOCK = ".lock"
 FINISHED = ("done", "fail")
+CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "elapsed", "best", "interval_seconds")  # at least these
+LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temp file in the same folder and rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+class Damaged(UsageError):
+    """A run-folder file that cannot be read as what it should be: one line naming it and what to do."""
+
+
+class Busy(UsageError):
+    """The folder is being trained by another process: one line naming the owner."""
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temp file beside `path` (mode 0666 less the umask), as (fd, path)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename or a new file in it survives a node crash (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _cannot_write(path: Path, error: BaseException) -> UsageError:
+    """The one-line error for a failed write (a full disk, a quota, a read-only file system)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
+    try:
+        st = os.statvfs(path.parent)
+        reason += f"; {st.f_bavail * st.f_frsize / 2**20:.0f} MB free there"
+    except OSError:
+        pass
+    kept = f"the previous {path.name} is kept; " if path.exists() else ""
+    return UsageError(f"cannot write {path} ({reason}): {kept}free space (or fix the file system) and run the "
+                      f"same command again")
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temp file in the same folder, fsync, rename and fsync the folder, so a reader never
+    sees half a file and a node crash leaves the old or the new one."""
+    try:
+        fd, tmp = _create_temp(path)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError ("unexpected pos")
+        tmp.unlink(missing_ok=True)
+        raise _cannot_write(path, e) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -47,8 +115,25 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
+    """Append one line (made durable by `sync_files` at the next checkpoint)."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(obj) + "\n")
+    except OSError as e:
+        raise _cannot_write(path, e) from e
+
+
+def sync_files(*paths: Path) -> None:
+    """fsync appended files that exist (before a checkpoint claims their lines)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -56,32 +141,165 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict | None:
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    """The checkpoint, None when there is none; Damaged for a truncated, empty or foreign file."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
+        raise Damaged(f"{path} is damaged ({type(e).__name__}: {first_line(e)}): delete it to train the run again "
+                      f"from iteration 0, or put back a good copy") from e
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else ["everything"]
+    if missing:
+        raise Damaged(f"{path} is not a checkpoint of this package (no {', '.join(missing)}): delete it to train the "
+                      f"run again from iteration 0")
+    return state
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Lines of a .jsonl file; a torn last line (a killed writer) is ignored."""
+def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
+    """The lines of a .jsonl file as dicts, each with the key `required`. A torn last line (a killed writer)
+    is dropped; any other line that is not such a JSON object is Damaged, naming the file and line."""
     if not path.is_file():
         return []
+    lines = path.read_text(errors="replace").splitlines()
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+            problem = "" if isinstance(row, dict) and (required is None or required in row) else \
+                f"a line without '{required}'"
+        except json.JSONDecodeError as e:
+            row, problem = None, f"not JSON: {e.msg}"
+        if problem and number == len(lines) and not problem.startswith("a line"):
+            break  # torn last line
+        if problem:
+            raise Damaged(f"{path} line {number} is damaged ({problem}); nothing was changed: repair or delete "
+                          f"that line and run again")
+        rows.append(row)
     return rows
 
 
-def read_result(folder: Path) -> dict | None:
-    path = folder / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def truncate_jsonl(path: Path, last_iteration: int) -> None:
-    """Drop lines written after `last_iteration` (by a run killed after its last checkpoint)."""
+    """Drop lines written after `last_iteration` (by a run killed after its last checkpoint), and a torn last
+    line; the file is rewritten only when that changes it."""
+    if not path.is_file():
+        return
     rows = [r for r in read_jsonl(path) if r["iteration"] <= last_iteration]
-    if path.is_file():
-        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if text != path.read_text(errors="replace"):
+        write_text(path, text)
+
+
+def read_result(folder: Path) -> dict | None:
+    """result.json as a dict, None when there is none; Damaged when it is not a JSON object with a status."""
+    path = folder / RESULT
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise Damaged(f"{path} is damaged (not JSON: {first_line(e)}): delete it to resume the run from its "
+                      f"checkpoint") from e
+    if not isinstance(result, dict) or result.get("status") not in FINISHED:
+        raise Damaged(f"{path} is damaged (no status done or fail): delete it to resume the run from its checkpoint")
+    return result
+
+
+def create_folder(folder: Path, key: str = "run_dir") -> None:
+    """mkdir -p, as one line when a file is in the way or the parent is not writable."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise UsageError(f"{key}: {folder} is a file, not a folder: choose another {key}") from e
+    except OSError as e:
+        raise UsageError(f"{key}: cannot create the folder {folder} ({e.strerror}): choose another {key}") from e
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files killed writers left (call with the folder's lock held); returns them."""
+    stale = [p for name in (CONFIG, CHECKPOINT, RESULT, METRICS, PROBES) for p in folder.glob(f".{name}.*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def owner() -> dict[str, Any]:
+    """Who this process is, as the lock file records it: pid, host, SLURM job (or null), start time."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": job,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def describe(who: dict[str, Any]) -> str:
+    """An owner in words: 'pid 12 on node1, SLURM job 34_5, since 2024-01-01 12:00:00'."""
+    if not who:
+        return "an unknown process"
+    parts = [f"pid {who.get('pid')} on {who.get('host')}"]
+    parts += [f"SLURM job {who['slurm_job']}"] if who.get("slurm_job") else []
+    parts += [f"since {who['started']}"] if who.get("started") else []
+    return ", ".join(parts)
+
+
+class FolderLock:
+    """The one-trainer-per-folder lock: an exclusive flock on `<folder>/.lock`, held until `release()` or the
+    process's death. `acquire` refuses with Busy, naming the owner, when another process holds it."""
+
+    def __init__(self, fd: int, folder: Path) -> None:
+        self.fd, self.folder = fd, folder
+
+    @classmethod
+    def acquire(cls, folder: Path) -> FolderLock:
+        path = folder / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UsageError(f"cannot create {path} ({e.strerror}): the run folder must be writable") from e
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == LOCK_TRIES - 1:
+                    os.close(fd)
+                    raise Busy(f"{folder} is being trained by another process ({describe(holder(folder) or {})}): "
+                               f"wait for it to end, or stop it; the same command then resumes the run") from None
+                time.sleep(0.05)
+            except OSError as e:  # a file system without flock (e.g. Lustre mounted noflock)
+                print(f"warning: cannot lock {path} ({e.strerror}); nothing stops a second trainer of this folder",
+                      flush=True)
+                break
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner()) + "\n").encode(), 0)
+        return cls(fd, folder)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = -1
+
+
+def holder(folder: Path) -> dict[str, Any] | None:
+    """The owner recorded in the folder's lock while a process holds it ({} when it is held but the record is
+    unreadable); None when nobody trains the folder."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        try:
+            who = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            who = {}
+        return who if isinstance(who, dict) else {}
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def git_commit() -> str | None:

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 
-from ..registry import UsageError
+from ..registry import UsageError, first_line
 from . import data as datamod
 from .config import Config, default_data_dir, run_dir, run_name
 from .evaluate import evaluate, probe
 from .optim import lr_at
+from .runfolder import CHECKPOINT, Damaged
 from .state import RunState
 from .step import make_stepper
-from .writer import RunWriter, finite
+from .writer import RunWriter, file_sha256, finite
 
 # Settings packed runs must share: they step together on one device.
 LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic")
@@ -65,24 +66,46 @@ class TrainingRun:
 
     def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
-        self.writer = RunWriter(cfg, run_dir(cfg), run_name(cfg))
+        inputs = {"data_fingerprint": data.fingerprint, "init_sha256": file_sha256(cfg.init)}
+        self.writer = RunWriter(cfg, run_dir(cfg), run_name(cfg), inputs)
         self.status = Status.TRAINING
         self.state: RunState | None = None
 
     def start(self) -> None:
-        """Resume or create the run folder; a finished run is left alone."""
-        found = self.writer.finished()
-        if found is not None:
-            self.status, self.writer.result = Status(found["status"]), found
-            print(f"[{self.writer.name}] already finished ({found['status']}) in {self.writer.dir}; nothing to do",
-                  flush=True)
+        """Resume or create the run folder, holding its lock while training; a finished run of the same
+        settings and inputs is left alone, a folder of other ones refused."""
+        if self._finished():
             return
-        self.state = RunState(self.cfg, self.data, self.device, self.precision)
         self.writer.claim()
-        saved = self.writer.resume()
-        if saved is not None:
+        if self._finished():  # finished by another trainer just before this one took the lock
+            return
+        try:
+            self.state = RunState(self.cfg, self.data, self.device, self.precision)
+            saved = self.writer.resume()
+            if saved is not None:
+                self._load(saved)
+            self.writer.open(self.state.iteration)
+        except BaseException:
+            self.writer.release()
+            raise
+
+    def _finished(self) -> bool:
+        """Whether the folder holds this run finished (then said, the lock given back)."""
+        found = self.writer.finished()
+        if found is None:
+            return False
+        self.writer.release()
+        self.status, self.writer.result = Status(found["status"]), found
+        print(f"[{self.writer.name}] already finished ({found['status']}) in {self.writer.dir}; nothing to do",
+              flush=True)
+        return True
+
+    def _load(self, saved: dict) -> None:
+        try:
             self.state.load_state_dict(saved)
-        self.writer.open(self.state.iteration)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise Damaged(f"{self.writer.dir / CHECKPOINT} does not fit this run ({type(e).__name__}: "
+                          f"{first_line(e)}): delete it to train the run again from iteration 0") from e
 
     def at_boundary(self) -> bool:
         it = self.state.iteration
@@ -124,7 +147,7 @@ class TrainingRun:
             self.writer.checkpoint(self.state.state_dict())
         if self.status is Status.TRAINING and stop_reason:
             self.status = Status.PAUSED
-            self.writer.close()
+            self.writer.release()
             print(f"[{self.writer.name}] stopped at iteration {self.state.iteration} ({stop_reason}); "
                   f"checkpoint saved, run the same command again to resume", flush=True)
 
@@ -142,8 +165,10 @@ class TrainingRun:
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
-            "torch": torch.__version__, "device": device_name(self.device), "git_commit": self.writer.commit,
+            "torch": torch.__version__, "device": device_name(self.device), "threads": torch.get_num_threads(),
+            "git_commit": self.writer.commit,
         })
+        self.writer.release()
 
     def summary(self) -> dict:
         """result.json's contents for a finished run; status and iteration for a paused one."""
@@ -159,12 +184,16 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     device, precision = setup(cfgs[0])
     datasets = load_data(cfgs, device)
     runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
-    for run in runs:
-        run.start()
-    if stop is None:
-        stop = StopRequest()
-        stop.install()
-    loop(runs, stop)
+    try:
+        for run in runs:
+            run.start()
+        if stop is None:
+            stop = StopRequest()
+            stop.install()
+        loop(runs, stop)
+    finally:  # a crash or a refusal gives the folders back at once (a retry in this process takes them again)
+        for run in runs:
+            run.writer.release()
     return [run.summary() for run in runs]
 
 

@@ -1,15 +1,23 @@
-"""The run folder of one training run as it is written (the format is `runfolder.py`'s): config.yaml checked
-and written at start, metrics and probe lines, checkpoints, the tracker, the progress line and result.json;
-and the run's clock (elapsed and interval seconds) and best test error, which a checkpoint keeps too."""
+"""The run folder of one training run as it is written (the format is `runfolder.py`'s): the checks every
+reuse of a folder passes (the settings against config.yaml, the data and init weights against what the
+checkpoint or result recorded), the folder's lock, config.yaml, metrics and probe lines, checkpoints, the
+tracker, the progress line and result.json; and the run's clock (elapsed and interval seconds) and best test
+error, which a checkpoint keeps too."""
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
-from ..registry import UsageError
+import yaml
+from omegaconf.errors import OmegaConfBaseException
+
+from ..registry import UsageError, first_line
 from . import runfolder as rf
 from . import tracking
 from .config import Config, from_yaml, identity_items, to_yaml
+
+INPUTS = ("data_fingerprint", "init_sha256")  # what a run read besides its settings, recorded and checked
 
 
 def finite(x: float) -> float | None:
@@ -21,44 +29,126 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-class RunWriter:
-    """Writes one run folder; `last_row` is the latest metrics line, `result` result.json once written."""
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of a file (the init weights), None for no file; one line when it cannot be read."""
+    if not path:
+        return None
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise UsageError(f"init={path}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror}") from e
+    return h.hexdigest()
 
-    def __init__(self, cfg: Config, folder: Path, name: str) -> None:
+
+def read_config(folder: Path) -> Config | None:
+    """The folder's config.yaml, None when there is none; rf.Damaged when it cannot be read as a config."""
+    path = folder / rf.CONFIG
+    if not path.is_file():
+        return None
+    try:
+        if not path.read_text().strip():
+            raise ValueError("empty file")
+        return from_yaml(path)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise rf.Damaged(f"{path} is damaged ({first_line(e)}): put back the run's config.yaml, or remove the folder "
+                         f"to train the run again") from e
+
+
+def check_settings(folder: Path, cfg: Config) -> None:
+    """Refuse a folder whose config.yaml holds other settings than `cfg` (every reuse: resume or finished).
+    The init file is compared by its contents (`check_inputs`), not its path, so a copy of it matches."""
+    saved = read_config(folder)
+    if saved is None:
+        return
+    old, new = identity_items(saved), identity_items(cfg)
+    diff = [f"{k}: {old[k]} vs {new[k]}" for k in new if old.get(k) != new[k] and k != "init"]
+    if diff:
+        raise UsageError(f"{folder} holds a run with other settings ({'; '.join(diff)}); use another run_dir or "
+                         f"remove it")
+
+
+def check_inputs(folder: Path, recorded: dict, inputs: dict, where: str) -> None:
+    """Refuse a folder whose checkpoint or result (`where`) recorded other data or init weights than `inputs`;
+    records from before these were kept have none and pass."""
+    for key in INPUTS:
+        if recorded.get(key, inputs.get(key)) != inputs.get(key):
+            what = "other data" if key == "data_fingerprint" else "other init weights"
+            raise UsageError(f"{folder} was trained on {what} ({key} {recorded[key]} in {where}, {inputs[key]} now): "
+                             f"use another run_dir, or remove the folder to train the run again")
+
+
+class RunWriter:
+    """Writes one run folder; `last_row` is the latest metrics line, `result` result.json once written.
+    `inputs` (data fingerprint, init hash) go into every checkpoint and the result, and are checked on reuse."""
+
+    def __init__(self, cfg: Config, folder: Path, name: str, inputs: dict | None = None) -> None:
         self.cfg, self.dir, self.name = cfg, folder, name
+        self.inputs = inputs or {}
         self.commit = rf.git_commit()  # the code this process trains with
         self.elapsed, self.interval_seconds, self.best = 0.0, 0.0, math.inf
         self.last_row: dict = {}
         self.result: dict | None = None
         self.tracker: tracking.Tracker | None = None
+        self.lock: rf.FolderLock | None = None
 
     def finished(self) -> dict | None:
-        """result.json when the folder holds a finished run (done or fail), else None."""
+        """result.json when the folder holds a finished run of these settings and inputs, else None; a folder
+        of other settings or inputs, or a damaged config.yaml or result.json, is refused."""
+        if not self.dir.is_dir():
+            return None
+        check_settings(self.dir, self.cfg)
         result = rf.read_result(self.dir)
-        return result if result is not None and result.get("status") in rf.FINISHED else None
+        if result is not None:
+            check_inputs(self.dir, result, self.inputs, rf.RESULT)
+        return result
 
     def claim(self) -> None:
-        """Create the folder, refuse one that holds a run with other settings, write config.yaml."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / rf.CONFIG
-        if path.is_file():
-            old, new = identity_items(from_yaml(path)), identity_items(self.cfg)
-            diff = [f"{k}: {old[k]} vs {new[k]}" for k in new if old.get(k) != new[k]]
-            if diff:
-                raise UsageError(f"{self.dir} holds a run with other settings ({'; '.join(diff)}); "
-                                 f"use another run_dir or remove it")
-        rf.write_text(path, to_yaml(self.cfg))
+        """Create the folder, take its lock (refusing while another process trains it), remove temp files a
+        killed writer left, refuse other settings, write config.yaml."""
+        rf.create_folder(self.dir, "run_dir" if self.cfg.run_dir else "runs_root")
+        self.lock = rf.FolderLock.acquire(self.dir)
+        try:
+            for stale in rf.remove_stale_temps(self.dir):
+                print(f"[{self.name}] removed {stale.name}, left by a writer that was killed", flush=True)
+            check_settings(self.dir, self.cfg)
+            rf.write_text(self.dir / rf.CONFIG, to_yaml(self.cfg))
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Close the tracker and give up the folder's lock (the process's death releases it too)."""
+        self.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def resume(self) -> dict | None:
-        """The latest checkpoint (its clock restored here), or None for a fresh run."""
+        """The latest checkpoint (its clock restored here), or None for a fresh run; a checkpoint of other data
+        or init weights is refused, and training a folder with metrics but no checkpoint again says so."""
         state = rf.load_checkpoint(self.dir / rf.CHECKPOINT)
-        if state is not None:
-            self.elapsed, self.best, self.interval_seconds = state["elapsed"], state["best"], state["interval_seconds"]
-            print(f"[{self.name}] resuming from iteration {state['iteration']}", flush=True)
+        if state is None:
+            self._say_restart()
+            return None
+        check_inputs(self.dir, state, self.inputs, rf.CHECKPOINT)
+        self.elapsed, self.best, self.interval_seconds = state["elapsed"], state["best"], state["interval_seconds"]
+        print(f"[{self.name}] resuming from iteration {state['iteration']}", flush=True)
         return state
 
+    def _say_restart(self) -> None:
+        rows = rf.read_jsonl(self.dir / rf.METRICS)
+        if rows:
+            print(f"[{self.name}] {self.dir} has {len(rows)} metrics lines (up to iteration {rows[-1]['iteration']}) "
+                  f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them", flush=True)
+
     def open(self, iteration: int) -> None:
-        """Drop lines a killed predecessor wrote past its checkpoint; open the tracker at `iteration`."""
+        """Drop lines a killed predecessor wrote past its checkpoint (after checking that both files read, so a
+        damaged one leaves both as they are); open the tracker at `iteration`."""
+        for name in (rf.METRICS, rf.PROBES):
+            rf.read_jsonl(self.dir / name)
         for name in (rf.METRICS, rf.PROBES):
             rf.truncate_jsonl(self.dir / name, iteration)
         self.tracker = tracking.open_tracker(self.cfg.logger, self.dir, self.name, self.cfg, iteration)
@@ -69,8 +159,10 @@ class RunWriter:
         self.interval_seconds += seconds if interval else 0.0
 
     def checkpoint(self, training_state: dict) -> None:
-        rf.save_checkpoint(self.dir / rf.CHECKPOINT, {**training_state, "elapsed": self.elapsed, "best": self.best,
-                                                      "interval_seconds": self.interval_seconds})
+        """Make the metrics and probe lines so far durable, then write the checkpoint that claims them."""
+        rf.sync_files(self.dir / rf.METRICS, self.dir / rf.PROBES)
+        rf.save_checkpoint(self.dir / rf.CHECKPOINT, {**training_state, **self.inputs, "elapsed": self.elapsed,
+                                                      "best": self.best, "interval_seconds": self.interval_seconds})
 
     def log_probe(self, iteration: int, norms: dict) -> None:
         rf.append_jsonl(self.dir / rf.PROBES, {"iteration": iteration, **norms})
@@ -91,9 +183,10 @@ class RunWriter:
         self.interval_seconds = 0.0
 
     def write_result(self, result: dict) -> None:
-        """result.json (closing the tracker first)."""
+        """result.json (closing the tracker first), with the run's inputs."""
         self.close()
-        self.result = result
+        rf.sync_files(self.dir / rf.METRICS, self.dir / rf.PROBES)
+        self.result = result = {**result, **self.inputs}
         rf.write_json(self.dir / rf.RESULT, result)
         status, reason = result["status"], result.get("reason")
         print(f"[{self.name}] {status}" + (f": {reason}" if reason else "") + f" -> {self.dir}", flush=True)

@@ -1,0 +1,406 @@
+"""Run folders that can't be shared, reused or truncated by mistake (issue 13): one trainer per folder (the
+lock), the config and the data checked on every reuse, no line lost without a word, one line for damaged
+state, bounded names, umask modes, the thread count, and pickles that cannot run code. The SLURM cases are in
+test_slurm.py."""
+import fcntl
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, cli_env, make_run_folder, write_fake_cifar
+
+from resnet_ablate import lr_find, report, run, status
+from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.training import runfolder as rf
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import train
+
+DONE = [*TINY, "fail_threshold=100"]
+PAUSE = "time_limit_s=0.001"  # stops at the first evaluation (iteration 10), checkpointed
+
+
+def _with(*changes: str) -> list[str]:
+    """DONE with `changes` (key=value) replacing its keys or added: no key given twice."""
+    keys = {c.split("=", 1)[0] for c in changes}
+    return [*(a for a in DONE if a.split("=", 1)[0] not in keys), *changes]
+
+
+def _error(capsys) -> str:
+    """stderr of an in-process command that must have failed with one line."""
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def _paused(folder, *extra):
+    """A run paused at iteration 10 (checkpoint and one metrics line) in `folder`; its settings."""
+    args = [*DONE, *extra, f"run_dir={folder}"]
+    assert train([parse([*args, PAUSE])])[0] == {"status": "paused", "iteration": 10}
+    return args
+
+
+def _hold_lock(folder):
+    """Hold `folder`'s lock as a trainer would (flock on .lock with the owner written in it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": 4242, "host": "node7", "slurm_job": "99_1", "started": "today"}).encode())
+    return fd
+
+
+# 1. A finished folder is the answer only for its own config; folders are not set per run of a sweep.
+
+def test_finished_folder_of_other_settings_is_refused(tmp_path, capsys):
+    folder = tmp_path / "x"
+    train([parse([*DONE, f"run_dir={folder}"])])
+    before = (folder / "result.json").read_text()
+    capsys.readouterr()
+    assert run.main(_with(f"run_dir={folder}", "seed=7", "depth=14", "lr=0.5")) == 2
+    err = _error(capsys)
+    assert f"{folder} holds a run with other settings (depth: 8 vs 14; lr: 0.1 vs 0.5; seed: 0 vs 7)" in err
+    assert (folder / "result.json").read_text() == before
+
+
+def test_sweep_refuses_a_finished_folder_of_other_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = parse([*DONE, "seed=1"])
+    make_run_folder(tmp_path / "s" / run_name(cfg), [*DONE, "seed=1", "lr=0.5"])
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s", "dry_run=true"]) == 2
+    assert "holds a run with other settings (lr: 0.5 vs 0.1)" in _error(capsys)
+
+
+@pytest.mark.parametrize("spec,args,message", [
+    ("overrides: {run_dir: one}\nseeds: [0, 1]\n", [], "run_dir may not be set in a spec"),
+    ("grid: {sweep_dir: [a, b]}\n", [], "sweep_dir may not be set in a spec"),
+    ("seeds: [0]\n", ["search.run_dir=choice:A,B", "sweep.trials=2"], "search.run_dir: folders are not searched"),
+    ("search: {run_dir: {choice: [A, B]}}\ntrials: 2\n", [], "search.run_dir: folders are not searched"),
+])
+def test_specs_and_searches_may_not_set_folders(spec, args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text(spec)
+    assert run.main([*DONE, "ablation=mine.yaml", *args, "dry_run=true"]) == 2
+    assert message in _error(capsys)
+
+
+@pytest.mark.parametrize("main,key,where", [(run.main, "run_dir", "file"), (run.main, "run_dir", "file/r"),
+                                            (run.main, "runs_root", "file/runs"), (lr_find.main, "run_dir", "file")])
+def test_a_run_folder_where_a_file_is_is_one_line(main, key, where, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main([*_with(f"{key}={tmp_path / where}"), *(["steps=5"] if main is lr_find.main else [])]) == 2
+    err = _error(capsys)
+    assert err.startswith(f"error: {key}: ") and "choose another" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+# 2. One trainer per folder: a lock the kernel releases, a refusal naming the owner, the launcher skips it.
+
+def test_second_trainer_is_refused_naming_the_owner_and_a_kill_frees_the_folder(tmp_path, capsys):
+    folder = tmp_path / "r"
+    args = _with("iterations=100000", "milestones=[50000]", "eval_every=2", f"run_dir={folder}")
+    first = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (folder / "metrics.jsonl").is_file():
+            assert time.time() < deadline and first.poll() is None, first.stderr.read()
+            time.sleep(0.05)
+        assert run.main(args) == 2
+        err = _error(capsys)
+        assert err.startswith(f"error: {folder} is being trained by another process (pid {first.pid} on "
+                              f"{socket.gethostname()}, since ")
+    finally:
+        first.kill()
+        first.wait()
+    assert rf.holder(folder) is None  # released by the kernel: no stale lock
+    rf.FolderLock.acquire(folder).release()
+
+
+def test_launcher_skips_runs_another_process_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    busy, free = (tmp_path / "s" / run_name(parse([*DONE, f"seed={s}"])) for s in (0, 1))
+    fd = _hold_lock(busy)
+    try:
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s"]) == 0
+    finally:
+        os.close(fd)
+    assert "2 runs in s; 0 finished, 1 queued or running, 1 to run" in capsys.readouterr().out
+    assert (free / "result.json").is_file() and not (busy / "result.json").exists()
+
+
+# 3. The data and the init weights are part of what a folder is checked against.
+
+def _image_tree(root, seed):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def test_resuming_or_reusing_a_folder_with_other_data_is_refused(tmp_path, capsys):
+    one, other = _image_tree(tmp_path / "one" / "data", 0), _image_tree(tmp_path / "other" / "data", 1)
+    common = ["dataset=folder", "image_size=8", "depth=8", "batch_size=4", "iterations=20", "eval_every=10",
+              "warmup_iters=0", "milestones=[15]", "fail_threshold=100"]
+    paused = tmp_path / "paused"
+    assert train([parse([*common, f"data_dir={one}", f"run_dir={paused}", PAUSE])])[0]["status"] == "paused"
+    finished = tmp_path / "finished"
+    train([parse([*common, f"data_dir={one}", f"run_dir={finished}"])])
+    capsys.readouterr()
+    for folder, where in ((paused, "checkpoint.pt"), (finished, "result.json")):
+        assert run.main([*common, f"data_dir={other}", f"run_dir={folder}"]) == 2
+        assert f"{folder} was trained on other data (data_fingerprint " in _error(capsys)
+    assert not (paused / "result.json").exists()
+    assert run_name(parse([*common, f"data_dir={one}"])).startswith("folder-data_d8_")
+
+
+def test_other_init_weights_are_refused(tmp_path, capsys):
+    import torchvision
+
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        (tmp_path / name).mkdir()
+        torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / name / "r18.pt")
+    args = ["dataset=synthetic", "synthetic_size=16", "arch=imagenet", "depth=18", "batch_size=4", "iterations=2",
+            "eval_every=2", "warmup_iters=0", "milestones=[1]", "fail_threshold=100", f"run_dir={tmp_path / 'r'}"]
+    train([parse([*args, f"init={tmp_path / 'a' / 'r18.pt'}"])])
+    capsys.readouterr()
+    assert run.main([*args, f"init={tmp_path / 'b' / 'r18.pt'}"]) == 2
+    assert "was trained on other init weights (init_sha256 " in _error(capsys)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "r18.pt").write_bytes((tmp_path / "a" / "r18.pt").read_bytes())  # a copy elsewhere matches
+    assert run.main([*args, f"init={tmp_path / 'c' / 'r18.pt'}"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+# 4-7. Lines are not lost without a word; temp files of killed writers go.
+
+def test_damaged_middle_line_is_an_error_and_nothing_is_rewritten(tmp_path, capsys):
+    args = _paused(tmp_path / "r")
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    first = metrics.read_text()
+    for bad in ('{"iteration": 1', '{"epoch": 3}'):  # not JSON; JSON without an iteration
+        metrics.write_text(first + bad + "\n" + first.replace('"iteration": 10', '"iteration": 20'))
+        before = metrics.read_bytes()
+        capsys.readouterr()
+        assert run.main(args) == 2
+        assert f"{metrics} line 2 is damaged" in _error(capsys)
+        assert metrics.read_bytes() == before
+
+
+def test_torn_last_line_is_dropped_on_resume(tmp_path):
+    args = _paused(tmp_path / "r")
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"iteration": 20, "ep')
+    train([parse(args)])
+    assert [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()] == [10, 20, 30]
+
+
+def test_report_lists_a_folder_with_a_damaged_line_and_goes_on(tmp_path, capsys):
+    good = train([parse([*DONE, f"run_dir={tmp_path / 'runs' / 'good'}"])])[0]
+    bad = tmp_path / "runs" / "bad"
+    make_run_folder(bad, [*DONE, "seed=1"], copy_of=tmp_path / "runs" / "good", seed=1)
+    lines = (bad / "metrics.jsonl").read_text().splitlines()
+    (bad / "metrics.jsonl").write_text("\n".join([lines[0], '{"epoch": 3}', *lines[1:]]) + "\n")
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    out = capsys.readouterr().out
+    assert f"- skipped, broken or partial: {bad}: metrics.jsonl line 2 is damaged (a line without 'iteration')" in out
+    assert f"{good['final_test_error']:.2f}" in out
+
+
+def test_appends_and_renames_are_synced_at_each_checkpoint(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    folder = tmp_path / "r"
+    train([parse([*DONE, f"run_dir={folder}"])])
+    writes = [i for i, p in enumerate(synced) if p.startswith((str(folder / ".checkpoint.pt."),
+                                                                  str(folder / ".result.json.")))]
+    assert len(writes) == 3  # checkpoints at iterations 10 and 20, result.json at 30
+    for i in writes:  # the metrics lines before the file that claims them; the folder after its rename
+        assert synced[i - 1] == str(folder / "metrics.jsonl") and synced[i + 1] == str(folder)
+
+
+def test_lost_checkpoint_restart_is_said_before_lines_are_replaced(tmp_path, capsys):
+    args = _paused(tmp_path / "r")
+    (tmp_path / "r" / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    train([parse(args)])
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'r'} has 1 metrics lines (up to iteration 10) but no checkpoint.pt: training again from " \
+           f"iteration 0, which replaces them" in out
+    assert out.index("training again") < out.index("it 10/30")
+
+
+def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    args = _paused(tmp_path / "r")
+    stale = [tmp_path / "r" / ".checkpoint.pt.k2j3h4_x", tmp_path / "r" / ".result.json.0a1b2c3d.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    train([parse(args)])
+    assert not any(p.exists() for p in stale)
+
+
+# 8. Damaged state is one line naming the file and what to do; status and report go on with the rest.
+
+@pytest.mark.parametrize("name,content,message", [
+    ("checkpoint.pt", "truncate", "checkpoint.pt is damaged"),
+    ("checkpoint.pt", b"", "checkpoint.pt is damaged"),
+    ("config.yaml", b"depth: [1\n", "config.yaml is damaged"),
+    ("config.yaml", b"", "config.yaml is damaged (empty file)"),
+    ("result.json", b'{"status": "do', "result.json is damaged (not JSON"),
+])
+def test_damaged_files_are_one_line_naming_the_file(name, content, message, tmp_path, capsys):
+    args = _paused(tmp_path / "r")
+    path = tmp_path / "r" / name
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2] if content == "truncate" else content)
+    capsys.readouterr()
+    assert run.main(args) == 2
+    err = _error(capsys)
+    assert f"error: {path}" in err and message in err and (": delete it" in err or ": put back" in err)
+
+
+def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    args = _paused(tmp_path / "r")
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    real = torch.save
+
+    def save_to_full_disk(obj, f, *a, **k):
+        with open("/dev/full", "wb") as full:
+            real(obj, full, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
+    capsys.readouterr()
+    assert run.main(args) == 2
+    err = _error(capsys)
+    assert f"error: cannot write {tmp_path / 'r' / 'checkpoint.pt'} (" in err
+    assert "the previous checkpoint.pt is kept; free space" in err
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_status_and_relaunch_list_a_corrupt_result_and_go_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s"]) == 0
+    broken = Path("s") / run_name(parse([*DONE, "seed=0"]))
+    (broken / "result.json").write_text('{"status": "do')
+    capsys.readouterr()
+    assert status.main(["s"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("s: 2 runs: 0 pending, 0 running, 0 paused, 1 done, 0 failed, 1 damaged\n")
+    assert f"  damaged {broken.name}: {broken / 'result.json'} is damaged (not JSON" in out
+    assert run.main([*DONE, "seed=0,1,2", "sweep_dir=s"]) == 2
+    captured = capsys.readouterr()
+    assert f"damaged, skipped: {broken / 'result.json'} is damaged" in captured.err
+    assert "3 runs in s; 1 finished, 0 queued or running, 1 to run, 1 damaged" in captured.out
+    assert (tmp_path / "s" / run_name(parse([*DONE, "seed=2"])) / "result.json").is_file()
+
+
+# 9. Names stay readable and within the file system's limit.
+
+def test_long_settings_give_a_bounded_unique_name_that_trains(tmp_path):
+    many = ["momentum=0.912345", "weight_decay=0.000123456", "warmup_lr=0.00123456", "warmup_iters=5",
+            "bn_momentum=0.0123456", "nesterov=true", "decay_bn=false", "normalize=pixel_mean", "val_split=16",
+            "schedule=cosine", "augment=false", "shortcut=gating", "gate_bias=-6.54321", "unit=full_preact",
+            "downsample=conv1x1", "batch_size=4"]
+    cfg = parse(_with("lr=0.0123456", *many, f"runs_root={tmp_path}"))
+    other = parse(_with("lr=0.0223456", *many, f"runs_root={tmp_path}"))  # differs where the name is cut
+    name = run_name(cfg)
+    assert len(name.encode()) <= 200 and name.endswith("_s0") and "~" in name and "gate_bias=-6.54321" in name
+    assert run_name(other) != name
+    assert train([cfg])[0]["status"] == "done" and (tmp_path / name / "result.json").is_file()
+    short = parse([*DONE, "lr=0.05"])
+    assert run_name(short) == "synthetic_d8_original_identity_synthetic_size=64_iterations=30_milestones=20_lr=0.05_" \
+                              "warmup_iters=0_batch_size=8_fail_threshold=100.0_s0"
+
+
+# 10. status and report tell a running run (lock held) from a paused one.
+
+def test_status_and_report_tell_running_from_paused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s", PAUSE]) == 0
+    names = [run_name(parse([*DONE, f"seed={s}"])) for s in (0, 1)]
+    fd = _hold_lock(tmp_path / "s" / names[0])
+    try:
+        capsys.readouterr()
+        assert status.main(["s"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("s: 2 runs: 0 pending, 1 running, 1 paused, 0 done, 0 failed, 0 damaged\n")
+        assert f"  paused {names[1]}: launch the sweep again to resume" in out
+        assert report.main(["s", "--out", "out"]) == 0
+        printed = capsys.readouterr().out
+    finally:
+        os.close(fd)
+    assert f"- running (no result.json; iteration 10 of 30; trained by pid 4242 on node7, SLURM job 99_1, since " \
+           f"today): s/{names[0]}" in printed
+    assert f"- paused (no result.json; iteration 10 of 30; nobody trains it; the same command resumes it): " \
+           f"s/{names[1]}" in printed
+
+
+# 11. Files follow the umask. 13. The thread count is recorded.
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_follow_the_umask_and_the_thread_count_is_recorded(umask, mode, tmp_path):
+    old = os.umask(umask)
+    try:
+        result = train([parse([*DONE, f"run_dir={tmp_path / 'r'}"])])[0]
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json", ".lock"):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == mode, name
+    assert result["threads"] == torch.get_num_threads() == 1
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["threads"] == 1
+
+
+# 14. Pickles from data_dir and sweep folders cannot run code.
+
+class _Runs:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_batches_are_unpickled_without_running_code(tmp_path, capsys):
+    write_fake_cifar(tmp_path / "data")
+    batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1"
+    evil = _Runs()
+    evil.marker = tmp_path / "ran"
+    batch.write_bytes(pickle.dumps({b"data": evil, b"labels": [1]}))
+    args = ["depth=8", "iterations=1", f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'r'}"]
+    assert run.main(args) == 2
+    assert f"{batch} is not a readable CIFAR batch file (Refused: it names posix.system" in _error(capsys)
+    assert not evil.marker.exists()
+    batch.write_bytes(pickle.dumps([1, 2, 3]))
+    assert run.main(args) == 2
+    assert f"{batch} is not a readable CIFAR batch file (TypeError: it holds a list, not a dict)" in _error(capsys)
+
+
+def test_status_reads_submitit_results_without_running_code(tmp_path, capsys):
+    folder = tmp_path / "s"
+    write_sweep(SweepRecord(folder, "s", runs=("a",)))
+    (folder / ".submitit").mkdir()
+    (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "launcher": "local", "runs": ["a"]}\n')
+    evil = _Runs()
+    evil.marker = tmp_path / "ran"
+    (folder / ".submitit" / "7_0_result.pkl").write_bytes(pickle.dumps(("error", evil)))
+    assert status.main([str(folder)]) == 0
+    assert not evil.marker.exists()
+    assert "1 pending" in capsys.readouterr().out
+
