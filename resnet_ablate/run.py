@@ -4,7 +4,7 @@ Without launcher keys and comma lists it parses the overrides, prints the resolv
 process. Launcher keys (launcher=, ablation=, dry_run=, slurm.*, ... see --help) or a comma list
 (`seed=0,1,2`) make it a sweep: the launcher expands, skips what is finished and runs or submits the rest.
 
-Bad input (unknown key, wrong type, bad value, missing data or spec) ends with one line on stderr and exit 2.
+Bad input (unknown key, a key given twice, wrong type, bad value, missing data or spec) ends with one line on stderr and exit 2.
 A run that diverges or ends above `fail_threshold` is a result (status fail), not an error: exit 0.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .cli import guarded
 from .sweeps import launcher, settings
 from .sweeps.specs import is_sweep
 from .training.config import run_dir, to_yaml
-from .training.parse import help_text, parse
+from .training.parse import check_unique, help_text, parse
 from .training.trainer import train
 
 
@@ -28,10 +28,14 @@ def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(f"{help_text()}\n{settings.help_text()}")
         return 0
+    check_unique(argv)
     launch_overrides, run_overrides = launcher.split_overrides(argv)
     if is_sweep(launch_overrides, run_overrides):
         return launcher.launch_main(launch_overrides, run_overrides, launcher.command_line(argv))
-    cfg = parse(run_overrides)
+    notes: list[str] = []
+    cfg = parse(run_overrides, notes)
+    for note in notes:
+        print(note, flush=True)
     print(f"run folder: {run_dir(cfg)}\nconfig:\n{textwrap.indent(to_yaml(cfg), '  ')}", flush=True)
     train([cfg])
     return 0

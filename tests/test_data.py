@@ -48,7 +48,7 @@ def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch):
     env_blocked = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     for k, v in env_blocked.items():
         monkeypatch.setenv(k, v)
-    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", cwd=tmp_path)
+    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", "warmup_iters=0", "milestones=[]", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: cifar10 is not in {tmp_path} and could not be downloaded from "
                                   "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")

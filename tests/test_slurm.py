@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import REPO, TINY, metrics, result, run_cli
+from helpers import REPO, TINY, merged, metrics, result, run_cli
 
 from resnet_ablate import status
 from resnet_ablate.training.config import run_name
@@ -77,7 +77,7 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     """Job 0 is requeued by `scontrol requeue` (SIGTERM, then SIGKILL after KillWait), job 1 gets SIGUSR2 as
     before a time limit (submitit requeues it); both must end with an undisturbed run's metrics."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = [*TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10"]
+    args = merged(TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10")
     proc = run_cli(*args, "seed=0,1", *JOB, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "runs" / "sweep"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, cli_env, metrics, result, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, merged, metrics, result, run_cli, write_fake_cifar
 
 from resnet_ablate.training.config import from_yaml
 from resnet_ablate.training.parse import parse
@@ -58,9 +58,9 @@ def test_finished_run_is_not_redone(tiny, tmp_path, capsys):
 
 
 def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
-    train([parse([*tiny, "iterations=10"])])
+    train([parse([*tiny, "iterations=25"])])
     (tmp_path / "run" / "result.json").unlink()
-    with pytest.raises(UsageError, match=r"holds a run with other settings \(iterations: 10 vs 30\)"):
+    with pytest.raises(UsageError, match=r"holds a run with other settings \(iterations: 25 vs 30\)"):
         train([parse(tiny)])
 
 
@@ -77,7 +77,7 @@ def _wait_for_lines(path, n, proc, timeout=120):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume."""
-    args = [*TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20"]
+    args = merged(TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20")
     train([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
     cut = [*args, f"run_dir={tmp_path / 'cut'}"]
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *cut], cwd=tmp_path,
@@ -125,7 +125,8 @@ def test_high_final_error_is_fail(tiny):
 
 def test_trains_on_fake_cifar_in_the_real_format(tmp_path):
     write_fake_cifar(tmp_path / "data", per_file=40)
-    res = train([parse(["depth=8", "batch_size=16", "iterations=10", "eval_every=5", "val_split=20",
+    res = train([parse(["depth=8", "batch_size=16", "iterations=10", "milestones=[5]", "warmup_iters=0",
+                        "eval_every=5", "val_split=20",
                         f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'r'}"])])[0]
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert res["iterations"] == 10 and res["final_val_error"] == rows[-1]["val_error"]

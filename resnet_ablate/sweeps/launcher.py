@@ -80,6 +80,8 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     """Expand, report what is finished, and run or submit the rest; 1 when a run crashed in a waited-for job."""
     launch = parse_launch(launch_overrides)
     plan = expand(launch, run_overrides)
+    for note in plan.notes:
+        print(note, flush=True)
     states = {run_name(c): finished(c) for c in plan.cfgs}
     live = _live_runs(plan.folder)
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]

@@ -199,6 +199,7 @@ class SweepPlan:
     folder: Path
     cfgs: list[Config]
     search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
+    notes: list[str] = field(default_factory=list)  # settings ignored (another shortcut's parameters), once each
 
     def record(self, command: str, launcher: str) -> SweepRecord:
         """The sweep.yaml this launch writes."""
@@ -220,9 +221,9 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
         _parse_from(spec, overrides)
     search = random_search(launch, spec, run_overrides)
     points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
-    cfgs = {}
+    cfgs, notes = {}, []
     for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
-        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo])
+        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo], notes)
         cfgs.setdefault(run_name(cfg), cfg)
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
@@ -233,7 +234,7 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
                                                                 else f"{name}_{launch.budget}"))
     runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
     layout = spec.layout if spec and spec.layout else "sweep" if search else None
-    return SweepPlan(name, layout, launch.budget, folder, runs, search)
+    return SweepPlan(name, layout, launch.budget, folder, runs, search, list(dict.fromkeys(notes)))
 
 
 def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:

@@ -203,9 +203,9 @@ def run_name(cfg: Config) -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value for a folder name or --help: lists joined by '-', a path by its file name."""
+    """A value for a folder name or --help: lists joined by '-' (an empty one 'none'), a path by its file name."""
     if isinstance(value, list):
-        return "-".join(map(str, value))
+        return "-".join(map(str, value)) or "none"
     return Path(value).name if isinstance(value, str) and os.sep in value else str(value)
 
 
