@@ -41,7 +41,8 @@ def test_missing_data_offline_says_where_to_put_it(tmp_path):
     with pytest.raises(UsageError) as e:
         datamod.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value) == (f"cifar10 not found in {tmp_path}: put cifar-10-python.tar.gz or its extracted "
-                            f"cifar-10-batches-py/ folder there, or point data_dir= at where it is (download=false)")
+                            f"cifar-10-batches-py/ folder there, or point data_dir= (or $RESNET_ABLATE_DATA) at "
+                            f"where it is (download=false)")
 
 
 def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch):

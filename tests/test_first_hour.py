@@ -2,10 +2,12 @@
 is doing (start-up lines, heartbeat, exit codes, Ctrl-C), and the launcher's and tools' messages."""
 
 import pytest
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, write_fake_cifar
 
-from resnet_ablate import run
+from resnet_ablate import run, status
+from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.registry import UsageError
+from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
@@ -92,5 +94,67 @@ def test_a_grid_over_shortcuts_and_their_parameters_has_no_duplicate_runs(tmp_pa
     out = capsys.readouterr().out
     assert ": 3 runs in runs/sweep" in out
     assert out.count("note: gate_bias does not apply to shortcut=identity") == 1
+
+
+# ------------------------------------------------------------------------------------- every bad input one line
+
+
+def test_a_truncated_archive_is_one_line_and_leaves_no_half_folder(tmp_path):
+    write_fake_cifar(tmp_path, per_file=200, tar=True)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UsageError) as e:
+        datamod.read_cifar("cifar10", tmp_path, download=False)
+    assert str(e.value).startswith(f"{archive} is truncated or damaged (EOFError: ")
+    assert str(e.value).endswith("; delete it and download or copy it again") and "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
+    archive.write_bytes(whole)  # a good archive now extracts
+    assert len(datamod.read_cifar("cifar10", tmp_path, download=False)[0]) == 1000
+
+
+def test_data_dir_one_level_too_deep_says_point_at_the_parent(tmp_path):
+    write_fake_cifar(tmp_path)
+    with pytest.raises(UsageError) as e:
+        datamod.read_cifar("cifar10", tmp_path / "cifar-10-batches-py", download=False)
+    assert str(e.value) == (f"data_dir={tmp_path / 'cifar-10-batches-py'} is the cifar-10-batches-py/ folder itself; "
+                            f"point data_dir at its parent, {tmp_path}")
+
+
+def test_a_data_dir_that_does_not_exist_is_reported_not_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["depth=8", "iterations=10", "milestones=[5]", "warmup_iters=0", "data_dir=nope"]) == 2
+    assert capsys.readouterr().err == ("error: data_dir nope does not exist; create it (the data is fetched into it) "
+                                       "or point data_dir= (or $RESNET_ABLATE_DATA) at where it is\n")
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("content,kind", [(b"hello\n", "KeyError"), (bytes(range(256)) * 8, "UnpicklingError")])
+def test_an_init_file_that_is_no_state_dict_is_one_short_line(tmp_path, content, kind):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as e:
+        read_state_dict(str(path))
+    assert str(e.value) == (f"init={path} is not a state_dict file (torch.load could not read it: {kind}); save one "
+                            f"with torch.save(model.state_dict(), PATH)")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("overrides: {depth: 20\nseeds: [0]\n", "mine.yaml: not valid YAML: did not find expected ',' or '}' (line 2, "
+                                            "column 6)"),
+    ("", "mine.yaml: empty spec, nothing to run; a spec sets overrides, variants, grid, seeds or search"),
+    ("{}\n", "mine.yaml: empty spec, nothing to run"),
+])
+def test_a_spec_with_a_syntax_error_or_nothing_in_it_is_one_line(text, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text(text)
+    assert run.main(["ablation=mine.yaml", "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_status_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
+    assert status.main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'} does not exist\n"
 
 

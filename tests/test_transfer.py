@@ -148,7 +148,7 @@ def test_bad_init_file_is_one_line(tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(UsageError) as e:
         read_state_dict(str(tmp_path / "junk.pt"))
-    assert str(e.value).startswith(f"init={tmp_path / 'junk.pt'} is not a torch.save'd state dict (")
+    assert str(e.value).startswith(f"init={tmp_path / 'junk.pt'} is not a state_dict file (")
     assert "\n" not in str(e.value)
     with pytest.raises(UsageError, match=r"init=.*missing.pt: no such file$"):
         read_state_dict(str(tmp_path / "missing.pt"))

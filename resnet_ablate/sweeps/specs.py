@@ -153,6 +153,9 @@ def load_spec(name: str) -> Spec:
     if path is None:
         raise unknown("ablation", name, available("ablations"), extra="(or a path to a spec .yaml)")
     data = load_mapping(path)
+    if not data:
+        raise UsageError(f"{path}: empty spec, nothing to run; a spec sets overrides, variants, grid, seeds or "
+                         f"search (see the specs in ablations/)")
     known_keys(path, data, SPEC_KEYS)
     layout = data.get("layout")
     if layout is not None and layout not in LAYOUTS:

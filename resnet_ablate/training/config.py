@@ -189,6 +189,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "resnet_ablate")
 
 
+def data_root(cfg: Config) -> tuple[Path, bool]:
+    """Where the run's data sets live, and whether that folder may be created: only the built-in cache may; a
+    data_dir or $RESNET_ABLATE_DATA that does not exist is more likely a typo than a wish for a new folder."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir), False
+    return default_data_dir(), not os.environ.get(DATA_ENV)
+
+
 def identity_items(cfg: Config) -> dict[str, Any]:
     """The settings that define what is trained (everything but paths, devices and logging)."""
     return {k: getattr(cfg, k) for k, f in fields().items() if f.metadata["identity"]}

@@ -11,13 +11,12 @@ import os
 import platform
 import signal
 import time
-from pathlib import Path
 
 import torch
 
 from ..registry import UsageError
 from . import data as datamod
-from .config import Config, default_data_dir, run_dir, run_name
+from .config import Config, data_root, run_dir, run_name
 from .evaluate import evaluate, probe
 from .optim import lr_at
 from .state import RunState
@@ -225,9 +224,9 @@ def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.D
     for cfg in cfgs:
         key = data_key(cfg)
         if key not in cache:
-            root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+            root, create = data_root(cfg)
             cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
-                                      cfg.synthetic_size, cfg.image_size).to(device)
+                                      cfg.synthetic_size, cfg.image_size, create).to(device)
     return cache
 
 
