@@ -1,21 +1,20 @@
 """`python -m resnet_ablate.run key=value ...`: one run in this process, or a sweep through the launcher.
 
-Without launcher keys and comma lists it parses the overrides, prints the resolved config and trains in this
-process. Launcher keys (launcher=, ablation=, dry_run=, slurm.*, ... see --help) or a comma list
-(`seed=0,1,2`) make it a sweep: the launcher expands, skips what is finished and runs or submits the rest.
+Without launcher keys and comma lists it parses the overrides and trains in this process. Launcher keys
+(launcher=, ablation=, dry_run=, slurm.*, ... see --help) or a comma list (`seed=0,1,2`) make it a sweep: the launcher expands, skips what is finished and runs
+or submits the rest.
 
-Bad input (unknown key, a key given twice, wrong type, bad value, missing data or spec) ends with one line on stderr and exit 2.
-A run that diverges or ends above `fail_threshold` is a result (status fail), not an error: exit 0.
+Bad input (unknown key, a key given twice, wrong type, bad value, missing data or spec) ends with one line on
+stderr and exit 2. A run that diverges or ends above `fail_threshold` is a result (status fail), not an error:
+exit 0. A run stopped before its end (Ctrl-C, SIGTERM, time_limit_s) exits 75 (see `cli.py`).
 """
 from __future__ import annotations
 
 import sys
-import textwrap
 
-from .cli import guarded
+from .cli import EXIT_PAUSED, guarded
 from .sweeps import launcher, settings
 from .sweeps.specs import is_sweep
-from .training.config import run_dir, to_yaml
 from .training.parse import check_unique, help_text, parse
 from .training.trainer import train
 
@@ -36,9 +35,8 @@ def _main(argv: list[str]) -> int:
     cfg = parse(run_overrides, notes)
     for note in notes:
         print(note, flush=True)
-    print(f"run folder: {run_dir(cfg)}\nconfig:\n{textwrap.indent(to_yaml(cfg), '  ')}", flush=True)
-    train([cfg])
-    return 0
+    summaries = train([cfg])
+    return EXIT_PAUSED if any(s["status"] == "paused" for s in summaries) else 0
 
 
 if __name__ == "__main__":

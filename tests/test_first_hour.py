@@ -1,15 +1,26 @@
 """Issue 15, the first hour as a user: nonsense values refused, every bad input one line, a run that says what it
 is doing (start-up lines, heartbeat, exit codes, Ctrl-C), and the launcher's and tools' messages."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
-from helpers import TINY, run_cli, write_fake_cifar
+import torch
+from helpers import TINY, cli_env, merged, run_cli, write_fake_cifar
 
 from resnet_ablate import run, status
 from resnet_ablate.models.transfer import read_state_dict
+from resnet_ablate.cli import guarded
 from resnet_ablate.registry import UsageError
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
+from resnet_ablate.training.progress import cores, day_note
+from resnet_ablate.training.trainer import StopRequest, train
 
 DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
 
@@ -23,6 +34,8 @@ DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fai
     (["fail_threshold=-1"], "fail_threshold=-1.0 is out of range; allowed: a test error in %, 0..100"),
     (["time_limit_s=-5"], "time_limit_s=-5.0 is out of range; allowed: >= 0"),
     (["seed=-1"], "seed=-1 is out of range; allowed: 0 <= seed < 2**32"),
+    (["heartbeat_s=-1"], "heartbeat_s=-1.0 is out of range"),
+    (["threads=-2"], "threads=-2 is out of range"),
 ])
 def test_values_out_of_range_are_refused(overrides, message):
     with pytest.raises(UsageError) as e:
@@ -94,6 +107,123 @@ def test_a_grid_over_shortcuts_and_their_parameters_has_no_duplicate_runs(tmp_pa
     out = capsys.readouterr().out
     assert ": 3 runs in runs/sweep" in out
     assert out.count("note: gate_bias does not apply to shortcut=identity") == 1
+
+
+# ------------------------------------------------------------------------------------- a run that says what it does
+
+
+def _train_out(capsys, overrides):
+    """Train in this process; (summary, stdout lines)."""
+    capsys.readouterr()
+    summary = train([parse(overrides)])[0]
+    return summary, capsys.readouterr().out.splitlines()
+
+
+def test_start_up_lines_say_device_threads_data_size_folder_and_changed_settings(tmp_path, capsys):
+    folder = tmp_path / "run"
+    _, out = _train_out(capsys, [*TINY, f"run_dir={folder}"])
+    name = run_name(parse(TINY))
+    assert out[:4] == [
+        f"device: CPU, 1 thread on {cores()} cores (threads=N to change), precision fp32, eager steps",
+        "data: synthetic (generated, seed 12345): 64 training, 16 test images (32x32), 10 classes",
+        f"[{name}] 75,290 parameters; run folder {folder.resolve()}",
+        f"[{name}] settings besides the defaults (all in config.yaml): depth=8 dataset=synthetic synthetic_size=64 "
+        f"iterations=30 milestones=[20] warmup_iters=0 batch_size=8 eval_every=10 run_dir={folder}"]
+    assert (folder / "config.yaml").read_text().count("\n") > 50  # the full config
+
+
+def test_threads_key_sets_torch_threads_and_the_start_up_line_shows_it(tmp_path, capsys):
+    try:
+        _, out = _train_out(capsys, [*TINY, "iterations=10", "milestones=[5]", "threads=2",
+                                     f"run_dir={tmp_path / 'r'}"])
+        assert out[0].startswith("device: CPU, 2 threads on ") and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_heartbeat_lines_between_evaluations(tmp_path, capsys):
+    """heartbeat_s tiny: a line after every iteration; each evaluation line resets the interval."""
+    _, out = _train_out(capsys, [*TINY, "heartbeat_s=1e-9", f"run_dir={tmp_path / 'r'}"])
+    beats = [line for line in out if re.search(r"\] it \d+/30 lr [\d.]+ \| \d+ img/s \| \d+:\d\d:\d\d elapsed, "
+                                               r"ETA \d+:\d\d:\d\d$", line)]
+    iterations = [int(re.search(r" it (\d+)/", line).group(1)) for line in beats]
+    assert iterations == [i for i in range(1, 31) if i % 10]  # evaluations print their own line at 10, 20, 30
+    assert sum(" test loss " in line for line in out) == 3
+
+
+def test_no_heartbeat_with_heartbeat_s_0(tmp_path, capsys):
+    _, out = _train_out(capsys, [*TINY, "heartbeat_s=0", f"run_dir={tmp_path / 'r'}"])
+    assert [line for line in out if " it " in line] == [line for line in out if " test loss " in line]
+
+
+def test_time_limit_is_checked_every_iteration(tmp_path, capsys):
+    """time_limit_s stopped only at evaluations before (here it trained on to iteration 2000)."""
+    folder = tmp_path / "r"
+    summary, _ = _train_out(capsys, [*TINY, "iterations=1000000", "eval_every=2000", "time_limit_s=0.5",
+                                     f"run_dir={folder}"])
+    assert summary["status"] == "paused" and summary["reason"] == "time_limit_s=0.5"
+    assert 1 <= summary["iteration"] < 2000
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["iteration"] == summary["iteration"]
+
+
+def test_a_run_over_a_day_says_so_once_after_a_few_dozen_iterations(tmp_path, capsys):
+    """10^9 iterations take days at any speed this net runs at; the run is stopped after its first evaluation."""
+    folder, stop = tmp_path / "r", StopRequest()
+
+    def stop_after_first_evaluation():
+        while not (folder / "metrics.jsonl").is_file():
+            time.sleep(0.01)
+        stop.reason = "test"
+    threading.Thread(target=stop_after_first_evaluation, daemon=True).start()
+    capsys.readouterr()
+    summary = train([parse([*TINY, "iterations=1000000000", "eval_every=50", f"run_dir={folder}"])], stop)[0]
+    out = capsys.readouterr().out.splitlines()
+    assert summary["status"] == "paused" and summary["iteration"] >= 50
+    notes = [line for line in out if line.startswith("note: at ")]
+    assert len(notes) == 1 and re.fullmatch(r"note: at \d+ img/s the remaining 999999960 iterations take about "
+                                            r"[\d.]+ days; a GPU, a smaller depth, fewer iterations or a spec's "
+                                            r"budget=quick make it shorter", notes[0])
+    assert out.index(notes[0]) < next(i for i, line in enumerate(out) if " test loss " in line)  # before it 50
+
+
+def test_day_note_only_past_a_day():
+    assert day_note(1.0, 64000, 40, 128) is None  # 17.8 hours
+    assert day_note(2.0, 64000, 40, 128).startswith("note: at 64 img/s the remaining 63960 iterations take about 1.5 days")
+
+
+def test_first_ctrl_c_is_answered_at_once_and_a_stopped_run_exits_75(tmp_path):
+    folder = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *merged(TINY, "iterations=1000000"),
+                             "heartbeat_s=0", f"run_dir={folder}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env())
+    deadline = time.time() + 120
+    while not (folder / "metrics.jsonl").is_file():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "Ctrl-C: checkpointing after this iteration, then stopping (Ctrl-C again stops at once" in err
+    assert "Traceback" not in err and re.search(r"stopped at iteration \d+ \(SIGINT\); checkpoint saved", out)
+    assert (folder / "checkpoint.pt").is_file() and not (folder / "result.json").exists()
+
+
+def test_a_second_ctrl_c_is_one_line_and_exit_130(capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    assert guarded(interrupted, []) == 130
+    assert capsys.readouterr().err == ("\ninterrupted; a run folder keeps its last checkpoint and the same command "
+                                       "resumes from it\n")
+
+
+def test_output_into_a_closed_pipe_is_a_quiet_exit_141(tmp_path):
+    """`run ... dry_run=true | head`: the reader goes away; no BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "resnet_ablate.run", *TINY, "seed=0,1,2", "dry_run=true"],
+                          cwd=tmp_path, stdout=write, stderr=subprocess.PIPE, text=True, env=cli_env(), timeout=120)
+    os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
 
 
 # ------------------------------------------------------------------------------------- every bad input one line

@@ -49,7 +49,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     split = [*TINY, *extra, f"run_dir={tmp_path / 'split'}"]
     stop = StopRequest()
     stop.reason = "test"  # checkpoint and pause at the first opportunity (iteration 1)
-    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1}
+    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1, "reason": "test"}
     train([parse(split)])
     assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
 

@@ -117,8 +117,12 @@ class Config:
     run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)
     logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "
                       "the run folder stays the record", "run", identity=False, choices=lambda: list(LOGGERS))
-    time_limit_s: float = opt(0.0, "checkpoint and stop after this many seconds (0 = none); rerun to resume",
-                              "run", identity=False)
+    time_limit_s: float = opt(0.0, "checkpoint and stop before this many seconds are spent (checked every "
+                              "iteration; 0 = none); the same command resumes", "run", identity=False)
+    heartbeat_s: float = opt(30.0, "print a progress line (iteration, lr, img/s, elapsed, ETA) every this many "
+                             "seconds between evaluations (0 = only at evaluations)", "run", identity=False)
+    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core); on a "
+                       "busy or small machine 1 can be several times faster", "run", identity=False)
 
 
 CORE_KEYS = tuple(f.name for f in dataclasses.fields(Config))
