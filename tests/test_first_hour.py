@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from resnet_ablate import run, status
 from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.cli import guarded
 from resnet_ablate.registry import UsageError
+from resnet_ablate.sweeps.launcher import command_line, load_profile
+from resnet_ablate.sweeps.specs import draw_trials
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -224,6 +227,83 @@ def test_output_into_a_closed_pipe_is_a_quiet_exit_141(tmp_path):
                           cwd=tmp_path, stdout=write, stderr=subprocess.PIPE, text=True, env=cli_env(), timeout=120)
     os.close(write)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+# --------------------------------------------------------------------------------------------------------- sweeps
+
+
+def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*DONE, "seed=0,1", "launcher=inline"]
+    assert run.main([*args, "time_limit_s=0.001"]) == 75
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"sweep sweep: 2 runs: 0 done, 0 failed, 2 paused; run the same command again to resume: "
+                    f"{command_line([*args, 'time_limit_s=0.001'])}")
+    assert run.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("sweep sweep: 2 runs: 2 done, 0 failed; next: python -m "
+                                                        "resnet_ablate.report runs/sweep --out reports/sweep")
+
+
+def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = merged(DONE, "iterations=60", "seed=0,1", "launcher=inline")
+    first = tmp_path / "runs" / "sweep" / run_name(parse([*DONE, "iterations=60", "seed=0"]))
+
+    def interrupt():
+        while not (first / "metrics.jsonl").is_file():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    before = signal.getsignal(signal.SIGINT)
+    assert run.main(args) == 75
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep sweep: 2 runs: 0 done, 0 failed, 1 paused, "
+                                                               "1 not started; run the same command again")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_random_trial_i_does_not_depend_on_the_number_of_trials():
+    space = {"lr": {"dist": "loguniform", "low": 1e-4, "high": 1.0}, "optim": {"choice": ["sgd", "adamw"]},
+             "depth": {"dist": "int", "low": 1, "high": 3}}
+    assert draw_trials(space, 4, seed=0) == draw_trials(space, 8, seed=0)[:4] == draw_trials(space, 16, seed=0)[:4]
+    assert draw_trials(space, 4, seed=0) != draw_trials(space, 4, seed=1)
+
+
+def test_dry_run_of_a_single_run_names_its_own_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("runs") / run_name(parse(DONE))
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: to train from the start; dry_run=true trains nothing\n"
+    assert not (tmp_path / "runs").exists()
+    assert run.main(DONE) == 0
+    capsys.readouterr()
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: finished (done): nothing to do; dry_run=true trains nothing\n"
+
+
+def test_a_command_line_sweep_header_has_no_layout_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "dry_run=true"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == ("sweep sweep (budget full): 2 runs in runs/sweep; 0 finished, "
+                                                       "0 queued or running, 2 to run")
+
+
+def test_missing_data_is_one_line_before_any_job_is_submitted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    args = ["depth=8", "iterations=10", "milestones=[5]", "warmup_iters=0", "seed=0,1", "data_dir=data",
+            "download=false"]
+    assert run.main([*args, "launcher=local"]) == 2
+    assert capsys.readouterr().err == ("error: cifar10 not found in data: put cifar-10-python.tar.gz or its "
+                                       "extracted cifar-10-batches-py/ folder there, or point data_dir= (or "
+                                       "$RESNET_ABLATE_DATA) at where it is (download=false)\n")
+    assert not (tmp_path / "runs" / "sweep" / ".submitit").exists()
+
+
+def test_slurm_jobs_get_a_gpu_by_default_and_the_local_test_profile_says_it_has_none(tmp_path, monkeypatch, capsys):
+    assert load_profile("default", []).gpus_per_task == 1 and load_profile("local", []).gpus_per_task == 0
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 0
+    assert "note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------- every bad input one line

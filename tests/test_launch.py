@@ -186,7 +186,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
 
 def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 0
+    assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 75  # paused runs: exit 75
     folder = tmp_path / "s"
     runs = list(read_sweep(folder).runs)
     for p in (folder / runs[0]).iterdir():

@@ -13,7 +13,7 @@ from resnet_ablate import status
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
-JOB = ["launcher=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100"]
+JOB = ["launcher=slurm", "profile=local", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100"]
 
 
 def _cluster_up() -> bool:

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..cli import EXIT_CRASHED, EXIT_PAUSED
 from ..registry import UsageError, closest, unknown
 from ..training import runfolder as rf
 from ..training.config import Config, fields, run_dir, run_name
+from ..training.trainer import check_inputs
 from .jobs import LIVE_STATES, RunCrashed, SweepJob, executor, outcome, record_jobs, slurm_states
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
-from .specs import expand, pack, parse_distribution
+from .specs import SweepPlan, expand, pack, parse_distribution
 from .sweepfolder import latest_jobs, write_sweep
 
 
@@ -77,7 +79,8 @@ def finished(cfg: Config) -> str | None:
 
 
 def launch_main(launch_overrides: list[str], run_overrides: list[str], command: str) -> int:
-    """Expand, report what is finished, and run or submit the rest; 1 when a run crashed in a waited-for job."""
+    """Expand, report what is finished, and run or submit the rest; the exit code of `cli.py` (1 when a run
+    crashed in a waited-for job, 75 when runs were stopped before their end)."""
     launch = parse_launch(launch_overrides)
     plan = expand(launch, run_overrides)
     for note in plan.notes:
@@ -86,34 +89,39 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     live = _live_runs(plan.folder)
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
     trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
-    print(f"sweep {plan.name} (budget {plan.budget}, layout {plan.layout}{trials}): {len(plan.cfgs)} runs in "
+    layout = f", layout {plan.layout}" if plan.layout else ""
+    print(f"sweep {plan.name} (budget {plan.budget}{layout}{trials}): {len(plan.cfgs)} runs in "
           f"{plan.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
           f"running, {len(todo)} to run", flush=True)
+    if launch.launcher == "slurm" and todo and not launch.slurm.gpus_per_task:
+        print("note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs, which for the papers' "
+              "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
     if launch.dry_run:
         for name, state in states.items():
             print(f"  {state or live.get(name) or '-':<8} {name}")
         return 0
+    check_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
     write_sweep(plan.record(command, launch.launcher))
     batches = pack(todo, launch.runs_per_job)
     if not batches:
-        return 0
+        return _summary(plan, {}, command)
     job = SweepJob(launch.max_retries)
     if executor_ is None:
-        return _report([_run_inline(job, batch) for batch in batches], batches)
+        return _summary(plan, _run_inline(job, batches), command)
     if launch.launcher == "slurm":
         jobs = executor_.map_array(job, batches)
         record_jobs(plan.folder, launch.launcher, jobs, batches)
         print(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}) for {len(todo)} runs; follow them with "
               f"`python -m resnet_ablate.status {plan.folder}`", flush=True)
         return 0
-    outcomes = []
+    crashed = {}
     for start in range(0, len(batches), launch.array_parallelism):
         wave = batches[start:start + launch.array_parallelism]
         jobs = executor_.map_array(job, wave)
         record_jobs(plan.folder, launch.launcher, jobs, wave)
-        outcomes += [outcome(j) for j in jobs]
-    return _report(outcomes, batches)
+        crashed.update(_crashes([outcome(j) for j in jobs], wave))
+    return _summary(plan, crashed, command)
 
 
 def _live_runs(folder: Path) -> dict[str, str]:
@@ -124,21 +132,51 @@ def _live_runs(folder: Path) -> dict[str, str]:
             if states.get(r["job_id"], "").upper() in LIVE_STATES}
 
 
-def _run_inline(job: SweepJob, batch: list[Config]) -> str | None:
-    """Train one batch in this process; the crash reason, or None."""
-    try:
-        job(batch)
-    except RunCrashed as e:
-        return str(e)
-    return None
+def _run_inline(job: SweepJob, batches: list[list[Config]]) -> dict[str, str]:
+    """Train the batches one after another in this process; the crashed runs with the reason. A batch stopped
+    by a signal (Ctrl-C, SIGTERM) stops the sweep there: the rest is left for the next launch."""
+    crashed: dict[str, str] = {}
+    for batch in batches:
+        try:
+            summaries = job(batch)
+        except RunCrashed as e:
+            crashed.update({run_name(c): str(e) for c in batch})
+            continue
+        if any(s["status"] == "paused" and not str(s.get("reason", "")).startswith("time_limit_s") for s in summaries):
+            break
+    return crashed
 
 
-def _report(outcomes: list[str | None], batches: list[list[Config]]) -> int:
-    """Print the runs whose job crashed; 1 if any did."""
-    crashed = [(run_name(c), reason) for reason, batch in zip(outcomes, batches) if reason for c in batch]
-    for name, reason in crashed:
+def _crashes(outcomes: list[str | None], batches: list[list[Config]]) -> dict[str, str]:
+    """The runs whose job crashed, with the reason."""
+    return {run_name(c): reason for reason, batch in zip(outcomes, batches) if reason for c in batch}
+
+
+def _summary(plan: SweepPlan, crashed: dict[str, str], command: str) -> int:
+    """Print the crashed runs and the sweep's one summary line (where every run stands, what to run next);
+    return the exit code: 1 if a run crashed, 75 if some are unfinished, else 0."""
+    for name, reason in crashed.items():
         print(f"crashed: {name}: {reason}", file=sys.stderr)
-    return 1 if crashed else 0
+    counts = dict.fromkeys(("done", "failed", "crashed", "paused", "not started"), 0)
+    for cfg in plan.cfgs:
+        counts[_where(cfg, crashed)] += 1
+    unfinished = counts["crashed"] + counts["paused"] + counts["not started"]
+    after = (f"run the same command again to resume: {command}" if unfinished else
+             f"next: python -m resnet_ablate.report {plan.folder} --out reports/{plan.folder.name}")
+    print(f"sweep {plan.name}: {len(plan.cfgs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n or
+                                                                       k in ("done", "failed")) + f"; {after}",
+          flush=True)
+    return EXIT_CRASHED if counts["crashed"] else EXIT_PAUSED if unfinished else 0
+
+
+def _where(cfg: Config, crashed: dict[str, str]) -> str:
+    """A run after a launch: done, failed (result.json fail), crashed, paused (a checkpoint) or not started."""
+    state = finished(cfg)
+    if state is not None:
+        return "done" if state == "done" else "failed"
+    if run_name(cfg) in crashed:
+        return "crashed"
+    return "paused" if (run_dir(cfg) / rf.CHECKPOINT).is_file() else "not started"
 
 
 def command_line(argv: list[str]) -> str:

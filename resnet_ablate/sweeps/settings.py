@@ -28,7 +28,7 @@ class SlurmProfile:
     """SLURM job parameters, read from slurm/<profile>.yaml and overridable as slurm.KEY=VALUE."""
 
     partition: Optional[str] = opt(None, "partition; null = the cluster's default", "slurm")
-    gpus_per_task: int = opt(0, "GPUs per job", "slurm")
+    gpus_per_task: int = opt(1, "GPUs per job (0: the jobs train on their CPUs)", "slurm")
     cpus_per_task: int = opt(2, "CPUs per job", "slurm")
     mem_gb: float = opt(4.0, "memory per job (GB)", "slurm")
     time: int = opt(60, "time limit per job (minutes); at the limit a job checkpoints and requeues", "slurm")

@@ -4,19 +4,20 @@ folder. Pure functions of the spec files and the command line (they launch nothi
 A run key's value with commas outside brackets is a sweep axis: `seed=0,1,2` is three runs,
 `milestones=[16000,24000]` is one. A spec is `overrides` + `variants` x `grid` x `seeds`, with named
 `budgets`. Random search (`sweep.method=random`): `sweep.trials` points drawn from per-key distributions (a
-spec's `search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line) with
-numpy's Generator seeded by `sweep.seed`; each point is a trial, crossed with the spec's runs and the grid axes.
+spec's `search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line), trial i
+with numpy's Generator seeded by (`sweep.seed`, i); each point is a trial, crossed with the spec's runs and the
+grid axes.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from ..registry import UsageError, closest, unknown
 from ..training import runfolder as rf
@@ -99,21 +100,26 @@ def check_distribution(key: str, space: Any) -> dict[str, Any]:
 
 
 def draw_trials(search: dict[str, dict[str, Any]], trials: int, seed: int) -> list[dict[str, str]]:
-    """`trials` points of the search space as override texts, drawn with numpy's Generator seeded by `seed`."""
-    rng = np.random.default_rng(seed)
-    columns = {key: _draw(space, trials, rng) for key, space in search.items()}
-    return [{key: values[i] for key, values in columns.items()} for i in range(trials)]
+    """`trials` points of the search space as override texts. Trial i is drawn with numpy's Generator seeded by
+    (`seed`, i), so it does not depend on how many trials there are: enlarging a sweep extends it and keeps the
+    trials already trained."""
+    points = []
+    for i in range(trials):
+        rng = np.random.default_rng([seed, i])
+        points.append({key: _draw(space, rng) for key, space in search.items()})
+    return points
 
 
-def _draw(space: dict[str, Any], n: int, rng: np.random.Generator) -> list[str]:
-    """n draws of one distribution (floats to 4 significant digits, so run names stay readable)."""
+def _draw(space: dict[str, Any], rng: np.random.Generator) -> str:
+    """One draw of a distribution (floats to 4 significant digits, so run names stay readable)."""
     if "choice" in space:
-        return [as_text(space["choice"][i]) for i in rng.integers(len(space["choice"]), size=n)]
+        return as_text(space["choice"][int(rng.integers(len(space["choice"])))])
     low, high = space["low"], space["high"]
     if space["dist"] == "int":
-        return [str(v) for v in rng.integers(int(low), int(high), size=n, endpoint=True)]
-    dist = stats.loguniform(low, high) if space["dist"] == "loguniform" else stats.uniform(low, high - low)
-    return [f"{v:.4g}" for v in dist.rvs(size=n, random_state=rng)]
+        return str(int(rng.integers(int(low), int(high), endpoint=True)))
+    if space["dist"] == "loguniform":
+        return f"{math.exp(rng.uniform(math.log(low), math.log(high))):.4g}"
+    return f"{rng.uniform(low, high):.4g}"
 
 
 @dataclass

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from ..models import transfer
 from ..registry import UsageError
 from . import data as datamod
 from .config import Config, data_root, run_dir, run_name
@@ -257,6 +258,20 @@ def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.D
                                       cfg.synthetic_size, cfg.image_size, create).to(device)
             say(data_line(cfg, cache[key]))
     return cache
+
+
+def check_inputs(cfgs: list[Config]) -> None:
+    """Before a sweep runs or submits anything: each data set is there (CIFAR fetched and extracted here, once,
+    rather than by every job at the same time) and each init= file reads as a state dict; one-line UsageErrors
+    otherwise, so that a missing data set is one message and not 50 crashed jobs."""
+    for cfg in {data_key(c): c for c in cfgs}.values():
+        root, create = data_root(cfg)
+        if cfg.dataset in datamod.CIFAR:
+            datamod.locate(cfg.dataset, root, cfg.download, create)
+        elif cfg.dataset == "folder":
+            datamod.folder_splits(root)
+    for path in sorted({c.init for c in cfgs if c.init}):
+        transfer.read_state_dict(path)
 
 
 def data_key(cfg: Config) -> tuple:
