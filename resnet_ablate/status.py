@@ -61,7 +61,7 @@ def _job_ended(folder: Path, job_id: str, state: str) -> str | None:
 
 def _main(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]):
-        print(USAGE)
+        print(f"{USAGE}\nPrints {__doc__.split(': ', 1)[1].rstrip()}")  # the docstring says what it prints
         return 0
     if len(argv) != 1:
         raise UsageError(f"expected one sweep folder; {USAGE}")

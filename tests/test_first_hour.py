@@ -9,16 +9,21 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 import torch
-from helpers import TINY, cli_env, merged, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, make_run_folder, merged, run_cli, write_fake_cifar
 
-from resnet_ablate import run, status
+from resnet_ablate import lr_find, report, run, status, zoo
+from resnet_ablate.analysis import figures
+from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
 from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.cli import guarded
 from resnet_ablate.registry import UsageError
 from resnet_ablate.sweeps.launcher import command_line, load_profile
 from resnet_ablate.sweeps.specs import draw_trials
+from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -368,3 +373,109 @@ def test_status_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {tmp_path / 'nope'} does not exist\n"
 
 
+# ------------------------------------------------------------------------------------------------ tools and report
+
+
+@pytest.mark.parametrize("module,expected", [
+    (status, "usage: python -m resnet_ablate.status <sweep folder>\nPrints how many of a sweep's runs"),
+    (zoo, "usage: python -m resnet_ablate.zoo\nPrints the parameter counts"),
+    (lr_find, "usage: python -m resnet_ablate.lr_find [start_lr=1e-05] [end_lr=10.0] [steps=200] [training key"),
+])
+def test_the_tools_answer_help(module, expected, capsys):
+    assert module.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(expected)
+    if module is lr_find:
+        assert "  depth=110  (int)" in out and "  seed=0  (int)" in out
+
+
+def test_report_answers_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        report.main(["--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m resnet_ablate.report")
+
+
+def test_lr_find_suggests_the_closest_key_of_either_kind(capsys):
+    assert lr_find.main(["stpes=10"]) == 2
+    assert capsys.readouterr().err == "error: unknown key 'stpes' (did you mean 'steps'?); see --help for the keys\n"
+    assert zoo.main(["depth=20"]) == 2
+
+
+def test_lr_find_warns_at_the_edges_of_the_range_instead_of_suggesting_them():
+    lrs = [10 ** (k / 10 - 5) for k in range(30)]
+    falling = [3.0 - k / 30 for k in range(30)]
+    found = suggest(lrs, falling, whole_range=True)
+    assert found["suggested_lr"] is None and found["min_loss_lr"] == lrs[-1]
+    test = RangeTest(start_lr=lrs[0], end_lr=lrs[-1], steps=30)
+    assert edge_warning(lrs, found, test) == (f"warning: the loss was still falling at {lrs[-1]:.3g}, the end of the "
+                                              f"range; raise end_lr (or steps) to find its minimum")
+    rising = suggest(lrs, falling[::-1], whole_range=True)
+    assert edge_warning(lrs, rising, test) == ("warning: the loss is lowest at start_lr=1e-05; lower start_lr to find "
+                                               "its minimum")
+    stopped = suggest(lrs, falling, whole_range=False)  # it stopped when the loss rose: its minimum is real
+    assert stopped["suggested_lr"] == pytest.approx(lrs[-1] / 10) and edge_warning(lrs, stopped, test) is None
+
+
+def test_lr_find_figure_has_a_title_and_marks_the_suggestion(tmp_path):
+    lrs = [10 ** (k / 10 - 5) for k in range(30)]
+    losses = [2.0 - k / 20 if k < 20 else 1.0 + (k - 20) for k in range(30)]
+    found = suggest(lrs, losses)
+    fig = lr_find.figure(lrs, losses, found, "lr range test: cifar10_d56_original_identity_s0")
+    ax = fig.axes[0]
+    assert ax.get_title() == "lr range test: cifar10_d56_original_identity_s0"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"lowest loss at {lrs[20]:.3g}",
+                                                                   f"suggested lr {lrs[20] / 10:.3g}"]
+
+
+def _runs_of_table1(root):
+    """8 finished runs in the shape of Table 1: 4 shortcuts x 2 seeds, ResNet-110."""
+    for shortcut, extra in (("identity", []), ("gating", ["gate_bias=-6"]), ("scaling", ["scale=0.5"]),
+                            ("none", [])):
+        for seed in (0, 1):
+            make_run_folder(root / f"{shortcut}_s{seed}", [f"shortcut={shortcut}", *extra, f"seed={seed}"],
+                            error=6.0 + seed)
+
+
+def test_a_report_layout_lists_the_runs_it_leaves_out(tmp_path):
+    _runs_of_table1(tmp_path / "runs")
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--layout", "table2",
+                        "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert ("Left out of this table (layout table2 shows runs with the identity shortcut): 3 of 4 groups, 6 runs: "
+            "scaling (scale=0.5, residual_scale=1) (2 runs); gating (gate_bias=-6) (2 runs); none (2 runs).") in text
+    assert "## Runs outside any sweep" in text and "runs under" not in text
+
+
+def test_the_report_names_a_command_line_sweep_once(tmp_path):
+    folder = tmp_path / "runs" / "sweep"
+    _runs_of_table1(folder)
+    write_sweep(SweepRecord(folder, "sweep", runs=tuple(sorted(p.name for p in folder.iterdir()))))
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## command-line sweep\n" in text and "sweep sweep" not in text
+
+
+def _degradation_frame():
+    return pd.DataFrame([{"net": net, "depth": d, "seed": s, "iteration": it, "split": split,
+                          "error": 50 - it / 50 + d / 10 + (5 if split == "test" else 0)}
+                         for net in ("plain", "ResNet") for d in (20, 56, 110) for s in (0, 1)
+                         for it in range(0, 1000, 100) for split in ("test", "train")])
+
+
+def test_the_degradation_legend_keeps_train_and_test_under_their_heading():
+    fig = figures.degradation(_degradation_frame(), "degradation")
+    FigureCanvasAgg(fig).draw()
+    texts = {t.get_text(): t.get_window_extent() for t in fig.legends[0].get_texts() if t.get_text()}
+    assert texts["split"].x0 == texts["test"].x0 == texts["train"].x0
+    assert texts["split"].y0 > texts["test"].y0 > texts["train"].y0
+    assert texts["layers"].x0 == texts["20-layer"].x0 == texts["110-layer"].x0 != texts["split"].x0
+
+
+def test_a_long_figure_title_is_wrapped_inside_the_figure():
+    probes = pd.DataFrame([{"variant": v, "seed": 0, "iteration": 0, "unit": u, "norm": 1.0 + u}
+                           for v in ("identity", "none") for u in range(9)])
+    fig = figures.gradient_norms(probes, "sweep gradnorm_quick, budget quick (reduced), depth=110, reduced: 4000 it")
+    FigureCanvasAgg(fig).draw()
+    title = next(t for t in fig.texts if t.get_text().startswith("sweep gradnorm_quick"))
+    box = title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width

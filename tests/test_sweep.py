@@ -129,7 +129,7 @@ def test_report_importance_matches_scipy_on_the_runs_results(swept):
     table = pd.read_csv(out / "sweep-trials.csv")
     assert list(table["mean"]) == sorted(rows["error"]) and set(table["n"]) == {1}
     text = (out / "report.md").read_text()
-    assert "### importance — sweep sweep" in text and "Spearman rho" in text
+    assert "### importance — command-line sweep" in text and "Spearman rho" in text
 
 
 def test_report_figures_are_written_and_not_empty(swept):
