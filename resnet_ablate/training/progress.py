@@ -81,14 +81,14 @@ def day_note(seconds_per_iteration: float, iterations: int, done: int, images_pe
 
 class Heartbeat:
     """Called once per iteration by the loop: a progress line per run every `heartbeat_s` seconds (reset by each
-    evaluation line), and once, after the first few dozen iterations, the over-a-day note."""
+    evaluation line), and once, after the first few dozen iterations, the over-a-day note. It counts its own
+    steps, since packed runs may have resumed from different iterations."""
 
     def __init__(self, runs: list[TrainingRun]) -> None:
         self.every, self.device = runs[0].cfg.heartbeat_s, runs[0].device
         self.started = time.perf_counter()  # elapsed = the run's clock (as the writer keeps it) + time since now
         self.base = {id(r): r.writer.elapsed for r in runs}
-        self.first = runs[0].state.iteration
-        self.last_time, self.last_it = self.started, self.first
+        self.steps, self.last_steps, self.last_time = 0, 0, self.started
         self.estimate_from: float | None = None
 
     def _now(self) -> float:
@@ -98,19 +98,19 @@ class Heartbeat:
 
     def tick(self, runs: list[TrainingRun], evaluating: bool) -> None:
         """After an iteration of `runs`; no heartbeat when it ends at an evaluation (which prints its own line)."""
-        it = runs[0].state.iteration
-        if it - self.first in (ESTIMATE_FROM, ESTIMATE_TO):
-            self._estimate(runs, it)
+        self.steps += 1
+        if self.steps in (ESTIMATE_FROM, ESTIMATE_TO):
+            self._estimate(runs)
         if self.every and not evaluating and time.perf_counter() - self.last_time >= self.every:
             now = self._now()
-            per_iteration = (now - self.last_time) / max(it - self.last_it, 1)
+            per_iteration = (now - self.last_time) / max(self.steps - self.last_steps, 1)
             for run in runs:
                 self._line(run, per_iteration, now)
-            self.last_time, self.last_it = now, it
+            self.last_time, self.last_steps = now, self.steps
 
-    def quiet(self, runs: list[TrainingRun]) -> None:
+    def quiet(self) -> None:
         """An evaluation line was just printed: the next heartbeat is a full interval away."""
-        self.last_time, self.last_it = time.perf_counter(), runs[0].state.iteration if runs else self.last_it
+        self.last_time, self.last_steps = time.perf_counter(), self.steps
 
     def _line(self, run: TrainingRun, per_iteration: float, now: float) -> None:
         cfg, it = run.cfg, run.state.iteration
@@ -119,17 +119,15 @@ class Heartbeat:
             f"{cfg.batch_size / max(per_iteration, 1e-9):.0f} img/s | {duration(elapsed)} elapsed, ETA "
             f"{duration(per_iteration * (cfg.iterations - it))}")
 
-    def _estimate(self, runs: list[TrainingRun], it: int) -> None:
-        """Time iterations ESTIMATE_FROM..ESTIMATE_TO (the first ones carry start-up costs), then note a run
-        that would take more than a day."""
+    def _estimate(self, runs: list[TrainingRun]) -> None:
+        """Time steps ESTIMATE_FROM..ESTIMATE_TO (the first ones carry start-up costs), then note a run that
+        would take more than a day."""
         now = self._now()
-        if it - self.first == ESTIMATE_FROM:
+        if self.steps == ESTIMATE_FROM:
             self.estimate_from = now
             return
-        if self.estimate_from is None:
-            return
         per_iteration = (now - self.estimate_from) / (ESTIMATE_TO - ESTIMATE_FROM)
-        cfg = runs[0].cfg
-        note = day_note(per_iteration, cfg.iterations, it, cfg.batch_size * len(runs))
+        cfg, done = runs[0].cfg, min(r.state.iteration for r in runs)
+        note = day_note(per_iteration, cfg.iterations, done, cfg.batch_size * len(runs))
         if note:
             say(note)

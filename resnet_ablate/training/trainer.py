@@ -222,7 +222,7 @@ def loop(runs: list[TrainingRun], stop: StopRequest, started: float | None = Non
             for run in active:
                 run.writer.add_time(overhead, interval=False)
             active = [r for r in active if r.status is Status.TRAINING]
-            beat.quiet(active)
+            beat.quiet()
             tick = last = time.perf_counter()
 
 
