@@ -21,8 +21,9 @@ from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
 from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.cli import guarded
 from resnet_ablate.registry import UsageError
-from resnet_ablate.sweeps.launcher import command_line, load_profile
-from resnet_ablate.sweeps.specs import draw_trials
+from resnet_ablate.sweeps import launcher
+from resnet_ablate.sweeps.launcher import command_line, load_profile, parse_launch
+from resnet_ablate.sweeps.specs import draw_trials, expand
 from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
@@ -247,6 +248,15 @@ def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
     assert run.main(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == ("sweep sweep: 2 runs: 2 done, 0 failed; next: python -m "
                                                         "resnet_ablate.report runs/sweep --out reports/sweep")
+
+
+def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monkeypatch, capsys):
+    """Runs in a queued or running SLURM job are neither paused nor to be resumed: exit 0, follow with status."""
+    monkeypatch.chdir(tmp_path)
+    plan = expand(parse_launch([]), [*DONE, "seed=0,1"])
+    assert launcher._summary(plan, {}, {run_name(c): "running" for c in plan.cfgs}, "cmd") == 0
+    assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 failed, 2 queued or running; follow them with: "
+                                       "python -m resnet_ablate.status runs/sweep\n")
 
 
 def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):

@@ -88,14 +88,7 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     states = {run_name(c): finished(c) for c in plan.cfgs}
     live = _live_runs(plan.folder)
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
-    trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
-    layout = f", layout {plan.layout}" if plan.layout else ""
-    print(f"sweep {plan.name} (budget {plan.budget}{layout}{trials}): {len(plan.cfgs)} runs in "
-          f"{plan.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
-          f"running, {len(todo)} to run", flush=True)
-    if launch.launcher == "slurm" and todo and not launch.slurm.gpus_per_task:
-        print("note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs, which for the papers' "
-              "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
+    _announce(launch, plan, states, live, todo)
     if launch.dry_run:
         for name, state in states.items():
             print(f"  {state or live.get(name) or '-':<8} {name}")
@@ -105,10 +98,10 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     write_sweep(plan.record(command, launch.launcher))
     batches = pack(todo, launch.runs_per_job)
     if not batches:
-        return _summary(plan, {}, command)
+        return _summary(plan, {}, live, command)
     job = SweepJob(launch.max_retries)
     if executor_ is None:
-        return _summary(plan, _run_inline(job, batches), command)
+        return _summary(plan, _run_inline(job, batches), live, command)
     if launch.launcher == "slurm":
         jobs = executor_.map_array(job, batches)
         record_jobs(plan.folder, launch.launcher, jobs, batches)
@@ -121,7 +114,20 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
         jobs = executor_.map_array(job, wave)
         record_jobs(plan.folder, launch.launcher, jobs, wave)
         crashed.update(_crashes([outcome(j) for j in jobs], wave))
-    return _summary(plan, crashed, command)
+    return _summary(plan, crashed, live, command)
+
+
+def _announce(launch: Launch, plan: SweepPlan, states: dict[str, str | None], live: dict[str, str],
+              todo: list[Config]) -> None:
+    """The sweep's header line (what is finished, live, to run), and a note when SLURM jobs get no GPU."""
+    trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
+    layout = f", layout {plan.layout}" if plan.layout else ""
+    print(f"sweep {plan.name} (budget {plan.budget}{layout}{trials}): {len(plan.cfgs)} runs in "
+          f"{plan.folder}; {sum(s is not None for s in states.values())} finished, {len(live)} queued or "
+          f"running, {len(todo)} to run", flush=True)
+    if launch.launcher == "slurm" and todo and not launch.slurm.gpus_per_task:
+        print("note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs, which for the papers' "
+              "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
 
 
 def _live_runs(folder: Path) -> dict[str, str]:
@@ -152,30 +158,36 @@ def _crashes(outcomes: list[str | None], batches: list[list[Config]]) -> dict[st
     return {run_name(c): reason for reason, batch in zip(outcomes, batches) if reason for c in batch}
 
 
-def _summary(plan: SweepPlan, crashed: dict[str, str], command: str) -> int:
+def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, str], command: str) -> int:
     """Print the crashed runs and the sweep's one summary line (where every run stands, what to run next);
-    return the exit code: 1 if a run crashed, 75 if some are unfinished, else 0."""
+    return the exit code: 1 if a run crashed, 75 if some are unfinished (and not in a live SLURM job), else 0."""
     for name, reason in crashed.items():
         print(f"crashed: {name}: {reason}", file=sys.stderr)
-    counts = dict.fromkeys(("done", "failed", "crashed", "paused", "not started"), 0)
+    counts = dict.fromkeys(("done", "failed", "crashed", "paused", "not started", "queued or running"), 0)
     for cfg in plan.cfgs:
-        counts[_where(cfg, crashed)] += 1
+        counts[_where(cfg, crashed, live)] += 1
     unfinished = counts["crashed"] + counts["paused"] + counts["not started"]
-    after = (f"run the same command again to resume: {command}" if unfinished else
-             f"next: python -m resnet_ablate.report {plan.folder} --out reports/{plan.folder.name}")
-    print(f"sweep {plan.name}: {len(plan.cfgs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n or
-                                                                       k in ("done", "failed")) + f"; {after}",
-          flush=True)
+    if unfinished:
+        after = f"run the same command again to resume: {command}"
+    elif counts["queued or running"]:
+        after = f"follow them with: python -m resnet_ablate.status {plan.folder}"
+    else:
+        after = f"next: python -m resnet_ablate.report {plan.folder} --out reports/{plan.folder.name}"
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("done", "failed"))
+    print(f"sweep {plan.name}: {len(plan.cfgs)} runs: {shown}; {after}", flush=True)
     return EXIT_CRASHED if counts["crashed"] else EXIT_PAUSED if unfinished else 0
 
 
-def _where(cfg: Config, crashed: dict[str, str]) -> str:
-    """A run after a launch: done, failed (result.json fail), crashed, paused (a checkpoint) or not started."""
+def _where(cfg: Config, crashed: dict[str, str], live: dict[str, str]) -> str:
+    """A run after a launch: done, failed (result.json fail), crashed, queued or running (a live SLURM job),
+    paused (a checkpoint) or not started."""
     state = finished(cfg)
     if state is not None:
         return "done" if state == "done" else "failed"
     if run_name(cfg) in crashed:
         return "crashed"
+    if run_name(cfg) in live:
+        return "queued or running"
     return "paused" if (run_dir(cfg) / rf.CHECKPOINT).is_file() else "not started"
 
 
