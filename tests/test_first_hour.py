@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 import torch
-from helpers import TINY, cli_env, make_run_folder, merged, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, make_run_folder, merged, write_fake_cifar
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from resnet_ablate import lr_find, report, run, status, zoo
 from resnet_ablate.analysis import figures
+from resnet_ablate.cli import guarded
 from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
 from resnet_ablate.models.transfer import read_state_dict
-from resnet_ablate.cli import guarded
 from resnet_ablate.registry import UsageError
 from resnet_ablate.sweeps import launcher
 from resnet_ablate.sweeps.launcher import command_line, load_profile, parse_launch
@@ -28,8 +28,8 @@ from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.progress import cores, day_note
-from resnet_ablate.training.trainer import StopRequest, train
+from resnet_ablate.training.progress import cores, day_note, device_line
+from resnet_ablate.training.trainer import StopRequest, setup, train
 
 DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
 
@@ -94,10 +94,10 @@ def test_the_readme_random_sweep_example_now_names_its_milestones(tmp_path, monk
     assert run.main([*old, "milestones=[2000,3000]"]) == 0
 
 
-def test_the_same_key_twice_is_refused(tmp_path):
-    proc = run_cli("depth=20", "depth=32", "dry_run=true", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr == "error: depth is set twice (depth=20, depth=32); keep one\n"
+def test_the_same_key_twice_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["depth=20", "depth=32", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: depth is set twice (depth=20, depth=32); keep one\n"
 
 
 def test_parameters_of_another_shortcut_are_ignored_with_a_note_and_kept_out_of_the_name():
@@ -141,11 +141,11 @@ def test_start_up_lines_say_device_threads_data_size_folder_and_changed_settings
     assert (folder / "config.yaml").read_text().count("\n") > 50  # the full config
 
 
-def test_threads_key_sets_torch_threads_and_the_start_up_line_shows_it(tmp_path, capsys):
+def test_threads_key_sets_torch_threads_and_the_start_up_line_shows_it():
     try:
-        _, out = _train_out(capsys, [*TINY, "iterations=10", "milestones=[5]", "threads=2",
-                                     f"run_dir={tmp_path / 'r'}"])
-        assert out[0].startswith("device: CPU, 2 threads on ") and torch.get_num_threads() == 2
+        device, precision = setup(parse([*TINY, "threads=2"]))  # what train() calls first
+        assert torch.get_num_threads() == 2
+        assert device_line(device, precision, graphs=True).startswith("device: CPU, 2 threads on ")
     finally:
         torch.set_num_threads(1)
 
