@@ -4,7 +4,8 @@ Trains the configured net from its seeded initialisation while the lr grows expo
 `start_lr` to `end_lr` over `steps` iterations, stops once the smoothed loss passes 4x its minimum
 (or is not finite), and writes the curve (`lr_find.jsonl`), a figure (`lr_find.png`) and the
 suggestion (`lr_find.json`) to the run folder. Suggested lr: a tenth of the lr at the smoothed
-loss's minimum, the usual rule of thumb; the steepest-descent lr is recorded beside it.
+loss's minimum, the usual rule of thumb; the steepest-descent lr is recorded beside it. When the loss
+is lowest at an end of the range, the range did not bracket the minimum: it says so and suggests nothing.
 Any training key works (`optim=adamw depth=56 ...`); the recipe's own schedule is not used.
 """
 from __future__ import annotations
@@ -16,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .analysis import figures
 from .cli import guarded
-from .registry import UsageError, first_line
+from .registry import UsageError, closest, first_line
 from .training import runfolder as rf
-from .training.config import run_name, to_yaml
-from .training.parse import parse
+from .training.config import fields, run_name, to_yaml
+from .training.parse import check_unique, help_text, parse
+from .training.progress import device_line, say
 from .training.state import RunState
 from .training.trainer import data_key, load_data, setup
 
@@ -41,9 +45,21 @@ class RangeTest:
     steps: int = 200
 
 
+USAGE = ("usage: python -m resnet_ablate.lr_find [start_lr=1e-05] [end_lr=10.0] [steps=200] [training key=value ...]\n"
+         "  start_lr, end_lr  the range the lr grows through, exponentially\n"
+         "  steps             iterations to do it in (it stops early once the loss passes 4x its minimum)\n"
+         "Writes lr_find.jsonl, lr_find.json and lr_find.png to runs/lr_find_<name>/ (or run_dir=). The training "
+         "keys:\n")
+
+
 def split_args(argv: list[str]) -> tuple[RangeTest, list[str]]:
-    """Range-test keys (start_lr, end_lr, steps) apart from the training overrides."""
-    own = [a for a in argv if a.split("=", 1)[0] in RangeTest.__dataclass_fields__]
+    """Range-test keys (start_lr, end_lr, steps) apart from the training overrides; an unknown key gets the
+    closest of both kinds."""
+    own_keys = list(RangeTest.__dataclass_fields__)
+    for key in (a.split("=", 1)[0] for a in argv if "=" in a):
+        if key not in own_keys and key not in fields():
+            raise UsageError(f"unknown key '{key}'{closest(key, [*own_keys, *fields()])}; see --help for the keys")
+    own = [a for a in argv if a.split("=", 1)[0] in own_keys]
     rest = [a for a in argv if a not in own]
     try:
         test: RangeTest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RangeTest),
@@ -55,11 +71,26 @@ def split_args(argv: list[str]) -> tuple[RangeTest, list[str]]:
     return test, rest
 
 
-def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
-    """min-loss lr / 10 (the suggestion) and the lr of steepest loss descent per log-lr."""
+def suggest(lrs: list[float], losses: list[float], whole_range: bool = False) -> dict[str, float | None]:
+    """min-loss lr / 10 (the suggestion) and the lr of steepest loss descent per log-lr. No suggestion (None)
+    when the loss is lowest at the start of the range, or at its end when the test ran through all of it
+    (`whole_range`; a test stopped by a rising loss has its minimum before the stop): the minimum lies
+    outside the range."""
     best = int(np.argmin(losses))
     slopes = np.gradient(np.asarray(losses[: best + 1]), np.log(lrs[: best + 1])) if best > 1 else np.zeros(1)
-    return {"suggested_lr": lrs[best] / 10, "min_loss_lr": lrs[best], "steepest_lr": lrs[int(np.argmin(slopes))]}
+    inside = 0 < best and not (whole_range and best == len(lrs) - 1)
+    return {"suggested_lr": lrs[best] / 10 if inside else None, "min_loss_lr": lrs[best],
+            "steepest_lr": lrs[int(np.argmin(slopes))]}
+
+
+def edge_warning(lrs: list[float], found: dict[str, float | None], test: RangeTest) -> str | None:
+    """The warning for a loss lowest at an end of the range (what to change), or None."""
+    if found["suggested_lr"] is not None:
+        return None
+    if found["min_loss_lr"] == lrs[0]:
+        return f"warning: the loss is lowest at start_lr={test.start_lr:g}; lower start_lr to find its minimum"
+    return (f"warning: the loss was still falling at {lrs[-1]:.3g}, the end of the range; raise end_lr (or steps) "
+            f"to find its minimum")
 
 
 def range_test(run: RunState, test: RangeTest) -> tuple[list[float], list[float]]:
@@ -82,21 +113,20 @@ def range_test(run: RunState, test: RangeTest) -> tuple[list[float], list[float]
     return lrs, losses
 
 
-def plot(lrs: list[float], losses: list[float], found: dict[str, float], path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(3.3, 2.4))
-    ax.plot(lrs, losses, lw=1.5)
-    ax.axvline(found["suggested_lr"], ls="--", c="C3", lw=1, label=f"suggested {found['suggested_lr']:.3g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=300)
-    plt.close(fig)
+def figure(lrs: list[float], losses: list[float], found: dict[str, float | None], title: str) -> Figure:
+    """The smoothed loss against the lr (log axis), the lowest loss marked, the suggested lr as a dashed line."""
+    with figures.style():
+        fig = Figure(figsize=(figures.WIDTH, 2.6), layout="constrained")
+        ax = fig.subplots()
+        ax.plot(lrs, losses, lw=1.5)
+        best = lrs.index(found["min_loss_lr"])
+        ax.plot(lrs[best], losses[best], "o", c="C1", ms=4, label=f"lowest loss at {found['min_loss_lr']:.3g}")
+        if found["suggested_lr"] is not None:
+            ax.axvline(found["suggested_lr"], ls="--", c="C3", lw=1, label=f"suggested lr {found['suggested_lr']:.3g}")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)")
+        ax.set_title(figures.fit_title(title), fontsize="small")
+        ax.legend(fontsize="x-small")
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,21 +134,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + help_text().split("\n", 2)[2])
+        return 0
+    check_unique(argv)
     test, overrides = split_args(argv)
     cfg = parse(overrides)
     folder = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / f"lr_find_{run_name(cfg)}"
     rf.create_folder(folder, "run_dir" if cfg.run_dir else "runs_root")  # before the data: a bad folder fails fast
     device, precision = setup(cfg)
+    say(device_line(device, precision, graphs=False))
     run = RunState(cfg, load_data([cfg], device)[data_key(cfg)], device, precision)
+    say(f"range test: lr {test.start_lr:g} to {test.end_lr:g} over {test.steps} steps, {run.parameters:,} "
+        f"parameters; writing to {folder.resolve()}")
     rf.write_text(folder / rf.CONFIG, to_yaml(cfg))
     lrs, losses = range_test(run, test)
     if len(lrs) < 3:
         print(f"error: the loss diverged within {len(lrs)} steps; lower start_lr", file=sys.stderr)
         return 1
     rf.write_text(folder / CURVE, "".join(json.dumps({"lr": lr, "loss": loss}) + "\n" for lr, loss in zip(lrs, losses)))
-    found = suggest(lrs, losses)
-    rf.write_json(folder / SUGGESTION, {**found, "steps_run": len(lrs), **vars(test)})
-    plot(lrs, losses, found, folder / FIGURE)
+    found = suggest(lrs, losses, whole_range=len(lrs) == test.steps)
+    warning = edge_warning(lrs, found, test)
+    rf.write_json(folder / SUGGESTION, {**found, "steps_run": len(lrs), **vars(test), "warning": warning})
+    figure(lrs, losses, found, f"lr range test: {run_name(cfg)}").savefig(folder / FIGURE, dpi=figures.DPI)
+    if warning:
+        print(f"{warning}; curve and figure in {folder}")
+        return 0
     print(f"suggested lr {found['suggested_lr']:.3g} (loss lowest at {found['min_loss_lr']:.3g}, steepest descent "
           f"at {found['steepest_lr']:.3g}); curve and figure in {folder}")
     return 0

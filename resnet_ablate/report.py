@@ -21,7 +21,7 @@ from pathlib import Path
 from .analysis.curves import SPREAD_CAPTION, draw_figures, gradient_spread, slug
 from .analysis.scan import RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
-from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, text_cells
+from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
 from .cli import guarded
 from .registry import UsageError, unknown
 from .sweeps.sweepfolder import SweepRecord
@@ -65,10 +65,11 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
     for lay in choose_layouts(layout, sweep, groups):
         table = build_table(lay, groups)
         if table is None:
-            lines += [f"No runs fit layout {lay.name} ({lay.title}).", ""]
+            lines += [f"No runs fit layout {lay.name} ({lay.title}; it shows {lay.keeps}).", ""]
             continue
         lines += emit(table.shown, table.frame, table.caption, out / f"{prefix}-{lay.name}", lay.title + suffix,
                       tex=True)
+        lines += left_out(lay, groups)
     spread = gradient_spread(groups)
     if not spread.empty:
         lines += emit(text_cells(spread), spread, SPREAD_CAPTION, out / f"{prefix}-gradnorm",
@@ -82,7 +83,7 @@ def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str,
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Report on {found.root}", ""]
     for name, sweep, runs in sections(found):
-        lines += [f"## {sweep.label() if sweep else f'runs under {found.root}'}", ""]
+        lines += [f"## {sweep.label() if sweep else 'Runs outside any sweep'}", ""]
         lines += _section(runs, sweep, out, slug(name), layout, formats)
     unread = _unread(found)
     if unread:

@@ -97,7 +97,7 @@ def _error_line(text: str) -> str:
 
 def _main(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]):
-        print(USAGE)
+        print(f"{USAGE}\nPrints {__doc__.split(': ', 1)[1].rstrip()}")  # the docstring says what it prints
         return 0
     if len(argv) != 1:
         raise UsageError(f"expected one sweep folder; {USAGE}")

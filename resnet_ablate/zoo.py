@@ -7,9 +7,11 @@ import sys
 import torch
 import torchvision
 
+from .cli import guarded
 from .models.cifar import PAPER_DEPTHS, build_model
 from .models.imagenet import IMAGENET_DEPTHS, TORCHVISION_ARCHS, build_imagenet_model
 from .models.resnet import count_parameters
+from .registry import UsageError
 
 # Parameter counts as printed in the papers (2015 Table 6; 2016 Table 3), in millions.
 PAPER_PARAMS = {20: "0.27", 32: "0.46", 44: "0.66", 56: "0.85", 110: "1.7", 1202: "19.4", 164: "1.7", 1001: "10.2"}
@@ -43,9 +45,23 @@ def imagenet_table() -> list[str]:
     return rows
 
 
-def main() -> int:
+USAGE = ("usage: python -m resnet_ablate.zoo\n"
+         "Prints the parameter counts of the papers' CIFAR nets beside the papers' figures, and of the "
+         "ImageNet-style nets (arch=imagenet) beside torchvision's; takes no arguments.")
+
+
+def _main(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if argv:
+        raise UsageError(f"unexpected argument '{argv[0]}'; {USAGE.splitlines()[0]} (no arguments)")
     print("\n".join([*table(), "", *imagenet_table()]))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return guarded(_main, argv)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,14 @@ def write_fake_cifar(root: Path, name: str = "cifar10", per_file: int = 12, seed
     return written
 
 
+def merged(base: list[str], *overrides: str) -> list[str]:
+    """`base` settings with some replaced: `merged(TINY, "iterations=60")`. The command line refuses a key given
+    twice, so `[*TINY, "iterations=60"]` is for parse() only (where the last one wins, as a spec's overrides
+    under the command line's)."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [*(b for b in base if b.split("=", 1)[0] not in keys), *overrides]
+
+
 def cli_env() -> dict[str, str]:
     """The environment for a CLI subprocess: this checkout's package first (also from a git worktree)."""
     return {**os.environ, "OMP_NUM_THREADS": "1",

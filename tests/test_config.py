@@ -20,9 +20,9 @@ def test_defaults_are_the_papers_recipe():
 
 
 def test_overrides_are_typed():
-    cfg = parse(["shortcut=gating", "depth=56", "gate_bias=-7", "seed=3", "milestones=[100,200]", "inverted=true"])
-    assert (cfg.shortcut, cfg.depth, cfg.gate_bias, cfg.seed, cfg.milestones, cfg.inverted) == (
-        "gating", 56, -7.0, 3, [100, 200], True)
+    cfg = parse(["shortcut=gating", "depth=56", "gate_bias=-7", "seed=3", "milestones=[100,200]"])
+    assert (cfg.shortcut, cfg.depth, cfg.gate_bias, cfg.seed, cfg.milestones) == ("gating", 56, -7.0, 3, [100, 200])
+    assert parse(["shortcut=dropout", "inverted=true"]).inverted is True  # (another shortcut's would be ignored)
 
 
 def test_every_shortcut_parameter_is_a_config_key_with_the_class_default():
@@ -83,8 +83,9 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
 
 def test_run_name_shows_what_differs_from_the_defaults():
     assert run_name(parse([])) == "cifar10_d110_original_identity_s0"
-    name = run_name(parse(["shortcut=gating", "gate_bias=-7", "seed=2", "device=cpu", "iterations=8000"]))
-    assert name == "cifar10_d110_original_gating_gate_bias=-7.0_iterations=8000_s2"
+    name = run_name(parse(["shortcut=gating", "gate_bias=-7", "seed=2", "device=cpu", "iterations=8000",
+                           "milestones=[4000,6000]"]))
+    assert name == "cifar10_d110_original_gating_gate_bias=-7.0_iterations=8000_milestones=4000-6000_s2"
 
 
 def test_config_round_trips_through_yaml(tmp_path):

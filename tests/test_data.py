@@ -41,14 +41,15 @@ def test_missing_data_offline_says_where_to_put_it(tmp_path):
     with pytest.raises(UsageError) as e:
         datamod.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value) == (f"cifar10 not found in {tmp_path}: put cifar-10-python.tar.gz or its extracted "
-                            f"cifar-10-batches-py/ folder there, or point data_dir= at where it is (download=false)")
+                            f"cifar-10-batches-py/ folder there, or point data_dir= (or $RESNET_ABLATE_DATA) at "
+                            f"where it is (download=false)")
 
 
 def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch):
     env_blocked = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     for k, v in env_blocked.items():
         monkeypatch.setenv(k, v)
-    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", cwd=tmp_path)
+    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", "warmup_iters=0", "milestones=[]", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: cifar10 is not in {tmp_path} and could not be downloaded from "
                                   "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")

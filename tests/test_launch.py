@@ -62,8 +62,8 @@ def test_table1_rows_and_the_2015_warmup_rule():
 
 
 def test_command_line_overrides_apply_on_top_of_a_spec():
-    sweep = expand(parse_launch(["ablation=table2_units", "budget=quick"]), ["dataset=synthetic", "iterations=10"])
-    assert {(c.dataset, c.iterations, tuple(c.milestones)) for c in sweep.cfgs} == {("synthetic", 10, (8000, 12000))}
+    sweep = expand(parse_launch(["ablation=table2_units", "budget=quick"]), ["dataset=synthetic", "iterations=20000"])
+    assert {(c.dataset, c.iterations, tuple(c.milestones)) for c in sweep.cfgs} == {("synthetic", 20000, (8000, 12000))}
 
 
 def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch, capsys):
@@ -207,7 +207,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
 
 def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 0
+    assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 75  # paused runs: exit 75
     folder = tmp_path / "s"
     runs = list(read_sweep(folder).runs)
     for p in (folder / runs[0]).iterdir():

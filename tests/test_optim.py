@@ -49,7 +49,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     split = [*TINY, *extra, f"run_dir={tmp_path / 'split'}"]
     stop = StopRequest()
     stop.reason = "test"  # checkpoint and pause at the first opportunity (iteration 1)
-    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1}
+    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1, "reason": "test"}
     train([parse(split)])
     assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
 
@@ -58,7 +58,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     ("optim=lamb", "unknown optim 'lamb'; allowed: sgd, adam, adamw"),
     ("schedule=cos", "unknown schedule 'cos' (did you mean 'cosine'?); allowed: step, cosine, onecycle"),
     ("betas=[0.9]", "betas=[0.9] must be two numbers in [0, 1)"),
-    ("onecycle_pct=1.5", "onecycle_pct=1.5 must be in (0, 1)"),
+    ("onecycle_pct=1.5", "onecycle_pct=1.5 is out of range; allowed: 0 < onecycle_pct < 1"),
 ])
 def test_bad_optimizer_settings_are_one_line(arg, message):
     with pytest.raises(UsageError) as e:

@@ -22,10 +22,27 @@ from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.trainer import train
+from resnet_ablate.training.trainer import StopRequest, train
 
 DONE = [*TINY, "fail_threshold=100"]
-PAUSE = "time_limit_s=0.001"  # stops at the first evaluation (iteration 10), checkpointed
+PAUSE = "time_limit_s=0.001"  # stops after the first iteration, checkpointed, before any metrics line
+
+
+class StopAtFirstEvaluation(StopRequest):
+    """A stop request (as a SIGTERM) that arrives once `folder` holds a metrics line: a fresh run pauses at its
+    first evaluation, checkpointed there."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        super().__init__()
+
+    @property
+    def reason(self):
+        return "SIGTERM" if (self.folder / "metrics.jsonl").is_file() else self._reason
+
+    @reason.setter
+    def reason(self, value) -> None:
+        self._reason = value
 
 
 def _with(*changes: str) -> list[str]:
@@ -44,7 +61,8 @@ def _error(capsys) -> str:
 def _paused(folder, *extra):
     """A run paused at iteration 10 (checkpoint and one metrics line) in `folder`; its settings."""
     args = [*DONE, *extra, f"run_dir={folder}"]
-    assert train([parse([*args, PAUSE])])[0] == {"status": "paused", "iteration": 10}
+    assert train([parse(args)], StopAtFirstEvaluation(folder))[0] == {"status": "paused", "iteration": 10,
+                                                                      "reason": "SIGTERM"}
     return args
 
 
@@ -156,7 +174,8 @@ def test_resuming_or_reusing_a_folder_with_other_data_is_refused(tmp_path, capsy
     common = ["dataset=folder", "image_size=8", "depth=8", "batch_size=4", "iterations=20", "eval_every=10",
               "warmup_iters=0", "milestones=[15]", "fail_threshold=100"]
     paused = tmp_path / "paused"
-    assert train([parse([*common, f"data_dir={one}", f"run_dir={paused}", PAUSE])])[0]["status"] == "paused"
+    assert train([parse([*common, f"data_dir={one}", f"run_dir={paused}"])],
+                 StopAtFirstEvaluation(paused))[0]["status"] == "paused"
     finished = tmp_path / "finished"
     train([parse([*common, f"data_dir={one}", f"run_dir={finished}"])])
     capsys.readouterr()
@@ -336,7 +355,7 @@ def test_long_settings_give_a_bounded_unique_name_that_trains(tmp_path):
 
 def test_status_and_report_tell_running_from_paused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run.main([*DONE, "seed=0,1", "sweep_dir=s", PAUSE]) == 0
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s", PAUSE]) == 75  # both stopped, resumable
     names = [run_name(parse([*DONE, f"seed={s}"])) for s in (0, 1)]
     fd = _hold_lock(tmp_path / "s" / names[0])
     try:
@@ -349,9 +368,9 @@ def test_status_and_report_tell_running_from_paused(tmp_path, monkeypatch, capsy
         printed = capsys.readouterr().out
     finally:
         os.close(fd)
-    assert f"- running (no result.json; iteration 10 of 30; trained by pid 4242 on node7, SLURM job 99_1, since " \
+    assert f"- running (no result.json; no evaluation yet; trained by pid 4242 on node7, SLURM job 99_1, since " \
            f"today): s/{names[0]}" in printed
-    assert f"- paused (no result.json; iteration 10 of 30; nobody trains it; the same command resumes it): " \
+    assert f"- paused (no result.json; no evaluation yet; nobody trains it; the same command resumes it): " \
            f"s/{names[1]}" in printed
 
 
@@ -383,7 +402,8 @@ def test_cifar_batches_are_unpickled_without_running_code(tmp_path, capsys):
     evil = _Runs()
     evil.marker = tmp_path / "ran"
     batch.write_bytes(pickle.dumps({b"data": evil, b"labels": [1]}))
-    args = ["depth=8", "iterations=1", f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'r'}"]
+    args = ["depth=8", "iterations=1", "warmup_iters=0", "milestones=[]", f"data_dir={tmp_path / 'data'}",
+            f"run_dir={tmp_path / 'r'}"]
     assert run.main(args) == 2
     assert f"{batch} is not a readable CIFAR batch file (Refused: it names posix.system" in _error(capsys)
     assert not evil.marker.exists()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, metrics, result, run_cli
+from helpers import REPO, TINY, merged, metrics, result, run_cli
 
 from resnet_ablate import status
 from resnet_ablate.sweeps.jobs import ended_cause
@@ -27,8 +27,8 @@ from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
 COMMENT = f"resnet-ablate-tests:{REPO}"  # marks this checkout's test jobs: slurm/cancel-test-jobs.sh cancels those
-JOB = ["launcher=slurm", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10", "fail_threshold=100",
-       f"slurm.extra.comment={COMMENT}"]
+JOB = ["launcher=slurm", "profile=local", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10",
+       "fail_threshold=100", f"slurm.extra.comment={COMMENT}"]
 DEBIAN = Path("/etc/debian_version")
 SCRIPTS = REPO / "slurm"
 
@@ -121,7 +121,7 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     """Job 0 is requeued by `scontrol requeue` (SIGTERM, then SIGKILL after KillWait), job 1 gets SIGUSR2 as
     before a time limit (submitit requeues it); both must end with an undisturbed run's metrics."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = [*TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10"]
+    args = merged(TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10")
     proc = run_cli(*args, "seed=0,1", *JOB, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "runs" / "sweep"
@@ -144,12 +144,6 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     assert status.run_states(folder) == {r.name: ("done", "") for r in runs}
 
 
-def _tiny(*changes: str) -> list[str]:
-    """TINY with `changes` (key=value) replacing its keys or added: no key given twice."""
-    keys = {c.split("=", 1)[0] for c in changes}
-    return [*(a for a in TINY if a.split("=", 1)[0] not in keys), *changes]
-
-
 def _trainer(run: Path) -> int:
     """The pid of the process training `run` (from its lock), once one does."""
     _wait(lambda: rf.holder(run) and len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to train")
@@ -160,7 +154,7 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     """Job 0's training process is killed with SIGKILL (as the out-of-memory killer does): max_retries covers it,
     the run resumes and finishes. Job 1 is killed whole: status says killed by SIGKILL, and resumable."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = _tiny("iterations=300", "milestones=[150]", "eval_every=10")
+    args = merged(TINY, "iterations=300", "milestones=[150]", "eval_every=10")
     assert run_cli(*args, "seed=0,1", *JOB, "max_retries=1", cwd=tmp_path).returncode == 0
     folder = tmp_path / "runs" / "sweep"
     ids = [j["job_id"] for j in _jobs(folder)]

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TINY, run_cli
+from helpers import TINY, merged, run_cli
 from scipy import stats
 
 from resnet_ablate import report, run
@@ -16,7 +16,7 @@ from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand
 
 SEARCH = ["search.lr=loguniform:0.001:0.1", "search.optim=choice:sgd,adamw"]
-SHORT = [*TINY, "iterations=10", "milestones=[8]", "eval_every=5", "fail_threshold=100"]
+SHORT = merged(TINY, "iterations=10", "milestones=[8]", "eval_every=5", "fail_threshold=100")
 
 
 def trials(*extra):
@@ -129,7 +129,7 @@ def test_report_importance_matches_scipy_on_the_runs_results(swept):
     table = pd.read_csv(out / "sweep-trials.csv")
     assert list(table["mean"]) == sorted(rows["error"]) and set(table["n"]) == {1}
     text = (out / "report.md").read_text()
-    assert "### importance — sweep sweep" in text and "Spearman rho" in text
+    assert "### importance — command-line sweep" in text and "Spearman rho" in text
 
 
 def test_report_figures_are_written_and_not_empty(swept):

@@ -35,7 +35,7 @@ def test_tensorboard_events_equal_the_metrics_also_after_a_crash_and_resume(tmp_
     args = [*TINY, "logger=tensorboard", f"run_dir={folder}"]
     stop = StopRequest()
     stop.reason = "test"
-    assert train([parse(args)], stop)[0] == {"status": "paused", "iteration": 1}
+    assert train([parse(args)], stop)[0] == {"status": "paused", "iteration": 1, "reason": "test"}
     shutil.copy(folder / "checkpoint.pt", tmp_path / "at1.pt")
     train([parse(args)])
     scalars = _tensorboard_scalars(folder)

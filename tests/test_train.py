@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, cli_env, metrics, result, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, merged, metrics, result, run_cli, write_fake_cifar
 
 from resnet_ablate.training.config import from_yaml
 from resnet_ablate.training.parse import parse
@@ -59,9 +59,9 @@ def test_finished_run_is_not_redone(tiny, tmp_path, capsys):
 
 
 def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
-    train([parse([*tiny, "iterations=10"])])
+    train([parse([*tiny, "iterations=25"])])
     (tmp_path / "run" / "result.json").unlink()
-    with pytest.raises(UsageError, match=r"holds a run with other settings \(iterations: 10 vs 30\)"):
+    with pytest.raises(UsageError, match=r"holds a run with other settings \(iterations: 25 vs 30\)"):
         train([parse(tiny)])
 
 
@@ -78,7 +78,7 @@ def _wait_for_lines(path, n, proc, timeout=120):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume."""
-    args = [*TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20"]
+    args = merged(TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20")
     train([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
     cut = [*args, f"run_dir={tmp_path / 'cut'}"]
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *cut], cwd=tmp_path,
@@ -90,7 +90,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert 20 <= state["iteration"] < 160  # SIGKILL may land between a metrics line and its checkpoint
     if sig == signal.SIGTERM:
-        assert proc.returncode == 0
+        assert proc.returncode == 75  # stopped before the end: its own exit code
     resumed = run_cli(*cut, cwd=tmp_path)
     assert proc.returncode is not None and resumed.returncode == 0
     assert f"resuming from iteration {state['iteration']}" in resumed.stdout
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
 def test_time_limit_pauses_and_the_same_command_resumes(tmp_path):
     args = [*TINY, "iterations=60", f"run_dir={tmp_path / 'r'}"]
     first = train([parse([*args, "time_limit_s=0.001"])])[0]
-    assert first == {"status": "paused", "iteration": 10}
+    assert first == {"status": "paused", "iteration": 1, "reason": "time_limit_s=0.001"}  # checked every iteration
     assert not (tmp_path / "r" / "result.json").exists()
     train([parse([*args, f"run_dir={tmp_path / 'ref'}"])])
     train([parse(args)])
@@ -126,7 +126,8 @@ def test_high_final_error_is_fail(tiny):
 
 def test_trains_on_fake_cifar_in_the_real_format(tmp_path):
     write_fake_cifar(tmp_path / "data", per_file=40)
-    res = train([parse(["depth=8", "batch_size=16", "iterations=10", "eval_every=5", "val_split=20",
+    res = train([parse(["depth=8", "batch_size=16", "iterations=10", "milestones=[5]", "warmup_iters=0",
+                        "eval_every=5", "val_split=20",
                         f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'r'}"])])[0]
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert res["iterations"] == 10 and res["final_val_error"] == rows[-1]["val_error"]
@@ -138,7 +139,7 @@ def test_cli_runs_the_main_job_on_synthetic_data(tmp_path):
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "runs" / "synthetic_d8_original_identity_synthetic_size=64_iterations=30_milestones=20_" \
                                  "warmup_iters=0_batch_size=8_s0"
-    assert f"run folder: {folder.relative_to(tmp_path)}" in proc.stdout
-    assert "config:\n  depth: 8\n" in proc.stdout
+    assert f"] 75,290 parameters; run folder {folder}\n" in proc.stdout  # the start-up lines: tests/test_first_hour.py
+    assert "settings besides the defaults (all in config.yaml): depth=8 dataset=synthetic" in proc.stdout
     assert "it 30/30" in proc.stdout and "\r" not in proc.stdout
     assert (folder / "result.json").is_file()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import textwrap
 from pathlib import Path
 from typing import Iterator
 
 import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 WIDTH = 3.3  # inches: one column of a two-column paper
@@ -25,8 +29,8 @@ MAX_PROBE_PANELS = 4
 
 
 @contextlib.contextmanager
-def _style() -> Iterator[None]:
-    """Seaborn's paper context and ticks style, for the figures made inside only."""
+def style() -> Iterator[None]:
+    """Seaborn's paper context and ticks style, for the figures made inside only (lr_find's too)."""
     with mpl.rc_context({**sns.plotting_context("paper", font_scale=0.85), **sns.axes_style("ticks")}):
         yield
 
@@ -66,15 +70,46 @@ def _curves(ax: Axes, frame: pd.DataFrame, hue: str, palette: dict, legend: bool
     _thousands(ax)
 
 
+def _is_heading(handle: Artist) -> bool:
+    """seaborn's sub-title entries ('split', the hue's name) are lines of width 0 without a marker."""
+    return isinstance(handle, Line2D) and handle.get_linewidth() == 0 and handle.get_marker() in ("None", "", None)
+
+
+def _sections(handles: list[Artist], labels: list[str]) -> list[list[tuple[Artist, str]]]:
+    """The legend's entries split into sections, each starting at a sub-title entry."""
+    sections: list[list[tuple[Artist, str]]] = []
+    for handle, label in zip(handles, labels):
+        if _is_heading(handle) or not sections:
+            sections.append([])
+        sections[-1].append((handle, label))
+    return sections
+
+
 def _legend_below(fig: Figure, ax: Axes, columns: int = 2) -> None:
-    """Move an axes' legend under the plot, one column for long labels, and grow the figure's height
-    for it, so the plot keeps the column's width and its own height."""
+    """Move an axes' legend under the plot and grow the figure's height for it, so the plot keeps the
+    column's width and its own height. With several columns, each section (a sub-title and its entries,
+    e.g. 'split' with 'test' and 'train') fills a column of its own, so no entry lands under another's
+    heading; long labels get one column, the sections one below the other."""
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend() is not None:
         ax.get_legend().remove()
-    columns = 1 if max(map(len, labels), default=0) > 24 else columns
-    fig.set_figheight(fig.get_figheight() + 0.14 * math.ceil(len(labels) / columns))
-    fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False, fontsize="x-small")
+    sections = _sections(handles, labels)
+    if max(map(len, labels), default=0) > 24 or len(sections) < 2 or columns < 2:
+        entries, columns = [e for section in sections for e in section], 1
+    else:
+        rows = max(map(len, sections))
+        blank = (Line2D([], [], linestyle="none"), "")
+        entries = [e for section in sections for e in [*section, *[blank] * (rows - len(section))]]
+        columns = len(sections)
+    fig.set_figheight(fig.get_figheight() + 0.14 * math.ceil(len(entries) / columns))
+    fig.legend([h for h, _ in entries], [label for _, label in entries], loc="outside lower center", ncols=columns,
+               frameon=False, fontsize="x-small")
+
+
+def fit_title(text: str, width: float = WIDTH, size: str | float = "small") -> str:
+    """A title wrapped to the figure's width (at spaces), so that a long one is not clipped at the edges."""
+    points = FontProperties(size=size).get_size_in_points()
+    return "\n".join(textwrap.wrap(text, max(20, int(width * 72 / (0.6 * points))), break_on_hyphens=False))
 
 
 def _thousands(ax: Axes) -> None:
@@ -84,11 +119,11 @@ def _thousands(ax: Axes) -> None:
 
 def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
     """Columns variant, seed, iteration, split (test|train), error: one colour per variant."""
-    with _style():
+    with style():
         fig = Figure(figsize=(WIDTH, 2.2), layout="constrained")
         ax = fig.subplots()
         _curves(ax, frame, "variant", _palette(list(dict.fromkeys(frame["variant"]))), legend=True)
-        ax.set_title(title, fontsize="small")
+        ax.set_title(fit_title(title), fontsize="small")
         _legend_below(fig, ax)
     return fig
 
@@ -98,7 +133,7 @@ def degradation(frame: pd.DataFrame, title: str = "") -> Figure:
     split, error; one colour per depth, the same in both panels."""
     frame = frame.assign(layers=frame["depth"].map(lambda d: f"{d}-layer"))
     palette = _palette([f"{d}-layer" for d in sorted(frame["depth"].unique())])
-    with _style():
+    with style():
         fig = Figure(figsize=(WIDTH, 2.0), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         for ax, net in zip(axes, ("plain", "ResNet")):
@@ -106,7 +141,7 @@ def degradation(frame: pd.DataFrame, title: str = "") -> Figure:
             _curves(ax, part, "layers", {k: v for k, v in palette.items() if k in set(part["layers"])},
                     legend=net == "ResNet")
             ax.set_title(f"{net}", fontsize="small")
-        fig.suptitle(title, fontsize="small")
+        fig.suptitle(fit_title(title), fontsize="small")
         _legend_below(fig, axes[1], columns=3)
     return fig
 
@@ -125,7 +160,7 @@ def gradient_norms(frame: pd.DataFrame, title: str = "") -> Figure:
     variant, seed, iteration, unit, norm; line = mean over seeds, band = their range."""
     shown = probe_iterations(frame["iteration"].tolist())
     palette = _palette(list(dict.fromkeys(frame["variant"])))
-    with _style():
+    with style():
         fig = Figure(figsize=(WIDTH, 0.4 + 1.3 * len(shown)), layout="constrained")
         axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
         for ax, it in zip(axes, shown):
@@ -135,7 +170,7 @@ def gradient_norms(frame: pd.DataFrame, title: str = "") -> Figure:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(ylabel="grad. norm", xlabel="unit index (input → output)")
             ax.set_title(f"iteration {it}", fontsize="small")
-        fig.suptitle(title, fontsize="small")
+        fig.suptitle(fit_title(title), fontsize="small")
         _legend_below(fig, axes[0])
     return fig
 
@@ -144,7 +179,7 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
     """Final test error vs depth (log axis, ticks at the depths) for plain and residual nets; columns
     net, depth, seed, error; points = mean over seeds, bars = ±1 sd."""
     depths = sorted(frame["depth"].unique())
-    with _style():
+    with style():
         fig = Figure(figsize=(WIDTH, 2.1), layout="constrained")
         ax = fig.subplots()
         sns.lineplot(data=frame, x="depth", y="error", hue="net", palette=_palette(list(dict.fromkeys(frame["net"]))),
@@ -153,7 +188,7 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
         ax.set_xticks(depths, [str(d) for d in depths])
         ax.minorticks_off()
         ax.set(xlabel="depth (layers)", ylabel="test error (%)")
-        ax.set_title(title, fontsize="small")
+        ax.set_title(fit_title(title), fontsize="small")
         _legend_below(fig, ax)
     return fig
 
@@ -161,7 +196,7 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
 def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], title: str = "") -> Figure:
     """Final test error vs each searched parameter, one panel each (log x for those in `log`, strips for
     categorical ones); columns the params and error, one row per run."""
-    with _style():
+    with style():
         fig = Figure(figsize=(max(WIDTH, 1.7 * len(params)), 2.0), layout="constrained")
         axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
         for ax, param in zip(axes, params):
@@ -176,7 +211,7 @@ def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], titl
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(xlabel=param, ylabel="test error (%)")
-        fig.suptitle(title, fontsize="small")
+        fig.suptitle(fit_title(title, fig.get_figwidth()), fontsize="small")
     return fig
 
 

@@ -17,7 +17,7 @@ from ..sweeps.sweepfolder import SweepRecord
 from ..training.config import defaults
 from . import paper
 from .scan import (SeedGroup, cell, context_of, group_keys, model_variant, papers_architecture,
-                   setting_text, shortcut_params, sort_key, welch_p)
+                   setting_text, shortcut_params, sort_key, variant_label, varying, welch_p)
 
 PAPER_ITERATIONS = 64000
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
@@ -41,6 +41,7 @@ class Layout:
     tables: tuple[str, ...]
     axis: tuple[str, ...]  # settings that must vary within a context for `auto` to choose this layout
     baseline: str  # the baseline row in words
+    keeps: str = "every run"  # the groups `keep` admits, in words (the others are listed under the table)
 
 
 def layouts() -> dict[str, Layout]:
@@ -51,13 +52,15 @@ def layouts() -> dict[str, Layout]:
                lambda s: s["shortcut"] == "identity", ("2016-T1",), shortcut, "the identity shortcut"),
         Layout("table2", "residual units (2016, Table 2)", ("unit", "depth"), ("unit",),
                lambda s: s["shortcut"] == "identity", lambda s: s["unit"] == "original", ("2016-T2",), ("unit",),
-               "the original unit"),
+               "the original unit", keeps="runs with the identity shortcut"),
         Layout("table3", "original vs pre-activation (2016, Table 3)", ("dataset", "depth", "unit"), ("unit",),
                lambda s: s["shortcut"] == "identity" and s["unit"] in ("original", "full_preact"),
-               lambda s: s["unit"] == "original", ("2016-T3",), ("unit",), "the original unit"),
+               lambda s: s["unit"] == "original", ("2016-T3",), ("unit",), "the original unit",
+               keeps="runs with the identity shortcut and the original or full_preact unit"),
         Layout("depth", "error vs depth, plain vs ResNet (2015, Table 6)", ("net", "depth", "params"), shortcut,
                lambda s: s["shortcut"] in ("identity", "none"), lambda s: s["shortcut"] == "identity",
-               ("2015-T6",), ("depth",), "the ResNet of the same depth"),
+               ("2015-T6",), ("depth",), "the ResNet of the same depth",
+               keeps="runs with the identity shortcut (ResNet) or none (plain)"),
         Layout("generic", "all groups", ("unit", "shortcut", "setting"), model_variant(), lambda s: True,
                lambda s: s["unit"] == "original" and s["shortcut"] == "identity",
                ("2016-T2", "2016-T1", "2016-T3", "2015-T6"), (), "identity shortcut and original unit"),
@@ -103,6 +106,24 @@ def _label(key: str, g: SeedGroup) -> Any:
         counts = [r.result.get("parameters") for r in g.runs if r.result.get("parameters")]
         return f"{np.mean(counts) / 1e6:.2f}M" if counts else ""
     return g.settings[key]
+
+
+def left_out(layout: Layout, groups: list[SeedGroup]) -> list[str]:
+    """report.md lines naming the groups a layout leaves out of its table (none: no lines), so that a table
+    that shows 2 of 8 groups says so."""
+    out = sorted((g for g in groups if not layout.keep(g.settings)), key=lambda g: sort_key(g.settings, model_variant()))
+    if not out:
+        return []
+    keys = varying(groups, (*model_variant(), "depth", "dataset"))
+    named = "; ".join(f"{_group_label(g, keys)} ({len(g.runs)} run{'s' if len(g.runs) > 1 else ''})" for g in out)
+    return [f"Left out of this table (layout {layout.name} shows {layout.keeps}): {len(out)} of {len(groups)} "
+            f"groups, {sum(len(g.runs) for g in out)} runs: {named}.", ""]
+
+
+def _group_label(g: SeedGroup, keys: set[str]) -> str:
+    """A group in words: its model variant, and depth and data set where those differ between groups."""
+    extra = [f"{k}={cell(g.settings[k])}" for k in ("depth", "dataset") if k in keys]
+    return ", ".join([variant_label(g.settings, keys), *extra])
 
 
 def schedule(iterations: int) -> str:

@@ -6,7 +6,6 @@ classifier); the pre-activation nets' closing BN counts as the last stage.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -68,8 +67,11 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise UsageError(f"init={path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise UsageError(f"init={path} is not a torch.save'd state dict ({type(e).__name__}: {first_line(e)})") from e
+    except OSError as e:
+        raise UsageError(f"init={path}: cannot read it ({first_line(e)})") from e
+    except Exception as e:  # noqa: BLE001 - text or random bytes fail in torch's loaders with any of many types
+        raise UsageError(f"init={path} is not a state_dict file (torch.load could not read it: {type(e).__name__}); "
+                         f"save one with torch.save(model.state_dict(), PATH)") from e
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UsageError(f"init={path} holds no state dict of tensors (save model.state_dict())")
     return state

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..cli import EXIT_CRASHED, EXIT_PAUSED, EXIT_USAGE
 from ..registry import UsageError, closest, unknown
 from ..training import runfolder as rf
 from ..training.config import Config, fields, run_dir, run_name
+from ..training.trainer import check_inputs
 from ..training.writer import check_settings, read_config
 from .jobs import LIVE_STATES, RunCrashed, SweepJob, executor, outcome, record_jobs, slurm_states
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
@@ -70,7 +72,7 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
     return OmegaConf.to_object(conf)  # type: ignore[return-value]
 
 
-def finished(cfg: Config) -> str | None:
+def finished(cfg: Config, quiet: bool = False) -> str | None:
     """'done' or 'fail' for a run whose folder holds it finished with these settings, 'damaged' for a folder
     whose result.json or config.yaml cannot be read, else None. A folder of other settings is refused; one
     trained from another data_dir or init file is left to the trainer, which compares the data themselves."""
@@ -80,7 +82,8 @@ def finished(cfg: Config) -> str | None:
         result = rf.read_result(folder)
         saved = read_config(folder)
     except rf.Damaged as e:
-        print(f"damaged, skipped: {e}", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"damaged, skipped: {e}", file=sys.stderr, flush=True)
         return "damaged"
     if result is None or saved is None or (saved.data_dir, saved.init) != (cfg.data_dir, cfg.init):
         return None
@@ -88,48 +91,58 @@ def finished(cfg: Config) -> str | None:
 
 
 def launch_main(launch_overrides: list[str], run_overrides: list[str], command: str) -> int:
-    """Expand, report what is finished, and run or submit the rest; 1 when a run crashed in a waited-for job."""
+    """Expand, report what is finished, and run or submit the rest; the exit code of `cli.py` (1 when a run
+    crashed in a waited-for job, 75 when runs were stopped before their end)."""
     launch = parse_launch(launch_overrides)
     plan = expand(launch, run_overrides)
+    for note in plan.notes:
+        print(note, flush=True)
     states = {run_name(c): finished(c) for c in plan.cfgs}
     live = _live_runs(plan.folder, [c for c in plan.cfgs if states[run_name(c)] is None])
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
-    damaged = sum(s == "damaged" for s in states.values())
-    trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
-    print(f"sweep {plan.name} (budget {plan.budget}, layout {plan.layout}{trials}): {len(plan.cfgs)} runs in "
-          f"{plan.folder}; {sum(s in rf.FINISHED for s in states.values())} finished, {len(live)} queued or "
-          f"running, {len(todo)} to run" + (f", {damaged} damaged (skipped, see above)" if damaged else ""),
-          flush=True)
+    _announce(launch, plan, states, live, todo)
+    damaged = EXIT_USAGE if "damaged" in states.values() else 0
     if launch.dry_run:
         for name, state in states.items():
             print(f"  {state or live.get(name) or '-':<8} {name}")
         return 0
+    check_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
     write_sweep(plan.record(command, launch.launcher))
-    return max(_run(launch, plan, executor_, todo), 2 if damaged else 0)
-
-
-def _run(launch: Launch, plan: SweepPlan, executor_, todo: list[Config]) -> int:
-    """Train or submit the runs to do; 1 when a run crashed in a waited-for job."""
     batches = pack(todo, launch.runs_per_job)
     if not batches:
-        return 0
+        return _summary(plan, {}, live, command) or damaged
     job = SweepJob(launch.max_retries, isolate=launch.launcher in ("local", "slurm"))
     if executor_ is None:
-        return _report([_run_inline(job, batch) for batch in batches], batches)
+        return _summary(plan, _run_inline(job, batches), live, command) or damaged
     if launch.launcher == "slurm":
         jobs = executor_.map_array(job, batches)
         record_jobs(plan.folder, launch.launcher, jobs, batches)
         print(f"submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}) for {len(todo)} runs; follow them with "
               f"`python -m resnet_ablate.status {plan.folder}`", flush=True)
-        return 0
-    outcomes = []
+        return damaged
+    crashed = {}
     for start in range(0, len(batches), launch.array_parallelism):
         wave = batches[start:start + launch.array_parallelism]
         jobs = executor_.map_array(job, wave)
         record_jobs(plan.folder, launch.launcher, jobs, wave)
-        outcomes += [outcome(j) for j in jobs]
-    return _report(outcomes, batches)
+        crashed.update(_crashes([outcome(j) for j in jobs], wave))
+    return _summary(plan, crashed, live, command) or damaged
+
+
+def _announce(launch: Launch, plan: SweepPlan, states: dict[str, str | None], live: dict[str, str],
+              todo: list[Config]) -> None:
+    """The sweep's header line (what is finished, live, to run), and a note when SLURM jobs get no GPU."""
+    trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
+    layout = f", layout {plan.layout}" if plan.layout else ""
+    damaged = sum(s == "damaged" for s in states.values())
+    print(f"sweep {plan.name} (budget {plan.budget}{layout}{trials}): {len(plan.cfgs)} runs in "
+          f"{plan.folder}; {sum(s in rf.FINISHED for s in states.values())} finished, {len(live)} queued or "
+          f"running, {len(todo)} to run" + (f", {damaged} damaged (skipped, see above)" if damaged else ""),
+          flush=True)
+    if launch.launcher == "slurm" and todo and not launch.slurm.gpus_per_task:
+        print("note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs, which for the papers' "
+              "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
 
 
 def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, str]:
@@ -146,21 +159,57 @@ def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, str]:
     return live
 
 
-def _run_inline(job: SweepJob, batch: list[Config]) -> str | None:
-    """Train one batch in this process; the crash reason, or None."""
-    try:
-        job(batch)
-    except RunCrashed as e:
-        return str(e)
-    return None
+def _run_inline(job: SweepJob, batches: list[list[Config]]) -> dict[str, str]:
+    """Train the batches one after another in this process; the crashed runs with the reason. A batch stopped
+    by a signal (Ctrl-C, SIGTERM) stops the sweep there: the rest is left for the next launch."""
+    crashed: dict[str, str] = {}
+    for batch in batches:
+        try:
+            summaries = job(batch)
+        except RunCrashed as e:
+            crashed.update({run_name(c): str(e) for c in batch})
+            continue
+        if any(s["status"] == "paused" and not str(s.get("reason", "")).startswith("time_limit_s") for s in summaries):
+            break
+    return crashed
 
 
-def _report(outcomes: list[str | None], batches: list[list[Config]]) -> int:
-    """Print the runs whose job crashed; 1 if any did."""
-    crashed = [(run_name(c), reason) for reason, batch in zip(outcomes, batches) if reason for c in batch]
-    for name, reason in crashed:
+def _crashes(outcomes: list[str | None], batches: list[list[Config]]) -> dict[str, str]:
+    """The runs whose job crashed, with the reason."""
+    return {run_name(c): reason for reason, batch in zip(outcomes, batches) if reason for c in batch}
+
+
+def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, str], command: str) -> int:
+    """Print the crashed runs and the sweep's one summary line (where every run stands, what to run next);
+    return the exit code: 1 if a run crashed, 75 if some are unfinished (and not in a live SLURM job), else 0."""
+    for name, reason in crashed.items():
         print(f"crashed: {name}: {reason}", file=sys.stderr)
-    return 1 if crashed else 0
+    counts = dict.fromkeys(("done", "failed", "crashed", "paused", "not started", "queued or running", "damaged"), 0)
+    for cfg in plan.cfgs:
+        counts[_where(cfg, crashed, live)] += 1
+    unfinished = counts["crashed"] + counts["paused"] + counts["not started"]
+    if unfinished:
+        after = f"run the same command again to resume: {command}"
+    elif counts["queued or running"]:
+        after = f"follow them with: python -m resnet_ablate.status {plan.folder}"
+    else:
+        after = f"next: python -m resnet_ablate.report {plan.folder} --out reports/{plan.folder.name}"
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("done", "failed"))
+    print(f"sweep {plan.name}: {len(plan.cfgs)} runs: {shown}; {after}", flush=True)
+    return EXIT_CRASHED if counts["crashed"] else EXIT_PAUSED if unfinished else 0
+
+
+def _where(cfg: Config, crashed: dict[str, str], live: dict[str, str]) -> str:
+    """A run after a launch: done, failed (result.json fail), damaged, crashed, queued or running (a live job),
+    paused (a checkpoint) or not started."""
+    state = finished(cfg, quiet=True)
+    if state is not None:
+        return {"done": "done", "fail": "failed"}.get(state, state)
+    if run_name(cfg) in crashed:
+        return "crashed"
+    if run_name(cfg) in live:
+        return "queued or running"
+    return "paused" if (run_dir(cfg) / rf.CHECKPOINT).is_file() else "not started"
 
 
 def command_line(argv: list[str]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -27,7 +28,7 @@ class SlurmProfile:
     """SLURM job parameters, read from slurm/<profile>.yaml and overridable as slurm.KEY=VALUE."""
 
     partition: Optional[str] = opt(None, "partition; null = the cluster's default", "slurm")
-    gpus_per_task: int = opt(0, "GPUs per job", "slurm")
+    gpus_per_task: int = opt(1, "GPUs per job (0: the jobs train on their CPUs)", "slurm")
     cpus_per_task: int = opt(2, "CPUs per job", "slurm")
     mem_gb: float = opt(4.0, "memory per job (GB)", "slurm")
     time: int = opt(60, "time limit per job (minutes); at the limit a job checkpoints and requeues", "slurm")
@@ -126,11 +127,19 @@ def load_mapping(path: Path) -> dict:
     """A YAML file that must hold a mapping, as plain Python data."""
     try:
         data = OmegaConf.to_container(OmegaConf.load(path))
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {yaml_problem(e)}") from e
     except (OmegaConfBaseException, ValueError, OSError) as e:
         raise UsageError(f"{path}: not readable as YAML ({first_line(e)})") from e
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of keys to values")
     return data
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line: what is wrong and where ("did not find expected ',' (line 2, column 6)")."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or first_line(error)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def as_text(value: Any) -> str:

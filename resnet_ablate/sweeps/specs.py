@@ -4,19 +4,20 @@ folder. Pure functions of the spec files and the command line (they launch nothi
 A run key's value with commas outside brackets is a sweep axis: `seed=0,1,2` is three runs,
 `milestones=[16000,24000]` is one. A spec is `overrides` + `variants` x `grid` x `seeds`, with named
 `budgets`. Random search (`sweep.method=random`): `sweep.trials` points drawn from per-key distributions (a
-spec's `search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line) with
-numpy's Generator seeded by `sweep.seed`; each point is a trial, crossed with the spec's runs and the grid axes.
+spec's `search:` block, or `search.KEY=DIST:LOW:HIGH` / `search.KEY=choice:A,B` on the command line), trial i
+with numpy's Generator seeded by (`sweep.seed`, i); each point is a trial, crossed with the spec's runs and the
+grid axes.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from ..registry import UsageError, closest, unknown
 from ..training import runfolder as rf
@@ -100,21 +101,26 @@ def check_distribution(key: str, space: Any) -> dict[str, Any]:
 
 
 def draw_trials(search: dict[str, dict[str, Any]], trials: int, seed: int) -> list[dict[str, str]]:
-    """`trials` points of the search space as override texts, drawn with numpy's Generator seeded by `seed`."""
-    rng = np.random.default_rng(seed)
-    columns = {key: _draw(space, trials, rng) for key, space in search.items()}
-    return [{key: values[i] for key, values in columns.items()} for i in range(trials)]
+    """`trials` points of the search space as override texts. Trial i is drawn with numpy's Generator seeded by
+    (`seed`, i), so it does not depend on how many trials there are: enlarging a sweep extends it and keeps the
+    trials already trained."""
+    points = []
+    for i in range(trials):
+        rng = np.random.default_rng([seed, i])
+        points.append({key: _draw(space, rng) for key, space in search.items()})
+    return points
 
 
-def _draw(space: dict[str, Any], n: int, rng: np.random.Generator) -> list[str]:
-    """n draws of one distribution (floats to 4 significant digits, so run names stay readable)."""
+def _draw(space: dict[str, Any], rng: np.random.Generator) -> str:
+    """One draw of a distribution (floats to 4 significant digits, so run names stay readable)."""
     if "choice" in space:
-        return [as_text(space["choice"][i]) for i in rng.integers(len(space["choice"]), size=n)]
+        return as_text(space["choice"][int(rng.integers(len(space["choice"])))])
     low, high = space["low"], space["high"]
     if space["dist"] == "int":
-        return [str(v) for v in rng.integers(int(low), int(high), size=n, endpoint=True)]
-    dist = stats.loguniform(low, high) if space["dist"] == "loguniform" else stats.uniform(low, high - low)
-    return [f"{v:.4g}" for v in dist.rvs(size=n, random_state=rng)]
+        return str(int(rng.integers(int(low), int(high), endpoint=True)))
+    if space["dist"] == "loguniform":
+        return f"{math.exp(rng.uniform(math.log(low), math.log(high))):.4g}"
+    return f"{rng.uniform(low, high):.4g}"
 
 
 @dataclass
@@ -154,6 +160,9 @@ def load_spec(name: str) -> Spec:
     if path is None:
         raise unknown("ablation", name, available("ablations"), extra="(or a path to a spec .yaml)")
     data = load_mapping(path)
+    if not data:
+        raise UsageError(f"{path}: empty spec, nothing to run; a spec sets overrides, variants, grid, seeds or "
+                         f"search (see the specs in ablations/)")
     known_keys(path, data, SPEC_KEYS)
     layout = data.get("layout")
     if layout is not None and layout not in LAYOUTS:
@@ -200,6 +209,7 @@ class SweepPlan:
     folder: Path
     cfgs: list[Config]
     search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
+    notes: list[str] = field(default_factory=list)  # settings ignored (another shortcut's parameters), once each
 
     def record(self, command: str, launcher: str) -> SweepRecord:
         """The sweep.yaml this launch writes."""
@@ -224,9 +234,9 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
         _parse_from(spec, overrides)
     search = random_search(launch, spec, run_overrides)
     points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
-    cfgs = {}
+    cfgs, notes = {}, []
     for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
-        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo])
+        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo], notes)
         cfgs.setdefault(run_name(cfg), cfg)
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
@@ -237,7 +247,7 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
                                                                 else f"{name}_{launch.budget}"))
     runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
     layout = spec.layout if spec and spec.layout else "sweep" if search else None
-    return SweepPlan(name, layout, launch.budget, folder, runs, search)
+    return SweepPlan(name, layout, launch.budget, folder, runs, search, list(dict.fromkeys(notes)))
 
 
 def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:

@@ -51,8 +51,11 @@ class SweepRecord:
     search: dict[str, Any] = field(default_factory=dict)  # random: each searched key's distribution
 
     def label(self) -> str:
-        """'sweep NAME' plus the budget when it is not the full one."""
-        return f"sweep {self.name}" + ("" if self.budget == "full" else f", budget {self.budget} (reduced)")
+        """'sweep NAME' ('command-line sweep' for a grid or search given on the command line, whose name is
+        'sweep'; with its folder's name where that says more) plus the budget when it is not the full one."""
+        name = f"sweep {self.name}" if self.name != "sweep" else "command-line sweep" + (
+            f" {self.folder.name}" if self.folder.name != "sweep" else "")
+        return name + ("" if self.budget == "full" else f", budget {self.budget} (reduced)")
 
 
 def write_sweep(record: SweepRecord) -> None:

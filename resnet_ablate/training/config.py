@@ -119,8 +119,12 @@ class Config:
     run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)
     logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "
                       "the run folder stays the record", "run", identity=False, choices=lambda: list(LOGGERS))
-    time_limit_s: float = opt(0.0, "checkpoint and stop after this many seconds (0 = none); rerun to resume",
-                              "run", identity=False)
+    time_limit_s: float = opt(0.0, "checkpoint and stop before this many seconds are spent (checked every "
+                              "iteration; 0 = none); the same command resumes", "run", identity=False)
+    heartbeat_s: float = opt(30.0, "print a progress line (iteration, lr, img/s, elapsed, ETA) every this many "
+                             "seconds between evaluations (0 = only at evaluations)", "run", identity=False)
+    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core); on a "
+                       "busy or small machine 1 can be several times faster", "run", identity=False)
 
 
 CORE_KEYS = tuple(f.name for f in dataclasses.fields(Config))
@@ -191,6 +195,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "resnet_ablate")
 
 
+def data_root(cfg: Config) -> tuple[Path, bool]:
+    """Where the run's data sets live, and whether that folder may be created: only the built-in cache may; a
+    data_dir or $RESNET_ABLATE_DATA that does not exist is more likely a typo than a wish for a new folder."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir), False
+    return default_data_dir(), not os.environ.get(DATA_ENV)
+
+
 def identity_items(cfg: Config) -> dict[str, Any]:
     """The settings that define what is trained (everything but paths, devices and logging)."""
     return {k: getattr(cfg, k) for k, f in fields().items() if f.metadata["identity"]}
@@ -219,9 +231,9 @@ def run_name(cfg: Config) -> str:
 
 
 def fmt(value: Any) -> str:
-    """A value for a folder name or --help: lists joined by '-', a path by its file name."""
+    """A value for a folder name or --help: lists joined by '-' (an empty one 'none'), a path by its file name."""
     if isinstance(value, list):
-        return "-".join(map(str, value))
+        return "-".join(map(str, value)) or "none"
     return Path(value).name if isinstance(value, str) and os.sep in value else str(value)
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +38,7 @@ CIFAR = {
 OFFICIAL_COUNTS = (50000, 10000)
 URL = "https://www.cs.toronto.edu/~kriz/"
 PAD = 4
+WHERE = "point data_dir= (or $RESNET_ABLATE_DATA) at where it is"
 
 
 @dataclass
@@ -63,11 +67,13 @@ class Data:
     mean: torch.Tensor
     std: torch.Tensor
     fingerprint: str = ""
+    source: str = ""  # where it was read from, for the start-up line
 
     def to(self, device: torch.device) -> "Data":
         val = self.val.to(device) if self.val is not None else None
         return Data(self.train.to(device), self.test.to(device), val, self.num_classes,
-                    self.mean.to(device), self.std.to(device), self.fingerprint)
+                    self.mean.to(device), self.std.to(device), self.fingerprint,
+                    self.source)
 
 
 def fingerprint(train: Split, test: Split, num_classes: int) -> str:
@@ -108,24 +114,53 @@ def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: i
     return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
-def _extract(archive: Path, root: Path) -> None:
+def _extract(archive: Path, root: Path, folder_name: str) -> None:
+    """Extract `folder_name`/ from the archive into a temporary folder beside it and rename it into place when
+    complete, so a truncated archive or a killed extraction never leaves a half folder that later runs
+    would take for the data set."""
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder_name}."))
     try:
         with tarfile.open(archive) as tar:
             if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuse links and paths outside root
-                tar.extractall(root, filter="data")
+                tar.extractall(tmp, filter="data")
             else:
-                tar.extractall(root)
-    except (tarfile.TarError, OSError) as e:
-        raise UsageError(f"cannot extract {archive}: {e}") from e
+                tar.extractall(tmp)
+        if not (tmp / folder_name).is_dir():
+            raise UsageError(f"{archive} holds no {folder_name}/ folder")
+        try:
+            (tmp / folder_name).rename(root / folder_name)
+        except OSError:  # another process extracted it first
+            if not (root / folder_name).is_dir():
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise UsageError(f"{archive} is truncated or damaged ({type(e).__name__}: {first_line(e)}); delete it and "
+                         f"download or copy it again") from e
+    except OSError as e:
+        raise UsageError(f"cannot extract {archive}: {first_line(e)}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def locate(name: str, root: Path, download: bool) -> Path:
+def _too_deep(name: str, root: Path) -> bool:
+    """Whether `root` is the extracted CIFAR folder itself rather than its parent."""
+    folder_name, _, _, train_files, _, _, _ = CIFAR[name]
+    return root.name == folder_name or (root / train_files[0]).is_file()
+
+
+def locate(name: str, root: Path, download: bool, create: bool = True) -> Path:
     """The extracted folder of `name` under `root`: extracted from a .tar.gz there if needed, or
-    downloaded (checksum checked) when allowed; otherwise a UsageError saying where to put the data."""
+    downloaded (checksum checked) when allowed; otherwise a UsageError saying where to put the data.
+    `root` is created for a download only when `create` (the built-in cache; a data_dir the user named that
+    does not exist is a typo to report, not a folder to make)."""
     folder_name, archive_name, md5, *_ = CIFAR[name]
     folder, archive = root / folder_name, root / archive_name
     if folder.is_dir():
         return folder
+    if _too_deep(name, root):
+        raise UsageError(f"data_dir={root} is the {folder_name}/ folder itself; point data_dir at its parent, "
+                         f"{root.parent}")
+    if not root.is_dir() and not create:
+        raise UsageError(f"data_dir {root} does not exist; create it (the data is fetched into it) or {WHERE}")
     if not archive.is_file() and download:
         from torchvision.datasets.utils import download_url
 
@@ -134,23 +169,22 @@ def locate(name: str, root: Path, download: bool) -> Path:
         except Exception as e:  # network errors come in many types (URLError, socket, SSL, HTTP)
             raise UsageError(
                 f"{name} is not in {root} and could not be downloaded from {URL + archive_name} "
-                f"({type(e).__name__}); put {archive_name} or its extracted {folder_name}/ folder there, "
-                f"or point data_dir= at where it is"
+                f"({type(e).__name__}); put {archive_name} or its extracted {folder_name}/ folder there, or {WHERE}"
             ) from e
     if archive.is_file():
-        _extract(archive, root)
-        if folder.is_dir():
-            return folder
-        raise UsageError(f"{archive} holds no {folder_name}/ folder")
-    raise UsageError(
-        f"{name} not found in {root}: put {archive_name} or its extracted {folder_name}/ folder there, "
-        f"or point data_dir= at where it is (download=false)"
-    )
+        _extract(archive, root, folder_name)
+        return folder
+    raise UsageError(f"{name} not found in {root}: put {archive_name} or its extracted {folder_name}/ folder there, "
+                     f"or {WHERE} (download=false)")
 
 
-def read_cifar(name: str, root: Path, download: bool = True) -> tuple[Split, Split, int]:
+def read_cifar(name: str, root: Path, download: bool = True, create: bool = True) -> tuple[Split, Split, int]:
     """Train and test splits of CIFAR-10/100 from the standard python layout."""
-    folder = locate(name, root, download)
+    return read_cifar_folder(name, locate(name, root, download, create))
+
+
+def read_cifar_folder(name: str, folder: Path) -> tuple[Split, Split, int]:
+    """Train and test splits of CIFAR-10/100 from an extracted folder."""
     _, _, _, train_files, test_files, label_key, classes = CIFAR[name]
     train = _read_split(folder, train_files, label_key, classes)
     test = _read_split(folder, test_files, label_key, classes)
@@ -196,15 +230,21 @@ def _decode(dataset: ImageFolder) -> Split:
     return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
 
 
-def read_folder(root: Path, image_size: int) -> tuple[Split, Split, int]:
-    """Train and test splits of an ImageFolder-style tree: `root/train/<class>/*` and `root/test/` (or
-    `root/val/`) with the same class folders, resized to `image_size` squares."""
+def folder_splits(root: Path) -> tuple[Path, Path]:
+    """The train/ and test/ (or val/) folders of a dataset=folder tree; one-line UsageErrors when missing."""
     if not (root / "train").is_dir():
         raise UsageError(f"dataset=folder needs {root / 'train'}/ with one folder per class (and test/ or val/)")
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if test_dir is None:
         raise UsageError(f"dataset=folder needs {root / 'test'}/ or {root / 'val'}/ next to train/")
-    train, test = _image_folder(root / "train", image_size), _image_folder(test_dir, image_size)
+    return root / "train", test_dir
+
+
+def read_folder(root: Path, image_size: int) -> tuple[Split, Split, int]:
+    """Train and test splits of an ImageFolder-style tree: `root/train/<class>/*` and `root/test/` (or
+    `root/val/`) with the same class folders, resized to `image_size` squares."""
+    train_dir, test_dir = folder_splits(root)
+    train, test = _image_folder(train_dir, image_size), _image_folder(test_dir, image_size)
     if train.classes != test.classes:
         differ = sorted(set(train.classes) ^ set(test.classes))
         raise UsageError(f"{root / 'train'} and {test_dir} have different class folders: "
@@ -230,20 +270,21 @@ def statistics(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torc
 
 
 def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int,
-         image_size: int = 32) -> Data:
-    """The data set with its training split's normalisation statistics, on the CPU."""
+         image_size: int = 32, create: bool = True) -> Data:
+    """The data set with its training split's normalisation statistics, on the CPU (`create`: see `locate`)."""
     if dataset == "synthetic":
-        train, test, classes = synthetic(synthetic_size)
+        (train, test, classes), source = synthetic(synthetic_size), "generated, seed 12345"
     elif dataset == "folder":
-        train, test, classes = read_folder(data_dir, image_size)
+        (train, test, classes), source = read_folder(data_dir, image_size), str(data_dir.resolve())
     else:
-        train, test, classes = read_cifar(dataset, data_dir, download)
+        folder = locate(dataset, data_dir, download, create)
+        (train, test, classes), source = read_cifar_folder(dataset, folder), str(folder.resolve())
     if val_split >= len(train):
         raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
     identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
-    return Data(train, test, val, classes, mean, std, identity)
+    return Data(train, test, val, classes, mean, std, identity, source)
 
 
 def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:

@@ -4,7 +4,9 @@ mistake one line naming the value and what is allowed; and the `--help` text, bu
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -12,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..models.resnet import ARCHS
 from ..models.units import check_body
 from ..registry import UsageError, closest, unknown
-from .config import Config, config_type, fields, fmt
+from .config import Config, config_type, defaults, fields, fmt, shortcut_keys
 from .tracking import require as require_logger
 
 
@@ -36,8 +38,22 @@ def split_override(override: str) -> tuple[str, str]:
     return key, value
 
 
-def parse(overrides: list[str]) -> Config:
-    """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors."""
+def check_unique(overrides: list[str]) -> None:
+    """A key given twice on one command line (`depth=20 depth=32`) is a mistake, not "the last one wins"."""
+    seen: dict[str, str] = {}
+    for override in overrides:
+        key = override.split("=", 1)[0] if "=" in override else ""
+        if key in seen:
+            raise UsageError(f"{key} is set twice ({seen[key]}, {override}); keep one")
+        if key:
+            seen[key] = override
+
+
+def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
+    """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors.
+    Parameters of another shortcut than the chosen one are put back to their defaults (so they stay out of
+    the run name, and a grid over shortcuts and their parameters has no duplicates); `notes` gets a line
+    saying so."""
     conf = OmegaConf.structured(config_type())
     for override in overrides:
         key, value = split_override(override)
@@ -47,12 +63,73 @@ def parse(overrides: list[str]) -> Config:
             raise UsageError(f"bad value for {key}: '{value}' is not a valid {_type_name(fields()[key])}") from e
     cfg: Config = OmegaConf.to_object(conf)  # type: ignore[assignment]
     validate(cfg)
+    ignored = _drop_foreign_params(cfg, {o.split("=", 1)[0] for o in overrides})
+    if ignored and notes is not None:
+        owners = shortcut_keys()
+        notes.append(f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
+                     f"shortcut={cfg.shortcut} (" + "; ".join(f"{k}: {', '.join(owners[k][1])}" for k in ignored)
+                     + "); ignored, and left out of the run name")
     return cfg
+
+
+def _drop_foreign_params(cfg: Config, given: set[str]) -> list[str]:
+    """Put the given parameters of other shortcuts back to their defaults; returns their names."""
+    plain, ignored = defaults(), []
+    for key, (_, owners, _) in shortcut_keys().items():
+        if cfg.shortcut not in owners and key in given:
+            setattr(cfg, key, getattr(plain, key))
+            ignored.append(key)
+    return ignored
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)
+
+
+# Allowed ranges of numeric keys: (test, the allowed values in words). Every float key is also finite.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "iterations": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v > 0, "> 0"),
+    "eval_every": (lambda v: v > 0, "> 0"), "synthetic_size": (lambda v: v > 0, "> 0"),
+    "image_size": (lambda v: v > 0, "> 0"), "lr": (lambda v: v > 0, "> 0"),
+    "warmup_lr": (lambda v: v > 0, "> 0"), "warmup_iters": (lambda v: v >= 0, ">= 0"),
+    "eps": (lambda v: v > 0, "> 0"), "onecycle_pct": (lambda v: 0 < v < 1, "0 < onecycle_pct < 1"),
+    "momentum": (lambda v: 0 <= v < 1, "0 <= momentum < 1"), "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "bn_momentum": (lambda v: 0 < v <= 1, "0 < bn_momentum <= 1 (the weight of a new batch, PyTorch convention)"),
+    "seed": (lambda v: 0 <= v < 2**32, "0 <= seed < 2**32"),
+    "fail_threshold": (lambda v: 0 <= v <= 100, "a test error in %, 0..100"),
+    "val_split": (lambda v: 0 <= v < 50000, "0..49999"), "grad_probe_every": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "time_limit_s": (lambda v: v >= 0, ">= 0 (0 = none)"), "heartbeat_s": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "threads": (lambda v: v >= 0, ">= 0 (0 = torch's choice)"), "p": (lambda v: 0 <= v < 1, "0 <= p < 1"),
+}
+
+
+def _validate_numbers(cfg: Config) -> None:
+    """Every float finite (nan and inf are refused for every key, shortcut parameters included), and each
+    numeric key in its range."""
+    for name in fields():
+        value = getattr(cfg, name)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise UsageError(f"{name}={fmt(value) if not isinstance(value, list) else value} is not a finite number")
+        test, allowed = RANGES.get(name, (None, ""))
+        if test is not None and not test(value):
+            raise UsageError(f"{name}={fmt(value)} is out of range; allowed: {allowed}")
+
+
+def _validate_schedule(cfg: Config) -> None:
+    """Warm-up shorter than the run; every step milestone inside it (one beyond it would never drop the lr)."""
+    _check(cfg.warmup_iters == 0 or cfg.warmup_iters < cfg.iterations,
+           f"warmup_iters={cfg.warmup_iters} is not shorter than iterations={cfg.iterations}, so the run never "
+           f"leaves warm-up; set warmup_iters=0 or fewer than {cfg.iterations}")
+    _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
+           f"milestones={list(cfg.milestones)} must be increasing positive iterations")
+    late = [m for m in cfg.milestones if m >= cfg.iterations]
+    if cfg.schedule == "step" and late:
+        half, three_quarters = cfg.iterations // 2, cfg.iterations * 3 // 4
+        scaled = f"milestones=[{half},{three_quarters}] (the papers' 1/2 and 3/4 of the run) or " \
+            if 0 < half < three_quarters else ""
+        raise UsageError(f"milestones={list(cfg.milestones)} reach past iterations={cfg.iterations}, so the lr "
+                         f"would never drop at {', '.join(map(str, late))}; set {scaled}milestones=[] for a constant lr")
 
 
 def validate(cfg: Config) -> None:
@@ -61,28 +138,19 @@ def validate(cfg: Config) -> None:
         choices = f.metadata["choices"]
         if choices is not None and getattr(cfg, name) not in choices():
             raise unknown(name, getattr(cfg, name), choices())
+    _validate_numbers(cfg)
     layout = ARCHS.get(cfg.arch)
     block = layout.resolve_block(cfg.depth, cfg.block)
     layout.resolve_downsample(block, cfg.downsample)
     check_body(block, cfg.groups, cfg.width_per_group)
-    _check(0.0 <= cfg.p < 1.0, f"p={cfg.p} is out of range; allowed: 0 <= p < 1")
-    for name in ("iterations", "batch_size", "eval_every", "synthetic_size"):
-        _check(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive")
-    _check(cfg.lr > 0 and cfg.warmup_lr > 0, "lr and warmup_lr must be positive")
-    _check(cfg.warmup_iters >= 0, f"warmup_iters={cfg.warmup_iters} must be >= 0")
-    _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
-           f"milestones={list(cfg.milestones)} must be increasing positive iterations")
+    _validate_schedule(cfg)
     _check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
            f"betas={list(cfg.betas)} must be two numbers in [0, 1)")
-    _check(cfg.eps > 0, f"eps={cfg.eps} must be positive")
-    _check(0 < cfg.onecycle_pct < 1, f"onecycle_pct={cfg.onecycle_pct} must be in (0, 1)")
     _check(not cfg.nesterov or (cfg.optim == "sgd" and cfg.momentum > 0),
            "nesterov=true needs optim=sgd and momentum > 0")
-    _check(0 <= cfg.val_split < 50000, f"val_split={cfg.val_split} must be in 0..49999")
     if cfg.device not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", cfg.device) is None:
         raise unknown("device", cfg.device, ["auto", "cpu", "cuda", "cuda:N"])
-    _check(cfg.grad_probe_every >= 0 and all(i >= 0 for i in cfg.grad_probe_at),
-           "grad_probe_every and grad_probe_at must be >= 0")
+    _check(all(i >= 0 for i in cfg.grad_probe_at), "grad_probe_at must be iterations >= 0")
     _validate_data(cfg)
     _validate_transfer(cfg)
     require_logger(cfg.logger)
@@ -92,7 +160,6 @@ def _validate_data(cfg: Config) -> None:
     """dataset=folder needs its tree; image_size applies to it only."""
     _check(cfg.dataset != "folder" or bool(cfg.data_dir), "dataset=folder needs data_dir=PATH (the folder with "
            "train/ and test/ or val/)")
-    _check(cfg.image_size > 0, f"image_size={cfg.image_size} must be positive")
     _check(cfg.dataset == "folder" or cfg.image_size == 32,
            f"image_size={cfg.image_size} applies to dataset=folder only; {cfg.dataset} images are 32x32")
 

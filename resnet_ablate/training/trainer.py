@@ -10,23 +10,26 @@ import math
 import os
 import platform
 import signal
+import sys
 import time
-from pathlib import Path
 
 import torch
 
+from ..models import transfer
 from ..registry import UsageError, first_line
 from . import data as datamod
-from .config import Config, default_data_dir, run_dir, run_name
+from .config import Config, data_root, run_dir, run_name
 from .evaluate import evaluate, probe
 from .optim import lr_at
+from .progress import Heartbeat, data_line, device_line, run_lines, say
 from .runfolder import CHECKPOINT, Damaged
 from .state import RunState
 from .step import make_stepper
 from .writer import RunWriter, file_sha256, finite
 
 # Settings packed runs must share: they step together on one device.
-LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic")
+LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic",
+            "threads")
 
 
 class Status(str, enum.Enum):
@@ -41,7 +44,8 @@ class Status(str, enum.Enum):
 
 class StopRequest:
     """Set by SIGTERM/SIGUSR2 (preemption, time limit) or a first Ctrl-C: runs checkpoint at the next
-    iteration and stop. A second Ctrl-C interrupts at once."""
+    iteration and stop. The signal is answered at once with one line on stderr; a second Ctrl-C interrupts
+    at once (KeyboardInterrupt)."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -51,10 +55,23 @@ class StopRequest:
             self.reason = signal.Signals(num).name
             if num == signal.SIGINT:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+                _answer("\nCtrl-C: checkpointing after this iteration, then stopping (Ctrl-C again stops at once, "
+                        "losing the work since the last checkpoint)\n")
+            else:
+                _answer(f"{self.reason}: checkpointing after this iteration\n")
 
         with contextlib.suppress(ValueError, AttributeError):  # not the main thread, or no SIGUSR2 here
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 signal.signal(sig, handler)
+
+
+def _answer(text: str) -> None:
+    """Write from a signal handler: straight to stderr's file descriptor (print could re-enter a write the
+    handler interrupted); nothing where stderr has none."""
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def device_name(device: torch.device) -> str:
@@ -70,6 +87,7 @@ class TrainingRun:
         self.writer = RunWriter(cfg, run_dir(cfg), run_name(cfg), inputs)
         self.status = Status.TRAINING
         self.state: RunState | None = None
+        self.stop_reason = ""  # what paused it: a signal's name or time_limit_s=N
 
     def start(self) -> None:
         """Resume or create the run folder, holding its lock while training; a finished run of the same
@@ -81,6 +99,8 @@ class TrainingRun:
             return
         try:
             self.state = RunState(self.cfg, self.data, self.device, self.precision)
+            for line in run_lines(self.writer.name, self.writer.dir, self.state.parameters, self.cfg):
+                say(line)
             saved = self.writer.resume()
             if saved is not None:
                 self._load(saved)
@@ -146,7 +166,7 @@ class TrainingRun:
         if self.status is Status.TRAINING and (self.at_boundary() or stop_reason):
             self.writer.checkpoint(self.state.state_dict())
         if self.status is Status.TRAINING and stop_reason:
-            self.status = Status.PAUSED
+            self.status, self.stop_reason = Status.PAUSED, stop_reason
             self.writer.release()
             print(f"[{self.writer.name}] stopped at iteration {self.state.iteration} ({stop_reason}); "
                   f"checkpoint saved, run the same command again to resume", flush=True)
@@ -171,17 +191,19 @@ class TrainingRun:
         self.writer.release()
 
     def summary(self) -> dict:
-        """result.json's contents for a finished run; status and iteration for a paused one."""
+        """result.json's contents for a finished run; status, iteration and what stopped it for a paused one."""
         if self.writer.result is not None:
             return self.writer.result
-        return {"status": Status.PAUSED.value, "iteration": self.state.iteration}
+        return {"status": Status.PAUSED.value, "iteration": self.state.iteration, "reason": self.stop_reason}
 
 
 def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     """Train the runs of `cfgs` together on one device (one run is the common case) and return their
     result.json contents; finished runs are skipped, unfinished ones resume from their checkpoints."""
+    started = time.perf_counter()
     _check_lockstep(cfgs)
     device, precision = setup(cfgs[0])
+    say(device_line(device, precision, graphs=cfgs[0].cuda_graph))
     datasets = load_data(cfgs, device)
     runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
     try:
@@ -190,38 +212,47 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
         if stop is None:
             stop = StopRequest()
             stop.install()
-        loop(runs, stop)
+        loop(runs, stop, started)
     finally:  # a crash or a refusal gives the folders back at once (a retry in this process takes them again)
         for run in runs:
             run.writer.release()
     return [run.summary() for run in runs]
 
 
-def loop(runs: list[TrainingRun], stop: StopRequest) -> None:
-    """Step the unfinished runs to the end; at each evaluation (or probe, or stop) measure, then settle."""
+def loop(runs: list[TrainingRun], stop: StopRequest, started: float | None = None) -> None:
+    """Step the unfinished runs to the end; at each evaluation (or probe, or stop) measure, then settle. After
+    every iteration: the heartbeat, and the time limit (counted from `started`, default now)."""
     active = [r for r in runs if r.status is Status.TRAINING]
+    if not active:
+        return
     step = make_stepper([r.state for r in active])
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     for run in active:
         if run.state.iteration == 0 and run.wants_probe():
             run.writer.log_probe(0, probe(run.state))
-    tick = time.perf_counter()
+    beat, overhead = Heartbeat(active), 0.0
+    tick = last = time.perf_counter()
     while active:
         step([r.state for r in active])
         for run in active:
             run.state.advance()
-        if stop.reason or any(r.at_boundary() or r.wants_probe() for r in active):
+        now = time.perf_counter()
+        _time_limit(active, stop, now - started + (now - last) + overhead)
+        last = now
+        measuring = bool(stop.reason) or any(r.at_boundary() or r.wants_probe() for r in active)
+        beat.tick(active, evaluating=measuring)
+        if measuring:
             seconds = _sync_seconds(active[0].device, tick)
             for run in active:
                 run.measure(seconds)
-            _time_limit(active, stop, started)
             for run in active:
                 run.settle(stop.reason)
             overhead = time.perf_counter() - tick - seconds  # evaluation, probes, checkpoints
             for run in active:
                 run.writer.add_time(overhead, interval=False)
             active = [r for r in active if r.status is Status.TRAINING]
-            tick = time.perf_counter()
+            beat.quiet()
+            tick = last = time.perf_counter()
 
 
 def _sync_seconds(device: torch.device, tick: float) -> float:
@@ -230,15 +261,12 @@ def _sync_seconds(device: torch.device, tick: float) -> float:
     return time.perf_counter() - tick
 
 
-def _time_limit(active: list[TrainingRun], stop: StopRequest, started: float) -> None:
-    """Ask for a stop when the next interval would overrun `time_limit_s`."""
-    limit = active[0].cfg.time_limit_s if active else 0
-    if limit and not stop.reason:
-        spent = time.perf_counter() - started
-        per_interval = max((r.writer.last_row.get("img_per_s") or 0) for r in active) or 1.0
-        next_interval = active[0].cfg.eval_every * active[0].cfg.batch_size * len(active) / per_interval
-        if spent + next_interval > limit:
-            stop.reason = f"time_limit_s={limit:g}"
+def _time_limit(active: list[TrainingRun], stop: StopRequest, projected: float) -> None:
+    """Ask for a stop (checkpoint at this iteration) when `projected`, the time spent plus one more iteration
+    and one more evaluation-and-checkpoint, would overrun `time_limit_s`. Checked after every iteration."""
+    limit = active[0].cfg.time_limit_s
+    if limit and not stop.reason and projected > limit:
+        stop.reason = f"time_limit_s={limit:g}"
 
 
 def _check_lockstep(cfgs: list[Config]) -> None:
@@ -254,10 +282,25 @@ def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.D
     for cfg in cfgs:
         key = data_key(cfg)
         if key not in cache:
-            root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+            root, create = data_root(cfg)
             cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
-                                      cfg.synthetic_size, cfg.image_size).to(device)
+                                      cfg.synthetic_size, cfg.image_size, create).to(device)
+            say(data_line(cfg, cache[key]))
     return cache
+
+
+def check_inputs(cfgs: list[Config]) -> None:
+    """Before a sweep runs or submits anything: each data set is there (CIFAR fetched and extracted here, once,
+    rather than by every job at the same time) and each init= file reads as a state dict; one-line UsageErrors
+    otherwise, so that a missing data set is one message and not 50 crashed jobs."""
+    for cfg in {data_key(c): c for c in cfgs}.values():
+        root, create = data_root(cfg)
+        if cfg.dataset in datamod.CIFAR:
+            datamod.locate(cfg.dataset, root, cfg.download, create)
+        elif cfg.dataset == "folder":
+            datamod.folder_splits(root)
+    for path in sorted({c.init for c in cfgs if c.init}):
+        transfer.read_state_dict(path)
 
 
 def data_key(cfg: Config) -> tuple:
@@ -280,8 +323,10 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def setup(cfg: Config) -> tuple[torch.device, str]:
-    """Device, precision and determinism switches for a process that trains `cfg`."""
+    """Device, precision, CPU threads and determinism switches for a process that trains `cfg`."""
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)

@@ -1,0 +1,133 @@
+"""What a training process says while it works, so a working run never looks like a hung one: start-up lines
+(device and threads, precision and step kind, the data, each run's size, folder and settings), a heartbeat
+line every `heartbeat_s` seconds between evaluations, and a note when the run would take more than a day.
+
+Every line is a whole line, flushed at once, with no carriage returns: it reads the same in a terminal and in
+a SLURM log file. The evaluation lines themselves are the writer's (`writer.py`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .config import Config, defaults, fields
+from .data import Data
+from .writer import duration
+
+if TYPE_CHECKING:
+    from .trainer import TrainingRun
+
+DAY_S = 86400.0
+ESTIMATE_FROM, ESTIMATE_TO = 10, 40  # the over-a-day estimate times these iterations after the (re)start
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cores() -> int:
+    """The CPU cores this process may use (its affinity, where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def device_line(device: torch.device, precision: str, graphs: bool) -> str:
+    """'device: <GPU name> (cuda:0), precision bf16, CUDA-graph steps' or the CPU with its thread count."""
+    if device.type == "cuda":
+        steps = "CUDA-graph steps" if graphs else "eager steps"
+        return f"device: {torch.cuda.get_device_name(device)} ({device}), precision {precision}, {steps}"
+    threads = torch.get_num_threads()
+    return (f"device: CPU, {threads} thread{'s' if threads > 1 else ''} on {cores()} cores (threads=N to change), "
+            f"precision {precision}, eager steps")
+
+
+def data_line(cfg: Config, data: Data) -> str:
+    """The data set, where it was read from, and its sizes."""
+    size = data.train.images.shape[-1]
+    val = f", {len(data.val)} validation" if data.val is not None else ""
+    return (f"data: {cfg.dataset} ({data.source}): {len(data.train)} training{val}, {len(data.test)} test images "
+            f"({size}x{size}), {data.num_classes} classes")
+
+
+def changed_settings(cfg: Config) -> str:
+    """The keys that differ from the defaults, as `key=value` (the full config is in config.yaml)."""
+    plain = defaults()
+    changed = [f"{k}={_text(getattr(cfg, k))}" for k in fields() if getattr(cfg, k) != getattr(plain, k)]
+    return " ".join(changed) or "none (all defaults)"
+
+
+def _text(value: object) -> str:
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+
+def run_lines(name: str, folder: Path, parameters: int, cfg: Config) -> list[str]:
+    """A run's size, absolute folder and settings, each line prefixed by its name as the later lines are."""
+    return [f"[{name}] {parameters:,} parameters; run folder {folder.resolve()}",
+            f"[{name}] settings besides the defaults (all in config.yaml): {changed_settings(cfg)}"]
+
+
+def day_note(seconds_per_iteration: float, iterations: int, done: int, images_per_iteration: int) -> str | None:
+    """The one-time note for a run whose estimated total time is over a day, or None."""
+    total = seconds_per_iteration * (iterations - done)
+    if total <= DAY_S:
+        return None
+    rate = images_per_iteration / max(seconds_per_iteration, 1e-9)
+    return (f"note: at {rate:.0f} img/s the remaining {iterations - done} iterations take about {total / DAY_S:.1f} "
+            f"days; a GPU, a smaller depth, fewer iterations or a spec's budget=quick make it shorter")
+
+
+class Heartbeat:
+    """Called once per iteration by the loop: a progress line per run every `heartbeat_s` seconds (reset by each
+    evaluation line), and once, after the first few dozen iterations, the over-a-day note. It counts its own
+    steps, since packed runs may have resumed from different iterations."""
+
+    def __init__(self, runs: list[TrainingRun]) -> None:
+        self.every, self.device = runs[0].cfg.heartbeat_s, runs[0].device
+        self.started = time.perf_counter()  # elapsed = the run's clock (as the writer keeps it) + time since now
+        self.base = {id(r): r.writer.elapsed for r in runs}
+        self.steps, self.last_steps, self.last_time = 0, 0, self.started
+        self.estimate_from: float | None = None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":  # steps are queued; wait for them before timing (twice a minute at most)
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def tick(self, runs: list[TrainingRun], evaluating: bool) -> None:
+        """After an iteration of `runs`; no heartbeat when it ends at an evaluation (which prints its own line)."""
+        self.steps += 1
+        if self.steps in (ESTIMATE_FROM, ESTIMATE_TO):
+            self._estimate(runs)
+        if self.every and not evaluating and time.perf_counter() - self.last_time >= self.every:
+            now = self._now()
+            per_iteration = (now - self.last_time) / max(self.steps - self.last_steps, 1)
+            for run in runs:
+                self._line(run, per_iteration, now)
+            self.last_time, self.last_steps = now, self.steps
+
+    def quiet(self) -> None:
+        """An evaluation line was just printed: the next heartbeat is a full interval away."""
+        self.last_time, self.last_steps = time.perf_counter(), self.steps
+
+    def _line(self, run: TrainingRun, per_iteration: float, now: float) -> None:
+        cfg, it = run.cfg, run.state.iteration
+        elapsed = self.base.get(id(run), 0.0) + now - self.started
+        say(f"[{run.writer.name}] it {it}/{cfg.iterations} lr {run.state.lrs.value:.4g} | "
+            f"{cfg.batch_size / max(per_iteration, 1e-9):.0f} img/s | {duration(elapsed)} elapsed, ETA "
+            f"{duration(per_iteration * (cfg.iterations - it))}")
+
+    def _estimate(self, runs: list[TrainingRun]) -> None:
+        """Time steps ESTIMATE_FROM..ESTIMATE_TO (the first ones carry start-up costs), then note a run that
+        would take more than a day."""
+        now = self._now()
+        if self.steps == ESTIMATE_FROM:
+            self.estimate_from = now
+            return
+        per_iteration = (now - self.estimate_from) / (ESTIMATE_TO - ESTIMATE_FROM)
+        cfg, done = runs[0].cfg, min(r.state.iteration for r in runs)
+        note = day_note(per_iteration, cfg.iterations, done, cfg.batch_size * len(runs))
+        if note:
+            say(note)
