@@ -20,7 +20,7 @@ from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
-TINY = ["dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
+TINY = ["device=cpu", "dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
         "iterations=10", "milestones=[8]", "fail_threshold=100"]
 PROBE = "grad_probe_at=[0,10]"
 REAL = {  # folder name: settings (depth 8 unless given)

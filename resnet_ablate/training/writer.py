@@ -31,6 +31,7 @@ class RunWriter:
         self.last_row: dict = {}
         self.result: dict | None = None
         self.tracker: tracking.Tracker | None = None
+        self.capture_s: float | None = None  # CUDA graph warm-up and capture in this process (None: eager)
 
     def finished(self) -> dict | None:
         """result.json when the folder holds a finished run (done or fail), else None."""
