@@ -30,10 +30,14 @@ def evaluate(state: RunState, split: datamod.Split) -> tuple[float, float]:
     return loss.item() / len(split), 100.0 * wrong.item() / len(split)
 
 
+def probe_batch(bn_batch: int) -> int:
+    """PROBE_BATCH rounded down to a multiple of a smaller `bn_batch` (ghost BN needs whole groups)."""
+    return PROBE_BATCH - PROBE_BATCH % bn_batch if 0 < bn_batch < PROBE_BATCH else PROBE_BATCH
+
+
 def probe(state: RunState) -> dict[str, list[float]]:
-    """Per-unit input-gradient and per-conv weight-gradient norms on a fixed batch (the first training
-    images, unaugmented); the model and RNG streams are left as they were."""
-    x = datamod.normalize_images(state.data.train.images[:PROBE_BATCH], state.data)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with state.autocast():
-        return gradient_norms(state.model, x, state.data.train.labels[:PROBE_BATCH])
+    """Per-unit input-gradient (L2 and RMS) and per-conv weight-gradient norms on a fixed batch (the first
+    training images, unaugmented), always in fp32; the model and RNG streams are left as they were."""
+    n = probe_batch(state.cfg.bn_batch)
+    x = datamod.normalize_images(state.data.train.images[:n], state.data)
+    return gradient_norms(state.model, x.contiguous(memory_format=torch.channels_last), state.data.train.labels[:n])

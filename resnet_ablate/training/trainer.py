@@ -20,7 +20,7 @@ from . import data as datamod
 from .config import Config, default_data_dir, run_dir, run_name
 from .evaluate import evaluate, probe
 from .optim import lr_at
-from .state import RunState
+from .state import RunState, precision_policy
 from .step import make_stepper
 from .writer import RunWriter, finite
 
@@ -142,7 +142,9 @@ class TrainingRun:
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
+            "precision_policy": precision_policy(self.precision),
             "torch": torch.__version__, "device": device_name(self.device), "git_commit": self.writer.commit,
+            **({"capture_s": round(self.writer.capture_s, 2)} if self.writer.capture_s is not None else {}),
         })
 
     def summary(self) -> dict:
@@ -172,6 +174,8 @@ def loop(runs: list[TrainingRun], stop: StopRequest) -> None:
     """Step the unfinished runs to the end; at each evaluation (or probe, or stop) measure, then settle."""
     active = [r for r in runs if r.status is Status.TRAINING]
     step = make_stepper([r.state for r in active])
+    for run in active:
+        run.writer.capture_s = getattr(step, "capture_s", None)  # CUDA graphs only
     started = time.perf_counter()
     for run in active:
         if run.state.iteration == 0 and run.wants_probe():
