@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from ..models.cifar import DOWNSAMPLES
 from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
-from ..models.units import BLOCKS, UNITS
+from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import UsageError
+from .recipes import RECIPES
 from .tracking import TRACKERS
 
 DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
@@ -68,6 +69,11 @@ class Config:
     stage_lr_mult: list[float] = opt([], "lr multipliers per stage, the stem with stage1 (one per stage: 3 for "
                                      "arch=cifar, 4 for arch=imagenet); the head keeps 1.0; empty = all 1.0",
                                      "model")
+    preact_shortcut_input: str = opt("raw", "pre-activation units: what a zero-pad (option A) shortcut reads where "
+                                     "a stage's first unit changes the shape: raw = x (package; the 2016 paper does "
+                                     "not say), shared = the unit's BN-ReLU output, as fb.resnet.torch "
+                                     "models/preresnet.lua:65-67,118-120", "model",
+                                     choices=lambda: list(PREACT_INPUTS))
     # data
     dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
                        "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
@@ -83,6 +89,10 @@ class Config:
     val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
     synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
     # recipe
+    recipe: str = opt("default", "a named bundle of the defaults below, applied before the command line's keys "
+                      "(which win) and printed in the resolved config; see 'recipes:' at the end of --help for "
+                      "each value and its source. Not part of a run's identity: its resolved settings are",
+                      "recipe", identity=False, choices=lambda: list(RECIPES))
     iterations: int = opt(64000, "training iterations", "recipe")
     milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10", "recipe")
     optim: str = opt("sgd", "optimizer (the papers: SGD with momentum)", "recipe", choices=lambda: list(OPTIMIZERS))
@@ -100,6 +110,10 @@ class Config:
     decay_bn: bool = opt(True, "apply weight decay to BN scale/shift too (as the papers' Torch/Caffe code)", "recipe")
     bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe")
     batch_size: int = opt(128, "mini-batch size", "recipe")
+    bn_batch: int = opt(0, "ghost batch norm: training-mode BN statistics over consecutive groups of this many "
+                        "images (0 = the whole batch, package default). 2015 and 2016 papers: 128 on two GPUs, 64 "
+                        "per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch TRAINING.md:9,15: 64; "
+                        "resnet-1k-layers README.md:62: 32", "recipe")
     seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe")
     fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe")
     # execution

@@ -1,0 +1,292 @@
+"""Reproduction fidelity (issue 17): ghost batch norm, the fp32 residual stream under bf16, the papers' open
+choices as switches, recipes, and the GPU-path rules that can be checked on the CPU (fake versions/devices).
+GPU-only checks are skipped without CUDA."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from helpers import TINY, metrics, result, run_cli
+from torch import nn
+
+from resnet_ablate.models.cifar import build_model
+from resnet_ablate.models.norm import GhostBatchNorm2d
+from resnet_ablate.models.probes import gradient_norms
+from resnet_ablate.models.shortcuts import ExclusiveGating
+from resnet_ablate.registry import UsageError
+from resnet_ablate.training import optim
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import help_text, parse
+from resnet_ablate.training.step import one_rng_stream
+from resnet_ablate.training.trainer import StopRequest, train
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+# --- 1. ghost batch norm ---------------------------------------------------------------------------------
+
+def test_ghost_bn_equals_separate_bn_passes_over_the_halves_outputs_gradients_and_running_stats():
+    torch.manual_seed(0)
+    x = torch.randn(128, 5, 4, 4) * 3 + 1
+    ghost = GhostBatchNorm2d(5, 64, momentum=0.1)
+    with torch.no_grad():
+        ghost.weight.uniform_(0.5, 2)
+        ghost.bias.uniform_(-1, 1)
+    halves = [nn.BatchNorm2d(5, momentum=0.1) for _ in range(2)]
+    for bn in halves:
+        bn.load_state_dict(ghost.state_dict())
+    xg, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = ghost(xg)
+    ref = torch.cat([bn(part) for bn, part in zip(halves, xs.split(64))])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(xg.grad, xs.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ghost.weight.grad, halves[0].weight.grad + halves[1].weight.grad, rtol=1e-4, atol=1e-4)
+    # the rule: two per-device BNs whose buffers are averaged after the step
+    torch.testing.assert_close(ghost.running_mean, (halves[0].running_mean + halves[1].running_mean) / 2)
+    torch.testing.assert_close(ghost.running_var, (halves[0].running_var + halves[1].running_var) / 2)
+    assert ghost.num_batches_tracked.item() == 1
+    # off: no groups (0), or a batch no larger than a group: plain BN
+    plain = nn.BatchNorm2d(5)
+    for size in (0, 128):
+        off = GhostBatchNorm2d(5, size)
+        torch.testing.assert_close(off(x), plain(x))
+
+
+def test_ghost_bn_in_a_net_keeps_state_dict_keys_and_uses_the_groups(tmp_path):
+    torch.manual_seed(0)
+    plain = build_model(8)
+    torch.manual_seed(0)
+    ghost = build_model(8, bn_batch=4)
+    assert list(plain.state_dict()) == list(ghost.state_dict())
+    assert sum(isinstance(m, GhostBatchNorm2d) for m in ghost.modules()) == \
+        sum(type(m) is nn.BatchNorm2d for m in plain.modules()) > 0
+    x = torch.randn(8, 3, 32, 32)
+    torch.testing.assert_close(plain.eval()(x), ghost.eval()(x))  # eval: the same running statistics (both fresh)
+    assert not torch.allclose(plain.train()(x), ghost.train()(x))  # train mode: statistics over groups of 4
+
+
+def test_bn_batch_trains_packed_and_resumes_to_identical_numbers(tmp_path):
+    args = [*TINY, "bn_batch=4", "shortcut=dropout"]
+    train([parse([*args, "seed=0", f"run_dir={tmp_path / 'p0'}"]), parse([*args, "seed=1", f"run_dir={tmp_path / 'p1'}"])])
+    train([parse([*args, "seed=0", f"run_dir={tmp_path / 'alone'}"])])
+    assert metrics(tmp_path / "p0") == metrics(tmp_path / "alone")
+    cfg = parse([*args, "seed=0", f"run_dir={tmp_path / 'resumed'}"])
+    stop = StopRequest()
+    stop.reason = "test stop"  # checkpoint and pause after the first iteration
+    (summary,) = train([cfg], stop)
+    assert summary["status"] == "paused"
+    train([cfg])
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "alone")
+    assert result(tmp_path / "resumed") == result(tmp_path / "alone")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bn_batch=3"], "bn_batch=3 does not divide batch_size=8 into whole groups"),
+    (["bn_batch=16"], "bn_batch=16 must be 0 (off) or 2..batch_size (8)"),
+    (["bn_batch=1"], "bn_batch=1 must be 0 (off) or 2..batch_size (8)"),
+    (["preact_shortcut_input=shared"], "preact_shortcut_input=shared applies to pre-activation units"),
+    (["preact_shortcut_input=both"], "unknown preact_shortcut_input 'both'"),
+    (["shortcut=gating", "gate_init=ones"], "unknown gate_init 'ones'"),
+])
+def test_fidelity_keys_refuse_bad_values_in_one_line(args, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse([*TINY, *args])
+
+
+# --- 2. the residual stream in fp32 under bf16 ---------------------------------------------------------------
+
+@pytest.mark.parametrize("shortcut", ["identity", "gating", "scaling", "dropout", "conv1x1", "none"])
+def test_unit_outputs_are_fp32_under_cpu_autocast_bf16(shortcut):
+    torch.manual_seed(0)
+    model = build_model(8, shortcut=shortcut)
+    outputs = []
+    for u in model.units():
+        u.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 3, 32, 32))
+    assert [o.dtype for o in outputs] == [torch.float32] * 3
+
+
+def test_gate_value_under_bf16_equals_the_fp32_one():
+    """1 - sigmoid(-6) is 0.99753 in fp32 and 0.99609 once rounded to bf16: the gate stays fp32."""
+    torch.manual_seed(0)
+    model = build_model(8, shortcut="gating", gate_bias=-6.0)
+    gates: dict[str, list[torch.Tensor]] = {"fp32": [], "bf16": []}
+    key = ["fp32"]
+    for m in model.modules():
+        if isinstance(m, ExclusiveGating):
+            m.gate.register_forward_hook(lambda _m, _a, out: gates[key[0]].append(torch.sigmoid(out)))
+    x = torch.randn(4, 3, 32, 32)
+    model(x)
+    key[0] = "bf16"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert all(g.dtype == torch.float32 for g in gates["bf16"])
+    # the gate reads the fp32 stream; its input differs only through the bf16 body of earlier units, so
+    # the first unit's gate (input: the stem's output) is compared exactly with gate_init=zero below
+    zero = build_model(8, shortcut="gating", gate_bias=-6.0, gate_init="zero")
+    seen = []
+    for m in zero.modules():
+        if isinstance(m, ExclusiveGating):
+            m.gate.register_forward_hook(lambda _m, _a, out: seen.append(torch.sigmoid(out)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zero(x)
+    expected = torch.sigmoid(torch.tensor(-6.0))
+    assert all(torch.equal(1 - g, torch.full_like(g, 1 - expected.item())) for g in seen)
+    assert (1 - expected).item() == pytest.approx(0.99753, abs=1e-5)
+    assert (1 - expected).bfloat16().float().item() != (1 - expected).item()  # what bf16 would have stored
+
+
+def test_probe_runs_in_fp32_under_autocast_and_reads_once(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(8)
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    plain = gradient_norms(model, x, y)
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("the probe syncs once per tensor"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = gradient_norms(model, x, y)
+    assert under == plain
+
+
+def test_result_names_the_precision_policy(tiny):
+    (summary,) = train([parse(tiny)])
+    assert summary["precision_policy"] == "fp32 throughout"
+
+
+# --- 4. the papers' open choices ---------------------------------------------------------------------------
+
+def test_preact_shortcut_input_shared_feeds_the_zero_pad_shortcut_the_shared_bn_relu():
+    """fb.resnet.torch's preresnet.lua: a stage's first unit is 'both_preact', the zero-pad shortcut reads BN-ReLU."""
+    torch.manual_seed(0)
+    raw = build_model(20, "full_preact").eval()
+    with torch.no_grad():
+        for m in raw.modules():  # BN with non-trivial statistics, so BN-ReLU(x) != x
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    shared = build_model(20, "full_preact", preact_shortcut_input="shared").eval()
+    shared.load_state_dict(raw.state_dict())
+    assert [u.shared_preact for u in raw.units()].count(True) == 0
+    assert [i for i, u in enumerate(shared.units()) if u.shared_preact] == [3, 6]  # stages 2 and 3, first units
+    x = torch.randn(4, 16, 32, 32)
+    with torch.no_grad():
+        for net, shortcut_input in ((raw, x), (shared, shared.stages[1][0].pre_act(x))):
+            unit = net.stages[1][0]
+            expected = unit.shortcut.project(shortcut_input) + unit.body(unit.pre_act(x))
+            torch.testing.assert_close(unit(x), expected)
+        images = torch.randn(4, 3, 32, 32)
+        assert (raw(images) - shared(images)).abs().max() > 1e-2
+
+
+def test_gate_weight_decay_false_keeps_the_gate_out_of_decay():
+    args = [*TINY, "shortcut=gating"]
+    for flag, decayed in (("true", True), ("false", False)):
+        cfg = parse([*args, f"gate_weight_decay={flag}"])
+        model = build_model(8, shortcut="gating", gate_weight_decay=cfg.gate_weight_decay)
+        groups, _ = optim.param_groups(model, cfg, optim.LearningRates(0.1, torch.device("cpu")))
+        gate_ids = {id(p) for m in model.modules() if isinstance(m, ExclusiveGating) for p in m.gate.parameters()}
+        decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+        assert (gate_ids <= decay) is decayed and (not gate_ids & decay) is (not decayed)
+        assert len(gate_ids) == 6
+
+
+def test_gate_init_zero_starts_every_gate_at_sigmoid_of_its_bias():
+    torch.manual_seed(0)
+    he, zero = build_model(8, shortcut="gating"), build_model(8, shortcut="gating", gate_init="zero")
+    for a, b in zip((m for m in he.modules() if isinstance(m, ExclusiveGating)),
+                    (m for m in zero.modules() if isinstance(m, ExclusiveGating))):
+        assert a.gate.weight.abs().sum() > 0 and b.gate.weight.abs().sum() == 0
+        assert torch.equal(b.gate.bias, torch.full_like(b.gate.bias, -6.0))
+
+
+def test_help_lists_the_fidelity_keys_with_their_sources():
+    text = help_text()
+    for key, source in (("recipe=", "recipes:"), ("bn_batch=", "README.md:62"),
+                        ("preact_shortcut_input=", "preresnet.lua:65-67"), ("gate_weight_decay=", "papers' code"),
+                        ("gate_init=", "the paper does not say")):
+        line = next(line for line in text.splitlines() if line.strip().startswith(key))
+        assert source in line or source in text, key
+
+
+# --- 7. GPU-path rules -----------------------------------------------------------------------------------
+
+def test_adam_is_capturable_on_cuda_only(monkeypatch):
+    seen = []
+
+    class Fake:
+        def __init__(self, groups, **kwargs):
+            seen.append(kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", Fake)
+    monkeypatch.setattr(torch.optim, "AdamW", Fake)
+    for device in ("cuda", "cpu"):
+        for name in ("adam", "adamw"):
+            cfg = parse([*TINY, f"optim={name}"])
+            optim.make_optimizer(cfg, [], types.SimpleNamespace(device=torch.device(device)))
+    assert [k["capturable"] for k in seen] == [True, True, False, False]
+    assert all(k["fused"] for k in seen)
+
+
+def _fake_runs(*draws: bool):
+    return [types.SimpleNamespace(draws_random=lambda d=d: d) for d in draws]
+
+
+def test_packed_graphs_that_draw_random_numbers_share_one_stream_before_torch_2_13():
+    assert one_rng_stream(_fake_runs(True, True), "2.11.0+cu126")
+    assert one_rng_stream(_fake_runs(True, False, True), "2.12.1")
+    assert not one_rng_stream(_fake_runs(True, True), "2.13.0")
+    assert not one_rng_stream(_fake_runs(True, True), "2.14.1+cu130")
+    assert not one_rng_stream(_fake_runs(True, False), "2.11.0")  # one drawing graph cannot race
+    assert not one_rng_stream(_fake_runs(True), "2.11.0")
+
+
+def test_a_run_knows_whether_its_step_draws_random_numbers(tmp_path):
+    from resnet_ablate.training.state import RunState
+    from resnet_ablate.training.trainer import data_key, load_data
+    cpu = torch.device("cpu")
+    for shortcut, draws in (("dropout", True), ("identity", False)):
+        cfg = parse([*TINY, f"shortcut={shortcut}"])
+        assert RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32").draws_random() is draws
+
+
+def test_tiny_settings_pin_the_cpu():
+    assert "device=cpu" in TINY
+
+
+@gpu
+def test_packed_dropout_graphs_on_cuda_equal_the_runs_alone(tmp_path):
+    """On a GPU: packed runs with dropout (graphs on streams, or one stream on torch < 2.13) give the numbers
+    each gives alone."""
+    args = [a for a in TINY if a != "device=cpu"] + ["device=cuda", "precision=fp32", "deterministic=true",
+                                                     "shortcut=dropout"]
+    train([parse([*args, f"seed={s}", f"run_dir={tmp_path / 'p' / str(s)}"]) for s in (0, 1)])
+    for s in (0, 1):
+        train([parse([*args, f"seed={s}", f"run_dir={tmp_path / 'a' / str(s)}"])])
+        assert metrics(tmp_path / "p" / str(s)) == metrics(tmp_path / "a" / str(s))
+
+
+@gpu
+def test_sampler_order_is_recorded_on_the_run_stream(monkeypatch):
+    from resnet_ablate.training.data import Sampler
+    recorded = []
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: recorded.append(s))
+    sampler = Sampler(10, 4, 0, torch.device("cuda"), True)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        sampler.next()
+    assert recorded == [side]
+
+
+def test_run_name_is_unchanged_by_default_settings():
+    assert run_name(parse(TINY)) == run_name(parse([*TINY, "bn_batch=0", "recipe=default"]))
+
+
+def test_cli_reports_fidelity_keys_as_one_line(tmp_path):
+    proc = run_cli(*TINY, "bn_batch=5", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: bn_batch=5 does not divide batch_size=8 into whole groups; use a divisor of 8"]
