@@ -3,20 +3,28 @@ choices as switches, recipes, and the GPU-path rules that can be checked on the 
 GPU-only checks are skipped without CUDA."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import types
 
 import pytest
 import torch
-from helpers import TINY, metrics, result, run_cli
+from helpers import REPO, TINY, make_run_folder, metrics, result, run_cli
 from torch import nn
 
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.norm import GhostBatchNorm2d
 from resnet_ablate.models.probes import gradient_norms
+from resnet_ablate.models.responses import layer_responses
 from resnet_ablate.models.shortcuts import ExclusiveGating
 from resnet_ablate.registry import UsageError
 from resnet_ablate.training import optim
-from resnet_ablate.training.config import run_name
+from resnet_ablate.analysis.scan import settings_of
+from resnet_ablate.analysis.tables import recipe_label
+from resnet_ablate.sweeps.launcher import parse_launch
+from resnet_ablate.sweeps.specs import expand, load_spec
+from resnet_ablate.training.config import identity_items, run_name, to_yaml
+from resnet_ablate.training.recipes import RECIPES
 from resnet_ablate.training.parse import help_text, parse
 from resnet_ablate.training.step import one_rng_stream
 from resnet_ablate.training.trainer import StopRequest, train
@@ -290,3 +298,211 @@ def test_cli_reports_fidelity_keys_as_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: bn_batch=5 does not divide batch_size=8 into whole groups; use a divisor of 8"]
+
+
+# --- 3. recipes -------------------------------------------------------------------------------------------
+
+def test_a_bare_command_keeps_todays_defaults():
+    plain, default = parse([]), parse(["recipe=default"])
+    assert (plain.normalize, plain.nesterov, plain.bn_batch, plain.warmup_iters, plain.iterations) == \
+        ("channel", False, 0, 400, 64000)
+    assert to_yaml(plain).replace("recipe: default", "") == to_yaml(default).replace("recipe: default", "")
+
+
+def test_he2015_warms_up_resnet110_only_and_splits_the_batch_over_two_bns():
+    for depth, warmup in ((110, 400), (56, 0), (20, 0)):
+        cfg = parse(["recipe=he2015", f"depth={depth}"])
+        assert (cfg.normalize, cfg.nesterov, cfg.bn_batch, cfg.warmup_iters, cfg.milestones) == \
+            ("pixel_mean", False, 64, warmup, [32000, 48000])
+    he2016 = parse(["recipe=he2016", "depth=56"])
+    assert (he2016.normalize, he2016.bn_batch, he2016.warmup_iters) == ("pixel_mean", 64, 400)
+
+
+def test_epoch_schedules_become_iterations_from_the_training_set_and_batch():
+    fb = parse(["recipe=fb_torch"])
+    assert (fb.iterations, fb.milestones, fb.nesterov, fb.normalize, fb.warmup_iters, fb.bn_batch) == \
+        (64063, [31250, 47266], True, "channel", 0, 64)  # ceil(164 * 50000 / 128); 80 and 121 epochs
+    assert parse(["recipe=fb_torch", "val_split=5000"]).milestones == [28125, 42540]  # 45000 / 128 per epoch
+    k1 = parse(["recipe=resnet1k", "depth=1001"])
+    assert (k1.batch_size, k1.bn_batch, k1.iterations, k1.milestones) == (64, 32, 156250, [62500, 94532])
+    assert parse(["batch_size=256", "recipe=fb_torch"]).iterations == 32032  # the command line's batch
+    assert parse(["recipe=fb_torch", "dataset=synthetic", "synthetic_size=640", "batch_size=64"]).iterations == 1640
+
+
+def test_the_command_line_wins_wherever_the_recipe_stands():
+    assert parse(["lr=0.05", "recipe=fb_torch", "nesterov=false"]).lr == 0.05
+    assert parse(["warmup_iters=7", "recipe=he2015", "depth=110"]).warmup_iters == 7
+    assert parse(["recipe=fb_torch", "iterations=1000", "milestones=[500]"]).milestones == [500]
+
+
+def test_an_epoch_recipe_on_a_folder_data_set_needs_the_schedule(tmp_path):
+    with pytest.raises(UsageError, match="recipe=fb_torch gives its schedule in epochs"):
+        parse(["recipe=fb_torch", "dataset=folder", f"data_dir={tmp_path}"])
+    cfg = parse(["recipe=fb_torch", "dataset=folder", f"data_dir={tmp_path}", "iterations=90", "milestones=[60]"])
+    assert (cfg.iterations, cfg.nesterov) == (90, True)
+
+
+def test_a_run_is_its_resolved_settings_not_the_recipe_name(tmp_path):
+    """Same name, same config check, same report group, whether spelled as a recipe or as its values."""
+    by_recipe = parse(["recipe=he2015", "depth=20"])
+    by_hand = parse(["depth=20", "normalize=pixel_mean", "warmup_iters=0", "bn_batch=64"])
+    assert run_name(by_recipe) == run_name(by_hand) == "cifar10_d20_original_identity_normalize=pixel_mean_" \
+                                                       "warmup_iters=0_bn_batch=64_s0"
+    assert identity_items(by_recipe) == identity_items(by_hand)
+    assert "recipe: he2015" in to_yaml(by_recipe) and "normalize: pixel_mean" in to_yaml(by_recipe)
+
+
+def test_the_run_command_prints_the_recipe_and_its_values_in_the_resolved_config(tmp_path):
+    proc = run_cli("recipe=he2015", "depth=110", "dry_run=true", "seed=0,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cifar10_d110_original_identity_normalize=pixel_mean_bn_batch=64_s1" in proc.stdout
+
+
+def test_every_spec_names_its_recipe_and_recipe_gap_lists_its_runs():
+    for path in sorted((REPO / "ablations").glob("*.yaml")):
+        spec = load_spec(str(path))
+        assert spec.overrides.get("recipe") in RECIPES, path.name
+    plan = expand(parse_launch(["ablation=recipe_gap"]), [])
+    assert len(plan.cfgs) == 65 and plan.layout == "recipe_gap"
+    knobs = {recipe_label(settings_of(dataclasses.asdict(c))) for c in plan.cfgs}
+    assert knobs == {"he2015", "fb_torch", "he2015 + nesterov=True", "he2015 + normalize=channel",
+                     "he2015 + warmup_iters=0", "he2015 + iterations=64063, milestones=31250,47266",
+                     "he2015 + bn_batch=0"}
+
+
+# --- 5. the report states the papers' statistics like for like ------------------------------------------
+
+def _runs(root, name, settings, errors):
+    """Run folders with these final errors (None: a failed run)."""
+    for seed, error in enumerate(errors):
+        make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
+                        error)
+
+
+def _table(root, layout):
+    from resnet_ablate.analysis.scan import group_by_settings, scan
+    from resnet_ablate.analysis.tables import build_table, layouts
+    return build_table(layouts()[layout], group_by_settings(scan(root).runs))
+
+
+def test_the_median_counts_failures_and_paper_cells_compare_like_with_like(tmp_path):
+    t1 = ["depth=110", "recipe=he2016"]
+    _runs(tmp_path / "t1", "identity", t1, [6.5, 6.7, 6.6, 6.9, 6.4])
+    _runs(tmp_path / "t1", "gating2", [*t1, "shortcut=gating"], [8.0, None, 9.0, None, 10.0])
+    _runs(tmp_path / "t1", "gating3", [*t1, "shortcut=gating", "gate_bias=-7"], [9.0, None, None, 9.5, None])
+    table = _table(tmp_path / "t1", "table1")
+    frame, shown = table.frame.set_index("setting"), table.shown.set_index("setting")
+    two = frame.loc["gate_bias=-6"]
+    assert (two["n"], two["fail"], two["median"], two["mean"]) == (5, 2, 10.0, 9.0)  # mean of the 3 done: optimistic
+    assert two["diff"] == pytest.approx(10.0 - 8.70) and shown.loc["gate_bias=-6", "Δ"] == "+1.30 (median)"
+    assert shown.loc["gate_bias=-6", "paper"] == "8.70 (median of 5)"
+    three = shown.loc["gate_bias=-7"]
+    assert (three["median"], three["error (%)"], three["fail"], three["Δ"]) == ("fail", "9.25 ± 0.35", "3", "")
+    assert list(shown.columns[shown.columns.get_loc("n"):][:5]) == ["n", "fail", "median", "error (%)", "min"]
+    assert "median over all n runs, a failed run counting as above any error" in table.caption
+
+    _runs(tmp_path / "t6", "r110", ["depth=110", "recipe=he2015"], [6.3, 6.5, 6.6, 6.7, 6.9])
+    row = _table(tmp_path / "t6", "depth")
+    r110, cells = row.frame.iloc[0], row.shown.iloc[0]
+    assert cells["paper"] == "6.43 (best of 5); 6.61±0.16 (mean±sd)"
+    assert r110["diff"] == pytest.approx(6.3 - 6.43) and r110["diff_mean"] == pytest.approx(6.6 - 6.61)
+    assert cells["Δ"] == "-0.13 (best); -0.01 (mean)"
+
+
+def test_recipe_gap_layout_gives_each_knobs_delta_against_he2015(tmp_path):
+    _runs(tmp_path, "he", ["depth=56", "recipe=he2015"], [7.0, 7.2, 7.1])
+    _runs(tmp_path, "nesterov", ["depth=56", "recipe=he2015", "nesterov=true"], [6.8, 6.9, 7.0])
+    _runs(tmp_path, "fb", ["depth=56", "recipe=fb_torch"], [6.5, 6.6, 6.7])
+    table = _table(tmp_path, "recipe_gap")
+    shown = table.shown.set_index("recipe")
+    assert shown.loc["he2015", "Δ he2015"] == "baseline"
+    assert shown.loc["he2015 + nesterov=True", "Δ he2015"] == "-0.20 (median); -0.20 (mean)"
+    assert shown.loc["fb_torch", "Δ he2015"] == "-0.50 (median); -0.50 (mean)"
+    assert shown.loc["fb_torch", "schedule"] == "64063 it"
+    assert shown.loc["he2015", "paper"] == "6.97 (as reported)"
+
+
+# --- 6. gradient probe per element ----------------------------------------------------------------------
+
+def test_probe_reports_the_per_element_rms_beside_the_l2_norm():
+    torch.manual_seed(0)
+    out = gradient_norms(build_model(8), torch.randn(4, 3, 32, 32), torch.arange(4))
+    sizes = [4 * 16 * 32 * 32, 4 * 16 * 32 * 32, 4 * 32 * 16 * 16]  # inputs of the three units
+    assert out["unit_input_rms"] == pytest.approx([n / s ** 0.5 for n, s in zip(out["unit_input"], sizes)])
+
+
+def test_spread_table_and_figures_use_the_rms_by_default(tmp_path):
+    from resnet_ablate.analysis.curves import gradient_spread, spread_caption
+    from resnet_ablate.analysis.scan import group_by_settings, scan
+    folder = make_run_folder(tmp_path / "r", TINY)
+    (folder / "probes.jsonl").write_text(json.dumps({"iteration": 0, "unit_input": [8.0, 2.0],
+                                                     "unit_input_rms": [1.0, 0.5], "conv_weight": [1.0]}) + "\n")
+    groups = group_by_settings(scan(tmp_path).runs)
+    assert gradient_spread(groups)["first/last"].tolist() == [2.0]
+    assert gradient_spread(groups, "l2")["first/last"].tolist() == [4.0]
+    assert "per-element RMS" in spread_caption()
+    proc = run_cli(str(tmp_path), "--out", str(tmp_path / "out"), "--formats", "png", cwd=tmp_path,
+                   module="resnet_ablate.report")
+    assert proc.returncode == 0, proc.stderr
+    spread = (tmp_path / "out" / "runs-gradnorm.csv").read_text().splitlines()
+    assert spread[0].split(",")[-4:] == ["n", "first/last", "min", "max"] and spread[1].split(",")[-4:-2] == ["1", "2.0"]
+    assert "per-element RMS" in (tmp_path / "out" / "runs-gradnorm.md").read_text()
+    assert (tmp_path / "out" / "runs-gradnorm.png").is_file()
+
+
+# --- 8. layer responses (2015 Fig. 7) -------------------------------------------------------------------
+
+def _hand_responses(model, x, unit):
+    """Forward hooks placed by hand on the modules after each 3x3 conv: stem BN, then per unit."""
+    outs = []
+    points = [model.stem[1]]
+    for u in model.units():
+        points += [u.body[1], u.body[4][0] if unit == "original" else u.body[3]]
+    hooks = [m.register_forward_hook(lambda _m, _a, o: outs.append(o)) for m in points]
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [torch.stack([o[:, c].std(unbiased=False) for c in range(o.shape[1])]).mean().item() for o in outs]
+
+
+@pytest.mark.parametrize("unit, shortcut", [("original", "identity"), ("original", "none"), ("full_preact", "identity")])
+def test_layer_responses_equal_a_hand_computation_with_hooks(unit, shortcut):
+    torch.manual_seed(0)
+    model = build_model(20, unit, shortcut)
+    with torch.no_grad():  # trained-looking BN statistics and scales
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.2, 1.5)
+    x = torch.randn(6, 3, 32, 32)
+    got = layer_responses(model.train(), x)
+    assert model.training and len(got) == 19
+    assert got == pytest.approx(_hand_responses(model, x, unit), rel=1e-5)
+
+
+def test_a_finished_run_records_its_responses_and_the_report_draws_them(tmp_path):
+    cfgs = [parse([*TINY, "fail_threshold=100", f"shortcut={s}", f"run_dir={tmp_path / 'runs' / s}"])
+            for s in ("identity", "none")]
+    train(cfgs)
+    saved = json.loads((tmp_path / "runs" / "none" / "responses.json").read_text())
+    assert (saved["source"], saved["iteration"], saved["split"], len(saved["std"])) == ("end", 30, "test", 7)
+    assert all(v > 0 for v in saved["std"])
+    proc = run_cli(str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png", cwd=tmp_path,
+                   module="resnet_ablate.report")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "runs-responses.png").is_file()
+    assert "![runs-responses](runs-responses.png)" in proc.stdout
+
+
+def test_responses_on_demand_from_a_checkpoint(tmp_path):
+    cfg = parse([*TINY, f"run_dir={tmp_path / 'paused'}"])
+    stop = StopRequest()
+    stop.reason = "test stop"
+    train([cfg], stop)
+    assert not (tmp_path / "paused" / "responses.json").exists()
+    from resnet_ablate import layer_responses as cli
+    assert cli.main([str(tmp_path / "paused"), "device=cpu"]) == 0
+    saved = json.loads((tmp_path / "paused" / "responses.json").read_text())
+    assert (saved["source"], saved["iteration"], len(saved["std"])) == ("checkpoint", 1, 7)
+    assert cli.main([str(tmp_path / "nowhere")]) == 2

@@ -1,16 +1,18 @@
-"""What a run measures besides training: loss and error over a whole split (eval mode, large batches), and
-the per-unit gradient probe on a fixed batch."""
+"""What a run measures besides training: loss and error over a whole split (eval mode, large batches), the
+per-unit gradient probe on a fixed batch, and the layer responses of the 2015 paper's Fig. 7."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from ..models.probes import gradient_norms
+from ..models.responses import layer_responses
 from . import data as datamod
 from .state import RunState
 
 EVAL_BATCH = 1000
 PROBE_BATCH = 128
+RESPONSE_IMAGES = 1000  # the first test images, unaugmented
 
 
 @torch.no_grad()
@@ -41,3 +43,13 @@ def probe(state: RunState) -> dict[str, list[float]]:
     n = probe_batch(state.cfg.bn_batch)
     x = datamod.normalize_images(state.data.train.images[:n], state.data)
     return gradient_norms(state.model, x.contiguous(memory_format=torch.channels_last), state.data.train.labels[:n])
+
+
+def responses(state: RunState, source: str) -> dict:
+    """The layer responses of the run's net (2015 Fig. 7) on the first RESPONSE_IMAGES test images, as
+    responses.json holds them; `source` says whether the net is the final one (end) or a checkpoint's."""
+    split = state.data.test
+    x = datamod.normalize_images(split.images[:RESPONSE_IMAGES], state.data)
+    stds = layer_responses(state.model, x.contiguous(memory_format=torch.channels_last))
+    return {"iteration": state.iteration, "source": source, "split": "test", "images": min(len(split), RESPONSE_IMAGES),
+            "std": stds}

@@ -3,6 +3,8 @@
     config.yaml      resolved config, written at start
     metrics.jsonl    one line per evaluation
     probes.jsonl     one line per gradient probe (when asked for)
+    responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:
+                     {iteration, source (end | checkpoint), split, images, std (one per 3x3 layer)}
     checkpoint.pt    latest state, written atomically (temp file + rename)
     result.json      written once at the end: status done | fail, and the final numbers
 
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
+RESPONSES = "responses.json"
 FINISHED = ("done", "fail")
 
 
@@ -70,6 +73,16 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+def read_responses(folder: Path) -> dict | None:
+    """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
+    path = folder / RESPONSES
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
 
 
 def read_result(folder: Path) -> dict | None:

@@ -18,7 +18,7 @@ import torch
 from ..registry import UsageError
 from . import data as datamod
 from .config import Config, default_data_dir, run_dir, run_name
-from .evaluate import evaluate, probe
+from .evaluate import evaluate, probe, responses
 from .optim import lr_at
 from .state import RunState, precision_policy
 from .step import make_stepper
@@ -114,7 +114,8 @@ class TrainingRun:
         self.writer.log_metrics(row, images)
         if not math.isfinite(train_loss):
             lo = it - images // self.cfg.batch_size + 1
-            self.finish(Status.FAIL, f"diverged: training loss is {train_loss} in iterations {lo}..{it}")
+            self.finish(Status.FAIL, f"diverged: training loss is {train_loss} in iterations {lo}..{it}",
+                        record_responses=False)
 
     def settle(self, stop_reason: str | None) -> None:
         """After measuring: finish at the last iteration, checkpoint at a boundary or a stop, pause on a stop."""
@@ -128,14 +129,17 @@ class TrainingRun:
             print(f"[{self.writer.name}] stopped at iteration {self.state.iteration} ({stop_reason}); "
                   f"checkpoint saved, run the same command again to resume", flush=True)
 
-    def finish(self, status: Status, reason: str = "") -> None:
-        """Write result.json: done (fail when above `fail_threshold`), or fail with the reason."""
+    def finish(self, status: Status, reason: str = "", record_responses: bool = True) -> None:
+        """Write responses.json (the final net's layer responses; not for a diverged one, whose numbers mean
+        nothing) and result.json: done (fail when above `fail_threshold`), or fail with the reason."""
         last = self.writer.last_row
         final = last.get("test_error")
         if status is Status.DONE and final is not None and final > self.cfg.fail_threshold:
             status, reason = Status.FAIL, f"final test error {final:.2f}% is above fail_threshold " \
                                           f"{self.cfg.fail_threshold}%"
         self.status = status
+        if record_responses:
+            self.writer.write_responses(responses(self.state, "end"))
         self.writer.write_result({
             "status": status.value, "reason": reason, "name": self.writer.name, "final_test_error": final,
             "final_test_loss": last.get("test_loss"), "best_test_error": finite(self.writer.best),

@@ -76,6 +76,9 @@ class RunWriter:
     def log_probe(self, iteration: int, norms: dict) -> None:
         rf.append_jsonl(self.dir / rf.PROBES, {"iteration": iteration, **norms})
 
+    def write_responses(self, responses: dict) -> None:
+        rf.write_json(self.dir / rf.RESPONSES, responses)
+
     def log_metrics(self, row: dict, images: int) -> None:
         """Append a metrics line (with img/s over the interval and the elapsed time), send it to the tracker,
         print the progress line, and start the next interval."""
