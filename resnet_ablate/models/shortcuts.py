@@ -73,6 +73,7 @@ class Shortcut(nn.Module):
     """
 
     param_help: dict[str, str] = {}  # parameter -> its --help text
+    secondary_params: tuple[str, ...] = ()  # parameters a report names only off their defaults
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
         super().__init__()
@@ -147,6 +148,8 @@ class _Gate(Shortcut):
                                "sigmoid(b_g) at the start; the paper does not say",
                   "gate_weight_decay": "weight decay on the gate's weights and bias (true: as every parameter "
                                        "in the papers' code; false: b_g does not drift with decay)"}
+
+    secondary_params = ("gate_init", "gate_weight_decay")
 
     def __init__(self, *args, gate_bias: float = -6.0, gate_init: str = "he", gate_weight_decay: bool = True) -> None:
         super().__init__(*args)
