@@ -83,8 +83,9 @@ class Config:
                           "square once, when loaded (CIFAR and synthetic images are 32)", "data")
     download: bool = opt(True, "download CIFAR when missing (torchvision's utilities, checksum checked)", "data",
                          identity=False)
-    normalize: str = opt("channel", "channel = per-channel mean/std (2016); pixel_mean = per-pixel mean "
-                         "subtraction (2015)", "data", choices=lambda: list(NORMALIZATIONS))
+    normalize: str = opt("channel", "channel = per-channel mean/std (fb.resnet.torch datasets/cifar10.lua:38-46, "
+                         "the 2016 code); pixel_mean = per-pixel mean subtraction (2015 paper Sec. 4.2; the 2016 "
+                         "paper: same as 2015)", "data", choices=lambda: list(NORMALIZATIONS))
     augment: bool = opt(True, "4-pixel zero pad, random crop of the image size, horizontal flip", "data")
     val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
     synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
@@ -102,7 +103,8 @@ class Config:
     warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe")
     warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe")
     momentum: float = opt(0.9, "SGD momentum", "recipe")
-    nesterov: bool = opt(False, "SGD: Nesterov momentum", "recipe")
+    nesterov: bool = opt(False, "SGD: Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, "
+                         "plain momentum)", "recipe")
     betas: list[float] = opt([0.9, 0.999], "adam, adamw: moment decay rates", "recipe")
     eps: float = opt(1e-8, "adam, adamw: denominator epsilon", "recipe")
     onecycle_pct: float = opt(0.3, "onecycle: fraction of the schedule spent rising to lr", "recipe")
