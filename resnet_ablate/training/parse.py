@@ -41,11 +41,10 @@ def split_override(override: str) -> tuple[str, str]:
 def parse(overrides: list[str]) -> Config:
     """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors.
     A `recipe=NAME` among them sets its defaults first (wherever it stands), the other keys then win."""
-    base = OmegaConf.structured(config_type())
-    first = _merged(OmegaConf.structured(config_type()), overrides)
-    recipe = RECIPES[first.recipe] if first.recipe in RECIPES else None
+    base = _conf({})
+    recipe = RECIPES.get(_merged(_conf({}), overrides).recipe)  # an unknown name fails in validate, one line
     if recipe is not None and recipe.values:
-        base.merge_with(_recipe_values(recipe, _merged(_with(recipe.flat()), overrides), overrides))
+        base.merge_with(_recipe_values(recipe, _merged(_conf(recipe.flat()), overrides), overrides))
     cfg: Config = OmegaConf.to_object(_merged(base, overrides))  # type: ignore[assignment]
     validate(cfg)
     return cfg
@@ -62,7 +61,8 @@ def _merged(conf, overrides: list[str]):
     return conf
 
 
-def _with(values: dict):
+def _conf(values: dict):
+    """The config's OmegaConf structure with `values` merged in."""
     conf = OmegaConf.structured(config_type())
     conf.merge_with(values)
     return conf
