@@ -251,7 +251,7 @@ def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs,
                   for line in (runs / "tiny" / f"{'plain' if shortcut == 'none' else shortcut}_s{s}" / "probes.jsonl")
                   .read_text().splitlines()]
         for it in (0, 10):
-            ratios = [p["unit_input"][0] / p["unit_input"][-1] for p in probes if p["iteration"] == it]
+            ratios = [p["unit_input_rms"][0] / p["unit_input_rms"][-1] for p in probes if p["iteration"] == it]  # RMS: the default (issue 17)
             row = spread[(spread["variant"] == label) & (spread["iteration"] == it)]
             assert row["first/last"].item() == pytest.approx(stats.gmean(ratios))
             assert row["min"].item() == pytest.approx(min(ratios)) and row["max"].item() == pytest.approx(max(ratios))
