@@ -145,9 +145,11 @@ class _Gate(Shortcut):
 
     param_help = {"gate_bias": "initial gate bias b_g (2016 paper, Table 1)",
                   "gate_init": "initial 1x1 gate weights: he = He init as every conv (package), zero = g = "
-                               "sigmoid(b_g) at the start; the paper does not say",
-                  "gate_weight_decay": "weight decay on the gate's weights and bias (true: as every parameter "
-                                       "in the papers' code; false: b_g does not drift with decay)"}
+                               "sigmoid(b_g) at the start; the 2016 paper gives b_g only, the authors' code has no "
+                               "gates",
+                  "gate_weight_decay": "weight decay on the gate's weights and bias: true = decay on every "
+                                       "parameter, as fb.resnet.torch train.lua:26 (package); false = b_g does not "
+                                       "drift towards 0 with decay; the 2016 paper does not say"}
 
     secondary_params = ("gate_init", "gate_weight_decay")
 
