@@ -214,8 +214,8 @@ def test_gate_init_zero_starts_every_gate_at_sigmoid_of_its_bias():
 def test_help_lists_the_fidelity_keys_with_their_sources():
     text = help_text()
     for key, source in (("recipe=", "recipes:"), ("bn_batch=", "README.md:62"),
-                        ("preact_shortcut_input=", "preresnet.lua:65-67"), ("gate_weight_decay=", "papers' code"),
-                        ("gate_init=", "the paper does not say")):
+                        ("preact_shortcut_input=", "preresnet.lua:65-67"), ("gate_weight_decay=", "train.lua:26"),
+                        ("gate_init=", "gives b_g only")):
         line = next(line for line in text.splitlines() if line.strip().startswith(key))
         assert source in line or source in text, key
 
