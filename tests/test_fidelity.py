@@ -516,3 +516,14 @@ def test_bench_rows_are_the_median_of_repeats_with_capture_time():
     assert bench._median_of(lambda: next(rates), 3) == (200.0, 1.5, 3.0, [100.0, 200.0, 300.0])
     row = bench._row(20, "trainer", 1, (200.0, 1.5, 3.0, [100.0, 200.0, 300.0])).split(" | ")
     assert row[3:5] == ["200", "100-300"] and row[-2:] == ["3.0", "1.5 |"]
+
+
+@gpu
+@pytest.mark.parametrize("optim_name", ["sgd", "adamw"])
+def test_ghost_bn_and_adam_are_captured_in_the_cuda_graph(tmp_path, capsys, optim_name):
+    """On a GPU: ghost BN (no host sync, static shapes) and capturable AdamW train inside the captured graph,
+    with no fallback to eager (result.json's capture_s exists only for graphs)."""
+    args = [a for a in TINY if a != "device=cpu"] + ["device=cuda", "bn_batch=4", f"optim={optim_name}", "lr=0.01"]
+    (summary,) = train([parse([*args, f"run_dir={tmp_path / 'r'}"])])
+    assert "capture failed" not in capsys.readouterr().out
+    assert summary["capture_s"] > 0 and summary["status"] in ("done", "fail")
