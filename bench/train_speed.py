@@ -1,6 +1,8 @@
 """Training speed, side by side on one device: (a) the loop tutorials teach (eager fp32, DataLoader with
 crop/flip workers), (b) the project's trainer, (c) the trainer with K packed runs; plus ResNet-1001's
-peak memory at batch 128. Prints a markdown table and writes it to bench/results/<date>-<device>.md.
+peak memory at batch 128. Each row is measured `--repeats` times (default 3) and shows the median, with the
+CUDA graph warm-up and capture time of the trainer's rows. Prints a markdown table and writes it to
+bench/results/<date>-<device>.md.
 
     python bench/train_speed.py                       # on a GPU: ResNet-110 and -164, pack 2,4,8
     python bench/train_speed.py --data .data          # real CIFAR-10 instead of synthetic images
@@ -71,8 +73,10 @@ def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def tutorial_loop(depth: int, args: argparse.Namespace, device: torch.device) -> tuple[float, float | None]:
-    """Images/s of the textbook loop: eager fp32, DataLoader workers doing PIL crop/flip, SGD."""
+def tutorial_loop(depth: int, args: argparse.Namespace, device: torch.device) -> tuple[float, float | None, None]:
+    """Images/s of the textbook loop: eager fp32, DataLoader workers doing PIL crop/flip, SGD; cuDNN autotuning
+    on, set here (as the trainer sets it), so the row does not depend on which row ran before it."""
+    torch.backends.cudnn.benchmark = True
     data = _data(args)
     mean = (data.mean.flatten() / 255).tolist()
     std = (data.std.flatten() / 255).tolist()
@@ -99,23 +103,25 @@ def tutorial_loop(depth: int, args: argparse.Namespace, device: torch.device) ->
         opt.step()
         done += 1
     _sync(device)
-    return args.iterations * args.batch_size / (time.perf_counter() - start), _peak_gib(device)
+    return args.iterations * args.batch_size / (time.perf_counter() - start), _peak_gib(device), None
 
 
 def trainer(depth: int, pack: int, args: argparse.Namespace, device: torch.device, root: Path,
-            extra: list[str] = ()) -> tuple[float, float | None]:
+            extra: list[str] = ()) -> tuple[float, float | None, float | None]:
     """Aggregate images/s of `pack` runs (seeds 0..pack-1) in the project's trainer, measured over the
-    evaluation intervals after the first (capture and warm-up happen in the first), and the peak memory."""
+    evaluation intervals after the first (capture and warm-up happen in the first), the peak memory, and the
+    CUDA graph warm-up and capture time (result.json's capture_s; None when the step is eager)."""
     data = ["dataset=cifar10", f"data_dir={args.data}", "download=false"] if args.data else [
         "dataset=synthetic", f"synthetic_size={args.synthetic_size}"]
     common = [*data, f"depth={depth}", f"batch_size={args.batch_size}", f"device={device.type}",
               f"iterations={args.warmup + args.iterations}", f"eval_every={args.warmup}", "milestones=[]",
               "warmup_iters=0", "fail_threshold=100", *extra]
-    tag = "_".join([str(depth), str(pack), *extra]).replace("=", "-")
+    tag = "_".join([str(depth), str(pack), *extra, str(time.monotonic_ns())]).replace("=", "-")
     cfgs = [parse([*common, f"seed={s}", f"run_dir={root / tag / str(s)}"]) for s in range(pack)]
     _reset_memory(device)
     train(cfgs, StopRequest())
-    return sum(_steady_rate(rf.read_jsonl(run_dir(c) / rf.METRICS)) for c in cfgs), _peak_gib(device)
+    capture = rf.read_result(run_dir(cfgs[0])).get("capture_s")
+    return sum(_steady_rate(rf.read_jsonl(run_dir(c) / rf.METRICS)) for c in cfgs), _peak_gib(device), capture
 
 
 def _steady_rate(rows: list[dict]) -> float:
@@ -129,10 +135,21 @@ def _data(args: argparse.Namespace):
         "synthetic", Path(), False, "channel", 0, args.synthetic_size)
 
 
-def _row(depth: int, setup: str, runs: int, rate: float, peak: float | None) -> str:
+def _median_of(measure, repeats: int) -> tuple[float, float | None, float | None, list[float]]:
+    """`measure()` `repeats` times: the median rate, its peak memory and capture time, and every rate."""
+    results = sorted((measure() for _ in range(repeats)), key=lambda r: r[0])
+    rate, peak, capture = results[(len(results) - 1) // 2]
+    return rate, peak, capture, [r[0] for r in results]
+
+
+def _row(depth: int, setup: str, runs: int, measured: tuple[float, float | None, float | None, list[float]]) -> str:
+    rate, peak, capture, rates = measured
     per_run = RUN_IMAGES / rate / 60
     mem = f"{peak:.1f}" if peak is not None else "n/a"
-    return f"| ResNet-{depth} | {setup} | {runs} | {rate:,.0f} | {per_run:.1f} | {per_run * runs:.1f} | {mem} |"
+    cap = f"{capture:.1f}" if capture is not None else "n/a"
+    spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+    return f"| ResNet-{depth} | {setup} | {runs} | {rate:,.0f} | {spread} | {per_run:.1f} | {per_run * runs:.1f} | " \
+           f"{cap} | {mem} |"
 
 
 def main() -> int:
@@ -142,6 +159,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=int, default=100, help="iterations before timing starts")
     p.add_argument("--iterations", type=int, default=300, help="timed iterations")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per row; the table shows the median")
     p.add_argument("--data", default="", help="folder holding cifar-10-batches-py (default: synthetic images)")
     p.add_argument("--synthetic-size", type=int, default=50000, help="training images when --data is not given")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -160,23 +178,24 @@ def main() -> int:
             setups += [(f"trainer, pack={k}", k, lambda k=k: trainer(depth, k, args, device, Path(tmp)))
                        for k in args.packs]
             for setup, runs, measure in setups:
-                rate, peak = measure()
-                rows.append(_row(depth, setup, runs, rate, peak))
+                rows.append(_row(depth, setup, runs, _median_of(measure, args.repeats)))
                 print(rows[-1], flush=True)
         if args.r1001:
             small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
-            rate, peak = trainer(1001, 1, small, device, Path(tmp))
-            rows.append(_row(1001, "trainer (memory check, 15 iterations)", 1, rate, peak))
+            rate, peak, capture = trainer(1001, 1, small, device, Path(tmp))
+            rows.append(_row(1001, "trainer (memory check, 15 iterations)", 1, (rate, peak, capture, [rate])))
             print(rows[-1], flush=True)
     precision = "bf16 autocast" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     report = "\n".join([
         f"# Training speed, {datetime.date.today()}", "",
         f"- device: {name}; torch {torch.__version__}; CUDA {torch.version.cuda}; python {platform.python_version()}",
         f"- batch {args.batch_size}; trainer precision {precision} (default), channels_last; timed over "
-        f"{args.iterations} iterations after {args.warmup}; data: {'CIFAR-10 from ' + args.data if args.data else f'synthetic, {args.synthetic_size} images'}",
+        f"{args.iterations} iterations after {args.warmup}, median of {args.repeats} measurements per row (range "
+        f"beside it); capture: CUDA graph warm-up and capture (s); cuDNN autotuning on in every row; data: {'CIFAR-10 from ' + args.data if args.data else f'synthetic, {args.synthetic_size} images'}",
         f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "",
-        "| net | setup | runs | img/s (all runs) | min per 64k-iteration run (effective) | min wall for the runs | peak GiB |",
-        "|---|---|---|---|---|---|---|", *rows, ""])
+        "| net | setup | runs | img/s (all runs) | img/s range | min per 64k-iteration run (effective) | "
+        "min wall for the runs | capture s | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|", *rows, ""])
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
     out.write_text(report)

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .analysis.curves import SPREAD_CAPTION, draw_figures, gradient_spread, slug
+from .analysis.curves import GRAD_MEASURES, draw_figures, gradient_spread, slug, spread_caption
 from .analysis.scan import RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
@@ -54,7 +54,7 @@ def _unread(found: Scan) -> list[str]:
 
 
 def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix: str, layout: str | None,
-             formats: tuple[str, ...]) -> list[str]:
+             formats: tuple[str, ...], measure: str = "rms") -> list[str]:
     """One sweep's (or the loose runs') tables and figures; its report.md lines."""
     groups, title = group_by_settings(runs), sweep.label() if sweep else ""
     if not groups:
@@ -70,21 +70,21 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
         lines += emit(table.shown, table.frame, table.caption, out / f"{prefix}-{lay.name}", lay.title + suffix,
                       tex=True)
         lines += left_out(lay, groups)
-    spread = gradient_spread(groups)
+    spread = gradient_spread(groups, measure)
     if not spread.empty:
-        lines += emit(text_cells(spread), spread, SPREAD_CAPTION, out / f"{prefix}-gradnorm",
+        lines += emit(text_cells(spread), spread, spread_caption(measure), out / f"{prefix}-gradnorm",
                       "Gradient spread" + suffix)
-    paths = draw_figures(groups, out, prefix, title, formats)
+    paths = draw_figures(groups, out, prefix, title, formats, measure)
     return lines + [f"![{p.stem}]({p.name})" for p in paths if p.suffix == f".{formats[0]}"] + [""]
 
 
-def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...]) -> str:
+def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...], measure: str = "rms") -> str:
     """Tables (md, csv, tex) and figures of every section into `out`, and report.md; returns its text."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Report on {found.root}", ""]
     for name, sweep, runs in sections(found):
         lines += [f"## {sweep.label() if sweep else 'Runs outside any sweep'}", ""]
-        lines += _section(runs, sweep, out, slug(name), layout, formats)
+        lines += _section(runs, sweep, out, slug(name), layout, formats, measure)
     unread = _unread(found)
     if unread:
         lines += ["## Not in the tables", "", *unread, ""]
@@ -106,6 +106,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layout", choices=["auto", *REPORT_LAYOUTS], default=None,
                         help="table layout (default: the sweep.yaml's, else every layout the runs fit)")
     parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (png, pdf)")
+    parser.add_argument("--grad-measure", choices=list(GRAD_MEASURES), default="rms",
+                        help="the probe's per-unit measure in the gradient figures and spread table: rms = per-element "
+                             "RMS (default; compares units of different sizes), l2 = the plain norm")
     args = parser.parse_args(argv)
     args.formats = tuple(f for f in args.formats.split(",") if f)
     if not args.formats:
@@ -118,7 +121,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        text = write_report(scan(args.runs_dir), args.out, args.layout, args.formats)
+        text = write_report(scan(args.runs_dir), args.out, args.layout, args.formats, args.grad_measure)
     except OSError as e:
         raise UsageError(f"cannot write the report: {e}") from e
     print(text)

@@ -221,7 +221,7 @@ def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["ablation=table2"], "error: unknown ablation 'table2' (did you mean 'table2_units'?); allowed: degradation, "
-                          "gradnorm, random_lr_optim, resnet2015_depths, table1_shortcuts, table2_units, table3_preact"),
+                          "gradnorm, random_lr_optim, recipe_gap, resnet2015_depths, table1_shortcuts, table2_units, table3_preact"),
     (["ablation=table2_units", "budget=tiny"], "error: unknown budget 'tiny' for table2_units; allowed: full, quick"),
     (["dry_rn=true"], "error: unknown key 'dry_rn' (did you mean 'dry_run'?); see --help for the keys"),
     (["slurm.partiton=gpu"], "error: unknown key 'slurm.partiton' (did you mean 'slurm.partition'?)"),

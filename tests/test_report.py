@@ -20,7 +20,7 @@ from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
-TINY = ["dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
+TINY = ["device=cpu", "dataset=synthetic", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=5",
         "iterations=10", "milestones=[8]", "fail_threshold=100"]
 PROBE = "grad_probe_at=[0,10]"
 REAL = {  # folder name: settings (depth 8 unless given)
@@ -127,10 +127,13 @@ def test_table_numbers_match_the_runs_and_scipy(runs, built):
     assert (single["n"], single["std"], single["p_welch"]) == ("1", "", "")
     allfail = _row(table, shortcut="gating")
     assert (allfail["n"], allfail["fail"], allfail["mean"], allfail["p_welch"]) == ("1", "1", "", "")
+    # issue 17: the median counts failures (scaling: 2 done, 1 failed) and comes before mean ± sd
+    assert float(row["median"]) == pytest.approx(max(scaling))
+    assert allfail["median"] == "inf"
     shown = _md_rows((out / "runs-table1.md").read_text())
-    assert ["gating", "gate_bias=-6", "8", "original", "0", "1", "1", "fail"] in [r[:8] for r in shown]
-    assert ["identity", "", "8", "original", "100", "3", "0",
-            f"{np.mean(identity):.2f} ± {np.std(identity, ddof=1):.2f}"] in [r[:8] for r in shown]
+    assert ["gating", "gate_bias=-6", "8", "original", "0", "1", "1", "fail", "fail"] in [r[:9] for r in shown]
+    assert ["identity", "", "8", "original", "100", "3", "0", f"{np.median(identity):.2f}",
+            f"{np.mean(identity):.2f} ± {np.std(identity, ddof=1):.2f}"] in [r[:9] for r in shown]
     tex = (out / "runs-table1.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "gate\\_bias=-6" in tex and "$\\pm$" in tex
 
@@ -150,9 +153,10 @@ def test_paper_values_beside_the_sweeps_runs(runs, built):
     table = _csv(out / "paper110-table1.csv")
     identity, gating = [6.5, 6.9, 6.8], [8.0, 8.6, 8.1]
     base, row = _row(table, shortcut="identity"), _row(table, shortcut="gating")
-    assert base["paper"] == "6.61" and float(base["diff"]) == pytest.approx(np.mean(identity) - 6.61)
-    assert row["paper"] == "8.70" and row["paper_row"] == "2016-T1: exclusive gating, init b_g = -6"
-    assert float(row["diff"]) == pytest.approx(np.mean(gating) - 8.70)
+    # issue 17: the 2016 cells are medians of 5, compared with our median
+    assert base["paper"] == "6.61 (median of 5)" and float(base["diff"]) == pytest.approx(np.median(identity) - 6.61)
+    assert row["paper"] == "8.70 (median of 5)" and row["paper_row"] == "2016-T1: exclusive gating, init b_g = -6"
+    assert float(row["diff"]) == pytest.approx(np.median(gating) - 8.70)
     assert float(row["p_welch"]) == pytest.approx(stats.ttest_ind(gating, identity, equal_var=False).pvalue)
     assert base["schedule"] == "64k" and base["baseline"] == "True"
     assert "## sweep paper110\n" in printed
@@ -170,7 +174,7 @@ def test_sweep_layout_and_reduced_budget_label(built):
 def test_paper_lookup():
     cell = {"dataset": "cifar10", "depth": 110, "unit": "original", "shortcut": "gating", "gate_bias": -3.0}
     table, row = paper.lookup(cell, ("2016-T1",))
-    assert (table.key, row.value, row.text()) == ("2016-T1", None, "fail")
+    assert (table.key, row.value, row.text()) == ("2016-T1", None, "fail (median of 5)")
     assert paper.lookup({**cell, "gate_bias": -7.0})[1].value == 9.81
     assert paper.lookup({**cell, "gate_bias": -5.5}) is None
     plain = paper.lookup({**cell, "shortcut": "none"})[1]
@@ -181,7 +185,8 @@ def test_paper_lookup():
     assert paper.lookup(preact)[1].value == 24.33
     assert paper.lookup({**preact, "dataset": "cifar10"}, ("2016-T2",))[1].value == 5.46
     resnet110 = paper.lookup({**cell, "shortcut": "identity"}, ("2015-T6",))[1]
-    assert (resnet110.value, resnet110.reference(), resnet110.text()) == (6.43, 6.61, "6.43 (6.61±0.16)")
+    assert (resnet110.value, resnet110.statistic, resnet110.text()) == \
+        (6.43, "best of 5", "6.43 (best of 5); 6.61±0.16 (mean±sd)")
     assert paper.lookup({**preact, "dataset": "synthetic"}) is None
     assert paper.TABLES["2016-T1"].units == "test error (%) on CIFAR"
 
@@ -247,7 +252,7 @@ def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs,
                   for line in (runs / "tiny" / f"{'plain' if shortcut == 'none' else shortcut}_s{s}" / "probes.jsonl")
                   .read_text().splitlines()]
         for it in (0, 10):
-            ratios = [p["unit_input"][0] / p["unit_input"][-1] for p in probes if p["iteration"] == it]
+            ratios = [p["unit_input_rms"][0] / p["unit_input_rms"][-1] for p in probes if p["iteration"] == it]  # RMS: the default (issue 17)
             row = spread[(spread["variant"] == label) & (spread["iteration"] == it)]
             assert row["first/last"].item() == pytest.approx(stats.gmean(ratios))
             assert row["min"].item() == pytest.approx(min(ratios)) and row["max"].item() == pytest.approx(max(ratios))

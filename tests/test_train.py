@@ -20,7 +20,7 @@ def test_run_folder_contents(tiny, tmp_path):
     out = train([parse(tiny)])[0]
     folder = tmp_path / "run"
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl",
-                                                        "result.json"]
+                                                        "responses.json", "result.json"]
     assert from_yaml(folder / "config.yaml") == parse(tiny)
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [10, 20, 30]

@@ -155,8 +155,8 @@ def probe_iterations(iterations: list[int]) -> list[int]:
     return [its[round(i * step)] for i in range(MAX_PROBE_PANELS)]
 
 
-def gradient_norms(frame: pd.DataFrame, title: str = "") -> Figure:
-    """Per-unit input-gradient norm (log scale) vs unit index, one panel per probed iteration; columns
+def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RMS") -> Figure:
+    """Per-unit input-gradient RMS or norm (log scale) vs unit index, one panel per probed iteration; columns
     variant, seed, iteration, unit, norm; line = mean over seeds, band = their range."""
     shown = probe_iterations(frame["iteration"].tolist())
     palette = _palette(list(dict.fromkeys(frame["variant"])))
@@ -168,10 +168,26 @@ def gradient_norms(frame: pd.DataFrame, title: str = "") -> Figure:
                              legend=ax is axes[0], marker=".")
             ax.set_yscale("log")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set(ylabel="grad. norm", xlabel="unit index (input → output)")
+            ax.set(ylabel=ylabel, xlabel="unit index (input → output)")
             ax.set_title(f"iteration {it}", fontsize="small")
         fig.suptitle(fit_title(title), fontsize="small")
         _legend_below(fig, axes[0])
+    return fig
+
+
+def layer_responses(frame: pd.DataFrame, title: str = "") -> Figure:
+    """2015 Fig. 7: std of each 3x3 layer's response, top in layer order, bottom sorted in descending order;
+    columns variant, seed, layer, rank, std; line = mean over seeds, band = their range."""
+    palette = _palette(list(dict.fromkeys(frame["variant"])))
+    with style():
+        fig = Figure(figsize=(WIDTH, 3.2), layout="constrained")
+        axes = fig.subplots(2, 1)
+        for ax, x, xlabel in zip(axes, ("layer", "rank"), ("layer index (original)", "layer index (sorted by std)")):
+            _means_and_bands(ax, frame, x, "std", "variant", palette, "range", legend=ax is axes[0])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(xlabel=xlabel, ylabel="std")
+        fig.suptitle(fit_title(title), fontsize="small")
+        _legend_below(fig, axes[0], columns=3)
     return fig
 
 

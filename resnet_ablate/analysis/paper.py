@@ -9,6 +9,11 @@ A row's `match` lists the settings it corresponds to (any one of several alterna
 (lo, hi) matches any value in that closed range; an empty `match` means no config of this package
 corresponds to the row (it is kept so the table is complete). `value` None is the papers' "fail"
 (test error above 20%).
+
+Each cell says which statistic it is, so a report compares like with like: the 2016 tables give the median
+of 5 runs, failures included ("median of 5"); the 2015 table gives ResNet-110 as the best of 5 runs with
+their mean and std beside it ("best of 5"), and its other rows as one number whose statistic the paper does
+not state ("as reported", compared with a median).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 UNITS = "test error (%) on CIFAR"
+MEDIAN, BEST, REPORTED = "median of 5", "best of 5", "as reported"
 SOURCE_2016 = 'He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016'
 SOURCE_2015 = 'He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv 2015)'
 
@@ -28,20 +34,17 @@ class Row:
     value: float | None
     match: tuple[Mapping[str, Any], ...]
     note: str = ""
+    statistic: str = MEDIAN  # what `value` is: MEDIAN, BEST or REPORTED
     mean: float | None = None  # when the table value is a best-of-n, the paper's mean and std beside it
     std: float | None = None
 
-    def reference(self) -> float | None:
-        """The number to compare a mean over seeds with: the paper's mean where given, else its value."""
-        return self.mean if self.mean is not None else self.value
-
     def text(self) -> str:
-        """The paper's value as printed: a number, `fail`, or best (mean ± std)."""
+        """The paper's value as printed, with its statistic: `fail`, `6.61 (median of 5)`, or
+        `6.43 (best of 5); 6.61±0.16 (mean±sd)`."""
         if self.value is None:
-            return "fail"
-        if self.mean is not None:
-            return f"{self.value:.2f} ({self.mean:.2f}±{self.std:.2f})"
-        return f"{self.value:.2f}"
+            return f"fail ({self.statistic})"
+        text = f"{self.value:.2f} ({self.statistic})"
+        return text + (f"; {self.mean:.2f}±{self.std:.2f} (mean±sd)" if self.mean is not None else "")
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ TABLE3_2016 = Table(
 
 def _t6(depth: int, value: float, params: str, **extra: Any) -> Row:
     match = ({"dataset": "cifar10", "depth": depth, "unit": "original", "shortcut": "identity"},)
-    return Row(f"ResNet-{depth} ({params} params)", value, match, **extra)
+    return Row(f"ResNet-{depth} ({params} params)", value, match, **{"statistic": REPORTED, **extra})
 
 
 TABLE6_2015 = Table(
@@ -127,7 +130,7 @@ TABLE6_2015 = Table(
     "Plain nets have no table values (only the curves of Fig. 6).",
     (
         _t6(20, 8.75, "0.27M"), _t6(32, 7.51, "0.46M"), _t6(44, 7.17, "0.66M"), _t6(56, 6.97, "0.85M"),
-        _t6(110, 6.43, "1.7M", note="best of 5 runs; mean±std 6.61±0.16", mean=6.61, std=0.16),
+        _t6(110, 6.43, "1.7M", note="best of 5 runs; mean±std 6.61±0.16", statistic=BEST, mean=6.61, std=0.16),
         _t6(1202, 7.93, "19.4M"),
     ),
 )

@@ -184,6 +184,12 @@ class SeedGroup:
     def fails(self) -> int:
         return sum(r.status == "fail" for r in self.runs)
 
+    def median(self) -> float | None:
+        """Median final test error over every finished run, a failed one counting as above any error (inf),
+        as the 2016 paper's median of 5 runs, failures included: inf when the median lands on a failure."""
+        values = [r.result["final_test_error"] if r.status == "done" else math.inf for r in self.runs]
+        return float(np.median(values)) if values else None
+
 
 def group_by_settings(runs: list[RunRecord]) -> list[SeedGroup]:
     """Finished runs grouped by settings, each group's runs sorted by seed."""
@@ -224,9 +230,11 @@ def cell(v: Any) -> str:
 
 
 def setting_text(settings: dict[str, Any]) -> str:
-    """The shortcut's own parameters, e.g. 'scale=0.5, residual_scale=1'."""
-    params = shortcut_params()
-    return ", ".join(f"{k}={num(v)}" for k, v in settings.items() if k in params and v is not None)
+    """The shortcut's own parameters, e.g. 'scale=0.5, residual_scale=1'; its `secondary_params` (the gates'
+    init and decay switches) only where they differ from their defaults."""
+    keys, cls = shortcut_keys(), SHORTCUTS.get(settings["shortcut"])
+    return ", ".join(f"{k}={num(v)}" for k, v in settings.items() if k in keys and v is not None
+                     and (k not in cls.secondary_params or v != keys[k][0]))
 
 
 def variant_label(settings: dict[str, Any], keys: set[str]) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 from ..sweeps.sweepfolder import LAYOUTS as SWEEP_LAYOUTS
 from ..sweeps.sweepfolder import SweepRecord
 from ..training.config import defaults
+from ..training.recipes import RECIPES, train_images
 from . import paper
 from .scan import (SeedGroup, cell, context_of, group_keys, model_variant, papers_architecture,
                    setting_text, shortcut_params, sort_key, variant_label, varying, welch_p)
@@ -23,7 +24,8 @@ PAPER_ITERATIONS = 64000
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
 SWEEP_VIEW = "sweep"  # not a table layout: the random-search view
 REPORT_LAYOUTS = (*SWEEP_LAYOUTS, "generic")  # what --layout accepts (besides auto)
-RIGHT = {"n", "fail", "error (%)", "median", "min", "paper", "Δ", "p (Welch)", "depth", "params"}
+RIGHT = {"n", "fail", "error (%)", "median", "min", "paper", "Δ", "Δ he2015", "p (Welch)", "depth", "params"}
+GAP_BASE, GAP_OTHER = "he2015", "fb_torch"  # the recipe_gap layout: knobs of GAP_OTHER swapped into GAP_BASE
 TEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "→": r"$\to$"}
 
 
@@ -42,6 +44,7 @@ class Layout:
     axis: tuple[str, ...]  # settings that must vary within a context for `auto` to choose this layout
     baseline: str  # the baseline row in words
     keeps: str = "every run"  # the groups `keep` admits, in words (the others are listed under the table)
+    baseline_delta: bool = False  # a "Δ <baseline>" column: each row's median and mean minus the baseline's
 
 
 def layouts() -> dict[str, Layout]:
@@ -64,7 +67,39 @@ def layouts() -> dict[str, Layout]:
         Layout("generic", "all groups", ("unit", "shortcut", "setting"), model_variant(), lambda s: True,
                lambda s: s["unit"] == "original" and s["shortcut"] == "identity",
                ("2016-T2", "2016-T1", "2016-T3", "2015-T6"), (), "identity shortcut and original unit"),
+        Layout("recipe_gap", f"recipe knobs: {GAP_OTHER}'s swapped into {GAP_BASE} one at a time", ("depth", "recipe"),
+               recipe_keys(), lambda s: True, lambda s: not recipe_diff(s, GAP_BASE), ("2015-T6",), (),
+               f"the {GAP_BASE} recipe of the same depth", baseline_delta=True),
     )}
+
+
+def recipe_keys() -> tuple[str, ...]:
+    """The settings any recipe sets (epoch schedules as iterations and milestones)."""
+    keys = {k for r in RECIPES.values() for k in r.values} | {k for r in RECIPES.values() for k in r.by_depth}
+    return tuple(k for k in group_keys() if k in keys | {"iterations", "milestones"})
+
+
+def recipe_values(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Recipe `name` resolved for a group's depth, batch size and data set, as group settings."""
+    images = train_images(settings["dataset"], settings["val_split"], settings["synthetic_size"])
+    resolved = RECIPES[name].resolve(settings["depth"], settings["batch_size"], images)
+    return {k: _as_setting(v) for k, v in resolved.items()}
+
+
+def recipe_diff(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    """The recipe settings of a group that differ from recipe `name` (resolved for the group)."""
+    want = recipe_values(name, settings)
+    return {k: settings[k] for k in recipe_keys() if k in want and settings[k] != want[k]}
+
+
+def recipe_label(settings: dict[str, Any]) -> str:
+    """`he2015`, `fb_torch`, or `he2015 + nesterov=True` (the knobs that differ from he2015)."""
+    diff = recipe_diff(settings, GAP_BASE)
+    if not diff:
+        return GAP_BASE
+    if not recipe_diff(settings, GAP_OTHER):
+        return GAP_OTHER
+    return f"{GAP_BASE} + " + ", ".join(f"{k}={cell(v)}" for k, v in diff.items())
 
 
 def applies(layout: Layout, groups: list[SeedGroup]) -> bool:
@@ -102,6 +137,8 @@ def _label(key: str, g: SeedGroup) -> Any:
         return setting_text(g.settings)
     if key == "net":
         return "plain" if g.settings["shortcut"] == "none" else "ResNet"
+    if key == "recipe":
+        return recipe_label(g.settings)
     if key == "params":
         counts = [r.result.get("parameters") for r in g.runs if r.result.get("parameters")]
         return f"{np.mean(counts) / 1e6:.2f}M" if counts else ""
@@ -127,8 +164,10 @@ def _group_label(g: SeedGroup, keys: set[str]) -> str:
 
 
 def schedule(iterations: int) -> str:
-    """'64k' for the papers' schedule, else 'reduced: N it'."""
-    return "64k" if iterations == PAPER_ITERATIONS else f"reduced: {iterations} it"
+    """'64k' for the papers' schedule, 'reduced: N it' for a shorter one, else 'N it'."""
+    if iterations == PAPER_ITERATIONS:
+        return "64k"
+    return f"reduced: {iterations} it" if iterations < PAPER_ITERATIONS else f"{iterations} it"
 
 
 def build_table(layout: Layout, groups: list[SeedGroup]) -> BuiltTable | None:
@@ -146,38 +185,73 @@ def build_table(layout: Layout, groups: list[SeedGroup]) -> BuiltTable | None:
     for g in kept:
         errors, base = g.errors(), baselines.get(context_of(g.settings, layout.variant))
         found = paper.lookup(g.settings, layout.tables) if papers_architecture(g.settings) else None
-        ref = found[1].reference() if found else None
-        mean = float(np.mean(errors)) if errors else None
         row = {k: _label(k, g) for k in shown_keys}
+        row.update(_statistics(g))
         row.update(
-            n=len(g.runs), fail=g.fails(), mean=mean, std=float(np.std(errors, ddof=1)) if len(errors) > 1 else None,
-            median=float(np.median(errors)) if errors else None, min=float(np.min(errors)) if errors else None,
             paper=found[1].text() if found else None, paper_row=f"{found[0].key}: {found[1].case}" if found else None,
-            diff=mean - ref if mean is not None and ref is not None else None,
+            paper_statistic=found[1].statistic if found else None, **_paper_deltas(found[1] if found else None, row),
             baseline=base is g, p_welch=None if base is None or base is g else welch_p(errors, base.errors()),
             iterations=g.settings["iterations"], schedule=schedule(g.settings["iterations"]),
         )
+        if layout.baseline_delta:
+            other = _statistics(base) if base is not None else {}
+            row.update(base_diff=_minus(row["median"], other.get("median")), base_diff_mean=_minus(row["mean"],
+                                                                                                  other.get("mean")))
         raw.append(row)
-        shown.append({**{k: cell(v) for k, v in row.items() if k in shown_keys}, **_stat_cells(row)})
+        shown.append({**{k: cell(v) for k, v in row.items() if k in shown_keys}, **_stat_cells(row, layout)})
     return BuiltTable(layout, pd.DataFrame(raw), pd.DataFrame(shown), _caption(layout, kept, shown_keys))
 
 
-def _stat_cells(row: dict[str, Any]) -> dict[str, str]:
-    """The formatted statistics columns of one row."""
+def _statistics(g: SeedGroup) -> dict[str, Any]:
+    """n, fails, the median counting failures (inf: it lands on a failure), and mean, sd and min (best) over
+    the runs that did not fail."""
+    errors = g.errors()
+    return {"n": len(g.runs), "fail": g.fails(), "median": g.median(),
+            "mean": float(np.mean(errors)) if errors else None,
+            "std": float(np.std(errors, ddof=1)) if len(errors) > 1 else None,
+            "min": float(np.min(errors)) if errors else None}
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    """a - b for two finite numbers, else None."""
+    return a - b if a is not None and b is not None and math.isfinite(a) and math.isfinite(b) else None
+
+
+def _paper_deltas(cell_: paper.Row | None, row: dict[str, Any]) -> dict[str, float | None]:
+    """Like with like: `diff` is our median minus the paper's median (or as-reported value), or our best minus
+    the paper's best; `diff_mean` our mean minus the paper's mean where it gives one."""
+    if cell_ is None or cell_.value is None:
+        return {"diff": None, "diff_mean": None}
+    ours = row["min"] if cell_.statistic == paper.BEST else row["median"]
+    return {"diff": _minus(ours, cell_.value), "diff_mean": _minus(row["mean"], cell_.mean)}
+
+
+def _stat_cells(row: dict[str, Any], layout: Layout) -> dict[str, str]:
+    """The formatted statistics columns of one row: median first (failures counted), then mean ± sd and min
+    over the runs that did not fail."""
     if row["mean"] is None:
         error = "fail"
     else:
         error = f"{row['mean']:.2f}" + (f" ± {row['std']:.2f}" if row["std"] is not None else "")
     p = "baseline" if row["baseline"] else "" if row["p_welch"] is None else f"{row['p_welch']:.2g}"
-    return {
-        "n": str(row["n"]), "fail": str(row["fail"]), "error (%)": error,
-        "median": _fixed(row["median"]), "min": _fixed(row["min"]), "paper": row["paper"] or "",
-        "Δ": "" if row["diff"] is None else f"{row['diff']:+.2f}", "p (Welch)": p, "schedule": row["schedule"],
+    best = "best" if row["paper_statistic"] == paper.BEST else "median"
+    delta = "; ".join(f"{v:+.2f} ({name})" for name, v in ((best, row["diff"]), ("mean", row["diff_mean"]))
+                      if v is not None)
+    cells = {
+        "n": str(row["n"]), "fail": str(row["fail"]), "median": _fixed(row["median"]), "error (%)": error,
+        "min": _fixed(row["min"]), "paper": row["paper"] or "", "Δ": delta, "p (Welch)": p,
+        "schedule": row["schedule"],
     }
+    if layout.baseline_delta:
+        cells["Δ he2015"] = "baseline" if row["baseline"] else "; ".join(
+            f"{v:+.2f} ({name})" for name, v in (("median", row.get("base_diff")), ("mean", row.get("base_diff_mean")))
+            if v is not None)
+    return cells
 
 
 def _fixed(v: float | None) -> str:
-    return "" if v is None else f"{v:.2f}"
+    """A statistic's cell: 2 decimals, `fail` for a median that lands on a failed run, blank for none."""
+    return "" if v is None else "fail" if math.isinf(v) else f"{v:.2f}"
 
 
 def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str]) -> str:
@@ -188,10 +262,15 @@ def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str]) -> str:
               and v != _as_setting(getattr(plain, k))]
     sources = [paper.TABLES[t] for t in layout.tables]
     text = (f"Final test error (%), grouped by settings but the seed. n: finished runs; fail: runs with status "
-            f"fail (diverged or above fail_threshold); error, median, min over the runs that did not fail "
-            f"(mean ± sample sd). p: Welch's t-test vs the baseline row ({layout.baseline}) with the same other "
-            f"settings; blank where not computable (fewer than 2 runs on either side, or no variance). Δ: mean "
-            f"minus the paper's value (its mean where it gives one).")
+            f"fail (diverged or above fail_threshold); median over all n runs, a failed run counting as above any "
+            f"error (the 2016 paper's median of 5, failures included; 'fail' when it lands on a failed run); "
+            f"error (mean ± sample sd) and min (best) over the runs that did not fail. p: Welch's t-test vs the "
+            f"baseline row ({layout.baseline}) with the same other settings; blank where not computable (fewer "
+            f"than 2 runs on either side, or no variance). Paper: the value with its statistic. Δ: like with like, "
+            f"our median minus a median (or a value whose statistic the paper does not state), our best minus a "
+            f"best, our mean minus a mean.")
+    if layout.baseline_delta:
+        text += f" Δ {GAP_BASE}: this row's median and mean minus those of {layout.baseline}."
     if common:
         text += f" Common settings (besides defaults): {', '.join(common)}."
     return text + " Paper: " + "; ".join(f"{t.key} = {t.title}, {t.source} ({t.units})" for t in sources) + "."

@@ -1,4 +1,5 @@
-"""Gradient probe: the gradient norm at the input of every residual unit and of every conv weight.
+"""Gradient probe: the gradient norm (L2 and per-element RMS) at the input of every residual unit, and the
+norm of every conv weight's gradient.
 
 This is the data behind the gradient-norm-vs-depth plots: with identity shortcuts the gradient reaches
 the first units with a modest change in size; with scaled or missing shortcuts (and BN) it is distorted by
@@ -19,8 +20,13 @@ def _units(model: nn.Module) -> list[ResidualUnit]:
 
 
 def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
-    """L2 norms of dLoss/d(input of unit l) for every unit l (input to output) and of dLoss/dW for every
-    conv, for one batch in training mode (batch statistics, as during training)."""
+    """For one batch in training mode (batch statistics, as during training), in fp32 whatever autocast
+    is around: the L2 norm and the per-element RMS (norm / sqrt(numel)) of dLoss/d(input of unit l) for
+    every unit l (input to output), and the L2 norm of dLoss/dW for every conv.
+
+    The RMS is what compares units of different shapes: the first unit's input (16x32x32 per image) has
+    4x the elements of the last one's (64x8x8), which alone biases a first/last ratio of plain norms by 2x.
+    All the numbers are stacked on the device and read with one host sync."""
     units = _units(model)
     inputs: list[torch.Tensor] = []
     hooks = [u.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for u in units]
@@ -29,14 +35,17 @@ def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     was_training = model.training
     devices = [images.device] if images.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), torch.autocast(images.device.type, enabled=False):
             model.train()
-            loss = F.cross_entropy(model(images).float(), labels)
+            loss = F.cross_entropy(model(images.float()).float(), labels)
             grads = torch.autograd.grad(loss, inputs + convs)
     finally:
         for h in hooks:
             h.remove()
         model.load_state_dict(saved)
         model.train(was_training)
-    norms = [g.float().norm().item() for g in grads]
-    return {"unit_input": norms[: len(inputs)], "conv_weight": norms[len(inputs) :]}
+    norms = torch.stack([g.float().norm() for g in grads])
+    sizes = torch.tensor([g.numel() for g in grads[: len(inputs)]], dtype=torch.float32, device=norms.device)
+    values = torch.cat([norms, norms[: len(inputs)] / sizes.sqrt()]).tolist()  # the one host sync
+    n, m = len(inputs), len(grads)
+    return {"unit_input": values[:n], "unit_input_rms": values[m:], "conv_weight": values[n:m]}

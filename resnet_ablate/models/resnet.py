@@ -13,6 +13,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..registry import Registry
+from .norm import use_ghost_bn
 from .shortcuts import Shortcut, bind_shortcut
 from .units import UNITS, ResidualUnit, activation, check_body
 
@@ -45,7 +46,8 @@ class ResNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He init (normal, fan_out) for convs, BN to (1, 0), classifier bias 0; gate biases keep their value."""
+        """He init (normal, fan_out) for convs, BN to (1, 0), classifier bias 0; gate biases keep their value;
+        then each shortcut's own init (`gate_init=zero`)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -53,6 +55,9 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.fc.bias)
+        for m in self.modules():
+            if isinstance(m, Shortcut):
+                m.init_parameters()
 
     def units(self) -> list[ResidualUnit]:
         """All residual units, input to output."""
@@ -92,10 +97,13 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
 
 def build(arch: str, depth: int, unit: str = "original", shortcut: str = "identity", block: str = "auto",
           num_classes: int | None = None, downsample: str = "auto", bn_momentum: float = 0.1, groups: int = 1,
-          width_per_group: int = 64, **shortcut_params: Any) -> ResNet:
+          width_per_group: int = 64, bn_batch: int = 0, preact_shortcut_input: str = "raw",
+          **shortcut_params: Any) -> ResNet:
     """A net of layout `arch` by registry names. `shortcut_params` may hold parameters of other shortcuts
     too (a flat config): only those `shortcut` takes are bound; a name no shortcut takes is a UsageError.
-    `groups`/`width_per_group` make bottleneck units ResNeXt units (defaults: the papers' nets)."""
+    `groups`/`width_per_group` make bottleneck units ResNeXt units (defaults: the papers' nets); `bn_batch`
+    makes every BN a ghost BN over groups of that many images (`norm.py`); `preact_shortcut_input` is what a
+    zero-pad shortcut reads where a pre-activation unit changes the shape (`ResidualUnit.feed_shortcut`)."""
     layout, unit_cls = ARCHS.get(arch), UNITS.get(unit)
     bound = bind_shortcut(shortcut, shortcut_params)
     block = layout.resolve_block(depth, block)
@@ -104,7 +112,9 @@ def build(arch: str, depth: int, unit: str = "original", shortcut: str = "identi
     model = layout.net(depth, unit_cls, bound, block, num_classes or layout.num_classes, downsample, groups,
                        width_per_group)
     set_bn_momentum(model, bn_momentum)
-    return model
+    for u in model.units():
+        u.feed_shortcut(preact_shortcut_input)
+    return use_ghost_bn(model, bn_batch) if bn_batch else model
 
 
 def count_parameters(model: nn.Module, include_bn: bool = True) -> int:

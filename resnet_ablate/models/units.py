@@ -13,10 +13,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..registry import Registry, UsageError
+from ..registry import Registry, UsageError, unknown
 from .shortcuts import Shortcut
 
 UNITS: Registry[type["ResidualUnit"]] = Registry("unit")
+PREACT_INPUTS = ("raw", "shared")
 BLOCKS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
@@ -99,9 +100,19 @@ class ResidualUnit(nn.Module):
         layers += [convs[-1], activation(self.last, out_ch)]
         self.body = nn.Sequential(*layers)
         self.shortcut = shortcut(in_ch, out_ch, stride, downsample, not self.is_preact())
-        reshapes = in_ch != out_ch or stride != 1
-        self.shared_preact = reshapes and self.shortcut.convolves() and self.is_preact()
+        self.reshapes = in_ch != out_ch or stride != 1
+        self.feed_shortcut("raw")
         self.post_act = activation(self.post, out_ch)
+
+    def feed_shortcut(self, preact_input: str) -> None:
+        """What the shortcut reads where the shape changes in a pre-activation unit. A convolutional shortcut
+        always reads the shared BN-ReLU (the 2016 code). A zero-pad (option A) shortcut reads x itself with
+        `raw` (the package's default) or the shared BN-ReLU with `shared`, as fb.resnet.torch's preresnet.lua
+        (lines 65-67 and 118-120: a stage's first unit is 'both_preact', BN-ReLU before the split)."""
+        if preact_input not in PREACT_INPUTS:
+            raise unknown("preact_shortcut_input", preact_input, PREACT_INPUTS)
+        self.shared_preact = self.reshapes and self.is_preact() and (
+            self.shortcut.convolves() or preact_input == "shared")
 
     @classmethod
     def is_preact(cls) -> bool:

@@ -23,7 +23,7 @@ from ..registry import UsageError, first_line, unknown
 from ..training import runfolder as rf
 
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
-LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "sweep")
+LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "recipe_gap", "sweep")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

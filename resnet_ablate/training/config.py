@@ -19,8 +19,9 @@ from omegaconf import OmegaConf
 from ..models.cifar import DOWNSAMPLES
 from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
-from ..models.units import BLOCKS, UNITS
+from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import UsageError
+from .recipes import RECIPES
 from .tracking import TRACKERS
 
 DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
@@ -70,6 +71,11 @@ class Config:
     stage_lr_mult: list[float] = opt([], "lr multipliers per stage, the stem with stage1 (one per stage: 3 for "
                                      "arch=cifar, 4 for arch=imagenet); the head keeps 1.0; empty = all 1.0",
                                      "model")
+    preact_shortcut_input: str = opt("raw", "pre-activation units: what a zero-pad (option A) shortcut reads where "
+                                     "a stage's first unit changes the shape: raw = x (package; the 2016 paper does "
+                                     "not say), shared = the unit's BN-ReLU output, as fb.resnet.torch "
+                                     "models/preresnet.lua:65-67,118-120", "model",
+                                     choices=lambda: list(PREACT_INPUTS))
     # data
     dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
                        "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
@@ -79,12 +85,17 @@ class Config:
                           "square once, when loaded (CIFAR and synthetic images are 32)", "data")
     download: bool = opt(True, "download CIFAR when missing (torchvision's utilities, checksum checked)", "data",
                          identity=False)
-    normalize: str = opt("channel", "channel = per-channel mean/std (2016); pixel_mean = per-pixel mean "
-                         "subtraction (2015)", "data", choices=lambda: list(NORMALIZATIONS))
+    normalize: str = opt("channel", "channel = per-channel mean/std (fb.resnet.torch datasets/cifar10.lua:38-46, "
+                         "the 2016 code); pixel_mean = per-pixel mean subtraction (2015 paper Sec. 4.2; the 2016 "
+                         "paper: same as 2015)", "data", choices=lambda: list(NORMALIZATIONS))
     augment: bool = opt(True, "4-pixel zero pad, random crop of the image size, horizontal flip", "data")
     val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
     synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
     # recipe
+    recipe: str = opt("default", "a named bundle of the defaults below, applied before the command line's keys "
+                      "(which win) and printed in the resolved config; see 'recipes:' at the end of --help for "
+                      "each value and its source. Not part of a run's identity: its resolved settings are",
+                      "recipe", identity=False, choices=lambda: list(RECIPES))
     iterations: int = opt(64000, "training iterations", "recipe")
     milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10", "recipe")
     optim: str = opt("sgd", "optimizer (the papers: SGD with momentum)", "recipe", choices=lambda: list(OPTIMIZERS))
@@ -94,7 +105,8 @@ class Config:
     warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe")
     warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe")
     momentum: float = opt(0.9, "SGD momentum", "recipe")
-    nesterov: bool = opt(False, "SGD: Nesterov momentum", "recipe")
+    nesterov: bool = opt(False, "SGD: Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, "
+                         "plain momentum)", "recipe")
     betas: list[float] = opt([0.9, 0.999], "adam, adamw: moment decay rates", "recipe")
     eps: float = opt(1e-8, "adam, adamw: denominator epsilon", "recipe")
     onecycle_pct: float = opt(0.3, "onecycle: fraction of the schedule spent rising to lr", "recipe")
@@ -102,6 +114,10 @@ class Config:
     decay_bn: bool = opt(True, "apply weight decay to BN scale/shift too (as the papers' Torch/Caffe code)", "recipe")
     bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe")
     batch_size: int = opt(128, "mini-batch size", "recipe")
+    bn_batch: int = opt(0, "ghost batch norm: training-mode BN statistics over consecutive groups of this many "
+                        "images (0 = the whole batch, package default). 2015 and 2016 papers: 128 on two GPUs, 64 "
+                        "per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch TRAINING.md:9,15: 64; "
+                        "resnet-1k-layers README.md:62: 32", "recipe")
     seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe")
     fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe")
     # execution

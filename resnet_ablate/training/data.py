@@ -318,7 +318,11 @@ class Sampler:
         self.pos = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Indices (B,), crop offsets (B, 2) and flips (B,) of the next batch."""
+        """Indices (B,), crop offsets (B, 2) and flips (B,) of the next batch. On a GPU `order` may have been
+        made on the main stream (start, resume) and is used, and dropped at an epoch's end, on the run's stream:
+        `record_stream` keeps the allocator from reusing its memory before this stream is done with it."""
+        if self.device.type == "cuda":
+            self.order.record_stream(torch.cuda.current_stream(self.device))
         parts, need = [], self.batch_size
         while need:
             if self.pos == self.n:

@@ -1,16 +1,18 @@
-"""What a run measures besides training: loss and error over a whole split (eval mode, large batches), and
-the per-unit gradient probe on a fixed batch."""
+"""What a run measures besides training: loss and error over a whole split (eval mode, large batches), the
+per-unit gradient probe on a fixed batch, and the layer responses of the 2015 paper's Fig. 7."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from ..models.probes import gradient_norms
+from ..models.responses import layer_responses
 from . import data as datamod
 from .state import RunState
 
 EVAL_BATCH = 1000
 PROBE_BATCH = 128
+RESPONSE_IMAGES = 1000  # the first test images, unaugmented
 
 
 @torch.no_grad()
@@ -30,10 +32,24 @@ def evaluate(state: RunState, split: datamod.Split) -> tuple[float, float]:
     return loss.item() / len(split), 100.0 * wrong.item() / len(split)
 
 
+def probe_batch(bn_batch: int) -> int:
+    """PROBE_BATCH rounded down to a multiple of a smaller `bn_batch` (ghost BN needs whole groups)."""
+    return PROBE_BATCH - PROBE_BATCH % bn_batch if 0 < bn_batch < PROBE_BATCH else PROBE_BATCH
+
+
 def probe(state: RunState) -> dict[str, list[float]]:
-    """Per-unit input-gradient and per-conv weight-gradient norms on a fixed batch (the first training
-    images, unaugmented); the model and RNG streams are left as they were."""
-    x = datamod.normalize_images(state.data.train.images[:PROBE_BATCH], state.data)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with state.autocast():
-        return gradient_norms(state.model, x, state.data.train.labels[:PROBE_BATCH])
+    """Per-unit input-gradient (L2 and RMS) and per-conv weight-gradient norms on a fixed batch (the first
+    training images, unaugmented), always in fp32; the model and RNG streams are left as they were."""
+    n = probe_batch(state.cfg.bn_batch)
+    x = datamod.normalize_images(state.data.train.images[:n], state.data)
+    return gradient_norms(state.model, x.contiguous(memory_format=torch.channels_last), state.data.train.labels[:n])
+
+
+def responses(state: RunState, source: str) -> dict:
+    """The layer responses of the run's net (2015 Fig. 7) on the first RESPONSE_IMAGES test images, as
+    responses.json holds them; `source` says whether the net is the final one (end) or a checkpoint's."""
+    split = state.data.test
+    x = datamod.normalize_images(split.images[:RESPONSE_IMAGES], state.data)
+    stds = layer_responses(state.model, x.contiguous(memory_format=torch.channels_last))
+    return {"iteration": state.iteration, "source": source, "split": "test", "images": min(len(split), RESPONSE_IMAGES),
+            "std": stds}

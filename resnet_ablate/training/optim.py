@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..models import transfer
+from ..models.shortcuts import Shortcut
 from .config import Config
 
 
@@ -34,12 +35,14 @@ def _anneal(start: float, end: float, fraction: float) -> float:
 
 
 def make_optimizer(cfg: Config, param_groups: list[dict], lr: torch.Tensor) -> torch.optim.Optimizer:
-    """The configured optimizer, fused (one kernel for all weights; step counts on the device, so a
-    captured CUDA graph can hold the update), its groups reading their lr tensors."""
+    """The configured optimizer, fused (one kernel for all weights), its groups reading their lr tensors.
+    Adam's step counts live on the device only with `capturable=True`, which a captured CUDA graph needs
+    (torch's capture health check raises otherwise, and the pack would fall back to eager): set on CUDA."""
     if cfg.optim == "sgd":
         return torch.optim.SGD(param_groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=True)
     cls = torch.optim.Adam if cfg.optim == "adam" else torch.optim.AdamW
-    return cls(param_groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
+    return cls(param_groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True,
+               capturable=lr.device.type == "cuda")
 
 
 class LearningRates:
@@ -65,14 +68,22 @@ class LearningRates:
             self.value = value
 
 
-def param_groups(model: nn.Module, cfg: Config, lrs: LearningRates) -> tuple[list[dict], list[float]]:
-    """The trainable parameters per lr multiplier (`stage_lr_mult`), each split into decayed and
-    (decay_bn=false) BN groups, each group reading its multiplier's lr tensor; and each group's multiplier."""
+def decay_exempt(model: nn.Module, decay_bn: bool) -> set[int]:
+    """ids of the parameters kept out of weight decay: BN's scale/shift with `decay_bn=false`, and what
+    shortcuts exempt themselves (the gates' with `gate_weight_decay=false`)."""
     bn = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    own = {id(p) for m in model.modules() if isinstance(m, Shortcut) for p in m.decay_exempt()}
+    return own | (set() if decay_bn else bn)
+
+
+def param_groups(model: nn.Module, cfg: Config, lrs: LearningRates) -> tuple[list[dict], list[float]]:
+    """The trainable parameters per lr multiplier (`stage_lr_mult`), each split into decayed and exempt
+    (`decay_exempt`) groups, each group reading its multiplier's lr tensor; and each group's multiplier."""
+    exempt = decay_exempt(model, cfg.decay_bn)
     groups, multipliers = [], []
     for mult, params in transfer.trainable_by_multiplier(model, cfg.stage_lr_mult).items():
-        decay = [p for p in params if cfg.decay_bn or id(p) not in bn]
-        rest = [p for p in params if not (cfg.decay_bn or id(p) not in bn)]
+        decay = [p for p in params if id(p) not in exempt]
+        rest = [p for p in params if id(p) in exempt]
         for part, weight_decay in ((decay, cfg.weight_decay), (rest, 0.0)):
             if part:
                 groups.append({"params": part, "weight_decay": weight_decay, "lr": lrs.tensor(mult)})

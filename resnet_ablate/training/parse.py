@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..models.resnet import ARCHS
-from ..models.units import check_body
+from ..models.shortcuts import GATE_INITS
+from ..models.units import UNITS, check_body
 from ..registry import UsageError, closest, unknown
 from .config import Config, config_type, defaults, fields, fmt, shortcut_keys
+from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
 
 
@@ -51,17 +53,15 @@ def check_unique(overrides: list[str]) -> None:
 
 def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
     """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors.
+    A `recipe=NAME` among them sets its defaults first (wherever it stands), the other keys then win.
     Parameters of another shortcut than the chosen one are put back to their defaults (so they stay out of
     the run name, and a grid over shortcuts and their parameters has no duplicates); `notes` gets a line
     saying so."""
-    conf = OmegaConf.structured(config_type())
-    for override in overrides:
-        key, value = split_override(override)
-        try:
-            conf.merge_with(OmegaConf.from_dotlist([_as_list(key, override)]))
-        except OmegaConfBaseException as e:
-            raise UsageError(f"bad value for {key}: '{value}' is not a valid {_type_name(fields()[key])}") from e
-    cfg: Config = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    base = _conf({})
+    recipe = RECIPES.get(_merged(_conf({}), overrides).recipe)  # an unknown name fails in validate, one line
+    if recipe is not None and recipe.values:
+        base.merge_with(_recipe_values(recipe, _merged(_conf(recipe.flat()), overrides), overrides))
+    cfg: Config = OmegaConf.to_object(_merged(base, overrides))  # type: ignore[assignment]
     validate(cfg)
     ignored = _drop_foreign_params(cfg, {o.split("=", 1)[0] for o in overrides})
     if ignored and notes is not None:
@@ -70,6 +70,38 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
                      f"shortcut={cfg.shortcut} (" + "; ".join(f"{k}: {', '.join(owners[k][1])}" for k in ignored)
                      + "); ignored, and left out of the run name")
     return cfg
+
+
+def _merged(conf, overrides: list[str]):
+    """`conf` with the `key=value` overrides merged in, in order."""
+    for override in overrides:
+        key, value = split_override(override)
+        try:
+            conf.merge_with(OmegaConf.from_dotlist([_as_list(key, override)]))
+        except OmegaConfBaseException as e:
+            raise UsageError(f"bad value for {key}: '{value}' is not a valid {_type_name(fields()[key])}") from e
+    return conf
+
+
+def _conf(values: dict):
+    """The config's OmegaConf structure with `values` merged in."""
+    conf = OmegaConf.structured(config_type())
+    conf.merge_with(values)
+    return conf
+
+
+def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
+    """The recipe's values for this run: its depth, batch size and training-set size taken from the recipe's
+    plain values with the command line on top (a schedule in epochs needs the size, unless both iterations
+    and milestones are given)."""
+    images = train_images(first.dataset, first.val_split, first.synthetic_size)
+    given = {o.split("=", 1)[0] for o in overrides}
+    if images is None and EPOCHS in recipe.values and not {"iterations", "milestones"} <= given:
+        raise UsageError(f"recipe={recipe.name} gives its schedule in epochs and dataset={first.dataset}'s size is "
+                         f"known only when it is loaded; set iterations= and milestones= too")
+    if first.batch_size <= 0:
+        raise UsageError(f"batch_size={first.batch_size} must be positive")
+    return recipe.resolve(first.depth, first.batch_size, images)
 
 
 def _drop_foreign_params(cfg: Config, given: set[str]) -> list[str]:
@@ -151,9 +183,24 @@ def validate(cfg: Config) -> None:
     if cfg.device not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", cfg.device) is None:
         raise unknown("device", cfg.device, ["auto", "cpu", "cuda", "cuda:N"])
     _check(all(i >= 0 for i in cfg.grad_probe_at), "grad_probe_at must be iterations >= 0")
+    _validate_fidelity(cfg)
     _validate_data(cfg)
     _validate_transfer(cfg)
     require_logger(cfg.logger)
+
+
+def _validate_fidelity(cfg: Config) -> None:
+    """bn_batch splits the batch into whole groups of at least 2 images; preact_shortcut_input=shared needs
+    pre-activation units; gate_init is he or zero."""
+    n, b = cfg.bn_batch, cfg.batch_size
+    _check(n == 0 or 2 <= n <= b, f"bn_batch={n} must be 0 (off) or 2..batch_size ({b})")
+    _check(n == 0 or b % n == 0, f"bn_batch={n} does not divide batch_size={b} into whole groups; use a divisor "
+                                 f"of {b}")
+    _check(cfg.preact_shortcut_input == "raw" or UNITS.get(cfg.unit).is_preact(),
+           f"preact_shortcut_input={cfg.preact_shortcut_input} applies to pre-activation units "
+           f"({', '.join(u for u in UNITS.names() if UNITS.get(u).is_preact())}), not unit={cfg.unit}")
+    if cfg.gate_init not in GATE_INITS:
+        raise unknown("gate_init", cfg.gate_init, GATE_INITS)
 
 
 def _validate_data(cfg: Config) -> None:
@@ -200,4 +247,7 @@ def help_text() -> str:
         if f.metadata["choices"] is not None:
             text += f"  [allowed: {', '.join(f.metadata['choices']())}]"
         lines.append(text)
+    lines += ["", "recipes (recipe=NAME: each value and its source; P15/P16 = the 2015/2016 paper, fb = "
+              "fb.resnet.torch, 1k = resnet-1k-layers; epochs become iterations from the training-set size):"]
+    lines += [line for recipe in RECIPES.values() for line in recipe.lines()]
     return "\n".join(lines)

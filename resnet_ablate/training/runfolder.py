@@ -3,6 +3,8 @@
     config.yaml      resolved config, written at start; every reuse of the folder is checked against it
     metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
     probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
+    responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:
+                     {iteration, source (end | checkpoint), split, images, std (one per 3x3 layer)}
     checkpoint.pt    latest state, written atomically (temp file + rename + folder fsync)
     result.json      written once at the end: status done | fail, and the final numbers
     .lock            the trainer's lock: flock(2)ed while a process trains the folder (released by the kernel
@@ -36,7 +38,7 @@ import torch
 from ..registry import UsageError, first_line
 
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
-LOCK = ".lock"
+LOCK, RESPONSES = ".lock", "responses.json"
 FINISHED = ("done", "fail")
 CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "elapsed", "best", "interval_seconds")  # at least these
 LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
@@ -179,6 +181,16 @@ def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     return rows
 
 
+def read_responses(folder: Path) -> dict | None:
+    """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
+    path = folder / RESPONSES
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
+
+
 def truncate_jsonl(path: Path, last_iteration: int) -> None:
     """Drop lines written after `last_iteration` (by a run killed after its last checkpoint), and a torn last
     line; the file is rewritten only when that changes it."""
@@ -217,7 +229,7 @@ def create_folder(folder: Path, key: str = "run_dir") -> None:
 
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files killed writers left (call with the folder's lock held); returns them."""
-    stale = [p for name in (CONFIG, CHECKPOINT, RESULT, METRICS, PROBES) for p in folder.glob(f".{name}.*")]
+    stale = [p for name in (CONFIG, CHECKPOINT, RESULT, METRICS, PROBES, RESPONSES) for p in folder.glob(f".{name}.*")]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -12,9 +12,11 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..models import transfer
 from ..models.resnet import ResNet, build, count_parameters
+from ..models.shortcuts import Dropout
 from . import data as datamod
 from .config import Config, shortcut_keys
 from .optim import LearningRates, lr_at, make_optimizer, param_groups
@@ -24,7 +26,15 @@ def build_network(cfg: Config, num_classes: int) -> ResNet:
     """The config's net (`arch`, depth, unit, shortcut and its parameters) from the registries."""
     params = {k: getattr(cfg, k) for k in shortcut_keys()}
     return build(cfg.arch, cfg.depth, cfg.unit, cfg.shortcut, cfg.block, num_classes, cfg.downsample,
-                 cfg.bn_momentum, cfg.groups, cfg.width_per_group, **params)
+                 cfg.bn_momentum, cfg.groups, cfg.width_per_group, cfg.bn_batch, cfg.preact_shortcut_input, **params)
+
+
+def precision_policy(precision: str) -> str:
+    """What runs in which precision, for result.json."""
+    if precision == "bf16":
+        return ("bf16 autocast for convolutions and BN (fp32 master weights); fp32 residual stream: merge, "
+                "shortcut scaling, gate conv and sigmoid, dropout mask product, unit outputs; fp32 loss and probes")
+    return "fp32 throughout"
 
 
 class RunState:
@@ -48,6 +58,10 @@ class RunState:
         self.iteration, self.images = 0, 0  # images trained on since the meters were last read
         self.loss_sum = torch.zeros((), device=device)
         self.err_sum = torch.zeros((), device=device, dtype=torch.long)
+
+    def draws_random(self) -> bool:
+        """Whether a training step draws random numbers inside the net (the dropout shortcut)."""
+        return any(isinstance(m, (Dropout, nn.Dropout)) for m in self.model.modules())
 
     def train_mode(self) -> None:
         """Training mode, except the frozen parts' BN layers, which keep their running statistics (eval mode)."""

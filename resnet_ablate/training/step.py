@@ -9,9 +9,11 @@ kernels on the GPU-resident uint8 data) and are copied into the graph's static i
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
+from torch.torch_version import TorchVersion
 
 from ..registry import first_line
 from .state import RunState
@@ -45,13 +47,25 @@ def restore(run: RunState, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
                 t.zero_()
 
 
-class GraphStep:
-    """One run's training iteration as a CUDA graph on its own stream; call it once per iteration."""
+PER_GRAPH_RNG = "2.13"  # torch from which each captured graph has its own RNG seed/offset tensors
 
-    def __init__(self, run: RunState) -> None:
+
+def one_rng_stream(runs: list[RunState], version: str = torch.__version__) -> bool:
+    """Whether the packed runs that draw random numbers in their step (dropout shortcut) must replay on one
+    stream: before torch 2.13 the captured graphs of one generator share one seed/offset pair, so graphs
+    replayed on different streams would race for it and silently draw wrong masks. From 2.13 on each graph
+    has its own, and every run keeps its own stream. (Clusters still carry torch 2.11: no install floor.)"""
+    return TorchVersion(version) < PER_GRAPH_RNG and sum(run.draws_random() for run in runs) > 1
+
+
+class GraphStep:
+    """One run's training iteration as a CUDA graph on its own stream (or on `stream`, shared with other
+    runs); call it once per iteration."""
+
+    def __init__(self, run: RunState, stream: torch.cuda.Stream | None = None) -> None:
         self.run = run
         self.main = torch.cuda.current_stream(run.device)
-        self.stream = torch.cuda.Stream(run.device)
+        self.stream = stream if stream is not None else torch.cuda.Stream(run.device)
         shape = run.batch_shape()  # the data's image size (32 for CIFAR)
         self.x = torch.zeros(shape, device=run.device).contiguous(memory_format=torch.channels_last)
         self.y = torch.zeros(shape[0], dtype=torch.long, device=run.device)
@@ -86,16 +100,33 @@ class GraphStep:
                 self.graph.replay()
 
 
+class GraphPack:
+    """The captured graphs of packed runs, each replayed on its stream; `capture_s` is the time warm-up and
+    capture took."""
+
+    def __init__(self, graphs: dict[int, GraphStep], capture_s: float) -> None:
+        self.graphs, self.capture_s = graphs, capture_s
+
+    def __call__(self, active: list[RunState]) -> None:
+        for run in active:
+            self.graphs[id(run)]()
+
+
 def make_stepper(runs: list[RunState]) -> Callable[[list[RunState]], None]:
     """The step for these runs: graphs on CUDA when `cuda_graph` is on, else the eager loop. A capture
     that fails (an op the graph cannot hold) falls back to eager for all runs with one warning line."""
     if not runs or runs[0].device.type != "cuda" or not runs[0].cfg.cuda_graph:
         return eager_step
+    started = time.perf_counter()
+    shared = torch.cuda.Stream(runs[0].device) if one_rng_stream(runs) else None
+    if shared is not None:
+        print(f"note: torch {torch.__version__} < {PER_GRAPH_RNG} shares one RNG state between CUDA graphs; the "
+              f"packed runs that draw dropout masks replay on one stream", flush=True)
     graphs: dict[int, GraphStep] = {}
     saved = {id(run): snapshot(run) for run in runs}  # GraphStep restores its own; these serve a fallback
     try:
         for run in runs:
-            graphs[id(run)] = GraphStep(run)
+            graphs[id(run)] = GraphStep(run, shared if run.draws_random() else None)
     except RuntimeError as e:
         print(f"warning: CUDA graph capture failed ({first_line(e)}); training eagerly", flush=True)
         torch.cuda.synchronize(runs[0].device)
@@ -103,9 +134,4 @@ def make_stepper(runs: list[RunState]) -> Callable[[list[RunState]], None]:
             run.zero_grad()
             restore(run, saved[id(run)])
         return eager_step
-
-    def graph_step(active: list[RunState]) -> None:
-        for run in active:
-            graphs[id(run)]()
-
-    return graph_step
+    return GraphPack(graphs, time.perf_counter() - started)

@@ -19,11 +19,11 @@ from ..models import transfer
 from ..registry import UsageError, first_line
 from . import data as datamod
 from .config import Config, data_root, run_dir, run_name
-from .evaluate import evaluate, probe
+from .evaluate import evaluate, probe, responses
 from .optim import lr_at
 from .progress import Heartbeat, data_line, device_line, run_lines, say
 from .runfolder import CHECKPOINT, Damaged
-from .state import RunState
+from .state import RunState, precision_policy
 from .step import make_stepper
 from .writer import RunWriter, file_sha256, finite
 
@@ -157,7 +157,8 @@ class TrainingRun:
         self.writer.log_metrics(row, images)
         if not math.isfinite(train_loss):
             lo = it - images // self.cfg.batch_size + 1
-            self.finish(Status.FAIL, f"diverged: training loss is {train_loss} in iterations {lo}..{it}")
+            self.finish(Status.FAIL, f"diverged: training loss is {train_loss} in iterations {lo}..{it}",
+                        record_responses=False)
 
     def settle(self, stop_reason: str | None) -> None:
         """After measuring: finish at the last iteration, checkpoint at a boundary or a stop, pause on a stop."""
@@ -171,22 +172,27 @@ class TrainingRun:
             print(f"[{self.writer.name}] stopped at iteration {self.state.iteration} ({stop_reason}); "
                   f"checkpoint saved, run the same command again to resume", flush=True)
 
-    def finish(self, status: Status, reason: str = "") -> None:
-        """Write result.json: done (fail when above `fail_threshold`), or fail with the reason."""
+    def finish(self, status: Status, reason: str = "", record_responses: bool = True) -> None:
+        """Write responses.json (the final net's layer responses; not for a diverged one, whose numbers mean
+        nothing) and result.json: done (fail when above `fail_threshold`), or fail with the reason."""
         last = self.writer.last_row
         final = last.get("test_error")
         if status is Status.DONE and final is not None and final > self.cfg.fail_threshold:
             status, reason = Status.FAIL, f"final test error {final:.2f}% is above fail_threshold " \
                                           f"{self.cfg.fail_threshold}%"
         self.status = status
+        if record_responses:
+            self.writer.write_responses(responses(self.state, "end"))
         self.writer.write_result({
             "status": status.value, "reason": reason, "name": self.writer.name, "final_test_error": final,
             "final_test_loss": last.get("test_loss"), "best_test_error": finite(self.writer.best),
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
+            "precision_policy": precision_policy(self.precision),
             "torch": torch.__version__, "device": device_name(self.device), "threads": torch.get_num_threads(),
             "git_commit": self.writer.commit,
+            **({"capture_s": round(self.writer.capture_s, 2)} if self.writer.capture_s is not None else {}),
         })
         self.writer.release()
 
@@ -226,6 +232,8 @@ def loop(runs: list[TrainingRun], stop: StopRequest, started: float | None = Non
     if not active:
         return
     step = make_stepper([r.state for r in active])
+    for run in active:
+        run.writer.capture_s = getattr(step, "capture_s", None)  # CUDA graphs only
     started = time.perf_counter() if started is None else started
     for run in active:
         if run.state.iteration == 0 and run.wants_probe():

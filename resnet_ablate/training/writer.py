@@ -93,6 +93,7 @@ class RunWriter:
         self.result: dict | None = None
         self.tracker: tracking.Tracker | None = None
         self.lock: rf.FolderLock | None = None
+        self.capture_s: float | None = None  # CUDA graph warm-up and capture in this process (None: eager)
 
     def finished(self) -> dict | None:
         """result.json when the folder holds a finished run of these settings and inputs, else None; a folder
@@ -166,6 +167,9 @@ class RunWriter:
 
     def log_probe(self, iteration: int, norms: dict) -> None:
         rf.append_jsonl(self.dir / rf.PROBES, {"iteration": iteration, **norms})
+
+    def write_responses(self, responses: dict) -> None:
+        rf.write_json(self.dir / rf.RESPONSES, responses)
 
     def log_metrics(self, row: dict, images: int) -> None:
         """Append a metrics line (with img/s over the interval and the elapsed time), send it to the tracker,
