@@ -126,16 +126,10 @@ FB_TORCH = Recipe("fb_torch", "fb.resnet.torch's CIFAR-10 defaults (th main.lua 
 
 RESNET1K = Recipe("resnet1k", "resnet-1k-layers' command for ResNet-1001 (its training settings; add depth=1001 "
                   "unit=full_preact for its net)", {
-    "normalize": Value("channel", "1k runs fb's main.lua (README.md:57-62): fb datasets/cifar10.lua:38-46"),
-    "nesterov": Value(True, _FB_SGD),
-    "momentum": Value(0.9, _FB_SGD),
-    "weight_decay": Value(1e-4, _FB_SGD),
-    "lr": Value(0.1, _FB_SGD),
+    **FB_TORCH.values,  # 1k runs fb's main.lua (README.md:57-62): its SGD, normalisation and schedule
     "batch_size": Value(64, "1k README.md:62 (-batchSize 64 -nGPU 2)"),
     "bn_batch": Value(32, "1k README.md:62: 64 on 2 GPUs, one BN per GPU"),
-    "warmup_iters": Value(0, "fb train.lua:174-185: no warm-up in the schedule"),
     EPOCHS: Value(200, "1k README.md:62 (-nEpochs 200)"),
-    MILESTONE_EPOCHS: Value([80, 121], _FB_SCHEDULE),
 })
 
 DEFAULT = Recipe("default", "the package's defaults, what a bare command gets (2016 paper's schedule and warm-up, "
