@@ -147,14 +147,21 @@ CORE_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 
 
 def shortcut_keys() -> dict[str, tuple[Any, list[str], str]]:
-    """Every registered shortcut parameter: (default, the shortcuts taking it, its help text)."""
-    keys: dict[str, tuple[Any, list[str], str]] = {}
-    for name in SHORTCUTS:
-        cls = SHORTCUTS.get(name)
-        for param, default in shortcut_parameters(cls).items():
-            _, owners, text = keys.get(param, (default, [], ""))
-            keys[param] = (default, [*owners, name], text or cls.param_help.get(param, ""))
-    return keys
+    """Every registered shortcut parameter: (default, the shortcuts taking it, its help text). Read-only: it
+    is computed once per state of the registry (signature inspection is slow, and a sweep asks thousands
+    of times)."""
+    registered = tuple((name, SHORTCUTS.get(name)) for name in SHORTCUTS)
+    if registered not in _KEYS:
+        keys: dict[str, tuple[Any, list[str], str]] = {}
+        for name, cls in registered:
+            for param, default in shortcut_parameters(cls).items():
+                _, owners, text = keys.get(param, (default, [], ""))
+                keys[param] = (default, [*owners, name], text or cls.param_help.get(param, ""))
+        _KEYS[registered] = keys
+    return _KEYS[registered]
+
+
+_KEYS: dict[tuple, dict[str, tuple[Any, list[str], str]]] = {}
 
 
 def _no_clash(name: str, cls: type[Shortcut]) -> None:
@@ -197,9 +204,16 @@ def _rebuild(values: dict[str, Any]) -> Config:
 
 
 def fields() -> dict[str, dataclasses.Field]:
-    """Every config key (core and shortcut parameters) with its field, grouped by section."""
-    found = dataclasses.fields(config_type())
-    return {f.name: f for section in SECTIONS for f in found if f.metadata["section"] == section}
+    """Every config key (core and shortcut parameters) with its field, grouped by section (read-only; one
+    per config type)."""
+    kind = config_type()
+    if kind not in _FIELDS:
+        found = dataclasses.fields(kind)
+        _FIELDS[kind] = {f.name: f for section in SECTIONS for f in found if f.metadata["section"] == section}
+    return _FIELDS[kind]
+
+
+_FIELDS: dict[type, dict[str, dataclasses.Field]] = {}
 
 
 def defaults() -> Config:

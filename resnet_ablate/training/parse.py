@@ -3,6 +3,7 @@ mistake one line naming the value and what is allowed; and the `--help` text, bu
 (allowed names from the registries)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -58,7 +59,8 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
     the run name, and a grid over shortcuts and their parameters has no duplicates); `notes` gets a line
     saying so."""
     base = _conf({})
-    recipe = RECIPES.get(_merged(_conf({}), overrides).recipe)  # an unknown name fails in validate, one line
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")]
+    recipe = RECIPES.get(named[-1] if named else defaults().recipe)  # an unknown name fails in validate
     if recipe is not None and recipe.values:
         base.merge_with(_recipe_values(recipe, _merged(_conf(recipe.flat()), overrides), overrides))
     cfg: Config = OmegaConf.to_object(_merged(base, overrides))  # type: ignore[assignment]
@@ -73,21 +75,35 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
 
 
 def _merged(conf, overrides: list[str]):
-    """`conf` with the `key=value` overrides merged in, in order."""
-    for override in overrides:
+    """`conf` with the `key=value` overrides merged in, in order: all at once (one merge costs about as much
+    as ten values), and one by one when that fails, to name the bad value."""
+    dotlist = [_as_list(split_override(override)[0], override) for override in overrides]
+    try:
+        conf.merge_with(OmegaConf.from_dotlist(dotlist))
+        return conf
+    except OmegaConfBaseException:
+        pass
+    for override, item in zip(overrides, dotlist):
         key, value = split_override(override)
         try:
-            conf.merge_with(OmegaConf.from_dotlist([_as_list(key, override)]))
+            conf.merge_with(OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:
             raise UsageError(f"bad value for {key}: '{value}' is not a valid {_type_name(fields()[key])}") from e
     return conf
 
 
 def _conf(values: dict):
-    """The config's OmegaConf structure with `values` merged in."""
-    conf = OmegaConf.structured(config_type())
+    """The config's OmegaConf structure with `values` merged in. The structure is built once per config type
+    and copied: `OmegaConf.structured` takes ~20 ms, a copy ~2 ms, and a sweep spec parses thousands."""
+    kind = config_type()
+    if kind not in _STRUCTURES:
+        _STRUCTURES[kind] = OmegaConf.structured(kind)
+    conf = copy.deepcopy(_STRUCTURES[kind])
     conf.merge_with(values)
     return conf
+
+
+_STRUCTURES: dict[type, Any] = {}
 
 
 def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
