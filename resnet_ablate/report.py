@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .analysis.curves import GRAD_MEASURES, draw_figures, gradient_spread, slug, spread_caption
-from .analysis.scan import RunRecord, Scan, group_by_settings, scan
+from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
 from .cli import guarded
@@ -78,10 +78,21 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
     return lines + [f"![{p.stem}]({p.name})" for p in paths if p.suffix == f".{formats[0]}"] + [""]
 
 
+def _data_note(found: Scan) -> list[str]:
+    """A line when the finished runs trained on more than one data set: their groups are kept apart."""
+    seen = sorted({r.settings[DATA] for r in found.runs if r.status in rf.FINISHED})
+    if len(seen) < 2:
+        return []
+    names = ", ".join(d or "not recorded" for d in seen)
+    return [f"Note: these runs trained on {len(seen)} different data sets (data = {names}: the start of each "
+            f"result.json's data_fingerprint); runs with the same settings on different data are kept apart, in "
+            f"rows with a data column.", ""]
+
+
 def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...], measure: str = "rms") -> str:
     """Tables (md, csv, tex) and figures of every section into `out`, and report.md; returns its text."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Report on {found.root}", ""]
+    lines = [f"# Report on {found.root}", "", *_data_note(found)]
     for name, sweep, runs in sections(found):
         lines += [f"## {sweep.label() if sweep else 'Runs outside any sweep'}", ""]
         lines += _section(runs, sweep, out, slug(name), layout, formats, measure)

@@ -259,3 +259,27 @@ def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs,
     out, printed = built
     assert "### Gradient spread" in printed
     assert (out / "runs-gradnorm.csv").is_file() and (out / "runs-gradnorm.md").read_text().startswith("| ")
+
+
+def test_runs_on_two_data_sets_are_kept_apart_and_named(tmp_path):
+    """Same settings on the real data and on a re-encoded copy (two run roots): two rows, not one mean."""
+    for root, fp, errors in (("real", "aaaaaaaa11111111", (6.0, 6.2)), ("copy", "bbbbbbbb22222222", (12.0, 12.4))):
+        for seed, error in enumerate(errors):
+            make_run_folder(tmp_path / "runs" / root / f"s{seed}", ["depth=110", f"seed={seed}"], "done", error,
+                            data_fingerprint=fp)
+    found = scan.scan(tmp_path / "runs")
+    groups = scan.group_by_settings(found.runs)
+    assert sorted(round(float(np.mean(g.errors())), 2) for g in groups) == [6.1, 12.2]
+    text = report.write_report(found, tmp_path / "out", "table1", ("png",))
+    assert "trained on 2 different data sets (data = aaaaaaaa, bbbbbbbb" in text
+    table = pd.read_csv(next((tmp_path / "out").glob("*table1.csv")))
+    assert sorted(zip(table["data"], table["n"], table["mean"])) == [("aaaaaaaa", 2, 6.1), ("bbbbbbbb", 2, 12.2)]
+
+
+def test_runs_on_one_data_set_get_no_data_column_or_note(tmp_path):
+    for seed in (0, 1):
+        make_run_folder(tmp_path / "runs" / f"s{seed}", ["depth=110", f"seed={seed}"], "done", 6.0 + seed,
+                        data_fingerprint="aaaaaaaa11111111")
+    text = report.write_report(scan.scan(tmp_path / "runs"), tmp_path / "out", "table1", ("png",))
+    assert "different data sets" not in text and "data=" not in text
+    assert "data" not in pd.read_csv(next((tmp_path / "out").glob("*table1.csv"))).columns

@@ -32,9 +32,25 @@ RUN_FILES = {rf.CONFIG, rf.METRICS, rf.PROBES, rf.CHECKPOINT, rf.RESULT}
 _YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def group_keys() -> tuple[str, ...]:
-    """The settings a group shares: every identity config key but the seed."""
+DATA = "data"  # the pseudo-setting for the data a run trained on (see `data_of`)
+
+
+def config_keys() -> tuple[str, ...]:
+    """The config keys a group shares: every identity config key but the seed."""
     return tuple(k for k, f in fields().items() if f.metadata["identity"] and k != "seed")
+
+
+def group_keys() -> tuple[str, ...]:
+    """The settings a group shares: `config_keys` and the data (runs with the same settings on two data sets,
+    e.g. the real CIFAR-10 and a re-encoded copy under two run roots, are two groups, not one)."""
+    return (*config_keys(), DATA)
+
+
+def data_of(result: dict[str, Any]) -> str:
+    """A finished run's data identity: the start of result.json's data fingerprint ('' for a result written
+    before fingerprints were kept, or an unfinished run)."""
+    value = result.get("data_fingerprint") if isinstance(result, dict) else None
+    return value[:8] if isinstance(value, str) else ""
 
 
 def shortcut_params() -> tuple[str, ...]:
@@ -101,10 +117,10 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that define a run's group: its identity settings but the seed (defaults for keys an
+    """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
     older config lacks), with the parameters of shortcuts other than its own set to None."""
     plain = defaults()
-    out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in group_keys()}
+    out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
         raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
     own, params = shortcut_parameters(SHORTCUTS.get(out["shortcut"])), shortcut_params()
@@ -126,7 +142,8 @@ def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
         raise Broken(str(e).removeprefix(f"{folder}/")) from e
     if not (folder / rf.RESULT).is_file():
         who = rf.holder(folder)
-        return RunRecord(folder, settings, seed, "running" if who is not None else "paused", who or {}, sweep)
+        return RunRecord(folder, {**settings, DATA: ""}, seed, "running" if who is not None else "paused", who or {},
+                         sweep)
     try:
         result = json.loads((folder / rf.RESULT).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -137,7 +154,7 @@ def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
     error = result.get("final_test_error")
     if status == "done" and not (isinstance(error, (int, float)) and math.isfinite(error)):
         raise Broken(f"result.json: status done without a final_test_error ({error!r})")
-    return RunRecord(folder, settings, seed, status, result, sweep)
+    return RunRecord(folder, {**settings, DATA: data_of(result)}, seed, status, result, sweep)
 
 
 

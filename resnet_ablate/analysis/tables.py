@@ -17,7 +17,7 @@ from ..sweeps.sweepfolder import SweepRecord
 from ..training.config import defaults
 from ..training.recipes import RECIPES, train_images
 from . import paper
-from .scan import (SeedGroup, cell, context_of, group_keys, model_variant, papers_architecture,
+from .scan import (SeedGroup, cell, config_keys, context_of, group_keys, model_variant, papers_architecture,
                    setting_text, shortcut_params, sort_key, variant_label, varying, welch_p)
 
 PAPER_ITERATIONS = 64000
@@ -257,7 +257,7 @@ def _fixed(v: float | None) -> str:
 def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str]) -> str:
     """What the table shows: its common settings, the statistics and the paper table used."""
     plain = defaults()
-    common = [f"{k}={cell(v)}" for k in group_keys() if k not in shown and k not in layout.variant
+    common = [f"{k}={cell(v)}" for k in config_keys() if k not in shown and k not in layout.variant
               for v in {g.settings[k] for g in kept} if len({g.settings[k] for g in kept}) == 1
               and v != _as_setting(getattr(plain, k))]
     sources = [paper.TABLES[t] for t in layout.tables]
