@@ -217,6 +217,15 @@ def test_first_ctrl_c_is_answered_at_once_and_a_stopped_run_exits_75(tmp_path):
     assert (folder / "checkpoint.pt").is_file() and not (folder / "result.json").exists()
 
 
+def test_train_from_python_gives_the_signal_handlers_back(tmp_path):
+    """A notebook calling train(): its Ctrl-C must interrupt again once training returns, and SIGTERM kill."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
+    [summary] = train([parse(merged(TINY, "iterations=2", "milestones=[1]", "fail_threshold=100",
+                                    f"run_dir={tmp_path / 'r'}"))])
+    assert summary["status"] == "done"
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 def test_a_second_ctrl_c_is_one_line_and_exit_130(capsys):
     def interrupted(argv):
         raise KeyboardInterrupt

@@ -150,16 +150,10 @@ def _death(exitcode: int | None) -> str:
 
 @contextlib.contextmanager
 def _trainer_signals(stop: StopRequest) -> Iterator[dict[str, Any]]:
-    """Let `stop` take SIGINT/SIGTERM/SIGUSR2 while training; yield the TERM/USR2 handlers it replaced, and
-    put them all back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
-    stop.install()
-    try:
-        yield {s.name: h for s, h in saved.items() if s != signal.SIGINT}
-    finally:
-        with contextlib.suppress(ValueError, TypeError):  # not the main thread, or a handler set outside Python
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+    """Let `stop` take SIGINT/SIGTERM/SIGUSR2 while training; yield the TERM/USR2 handlers it replaced (a
+    Ctrl-C is not handed on: the runs stay paused), put back afterwards."""
+    with stop.installed() as replaced:
+        yield {name: h for name, h in replaced.items() if name != "SIGINT"}
 
 
 def executor(launch: Launch, folder: Path) -> submitit.AutoExecutor:

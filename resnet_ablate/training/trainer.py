@@ -12,6 +12,7 @@ import platform
 import signal
 import sys
 import time
+from typing import Any, Iterator
 
 import torch
 
@@ -63,6 +64,19 @@ class StopRequest:
         with contextlib.suppress(ValueError, AttributeError):  # not the main thread, or no SIGUSR2 here
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[dict[str, Any]]:
+        """`install` for the block, then the handlers it replaced back (so a notebook's Ctrl-C interrupts again
+        once training returns); yields them by signal name."""
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
+        self.install()
+        try:
+            yield {s.name: h for s, h in saved.items()}
+        finally:
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread, or a handler set outside Python
+                for sig, handler in saved.items():
+                    signal.signal(sig, handler)
 
 
 def _answer(text: str) -> None:
@@ -212,13 +226,13 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     say(device_line(device, precision, graphs=cfgs[0].cuda_graph))
     datasets = load_data(cfgs, device)
     runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
+    own = stop is None  # then this call takes the signals while it trains, and gives them back
+    stop = StopRequest() if stop is None else stop
     try:
         for run in runs:
             run.start()
-        if stop is None:
-            stop = StopRequest()
-            stop.install()
-        loop(runs, stop, started)
+        with stop.installed() if own else contextlib.nullcontext():
+            loop(runs, stop, started)
     finally:  # a crash or a refusal gives the folders back at once (a retry in this process takes them again)
         for run in runs:
             run.writer.release()
