@@ -1,5 +1,6 @@
 """The lr range test: curve, suggestion and figure in the run folder; bad settings are one line."""
 import json
+import re
 
 import pytest
 import torch
@@ -58,3 +59,25 @@ def test_each_step_trains_at_its_lr_of_the_range(tmp_path):
     state.step = lambda: (seen.append(state.optimizer.param_groups[0]["lr"].item()), step())
     lrs, _ = range_test(state, RangeTest(start_lr=1e-4, end_lr=1e-2, steps=3))
     assert lrs == pytest.approx([1e-4, 1e-3, 1e-2]) and seen == pytest.approx(lrs)
+
+
+def test_range_test_prints_progress_every_heartbeat(tmp_path, capsys):
+    """Minutes of range test on a CPU must not be silent: a line per heartbeat_s, as in training."""
+    cfg = parse([*TINY, "heartbeat_s=0.000001", f"run_dir={tmp_path / 'r'}"])
+    cpu = torch.device("cpu")
+    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    capsys.readouterr()
+    range_test(state, RangeTest(start_lr=1e-4, end_lr=1e-2, steps=4))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"range test: step {i}/4" for i in (1, 2, 3, 4)]
+    assert re.fullmatch(r"range test: step 4/4, smoothed loss [\d.]+ \| \d+ img/s \| 0:00:\d\d elapsed, ETA "
+                        r"0:00:00 at most", lines[-1])
+
+
+def test_range_test_is_quiet_with_heartbeat_off(tmp_path, capsys):
+    cfg = parse([*TINY, "heartbeat_s=0", f"run_dir={tmp_path / 'r'}"])
+    cpu = torch.device("cpu")
+    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    capsys.readouterr()
+    range_test(state, RangeTest(steps=3))
+    assert capsys.readouterr().out == ""
