@@ -49,7 +49,7 @@ def group_keys() -> tuple[str, ...]:
 def data_of(result: dict[str, Any]) -> str:
     """A finished run's data identity: the start of result.json's data fingerprint ('' for a result written
     before fingerprints were kept, or an unfinished run)."""
-    value = result.get("data_fingerprint") if isinstance(result, dict) else None
+    value = result.get("data_fingerprint")
     return value[:8] if isinstance(value, str) else ""
 
 

@@ -43,6 +43,9 @@ class Status(str, enum.Enum):
     FAIL = "fail"
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
 class StopRequest:
     """Set by SIGTERM/SIGUSR2 (preemption, time limit) or a first Ctrl-C: runs checkpoint at the next
     iteration and stop. The signal is answered at once with one line on stderr; a second Ctrl-C interrupts
@@ -61,15 +64,15 @@ class StopRequest:
             else:
                 _answer(f"{self.reason}: checkpointing after this iteration\n")
 
-        with contextlib.suppress(ValueError, AttributeError):  # not the main thread, or no SIGUSR2 here
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in STOP_SIGNALS:
                 signal.signal(sig, handler)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[dict[str, Any]]:
         """`install` for the block, then the handlers it replaced back (so a notebook's Ctrl-C interrupts again
         once training returns); yields them by signal name."""
-        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
+        saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         self.install()
         try:
             yield {s.name: h for s, h in saved.items()}
