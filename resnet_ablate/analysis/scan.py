@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from ..models.cifar import resolve_block, resolve_downsample
+from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS, shortcut_parameters
 from ..models.units import UNITS
 from ..registry import UsageError, first_line
@@ -229,10 +229,15 @@ def welch_p(values: list[float], baseline: list[float]) -> float | None:
 
 
 def papers_architecture(settings: dict[str, Any]) -> bool:
-    """Whether block and downsample are the papers' choice for the depth (else no paper value applies)."""
-    block = resolve_block(settings["depth"], "auto")
-    return resolve_block(settings["depth"], settings["block"]) == block and \
-        resolve_downsample(block, settings["downsample"]) == resolve_downsample(block)
+    """Whether block and downsample are the papers' choice for the depth (else no paper value applies), as the
+    run's own layout (`ARCHS`) resolves them: each layout has its own depths (CIFAR 6n+2, ImageNet 18, 34, ...)."""
+    layout = ARCHS.get(settings["arch"])
+    try:
+        block = layout.resolve_block(settings["depth"], "auto")
+        return layout.resolve_block(settings["depth"], settings["block"]) == block and \
+            layout.resolve_downsample(block, settings["downsample"]) == layout.resolve_downsample(block, "auto")
+    except UsageError:  # settings no net of this layout has (a hand-edited config.yaml): no paper value
+        return False
 
 
 def num(v: Any) -> str:
