@@ -16,7 +16,7 @@ from scipy import stats
 
 from resnet_ablate import report
 from resnet_ablate.analysis import curves, figures, paper, scan
-from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
@@ -196,9 +196,9 @@ def test_broken_partial_and_running_folders_are_listed_and_skipped(runs, built):
     tiny = runs / "tiny"
     assert f"- paused (no result.json; iteration 10 of 10; nobody trains it; the same command resumes it): " \
            f"{tiny / 'identity_s5_running'}" in printed
-    assert f"- skipped, broken or partial: {tiny / 'broken_result'}: result.json is not valid JSON" in printed
-    assert f"- skipped, broken or partial: {tiny / 'partial'}: partial: no config.yaml" in printed
-    assert f"- skipped, broken or partial: {tiny / 'bad_config'}: config.yaml is not valid YAML" in printed
+    assert f"- damaged (skipped): {tiny / 'broken_result'}: result.json is damaged (not JSON: " in printed
+    assert f"- damaged (skipped): {tiny / 'partial'}: no config.yaml" in printed
+    assert f"- damaged (skipped): {tiny / 'bad_config'}: config.yaml is damaged (not valid YAML: " in printed
     assert printed.strip() == (out / "report.md").read_text().strip()
 
 
