@@ -424,3 +424,46 @@ def test_status_reads_submitit_results_without_running_code(tmp_path, capsys):
     assert not evil.marker.exists()
     assert capsys.readouterr().out == f"{folder}: 1 run: 0 done, 0 fail, 1 not started\n"
 
+
+
+# 15. status answers from the folders alone, in the states' one vocabulary, without loading torch.
+
+STATUS_WITHOUT_TORCH = ("import sys, resnet_ablate.status as s; code = s.main(sys.argv[1:]); "
+                        "assert 'torch' not in sys.modules, 'status imported torch'; sys.exit(code)")
+
+
+def test_status_names_every_state_of_a_hand_made_sweep_without_importing_torch(tmp_path):
+    folder = tmp_path / "s"
+    names = ("done", "fail", "crashed", "paused", "fresh", "missing", "running", "bad_result", "bad_config")
+    write_sweep(SweepRecord(folder, "s", runs=names))
+    for name in (n for n in names if n != "missing"):  # "missing": named in sweep.yaml, no folder yet
+        (folder / name).mkdir()
+        (folder / name / "config.yaml").write_text("depth: 20\nseed: 0\n")
+    (folder / "done" / "result.json").write_text('{"status": "done", "final_test_error": 7.0}')
+    (folder / "fail" / "result.json").write_text('{"status": "fail", "reason": "diverged: training loss is nan"}')
+    for name in ("crashed", "paused"):
+        (folder / name / "checkpoint.pt").write_bytes(b"a checkpoint")
+    (folder / "bad_result" / "result.json").write_text('{"status": "do')
+    (folder / "bad_config" / "config.yaml").write_text("depth: [1\n")
+    (folder / ".submitit").mkdir()
+    (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "launcher": "local", "runs": ["crashed"]}\n')
+    (folder / ".submitit" / "7_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback\nRuntimeError: boom\n")))
+    fd = _hold_lock(folder / "running")
+    try:
+        proc = subprocess.run([sys.executable, "-c", STATUS_WITHOUT_TORCH, str(folder)], capture_output=True,
+                              text=True, env=cli_env(), timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"{folder}: 9 runs: 1 done, 1 fail, 1 crashed, 1 paused, 2 not started, 1 running, 2 damaged"
+    assert lines[1:4] == ["  fail fail: diverged: training loss is nan",
+                          "  crashed crashed: job 7: RuntimeError: boom; resumable from its checkpoint: launch the "
+                          "sweep again",
+                          "  paused paused: launch the sweep again to resume"]
+    assert lines[4].startswith(f"  damaged bad_result: {folder / 'bad_result' / 'result.json'} is damaged (not JSON")
+    assert lines[5].startswith(f"  damaged bad_config: {folder / 'bad_config' / 'config.yaml'} is damaged (not valid "
+                               f"YAML") and len(lines) == 6
+    helped = subprocess.run([sys.executable, "-c", STATUS_WITHOUT_TORCH, "--help"], capture_output=True, text=True,
+                            env=cli_env(), timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m resnet_ablate.status"), helped.stderr
