@@ -50,7 +50,7 @@ def _unread(found: Scan) -> list[str]:
     for run in (r for r in found.runs if r.status not in FINISHED):
         done = rf.read_jsonl(run.path / rf.METRICS)
         at = f"iteration {done[-1]['iteration']} of {run.settings['iterations']}" if done else "no evaluation yet"
-        who = f"trained by {describe(run.result)}" if run.status is State.RUNNING else how[run.status]
+        who = f"trained by {describe(run.result)}" if run.status is State.RUNNING else how.get(run.status, "")
         lines.append(f"- {run.status} (no result.json; {at}; {who}): {run.path}")
     lines += [f"- {State.DAMAGED} (skipped): {path}: {reason}" for path, reason in found.broken]
     lines += [f"- {State.NOT_STARTED} (named in sweep.yaml, no run folder): {path}" for path in found.missing]
