@@ -108,7 +108,8 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0
     if launch.dry_run:
         for name, state in states.items():
-            print(f"  {state or live.get(name, (None, '-'))[1]!s:<8} {name}")
+            shown = state or (live[name][1] if name in live else "-")
+            print(f"  {shown!s:<8} {name}")
         return 0
     prepare_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
@@ -134,7 +135,8 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     return _summary(plan, crashed, live, command) or damaged
 
 
-def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], live: dict, todo: list[Config]) -> None:
+def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], live: dict[str, tuple[State, str]],
+              todo: list[Config]) -> None:
     """The sweep's header line (how many are finished, live (queued or running), to run, damaged), and a note
     when SLURM jobs get no GPU."""
     trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
