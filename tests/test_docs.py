@@ -171,7 +171,7 @@ class Sandbox:
             if name == "resnet_ablate.run" and not any(a.startswith("dry_run=") for a in args):
                 args = [*args, "dry_run=true"]
             if name == "resnet_ablate.lr_find":
-                mp.setattr(module, "load_data", stop)
+                mp.setattr(importlib.import_module("resnet_ablate.training.state"), "load_data", stop)
         folder = runs_dir(name, args)
         if folder is not None and not folder.exists():
             assert announced(folder, self.dry_output), \
