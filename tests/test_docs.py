@@ -393,3 +393,26 @@ def test_a_wrong_doc_command_fails(doc, error, tmp_path, monkeypatch):
     package command hidden in a not-run or text block, an unknown extra, output that differs."""
     with pytest.raises((AssertionError, pytest.fail.Exception), match=re.escape(error)):
         run_page("doc.md", doc, Sandbox(tmp_path, monkeypatch))
+
+
+def test_the_states_table_says_what_the_state_module_says():
+    """The words for where a run stands are documented once, in docs/run-folders.md, and defined once, in
+    folders/states.py: both list the same states, in the same order, with the same meaning."""
+    from resnet_ablate.folders import states
+
+    doc = (REPO / "docs" / "run-folders.md").read_text()
+    section = doc.split("## Where a run stands", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    table = {state.strip(): meaning.strip() for state, meaning in rows[1:]}
+    assert list(table) == [s.value for s in states.State]
+    text = states.__doc__.split("state        meaning", 1)[1].split("\n\n", 1)[0]
+    in_module = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("    ") and not line.startswith("                 "):
+            name, meaning = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+            in_module[name] = meaning
+        else:
+            in_module[name] += " " + line.strip()
+    assert in_module == table
