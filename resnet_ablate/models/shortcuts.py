@@ -285,8 +285,9 @@ class HighwayGating(ExclusiveGating):
     stack of two 3x3 convs (conv-BN-ReLU-conv + b_g, sigmoid), the parameters of a basic unit's residual
     branch, instead of Fig. 2(c)'s one 1x1 conv. An open question (ablations/open_questions.yaml): a 2025 re-run
     of Table 1 with such a gate, without the ReLU after the addition (unit=no_relu_after_add), found gated
-    ResNet-110 at 6.04 % against identity's 6.25 %, one run each. Matched for basic units only (a bottleneck's
-    branch has other convs)."""
+    ResNet-110 at 6.04 % against identity's 6.25 %, one run each. Matched at the basic units that keep the
+    shape (where a stage's first unit widens, the gate reads the wider projected signal; a bottleneck's branch
+    has other convs)."""
 
     def __init__(self, *args, gate_bias: float = -6.0, gate_init: str = "he", gate_weight_decay: bool = True) -> None:
         super().__init__(*args, gate_bias=gate_bias, gate_init=gate_init, gate_weight_decay=gate_weight_decay)

@@ -3,6 +3,7 @@ profile's time limit), printed by a dry run and at launch. The arithmetic is `co
 launch knows: its runs (and how far a paused one got), its packing and its profile."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..training import runfolder as rf
@@ -39,17 +40,29 @@ def cost_line(todo: list[Config], launch: Launch) -> str:
         return (f"cost: slurm.time={launch.slurm.time} min leaves no time to train after the "
                 f"{launch.slurm.signal_delay_s} s signal delay and {cost.STARTUP_S:.0f} s start-up; raise slurm.time")
     found = cost.sweep_cost(packs, gpu, rows, limit_s)
-    sources = "; ".join(f"measured: {SPEED_TABLES.relative_to(SOURCE)}/{cost.SPEED_GLOB}" if s == "speed table"
+    sources = "; ".join(f"measured: {_shown(SPEED_TABLES)}/{cost.SPEED_GLOB}" if s == "speed table"
                         else _basis(packs, gpu) for s in found.sources)
     where = "" if launch.launcher == "slurm" else f"launcher={launch.launcher} has no time limit; under launcher=slurm "
-    text = (f"cost: {found.runs} runs to train in {found.jobs} jobs of up to {launch.runs_per_job} run"
-            f"{'s' if launch.runs_per_job > 1 else ''}: {found.gpu_hours:.3g} GPU-hours on {gpu} ({sources}; "
+    text = (f"cost: {_n(found.runs, 'run')} to train in {_n(found.jobs, 'job')} of up to "
+            f"{_n(launch.runs_per_job, 'run')}: {found.gpu_hours:.3g} GPU-hours on {gpu} ({sources}; "
             f"{cost.STARTUP_S:.0f} s a job start); {where}at slurm.time={launch.slurm.time} min: "
-            f"{found.starts} job starts, {found.starts - found.jobs} of them requeues")
+            f"{_n(found.starts, 'job start')}, {found.starts - found.jobs} of them requeues")
     if found.most_requeues > launch.max_num_timeout:
         text += (f"; a job needs {found.most_requeues} requeues, more than max_num_timeout="
                  f"{launch.max_num_timeout}: raise slurm.time or max_num_timeout")
     return text
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the source checkout where it lies inside it."""
+    try:
+        return path.relative_to(SOURCE)
+    except ValueError:
+        return path
 
 
 def _basis(packs: list[list[dict[str, Any]]], gpu: str) -> str:
