@@ -145,7 +145,8 @@ def test_seed_advice_for_a_normal_difference_matches_the_closed_form():
 @pytest.mark.parametrize("edit, message", [
     ({"kind": "smaller"}, "claim c: unknown claim kind 'smaller'"),
     ({"paper": ""}, "claims[0]: paper must be a non-empty text"),
-    ({"arms": {"a": {"shortcut": "gatng"}, "b": IDENTITY}}, "arms.a: unknown shortcut 'gatng' (did you mean 'gating'?)"),
+    ({"arms": {"a": {"shortcut": "gatng"}, "b": IDENTITY}},
+     "arms.a: unknown shortcut 'gatng' (did you mean 'gating'?)"),
     ({"arms": {"a": {"depht": 20}, "b": IDENTITY}}, "arms.a: unknown setting 'depht' (did you mean 'depth'?)"),
     ({"arms": {"a": {"scale": "half"}, "b": IDENTITY}}, "arms.a: scale: 'half' is not a float"),
     ({"kind": "close"}, "a 'close' claim needs margin"),
@@ -234,3 +235,34 @@ def test_report_on_the_committed_results_shows_the_claims_section(tmp_path):
     assert "**undecided**" in row and "reduced: 100 it" in row and "data not known to be official" in row
     assert "1 per arm" in row  # one seed: with no spread for responses, the advice says to measure one
     assert "run 2 seeds per arm to measure it" in row
+
+
+def test_shortcut_path_and_response_metrics_read_the_run_folders(tmp_path):
+    """shortcut_path_ratio: first/last unit within each of the 3 stages at iteration 0, geometric mean;
+    response_std: the mean of responses.json's std; a run without them is 'not measured'."""
+    import json
+    per_stage = {"identity": [1.0, 1.0, 1.0], "scaling": [0.25, 0.5, 1.0]}
+    for shortcut, norms in per_stage.items():
+        for seed in range(5):
+            folder = make_run_folder(tmp_path / f"{shortcut}{seed}", [*TINY, "depth=20", f"shortcut={shortcut}",
+                                                                      f"seed={seed}"], error=9.0)
+            rows = [{"iteration": 0, "shortcut_path_rms": [v * 4 ** s for s in range(3) for v in norms]},
+                    {"iteration": 10, "shortcut_path_rms": [1.0] * 9}]
+            (folder / "probes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (folder / "responses.json").write_text(json.dumps({"std": [1.0, 2.0, 3.0 + seed]}))
+    make_run_folder(tmp_path / "none0", [*TINY, "depth=20", "shortcut=none"], error=9.0)
+    groups = group_by_settings(scan(tmp_path).runs)
+    by = {g.settings["shortcut"]: g for g in groups}
+    assert judged.metric_value(by["scaling"].runs[0], "shortcut_path_ratio") == pytest.approx(0.25)
+    assert judged.metric_value(by["identity"].runs[2], "response_std") == pytest.approx(8 / 3)
+    assert judged.metric_value(by["none"].runs[0], "shortcut_path_ratio") is None
+    where = {"dataset": "synthetic", "depth": 20}
+    near = judge_one(claim("within", {"identity": IDENTITY, "scaled": SCALED}, metric="shortcut_path_ratio",
+                           bounds=[0.9, 1.1], where=where), groups)
+    assert "identity: 5/5 within [0.9, 1.1]; scaled: 0/5" in judged.observed(near)
+    # scaled's 0 of 5 is p = 1/32 against the claim, but over 2 arms Bonferroni asks 0.025: 6 runs would do it
+    assert near.verdict == "undecided" and near.outcome.p_against == pytest.approx(2 / 32)
+    assert near.seeds == 6 and near.outcome.decides_as == "not held"
+    plain = judge_one(claim("within", {"plain": PLAIN}, metric="shortcut_path_ratio", bounds=[0.9, 1.1],
+                            where=where), groups)
+    assert plain.verdict == "not measured" and judged.arms_text(plain) == "not measured: plain"
