@@ -29,13 +29,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.models.cifar import build_model, resolve_block
 from resnet_ablate.sweeps import cost
-from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.config import run_dir
 from resnet_ablate.training.data import load
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.trainer import StopRequest, train
+from resnet_ablate.training.signals import StopRequest
+from resnet_ablate.training.trainer import train
 
 RUN_IMAGES = 64000 * 128  # one run of the papers' recipe
 RESULTS = Path(__file__).resolve().parent / "results"

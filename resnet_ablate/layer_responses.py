@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from .cli import guarded
+from .folders import runfolder as rf
 from .registry import UsageError
-from .training import runfolder as rf
+from .training import checkpoint
 from .training.config import from_yaml
 from .training.evaluate import responses
-from .training.state import RunState
-from .training.trainer import data_key, load_data, resolve_device
+from .training.runtime import resolve_device
+from .training.state import build_state
 
 USAGE = "usage: python -m resnet_ablate.layer_responses RUN_DIR [RUN_DIR ...] [device=auto|cpu|cuda]"
 
@@ -29,9 +30,8 @@ def measure(folder: Path, device_name: str) -> str:
     if not (folder / rf.CONFIG).is_file() or not (folder / rf.CHECKPOINT).is_file():
         raise UsageError(f"{folder} is not a run folder with a checkpoint (config.yaml and checkpoint.pt)")
     cfg = from_yaml(folder / rf.CONFIG)
-    device = resolve_device(device_name)
-    state = RunState(cfg, load_data([cfg], device)[data_key(cfg)], device, "fp32")
-    state.load_state_dict(rf.load_checkpoint(folder / rf.CHECKPOINT))
+    state = build_state(cfg, resolve_device(device_name))
+    checkpoint.restore(state, checkpoint.load(folder / rf.CHECKPOINT), folder / rf.CHECKPOINT)
     out = responses(state, "checkpoint")
     rf.write_json(folder / rf.RESPONSES, out)
     return f"{folder}: {len(out['std'])} layers at iteration {out['iteration']} -> {folder / rf.RESPONSES}"

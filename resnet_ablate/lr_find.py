@@ -24,14 +24,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .analysis import figures
 from .cli import guarded
+from .folders import runfolder as rf
 from .registry import UsageError, closest, first_line
-from .training import runfolder as rf
 from .training.config import fields, run_name, to_yaml
 from .training.parse import check_unique, help_text, parse
-from .training.progress import device_line, say
-from .training.state import RunState
-from .training.trainer import data_key, load_data, setup
-from .training.writer import duration
+from .training.progress import device_line, progress_line, say
+from .training.runtime import setup
+from .training.state import RunState, build_state
 
 CURVE, SUGGESTION, FIGURE = "lr_find.jsonl", "lr_find.json", "lr_find.png"
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
@@ -116,16 +115,17 @@ def range_test(run: RunState, test: RangeTest) -> tuple[list[float], list[float]
         losses.append(smoothed)
         if run.cfg.heartbeat_s and time.perf_counter() - last >= run.cfg.heartbeat_s:
             last = time.perf_counter()
-            say(progress_line(i + 1, test.steps, smoothed, run.cfg.batch_size, last - started))
+            say(step_line(i + 1, test.steps, smoothed, run.cfg.batch_size, last - started))
     return lrs, losses
 
 
-def progress_line(done: int, steps: int, loss: float, batch_size: int, elapsed: float) -> str:
+def step_line(done: int, steps: int, loss: float, batch_size: int, elapsed: float) -> str:
     """'range test: step 40/200, smoothed loss 2.31 | 512 img/s | 0:00:10 elapsed, ETA 0:00:40 at most' (the
     test may stop early)."""
     per_step = elapsed / done
-    return (f"range test: step {done}/{steps}, smoothed loss {loss:.3g} | {batch_size / max(per_step, 1e-9):.0f} "
-            f"img/s | {duration(elapsed)} elapsed, ETA {duration(per_step * (steps - done))} at most")
+    rate = batch_size / max(per_step, 1e-9)
+    return progress_line([f"range test: step {done}/{steps}, smoothed loss {loss:.3g}"], rate, elapsed,
+                         per_step * (steps - done)) + " at most"
 
 
 def figure(lrs: list[float], losses: list[float], found: dict[str, float | None], title: str) -> Figure:
@@ -159,7 +159,7 @@ def _main(argv: list[str]) -> int:
     rf.create_folder(folder, "run_dir" if cfg.run_dir else "runs_root")  # before the data: a bad folder fails fast
     device, precision = setup(cfg)
     say(device_line(device, precision, graphs=False))
-    run = RunState(cfg, load_data([cfg], device)[data_key(cfg)], device, precision)
+    run = build_state(cfg, device, precision)
     say(f"range test: lr {test.start_lr:g} to {test.end_lr:g} over {test.steps} steps, {run.parameters:,} "
         f"parameters; writing to {folder.resolve()}")
     rf.write_text(folder / rf.CONFIG, to_yaml(cfg))

@@ -3,9 +3,9 @@ tables (markdown, CSV, LaTeX booktabs, and printed) with the papers' numbers and
 beside them, and the papers' figures. report.md opens with the papers' claims judged on the runs (held / not
 held / undecided, `analysis/claims.py`), also written as claims.csv.
 
-Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; unfinished
-ones are listed as running (a process holds the folder's lock) or paused; a broken, damaged or partial folder
-is listed by path with the reason and skipped. A `sweep.yaml`
+Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; the others are
+listed in their state (running, paused, not started; the words of `folders/states.py`), and a damaged folder
+by path with the reason, and skipped. A `sweep.yaml`
 (written by the launcher) in the given folder or above run folders names the layout and the budget
 of the runs below it; elsewhere `--layout` chooses (default: every layout the runs fit).
 
@@ -25,9 +25,11 @@ from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
 from .cli import guarded
+from .folders import runfolder as rf
+from .folders.lock import describe
+from .folders.states import FINISHED, State
+from .folders.sweepfolder import SweepRecord
 from .registry import UsageError, unknown
-from .sweeps.sweepfolder import SweepRecord
-from .training import runfolder as rf
 
 FORMATS = ("png", "pdf")
 
@@ -42,16 +44,18 @@ def sections(found: Scan) -> list[tuple[str, SweepRecord | None, list[RunRecord]
 
 
 def _unread(found: Scan) -> list[str]:
-    """Lines for the runs left out: running or paused, broken, damaged or partial, not started."""
+    """Lines for the runs left out, each with its state: running, paused or not started; damaged; not started
+    and without a folder yet."""
+    how = {State.PAUSED: "nobody trains it; the same command resumes it",
+           State.NOT_STARTED: "no checkpoint yet; the same command trains it from the start"}
     lines = []
-    for run in (r for r in found.runs if r.status not in rf.FINISHED):
+    for run in (r for r in found.runs if r.status not in FINISHED):
         done = rf.read_jsonl(run.path / rf.METRICS)
         at = f"iteration {done[-1]['iteration']} of {run.settings['iterations']}" if done else "no evaluation yet"
-        how = f"trained by {rf.describe(run.result)}" if run.status == "running" else \
-            "nobody trains it; the same command resumes it"
-        lines.append(f"- {run.status} (no result.json; {at}; {how}): {run.path}")
-    lines += [f"- skipped, broken or partial: {path}: {reason}" for path, reason in found.broken]
-    lines += [f"- not started (named in sweep.yaml, no run folder): {path}" for path in found.missing]
+        who = f"trained by {describe(run.result)}" if run.status is State.RUNNING else how.get(run.status, "")
+        lines.append(f"- {run.status} (no result.json; {at}; {who}): {run.path}")
+    lines += [f"- {State.DAMAGED} (skipped): {path}: {reason}" for path, reason in found.broken]
+    lines += [f"- {State.NOT_STARTED} (named in sweep.yaml, no run folder): {path}" for path in found.missing]
     return lines
 
 
@@ -82,7 +86,7 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
 
 def _data_note(found: Scan) -> list[str]:
     """A line when the finished runs trained on more than one data set: their groups are kept apart."""
-    seen = sorted({r.settings[DATA] for r in found.runs if r.status in rf.FINISHED})
+    seen = sorted({r.settings[DATA] for r in found.runs if r.status in FINISHED})
     if len(seen) < 2:
         return []
     names = ", ".join(d or "not recorded" for d in seen)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 
 from .cli import EXIT_PAUSED, guarded
+from .folders import runfolder as rf
 from .sweeps import launcher, settings
 from .sweeps.specs import is_sweep
-from .training import runfolder as rf
 from .training.config import Config, run_dir
 from .training.parse import check_unique, help_text, parse
 from .training.trainer import train

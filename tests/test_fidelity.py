@@ -253,12 +253,9 @@ def test_packed_graphs_that_draw_random_numbers_share_one_stream_before_torch_2_
 
 
 def test_a_run_knows_whether_its_step_draws_random_numbers(tmp_path):
-    from resnet_ablate.training.state import RunState
-    from resnet_ablate.training.trainer import data_key, load_data
-    cpu = torch.device("cpu")
+    from resnet_ablate.training.state import build_state
     for shortcut, draws in (("dropout", True), ("identity", False)):
-        cfg = parse([*TINY, f"shortcut={shortcut}"])
-        assert RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32").draws_random() is draws
+        assert build_state(parse([*TINY, f"shortcut={shortcut}"]), torch.device("cpu")).draws_random() is draws
 
 
 def test_tiny_settings_pin_the_cpu():

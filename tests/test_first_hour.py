@@ -18,13 +18,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from resnet_ablate import lr_find, report, run, status, zoo
 from resnet_ablate.analysis import figures
 from resnet_ablate.cli import guarded
+from resnet_ablate.folders.states import State
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
 from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.registry import UsageError
 from resnet_ablate.sweeps import launcher
 from resnet_ablate.sweeps.launcher import command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand
-from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -252,10 +253,10 @@ def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
     args = [*DONE, "seed=0,1", "launcher=inline"]
     assert run.main([*args, "time_limit_s=0.001"]) == 75
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == (f"sweep sweep: 2 runs: 0 done, 0 failed, 2 paused; run the same command again to resume: "
+    assert last == (f"sweep sweep: 2 runs: 0 done, 0 fail, 2 paused; run the same command again to resume: "
                     f"{command_line([*args, 'time_limit_s=0.001'])}")
     assert run.main(args) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == ("sweep sweep: 2 runs: 2 done, 0 failed; next: python -m "
+    assert capsys.readouterr().out.splitlines()[-1] == ("sweep sweep: 2 runs: 2 done, 0 fail; next: python -m "
                                                         "resnet_ablate.report runs/sweep --out reports/sweep")
 
 
@@ -263,8 +264,9 @@ def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monk
     """Runs in a queued or running SLURM job are neither paused nor to be resumed: exit 0, follow with status."""
     monkeypatch.chdir(tmp_path)
     plan = expand(parse_launch([]), [*DONE, "seed=0,1"])
-    assert launcher._summary(plan, {}, {run_name(c): "running" for c in plan.cfgs}, "cmd") == 0
-    assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 failed, 2 queued or running; follow them with: "
+    live = {run_name(c): (State.QUEUED if c.seed else State.RUNNING, "") for c in plan.cfgs}
+    assert launcher._summary(plan, {}, live, "cmd") == 0
+    assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 fail, 1 queued, 1 running; follow them with: "
                                        "python -m resnet_ablate.status runs/sweep\n")
 
 
@@ -280,7 +282,7 @@ def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path,
     threading.Thread(target=interrupt, daemon=True).start()
     before = signal.getsignal(signal.SIGINT)
     assert run.main(args) == 75
-    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep sweep: 2 runs: 0 done, 0 failed, 1 paused, "
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep sweep: 2 runs: 0 done, 0 fail, 1 paused, "
                                                                "1 not started; run the same command again")
     assert signal.getsignal(signal.SIGINT) is before
 

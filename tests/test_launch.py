@@ -11,7 +11,7 @@ import torch
 from helpers import TINY, metrics, result, run_cli
 
 from resnet_ablate import run, status
-from resnet_ablate.sweeps.sweepfolder import read_sweep
+from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.sweeps.jobs import SweepJob
@@ -201,12 +201,12 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
     states = status.run_states(folder)
     assert states[run_name(ok)] == ("done", "")
     state, reason = states[bad]
-    assert state == "failed" and "RunCrashed: crashed 2 times, last: ChildCrashed: RuntimeError: boom" in reason
+    assert state == "crashed" and "RunCrashed: crashed 2 times, last: ChildCrashed: RuntimeError: boom" in reason
     state, reason = states[run_name(damaged)]
-    assert state == "failed" and "checkpoint.pt is damaged" in reason
+    assert state == "crashed" and "checkpoint.pt is damaged" in reason
 
 
-def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
+def test_status_counts_not_started_paused_and_done(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "seed=0,1,2", "time_limit_s=0.001", "sweep_dir=s"]) == 75  # paused runs: exit 75
     folder = tmp_path / "s"
@@ -216,8 +216,8 @@ def test_status_counts_pending_and_running(tmp_path, monkeypatch, capsys):
     SweepJob(max_retries=0)([parse([*DONE, "seed=2", f"runs_root={folder}"])])
     capsys.readouterr()
     assert status.main([str(folder)]) == 0
-    assert capsys.readouterr().out == f"{folder}: 3 runs: 1 pending, 0 running, 1 paused, 1 done, 0 failed, " \
-                                      f"0 damaged\n  paused {runs[1]}: launch the sweep again to resume\n"
+    assert capsys.readouterr().out == f"{folder}: 3 runs: 1 done, 0 fail, 1 paused, 1 not started\n  paused " \
+                                      f"{runs[1]}: launch the sweep again to resume\n"
 
 
 @pytest.mark.parametrize("args,message", [

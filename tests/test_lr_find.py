@@ -9,8 +9,7 @@ from helpers import TINY, run_cli
 from resnet_ablate.lr_find import RangeTest, range_test, split_args, suggest
 from resnet_ablate.registry import UsageError
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.state import RunState
-from resnet_ablate.training.trainer import data_key, load_data
+from resnet_ablate.training.state import build_state
 
 
 def test_range_test_writes_curve_suggestion_and_figure(tmp_path):
@@ -52,8 +51,7 @@ def test_cli_bad_key_exits_2(tmp_path):
 def test_each_step_trains_at_its_lr_of_the_range(tmp_path):
     """The recipe's schedule (lr 0.1 here) must not overwrite the range test's lr (it did before the fix)."""
     cfg = parse([*TINY, f"run_dir={tmp_path / 'r'}"])
-    cpu = torch.device("cpu")
-    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    state = build_state(cfg, torch.device("cpu"))
     seen = []
     step = state.step
     state.step = lambda: (seen.append(state.optimizer.param_groups[0]["lr"].item()), step())
@@ -64,8 +62,7 @@ def test_each_step_trains_at_its_lr_of_the_range(tmp_path):
 def test_range_test_prints_progress_every_heartbeat(tmp_path, capsys):
     """Minutes of range test on a CPU must not be silent: a line per heartbeat_s, as in training."""
     cfg = parse([*TINY, "heartbeat_s=0.000001", f"run_dir={tmp_path / 'r'}"])
-    cpu = torch.device("cpu")
-    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    state = build_state(cfg, torch.device("cpu"))
     capsys.readouterr()
     range_test(state, RangeTest(start_lr=1e-4, end_lr=1e-2, steps=4))
     lines = capsys.readouterr().out.splitlines()
@@ -76,8 +73,7 @@ def test_range_test_prints_progress_every_heartbeat(tmp_path, capsys):
 
 def test_range_test_is_quiet_with_heartbeat_off(tmp_path, capsys):
     cfg = parse([*TINY, "heartbeat_s=0", f"run_dir={tmp_path / 'r'}"])
-    cpu = torch.device("cpu")
-    state = RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    state = build_state(cfg, torch.device("cpu"))
     capsys.readouterr()
     range_test(state, RangeTest(steps=3))
     assert capsys.readouterr().out == ""

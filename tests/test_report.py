@@ -16,7 +16,7 @@ from scipy import stats
 
 from resnet_ablate import report
 from resnet_ablate.analysis import curves, figures, paper, scan
-from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
@@ -196,9 +196,9 @@ def test_broken_partial_and_running_folders_are_listed_and_skipped(runs, built):
     tiny = runs / "tiny"
     assert f"- paused (no result.json; iteration 10 of 10; nobody trains it; the same command resumes it): " \
            f"{tiny / 'identity_s5_running'}" in printed
-    assert f"- skipped, broken or partial: {tiny / 'broken_result'}: result.json is not valid JSON" in printed
-    assert f"- skipped, broken or partial: {tiny / 'partial'}: partial: no config.yaml" in printed
-    assert f"- skipped, broken or partial: {tiny / 'bad_config'}: config.yaml is not valid YAML" in printed
+    assert f"- damaged (skipped): {tiny / 'broken_result'}: result.json is damaged (not JSON: " in printed
+    assert f"- damaged (skipped): {tiny / 'partial'}: no config.yaml" in printed
+    assert f"- damaged (skipped): {tiny / 'bad_config'}: config.yaml is damaged (not valid YAML: " in printed
     assert printed.strip() == (out / "report.md").read_text().strip()
 
 
@@ -283,3 +283,15 @@ def test_runs_on_one_data_set_get_no_data_column_or_note(tmp_path):
     text = report.write_report(scan.scan(tmp_path / "runs"), tmp_path / "out", "table1", ("png",))
     assert "different data sets" not in text and "data=" not in text
     assert "data" not in pd.read_csv(next((tmp_path / "out").glob("*table1.csv"))).columns
+
+
+def test_an_imagenet_run_beside_cifar_runs_does_not_block_the_report(tmp_path, capsys):
+    """Defect 1 of issue 24: scan applied CIFAR's depth rule (6n+2 or 9n+2) to every run, so one `arch=imagenet
+    depth=18` run made the whole report exit 2. Each run's depth is the business of its own ARCHS entry."""
+    for seed, error in enumerate((6.5, 6.9)):
+        make_run_folder(tmp_path / "runs" / f"cifar_s{seed}", ["depth=110", f"seed={seed}"], "done", error)
+    make_run_folder(tmp_path / "runs" / "r18", ["arch=imagenet", "depth=18", "dataset=synthetic"], "done", 30.0)
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    rows = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if line.startswith("| original")]
+    assert any("| cifar " in r and "6.70 ± 0.28" in r and "6.61 (median of 5)" in r for r in rows)  # the paper's value
+    assert any("| imagenet " in r and "30.00" in r for r in rows)

@@ -18,8 +18,8 @@ import torch
 from helpers import TINY, cli_env, make_run_folder, write_fake_cifar
 
 from resnet_ablate import lr_find, report, run, status
-from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
-from resnet_ablate.training import runfolder as rf
+from resnet_ablate.folders.lock import FolderLock, holder
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import StopRequest, train
@@ -139,8 +139,8 @@ def test_second_trainer_is_refused_naming_the_owner_and_a_kill_frees_the_folder(
     finally:
         first.kill()
         first.wait()
-    assert rf.holder(folder) is None  # released by the kernel: no stale lock
-    rf.FolderLock.acquire(folder).release()
+    assert holder(folder) is None  # released by the kernel: no stale lock
+    FolderLock.acquire(folder).release()
 
 
 def test_launcher_skips_runs_another_process_trains(tmp_path, monkeypatch, capsys):
@@ -236,7 +236,7 @@ def test_report_lists_a_folder_with_a_damaged_line_and_goes_on(tmp_path, capsys)
     (bad / "metrics.jsonl").write_text("\n".join([lines[0], '{"epoch": 3}', *lines[1:]]) + "\n")
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
     out = capsys.readouterr().out
-    assert f"- skipped, broken or partial: {bad}: metrics.jsonl line 2 is damaged (a line without 'iteration')" in out
+    assert f"- damaged (skipped): {bad}: metrics.jsonl line 2 is damaged (a line without 'iteration')" in out
     assert f"{good['final_test_error']:.2f}" in out
 
 
@@ -324,7 +324,7 @@ def test_status_and_relaunch_list_a_corrupt_result_and_go_on(tmp_path, monkeypat
     capsys.readouterr()
     assert status.main(["s"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("s: 2 runs: 0 pending, 0 running, 0 paused, 1 done, 0 failed, 1 damaged\n")
+    assert out.startswith("s: 2 runs: 1 done, 0 fail, 1 damaged\n")
     assert f"  damaged {broken.name}: {broken / 'result.json'} is damaged (not JSON" in out
     assert run.main([*DONE, "seed=0,1,2", "sweep_dir=s"]) == 2
     captured = capsys.readouterr()
@@ -362,7 +362,7 @@ def test_status_and_report_tell_running_from_paused(tmp_path, monkeypatch, capsy
         capsys.readouterr()
         assert status.main(["s"]) == 0
         out = capsys.readouterr().out
-        assert out.startswith("s: 2 runs: 0 pending, 1 running, 1 paused, 0 done, 0 failed, 0 damaged\n")
+        assert out.startswith("s: 2 runs: 0 done, 0 fail, 1 paused, 1 running\n")
         assert f"  paused {names[1]}: launch the sweep again to resume" in out
         assert report.main(["s", "--out", "out"]) == 0
         printed = capsys.readouterr().out
@@ -422,5 +422,48 @@ def test_status_reads_submitit_results_without_running_code(tmp_path, capsys):
     (folder / ".submitit" / "7_0_result.pkl").write_bytes(pickle.dumps(("error", evil)))
     assert status.main([str(folder)]) == 0
     assert not evil.marker.exists()
-    assert "1 pending" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"{folder}: 1 run: 0 done, 0 fail, 1 not started\n"
 
+
+
+# 15. status answers from the folders alone, in the states' one vocabulary, without loading torch.
+
+STATUS_WITHOUT_TORCH = ("import sys, resnet_ablate.status as s; code = s.main(sys.argv[1:]); "
+                        "assert 'torch' not in sys.modules, 'status imported torch'; sys.exit(code)")
+
+
+def test_status_names_every_state_of_a_hand_made_sweep_without_importing_torch(tmp_path):
+    folder = tmp_path / "s"
+    names = ("done", "fail", "crashed", "paused", "fresh", "missing", "running", "bad_result", "bad_config")
+    write_sweep(SweepRecord(folder, "s", runs=names))
+    for name in (n for n in names if n != "missing"):  # "missing": named in sweep.yaml, no folder yet
+        (folder / name).mkdir()
+        (folder / name / "config.yaml").write_text("depth: 20\nseed: 0\n")
+    (folder / "done" / "result.json").write_text('{"status": "done", "final_test_error": 7.0}')
+    (folder / "fail" / "result.json").write_text('{"status": "fail", "reason": "diverged: training loss is nan"}')
+    for name in ("crashed", "paused"):
+        (folder / name / "checkpoint.pt").write_bytes(b"a checkpoint")
+    (folder / "bad_result" / "result.json").write_text('{"status": "do')
+    (folder / "bad_config" / "config.yaml").write_text("depth: [1\n")
+    (folder / ".submitit").mkdir()
+    (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "launcher": "local", "runs": ["crashed"]}\n')
+    (folder / ".submitit" / "7_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback\nRuntimeError: boom\n")))
+    fd = _hold_lock(folder / "running")
+    try:
+        proc = subprocess.run([sys.executable, "-c", STATUS_WITHOUT_TORCH, str(folder)], capture_output=True,
+                              text=True, env=cli_env(), timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"{folder}: 9 runs: 1 done, 1 fail, 1 crashed, 1 paused, 2 not started, 1 running, 2 damaged"
+    assert lines[1:4] == ["  fail fail: diverged: training loss is nan",
+                          "  crashed crashed: job 7: RuntimeError: boom; resumable from its checkpoint: launch the "
+                          "sweep again",
+                          "  paused paused: launch the sweep again to resume"]
+    assert lines[4].startswith(f"  damaged bad_result: {folder / 'bad_result' / 'result.json'} is damaged (not JSON")
+    assert lines[5].startswith(f"  damaged bad_config: {folder / 'bad_config' / 'config.yaml'} is damaged (not valid "
+                               f"YAML") and len(lines) == 6
+    helped = subprocess.run([sys.executable, "-c", STATUS_WITHOUT_TORCH, "--help"], capture_output=True, text=True,
+                            env=cli_env(), timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m resnet_ablate.status"), helped.stderr

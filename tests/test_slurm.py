@@ -20,9 +20,10 @@ import pytest
 from helpers import REPO, TINY, merged, metrics, result, run_cli
 
 from resnet_ablate import status
-from resnet_ablate.sweeps.jobs import ended_cause
-from resnet_ablate.sweeps.sweepfolder import SweepRecord, write_sweep
-from resnet_ablate.training import runfolder as rf
+from resnet_ablate.folders import runfolder as rf
+from resnet_ablate.folders.jobstate import ended_cause
+from resnet_ablate.folders.lock import holder
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
@@ -110,7 +111,7 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
         res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json").read_text())
         assert res["status"] == "done" and res["iterations"] == 30
     shown = run_cli(str(folder), cwd=tmp_path, module="resnet_ablate.status")
-    assert shown.stdout == f"{folder}: 2 runs: 0 pending, 0 running, 0 paused, 2 done, 0 failed, 0 damaged\n"
+    assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in again.stdout
@@ -146,8 +147,8 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
 
 def _trainer(run: Path) -> int:
     """The pid of the process training `run` (from its lock), once one does."""
-    _wait(lambda: rf.holder(run) and len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to train")
-    return rf.holder(run)["pid"]
+    _wait(lambda: holder(run) and len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to train")
+    return holder(run)["pid"]
 
 
 def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, tmp_path, monkeypatch):
@@ -165,7 +166,7 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
                       if line.startswith("PPid:")))
     os.kill(parent, signal.SIGKILL)
     os.kill(child, signal.SIGKILL)
-    _wait(lambda: status.run_states(folder)[runs[1].name][0] == "failed", "the killed job to be reported")
+    _wait(lambda: status.run_states(folder)[runs[1].name][0] == "crashed", "the killed job to be reported")
     _wait(lambda: (runs[0] / "result.json").is_file(), "the retried run to finish")
     log = (folder / ".submitit" / f"{ids[0]}_0_log.err").read_text()
     assert "ChildCrashed: the training process was killed by SIGKILL (the out-of-memory killer, or a kill -9); " \
@@ -257,10 +258,10 @@ esac
 
 @pytest.mark.parametrize("job,state,rows,pickled,expected", [
     ("9001", "FAILED", "'9001|FAILED|9:0' '9001.batch|FAILED|9:0' '9001.0|CANCELLED|0:9'", None,
-     ("failed", "job 9001 ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9); its log says: "
+     ("crashed", "job 9001 ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9); its log says: "
                 "srun: error: vm: task 0: Killed; resumable from its checkpoint: launch the sweep again")),
     ("9002", "OUT_OF_MEMORY", "'9002|OUT_OF_MEMORY|0:125' '9002.0|OUT_OF_MEMORY|0:125'", None,
-     ("failed", "job 9002 ended OUT_OF_MEMORY: out of memory; its log says: srun: error: vm: task 0: Killed; "
+     ("crashed", "job 9002 ended OUT_OF_MEMORY: out of memory; its log says: srun: error: vm: task 0: Killed; "
                 "resumable from its checkpoint: launch the sweep again")),
     ("9003", "TIMEOUT", "'9003|TIMEOUT|0:0' '9003.batch|CANCELLED|0:15'", None,
      ("paused", "job 9003 ended at its time limit; launch the sweep again to resume (or raise slurm.time)")),

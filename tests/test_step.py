@@ -8,14 +8,12 @@ from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
 from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
 from resnet_ablate.training.optim import lr_at, param_groups
-from resnet_ablate.training.state import RunState
-from resnet_ablate.training.trainer import data_key, load_data, train
+from resnet_ablate.training.state import RunState, build_state
+from resnet_ablate.training.trainer import train
 
 
 def _run(args: list[str]) -> RunState:
-    cfg = parse(args)
-    cpu = torch.device("cpu")
-    return RunState(cfg, load_data([cfg], cpu)[data_key(cfg)], cpu, "fp32")
+    return build_state(parse(args), torch.device("cpu"))
 
 
 def _weights(run: RunState) -> list[torch.Tensor]:

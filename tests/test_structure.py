@@ -50,3 +50,31 @@ def test_no_import_circles():
 
     circles = sorted(m for m in graph if m in reach(m))
     assert circles == []
+
+
+def _third_party(path: Path) -> set[str]:
+    """The top-level names of the packages outside this one that `path` imports (anywhere in it)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"resnet_ablate"}
+
+
+def test_the_folder_formats_and_status_import_no_torch_nor_training_models_or_sweeps():
+    """What `status` needs (the folder formats, the states, the job records) loads in a blink: it reaches no
+    module that imports torch, and none of the packages that do (training, models, sweeps, analysis)."""
+    graph = {m: _imports(p) for m, p in MODULES.items()}
+    reached, todo = {"resnet_ablate.status"}, ["resnet_ablate.status"]
+    todo += [m for m in MODULES if m.startswith("resnet_ablate.folders")]
+    reached |= set(todo)
+    while todo:
+        for nxt in graph[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    heavy = ("resnet_ablate.training", "resnet_ablate.models", "resnet_ablate.sweeps", "resnet_ablate.analysis")
+    assert sorted(m for m in reached if m.startswith(heavy)) == []
+    assert sorted(m for m in reached if {"torch", "torchvision", "numpy"} & _third_party(MODULES[m])) == []
+    assert "resnet_ablate.folders.runfolder" in reached and "resnet_ablate.folders.jobstate" in reached

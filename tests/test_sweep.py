@@ -10,7 +10,7 @@ from helpers import TINY, merged, run_cli
 from scipy import stats
 
 from resnet_ablate import report, run
-from resnet_ablate.sweeps.sweepfolder import read_sweep
+from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand

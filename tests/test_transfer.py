@@ -13,7 +13,7 @@ from resnet_ablate.training import data as datamod
 from resnet_ablate.training.parse import parse
 from resnet_ablate.models.imagenet import to_torchvision
 from resnet_ablate.registry import UsageError
-from resnet_ablate.training.state import RunState
+from resnet_ablate.training.state import build_state
 from resnet_ablate.training.evaluate import evaluate
 from resnet_ablate.training.trainer import train
 from resnet_ablate.models.transfer import read_state_dict
@@ -116,7 +116,7 @@ def imagenet_run(tmp_path, *overrides):
     cfg = parse(["dataset=folder", f"data_dir={tmp_path / 'tree'}", "arch=imagenet", "depth=18", "image_size=64",
                  *FAST, f"run_dir={tmp_path / 'run'}", *overrides])
     data = datamod.load("folder", tmp_path / "tree", False, "channel", 0, 0, 64)
-    return RunState(cfg, data, torch.device("cpu"), "fp32")
+    return build_state(cfg, torch.device("cpu"), data=data)
 
 
 @pytest.fixture

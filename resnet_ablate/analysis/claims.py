@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from ..folders import runfolder as rf
+from ..folders.states import State
 from ..registry import UsageError
 from ..sweeps import cost
 from ..sweeps.claimspec import COUNTING, METRICS, RECIPE, Arm, Claim, same_value
 from ..sweeps.plancost import SPEED_TABLES
 from ..sweeps.settings import available
 from ..sweeps.specs import load_spec
-from ..training import runfolder as rf
 from ..training.config import defaults
 from . import paper
 from .claimstats import (LEVEL, MAX_SEEDS, Link, Verdict, combine, count_link, rank_link, smallest_count_n,
@@ -72,7 +73,7 @@ def spec_claims() -> tuple[list[Claim], list[str]]:
 
 def metric_value(run, metric: str) -> float | None:
     """A finished run's value of `metric` (None: not recorded); a failed run is +inf for error metrics."""
-    if METRICS[metric][1] and run.status == "fail":
+    if METRICS[metric][1] and run.status == State.FAIL:
         return math.inf
     if metric in ("test_error", "train_error"):
         value = run.result.get(f"final_{metric}")
@@ -184,9 +185,9 @@ def _count(claim: Claim, a: ArmRuns) -> int:
 
 def _satisfying(claim: Claim, a: ArmRuns) -> int:
     if claim.kind == "fails":
-        return sum(r.status == "fail" for r in a.runs())
+        return sum(r.status == State.FAIL for r in a.runs())
     if claim.kind == "trains":
-        return sum(r.status == "done" for r in a.runs())
+        return sum(r.status == State.DONE for r in a.runs())
     low, high = claim.bounds
     return sum(low <= v <= high for v in a.values)
 

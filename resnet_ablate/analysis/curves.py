@@ -10,7 +10,7 @@ from typing import Callable
 import pandas as pd
 from scipy import stats
 
-from ..training import runfolder as rf
+from ..folders import runfolder as rf
 from . import figures
 from .scan import SeedGroup, contexts, model_variant, shortcut_params, sort_key, variant_label, varying
 from .tables import PAPER_ITERATIONS, schedule

@@ -1,6 +1,6 @@
 """Reading run folders for the report: every run folder under a root with the nearest sweep.yaml above it,
-its settings (the identity config keys but the seed) and result; broken and partial folders listed with
-the reason. Then the runs grouped by settings, and the statistics the tables use.
+its settings (the identity config keys but the seed), state and result; damaged folders listed with the
+reason. Then the runs grouped by settings, and the statistics the tables use.
 
 Shared by tables, figures and the sweep view: the group settings (`group_keys`, `shortcut_params`,
 `model_variant`: functions, since registering a shortcut adds keys), labels of a group's settings, and how
@@ -8,28 +8,25 @@ groups split into contexts that a table or figure compares within.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import yaml
 from scipy import stats
 
-from ..models.cifar import resolve_block, resolve_downsample
+from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS, shortcut_parameters
 from ..models.units import UNITS
-from ..registry import UsageError, first_line
-from ..sweeps.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
-from ..training import runfolder as rf
+from ..registry import UsageError
+from ..folders import runfolder as rf
+from ..folders.lock import holder
+from ..folders.states import FINISHED, State
+from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
 from ..training.config import defaults, fields, shortcut_keys
-
-RUN_FILES = {rf.CONFIG, rf.METRICS, rf.PROBES, rf.CHECKPOINT, rf.RESULT}
-_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 DATA = "data"  # the pseudo-setting for the data a run trained on (see `data_of`)
@@ -64,37 +61,30 @@ def model_variant() -> tuple[str, ...]:
 
 
 class Broken(Exception):
-    """A run folder or sweep.yaml that cannot be read: reported by path and skipped."""
+    """A run folder or sweep.yaml that cannot be read (damaged): reported by path and skipped."""
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run folder: its group settings, seed, status (done | fail, or unfinished: running while a process
-    holds its lock, else paused) and result.json (for a running run: the lock's owner record)."""
+    """One run folder: its group settings, seed, state (done or fail; else running, paused or not started, as
+    `runfolder.folder_state` says) and result.json (for a running run: the lock's owner record)."""
 
     path: Path
     settings: dict[str, Any]
     seed: int
-    status: str
+    status: State
     result: dict[str, Any]
     sweep: SweepRecord | None
 
 
 @dataclass
 class Scan:
-    """Everything found under a folder: readable runs, broken folders, and sweep runs not started."""
+    """Everything found under a folder: readable runs, damaged folders (`broken`), and sweep runs with no folder."""
 
     root: Path
     runs: list[RunRecord] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
-
-
-def _yaml(path: Path) -> Any:
-    try:
-        return yaml.load(path.read_text(), Loader=_YAML)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise Broken(f"{path.name} is not valid YAML ({first_line(e)})") from e
 
 
 def _typed(key: str, value: Any, default: Any) -> Any:
@@ -127,35 +117,31 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if k in params and k not in own else v) for k, v in out.items()}
 
 
-def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
-    """A run folder, or Broken with the reason it cannot be read."""
-    if not (folder / rf.CONFIG).is_file():
-        raise Broken("partial: no config.yaml")
-    config = _yaml(folder / rf.CONFIG)
-    if not isinstance(config, dict):
-        raise Broken("config.yaml is not a mapping")
-    settings, seed = settings_of(config), _typed("seed", config.get("seed", 0), 0)
-    try:  # the curves read these lines later: a damaged one lists the folder here instead
-        for name in (rf.METRICS, rf.PROBES):
-            rf.read_jsonl(folder / name)
+def _read(folder: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, with its Damaged line (less the folder's path) as Broken."""
+    try:
+        return read()
     except rf.Damaged as e:
         raise Broken(str(e).removeprefix(f"{folder}/")) from e
-    if not (folder / rf.RESULT).is_file():
-        who = rf.holder(folder)
-        return RunRecord(folder, {**settings, DATA: ""}, seed, "running" if who is not None else "paused", who or {},
-                         sweep)
-    try:
-        result = json.loads((folder / rf.RESULT).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise Broken(f"result.json is not valid JSON ({e})") from e
-    status = result.get("status") if isinstance(result, dict) else None
-    if status not in rf.FINISHED:
-        raise Broken(f"result.json: status {status!r} is neither done nor fail")
-    error = result.get("final_test_error")
-    if status == "done" and not (isinstance(error, (int, float)) and math.isfinite(error)):
-        raise Broken(f"result.json: status done without a final_test_error ({error!r})")
-    return RunRecord(folder, {**settings, DATA: data_of(result)}, seed, status, result, sweep)
 
+
+def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
+    """A run folder, or Broken with the reason it cannot be read."""
+    config = _read(folder, lambda: rf.read_config_mapping(folder))
+    if config is None:
+        raise Broken("no config.yaml")
+    settings, seed = settings_of(config), _typed("seed", config.get("seed", 0), 0)
+    for name in (rf.METRICS, rf.PROBES):  # the curves read these lines later: a damaged one lists the folder here
+        _read(folder, lambda: rf.read_jsonl(folder / name))
+    result = _read(folder, lambda: rf.read_result(folder))
+    if result is None:
+        state, _ = rf.folder_state(folder)
+        who = holder(folder) if state is State.RUNNING else None
+        return RunRecord(folder, {**settings, DATA: ""}, seed, state, who or {}, sweep)
+    error = result.get("final_test_error")
+    if result["status"] == State.DONE and not (isinstance(error, (int, float)) and math.isfinite(error)):
+        raise Broken(f"result.json: status done without a final_test_error ({error!r})")
+    return RunRecord(folder, {**settings, DATA: data_of(result)}, seed, State(result["status"]), result, sweep)
 
 
 def scan(root: Path) -> Scan:
@@ -172,7 +158,7 @@ def scan(root: Path) -> Scan:
                 sweeps[here] = read_sweep(here)
             except SweepFileError as e:
                 found.broken.append((here / SWEEP_FILE, str(e).removeprefix(f"{here / SWEEP_FILE}: ")))
-        if RUN_FILES & set(files):
+        if set(rf.RUN_FILES) & set(files):
             dirs.clear()
             sweep = next((sweeps[p] for p in (here, *here.parents) if p in sweeps), None)
             try:
@@ -211,7 +197,7 @@ class SeedGroup:
 def group_by_settings(runs: list[RunRecord]) -> list[SeedGroup]:
     """Finished runs grouped by settings, each group's runs sorted by seed."""
     groups: dict[tuple, SeedGroup] = {}
-    for run in sorted((r for r in runs if r.status in rf.FINISHED), key=lambda r: (str(r.path), r.seed)):
+    for run in sorted((r for r in runs if r.status in FINISHED), key=lambda r: (str(r.path), r.seed)):
         groups.setdefault(tuple(run.settings.items()), SeedGroup(run.settings, [])).runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)
@@ -229,10 +215,15 @@ def welch_p(values: list[float], baseline: list[float]) -> float | None:
 
 
 def papers_architecture(settings: dict[str, Any]) -> bool:
-    """Whether block and downsample are the papers' choice for the depth (else no paper value applies)."""
-    block = resolve_block(settings["depth"], "auto")
-    return resolve_block(settings["depth"], settings["block"]) == block and \
-        resolve_downsample(block, settings["downsample"]) == resolve_downsample(block)
+    """Whether block and downsample are the papers' choice for the depth (else no paper value applies), as the
+    run's own layout (`ARCHS`) resolves them: each layout has its own depths (CIFAR 6n+2, ImageNet 18, 34, ...)."""
+    layout = ARCHS.get(settings["arch"])
+    try:
+        block = layout.resolve_block(settings["depth"], "auto")
+        return layout.resolve_block(settings["depth"], settings["block"]) == block and \
+            layout.resolve_downsample(block, settings["downsample"]) == layout.resolve_downsample(block, "auto")
+    except UsageError:  # settings no net of this layout has (a hand-edited config.yaml): no paper value
+        return False
 
 
 def num(v: Any) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..sweeps.sweepfolder import SweepRecord
+from ..folders.sweepfolder import SweepRecord
 from . import figures
 from .curves import curve_frame
 from .scan import SeedGroup, cell, group_keys, varying

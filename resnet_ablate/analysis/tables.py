@@ -12,8 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..sweeps.sweepfolder import LAYOUTS as SWEEP_LAYOUTS
-from ..sweeps.sweepfolder import SweepRecord
+from ..folders.sweepfolder import LAYOUTS as SWEEP_LAYOUTS
+from ..folders.sweepfolder import SweepRecord
 from ..training.config import defaults
 from ..training.recipes import RECIPES, train_images
 from . import paper

@@ -1,6 +1,6 @@
 """Jobs: the submitit job that trains a batch of runs (with the trainer's signal hand-over and crash
-retries, in a child process it watches), the executors for launcher=local|slurm|debug, the record of which
-job trains which runs, the SLURM states of those jobs and why one ended."""
+retries, in a child process it watches), the executors for launcher=local|slurm|debug, and the record of which
+job trains which runs. What became of a job (SLURM's states, why one ended) is `folders/jobstate.py`'s."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -16,15 +15,15 @@ from typing import Any, Iterator
 
 import submitit
 
-from .. import safepickle
+from ..folders.jobstate import killed_by, last_line
+from ..folders.sweepfolder import SUBMITIT_DIR, append_job
 from ..registry import UsageError, first_line
 from ..training.config import Config, run_name
-from ..training.trainer import StopRequest, train
+from ..training.signals import StopRequest
+from ..training.trainer import train
 from .settings import Launch
-from .sweepfolder import SUBMITIT_DIR, append_job
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # local jobs have no scheduler limit; submitit's default is 2 minutes
-LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
 
 
 class RunCrashed(RuntimeError):
@@ -132,15 +131,6 @@ def train_isolated(cfgs: list[Config], stop: StopRequest) -> list[dict]:
     return value
 
 
-def killed_by(number: int) -> str:
-    """'killed by SIGNAME', with the usual culprit of a SIGKILL."""
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = f"signal {number}"
-    return f"killed by {name}" + (" (the out-of-memory killer, or a kill -9)" if number == signal.SIGKILL else "")
-
-
 def _death(exitcode: int | None) -> str:
     """Why a child ended without a word: its signal or its exit code."""
     if exitcode is not None and exitcode < 0:
@@ -182,54 +172,6 @@ def record_jobs(folder: Path, launcher: str, jobs: list[Any], batches: list[list
         append_job(folder, job.job_id, launcher, [run_name(c) for c in batch])
 
 
-def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
-    """SLURM state (sacct, through submitit) of each SLURM job among `records`, by job id."""
-    ids = sorted({r["job_id"] for r in records if r["launcher"] == "slurm"})
-    if not ids or shutil.which("sacct") is None:
-        return {}
-    jobs = [submitit.SlurmJob(folder=folder / SUBMITIT_DIR, job_id=i) for i in ids]
-    jobs[0].watcher.update()  # one sacct call for all of them
-    return {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
-
-
-def ended_cause(job_id: str) -> str:
-    """Why a SLURM job that wrote no result ended, in words, from sacct's states and exit codes of the job and
-    its steps: out of memory, time limit, killed by a signal, cancelled, node failure, or an exit code."""
-    try:
-        out = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State,ExitCode", "-P", "-n"], capture_output=True,
-                             text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
-    states = {state.split()[0] for _, state, _ in rows if state}
-    codes = [tuple(int(x) for x in code.split(":")) for _, _, code in rows if code.replace(":", "").isdigit()]
-    signals = sorted({sig for _, sig in codes if sig}, key=lambda n: n != signal.SIGKILL)
-    if "OUT_OF_MEMORY" in states:
-        return "out of memory"
-    if "TIMEOUT" in states:
-        return "time limit"
-    if signals:
-        return killed_by(signals[0])
-    for state, words in (("NODE_FAIL", "node failure"), ("CANCELLED", "cancelled (scancel)")):
-        if state in states:
-            return words
-    exits = sorted({code for code, _ in codes if code})
-    return f"exit code {exits[-1]}" if exits else ""
-
-
-def read_outcome(path: Path) -> tuple[str, Any]:
-    """A submitit result file's (outcome, value) without running code: only plain data is unpickled (a
-    sweep folder may come from someone else); ('unreadable', why) for anything else."""
-    try:
-        with open(path, "rb") as f:
-            data = safepickle.load(f)
-    except Exception as e:  # noqa: BLE001 - a foreign or torn file: any unpickling error
-        return "unreadable", f"{type(e).__name__}: {first_line(e)}"
-    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], str)):
-        return "unreadable", "not a submitit result"
-    return data
-
-
 def outcome(job: Any) -> str | None:
     """Wait for a submitit job; its crash reason, or None."""
     try:
@@ -237,10 +179,3 @@ def outcome(job: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - submitit wraps the job's exception with its traceback
         return last_line(str(e))
     return None
-
-
-def last_line(text: str) -> str:
-    """The error line of a traceback (the last line naming an exception), else its last non-empty line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Crashed", "Exception"))]
-    return (errors or lines or [""])[-1]

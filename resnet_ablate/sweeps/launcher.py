@@ -10,17 +10,20 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..cli import EXIT_CRASHED, EXIT_PAUSED, EXIT_USAGE
+from ..folders import runfolder as rf
+from ..folders.jobstate import live_state, slurm_states
+from ..folders.lock import describe, holder
+from ..folders.states import State, tally
+from ..folders.sweepfolder import latest_jobs, write_sweep
 from ..registry import UsageError, closest, unknown
-from ..training import runfolder as rf
 from ..training.config import Config, fields, run_dir, run_name
-from ..training.trainer import check_inputs
+from ..training.runtime import prepare_inputs
 from ..training.writer import check_settings, read_config
-from .jobs import LIVE_STATES, RunCrashed, SweepJob, executor, outcome, record_jobs, slurm_states
+from .jobs import RunCrashed, SweepJob, executor, outcome, record_jobs
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, pack, parse_distribution
-from .sweepfolder import latest_jobs, write_sweep
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -73,10 +76,11 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
     return OmegaConf.to_object(conf)  # type: ignore[return-value]
 
 
-def finished(cfg: Config, quiet: bool = False) -> str | None:
-    """'done' or 'fail' for a run whose folder holds it finished with these settings, 'damaged' for a folder
-    whose result.json or config.yaml cannot be read, else None. A folder of other settings is refused; one
-    trained from another data_dir or init file is left to the trainer, which compares the data themselves."""
+def result_state(cfg: Config, quiet: bool = False) -> State | None:
+    """done or fail for a run whose folder holds it finished with these settings, damaged for a folder whose
+    result.json or config.yaml cannot be read (said on stderr unless `quiet`), else None. A folder of other
+    settings is refused; one trained from another data_dir or init file is left to the trainer, which compares
+    the data themselves."""
     folder = run_dir(cfg)
     try:
         check_settings(folder, cfg)
@@ -85,10 +89,10 @@ def finished(cfg: Config, quiet: bool = False) -> str | None:
     except rf.Damaged as e:
         if not quiet:
             print(f"damaged, skipped: {e}", file=sys.stderr, flush=True)
-        return "damaged"
+        return State.DAMAGED
     if result is None or saved is None or (saved.data_dir, saved.init) != (cfg.data_dir, cfg.init):
         return None
-    return result["status"]
+    return State(result["status"])
 
 
 def launch_main(launch_overrides: list[str], run_overrides: list[str], command: str) -> int:
@@ -98,17 +102,18 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     plan = expand(launch, run_overrides)
     for note in plan.notes:
         print(note, flush=True)
-    states = {run_name(c): finished(c) for c in plan.cfgs}
+    states = {run_name(c): result_state(c) for c in plan.cfgs}
     live = _live_runs(plan.folder, [c for c in plan.cfgs if states[run_name(c)] is None])
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
     _announce(launch, plan, states, live, todo)
     print(cost_line(todo, launch), flush=True)
-    damaged = EXIT_USAGE if "damaged" in states.values() else 0
+    damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0
     if launch.dry_run:
         for name, state in states.items():
-            print(f"  {state or live.get(name) or '-':<8} {name}")
+            shown = state or (live[name][1] if name in live else "-")
+            print(f"  {shown!s:<8} {name}")
         return 0
-    check_inputs(todo)
+    prepare_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
     write_sweep(plan.record(command, launch.launcher))
     batches = pack(todo, launch.runs_per_job)
@@ -132,14 +137,15 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     return _summary(plan, crashed, live, command) or damaged
 
 
-def _announce(launch: Launch, plan: SweepPlan, states: dict[str, str | None], live: dict[str, str],
+def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], live: dict[str, tuple[State, str]],
               todo: list[Config]) -> None:
-    """The sweep's header line (what is finished, live, to run), and a note when SLURM jobs get no GPU."""
+    """The sweep's header line (how many are finished, live (queued or running), to run, damaged), and a note
+    when SLURM jobs get no GPU."""
     trials = f", {plan.search['trials']} random trials (seed {plan.search['seed']})" if plan.search else ""
     layout = f", layout {plan.layout}" if plan.layout else ""
-    damaged = sum(s == "damaged" for s in states.values())
+    damaged = sum(s is State.DAMAGED for s in states.values())
     print(f"sweep {plan.name} (budget {plan.budget}{layout}{trials}): {len(plan.cfgs)} runs in "
-          f"{plan.folder}; {sum(s in rf.FINISHED for s in states.values())} finished, {len(live)} queued or "
+          f"{plan.folder}; {sum(bool(s and s.finished) for s in states.values())} finished, {len(live)} queued or "
           f"running, {len(todo)} to run" + (f", {damaged} damaged (skipped, see above)" if damaged else ""),
           flush=True)
     if launch.launcher == "slurm" and todo and not launch.slurm.gpus_per_task:
@@ -147,17 +153,18 @@ def _announce(launch: Launch, plan: SweepPlan, states: dict[str, str | None], li
               "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
 
 
-def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, str]:
-    """Runs that are live, with that state: trained now by any process (the folder's lock is held; whatever
-    launched it), or whose latest SLURM job is still queued or running. Never started twice."""
+def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, tuple[State, str]]:
+    """Runs that are live, with that state (queued or running) and it in words: trained now by any process (the
+    folder's lock is held; whatever launched it: 'running (pid ...)'), or whose latest SLURM job is still queued
+    or running. Never started twice."""
     latest = latest_jobs(folder)
     states = slurm_states(list(latest.values()), folder)
-    live = {run: states[r["job_id"]].lower() for run, r in latest.items()
-            if states.get(r["job_id"], "").upper() in LIVE_STATES}
+    live = {run: (state, str(state)) for run, r in latest.items()
+            if (state := live_state(states.get(r["job_id"], ""))) is not None}
     for cfg in unfinished:
-        who = rf.holder(run_dir(cfg))
+        who = holder(run_dir(cfg))
         if who is not None:
-            live[run_name(cfg)] = f"running ({rf.describe(who)})"
+            live[run_name(cfg)] = State.RUNNING, f"running ({describe(who)})"
     return live
 
 
@@ -171,7 +178,8 @@ def _run_inline(job: SweepJob, batches: list[list[Config]]) -> dict[str, str]:
         except RunCrashed as e:
             crashed.update({run_name(c): str(e) for c in batch})
             continue
-        if any(s["status"] == "paused" and not str(s.get("reason", "")).startswith("time_limit_s") for s in summaries):
+        if any(s["status"] == State.PAUSED and not str(s.get("reason", "")).startswith("time_limit_s")
+               for s in summaries):
             break
     return crashed
 
@@ -181,37 +189,33 @@ def _crashes(outcomes: list[str | None], batches: list[list[Config]]) -> dict[st
     return {run_name(c): reason for reason, batch in zip(outcomes, batches) if reason for c in batch}
 
 
-def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, str], command: str) -> int:
-    """Print the crashed runs and the sweep's one summary line (where every run stands, what to run next);
-    return the exit code: 1 if a run crashed, 75 if some are unfinished (and not in a live SLURM job), else 0."""
+def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, tuple[State, str]], command: str) -> int:
+    """Print the crashed runs and the sweep's one summary line (how many runs are in each state, what to run
+    next); return the exit code: 1 if a run crashed, 75 if some are to run (and not live), else 0."""
     for name, reason in crashed.items():
         print(f"crashed: {name}: {reason}", file=sys.stderr)
-    counts = dict.fromkeys(("done", "failed", "crashed", "paused", "not started", "queued or running", "damaged"), 0)
-    for cfg in plan.cfgs:
-        counts[_where(cfg, crashed, live)] += 1
-    unfinished = counts["crashed"] + counts["paused"] + counts["not started"]
-    if unfinished:
+    states = [_where(cfg, crashed, live) for cfg in plan.cfgs]
+    if any(s.to_run for s in states):
         after = f"run the same command again to resume: {command}"
-    elif counts["queued or running"]:
+    elif any(s.live for s in states):
         after = f"follow them with: python -m resnet_ablate.status {plan.folder}"
     else:
         after = f"next: python -m resnet_ablate.report {plan.folder} --out reports/{plan.folder.name}"
-    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("done", "failed"))
-    print(f"sweep {plan.name}: {len(plan.cfgs)} runs: {shown}; {after}", flush=True)
-    return EXIT_CRASHED if counts["crashed"] else EXIT_PAUSED if unfinished else 0
+    print(f"sweep {plan.name}: {tally(states)}; {after}", flush=True)
+    return EXIT_CRASHED if State.CRASHED in states else EXIT_PAUSED if any(s.to_run for s in states) else 0
 
 
-def _where(cfg: Config, crashed: dict[str, str], live: dict[str, str]) -> str:
-    """A run after a launch: done, failed (result.json fail), damaged, crashed, queued or running (a live job),
-    paused (a checkpoint) or not started."""
-    state = finished(cfg, quiet=True)
+def _where(cfg: Config, crashed: dict[str, str], live: dict[str, tuple[State, str]]) -> State:
+    """Where a run stands after a launch: done, fail or damaged (its folder), crashed (its job, in this
+    launch), queued or running (a live job), paused (a checkpoint) or not started."""
+    state = result_state(cfg, quiet=True)
     if state is not None:
-        return {"done": "done", "fail": "failed"}.get(state, state)
+        return state
     if run_name(cfg) in crashed:
-        return "crashed"
+        return State.CRASHED
     if run_name(cfg) in live:
-        return "queued or running"
-    return "paused" if (run_dir(cfg) / rf.CHECKPOINT).is_file() else "not started"
+        return live[run_name(cfg)][0]
+    return State.PAUSED if (run_dir(cfg) / rf.CHECKPOINT).is_file() else State.NOT_STARTED
 
 
 def command_line(argv: list[str]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..training import runfolder as rf
+from ..folders import runfolder as rf
 from ..training.config import Config, run_dir
 from . import cost
 from .settings import SOURCE, Launch

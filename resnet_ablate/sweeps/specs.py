@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from ..folders import runfolder as rf
+from ..folders.sweepfolder import LAYOUTS, SweepRecord
 from ..registry import UsageError, closest, unknown
-from ..training import runfolder as rf
 from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
 from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
-from .sweepfolder import LAYOUTS, SweepRecord
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")

@@ -1,2 +1,3 @@
-"""Training: the config and its parsing, data, the run folder, one run's state and writer, the step (eager or
-CUDA graph) and the loop that drives packed runs."""
+"""Training: the config and its parsing, data, one run's state (`state.build_state`) and its checkpoint, the
+process's set-up (`runtime`) and stop requests (`signals`), the writer of a run folder, the step (eager or CUDA
+graph), a run's life (`lifecycle`) and the loop that drives packed runs (`trainer`)."""

@@ -1,9 +1,11 @@
 """What a training process says while it works, so a working run never looks like a hung one: start-up lines
-(device and threads, precision and step kind, the data, each run's size, folder and settings), a heartbeat
-line every `heartbeat_s` seconds between evaluations, and a note when the run would take more than a day.
+(device and threads, precision and step kind, the data, each run's size, folder and settings), the line of
+each evaluation, a heartbeat line every `heartbeat_s` seconds between evaluations, and a note when the run
+would take more than a day. Every progress line (these two and the lr range test's) ends the same way
+(`progress_line`): '| 512 img/s | 0:01:40 elapsed, ETA 0:20:00'.
 
 Every line is a whole line, flushed at once, with no carriage returns: it reads the same in a terminal and in
-a SLURM log file. The evaluation lines themselves are the writer's (`writer.py`).
+a SLURM log file.
 """
 from __future__ import annotations
 
@@ -16,10 +18,9 @@ import torch
 
 from .config import Config, defaults, fields
 from .data import Data
-from .writer import duration
 
 if TYPE_CHECKING:
-    from .trainer import TrainingRun
+    from .lifecycle import TrainingRun
 
 DAY_S = 86400.0
 ESTIMATE_FROM, ESTIMATE_TO = 10, 40  # the over-a-day estimate times these iterations after the (re)start
@@ -27,6 +28,31 @@ ESTIMATE_FROM, ESTIMATE_TO = 10, 40  # the over-a-day estimate times these itera
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """'1:02:03' (hours unbounded)."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def progress_line(parts: list[str], images_per_s: float, elapsed: float, left: float) -> str:
+    """`parts`, the speed and the times, joined by ' | ': 'it 10/30 lr 0.1 | 512 img/s | 0:00:10 elapsed, ETA
+    0:00:20'."""
+    return " | ".join([*parts, f"{images_per_s:.0f} img/s", f"{duration(elapsed)} elapsed, ETA {duration(left)}"])
+
+
+def metrics_line(name: str, row: dict, iterations: int, elapsed: float, left: float) -> str:
+    """An evaluation's line: '[name] it 10/30 lr 0.1 | train loss 2.3026 err 90.00% | test loss ... | img/s ...'."""
+    return progress_line([f"[{name}] it {row['iteration']}/{iterations} lr {row['lr']:.4g}",
+                          f"train loss {_loss(row['train_loss'])} err {row['train_error']:.2f}%",
+                          f"test loss {_loss(row['test_loss'])} err {row['test_error']:.2f}%"],
+                         row["img_per_s"], elapsed, left)
+
+
+def _loss(value: float | None) -> str:
+    """A loss for the progress line; a non-finite one (stored as null) reads nan."""
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def cores() -> int:
@@ -115,9 +141,8 @@ class Heartbeat:
     def _line(self, run: TrainingRun, per_iteration: float, now: float) -> None:
         cfg, it = run.cfg, run.state.iteration
         elapsed = self.base.get(id(run), 0.0) + now - self.started
-        say(f"[{run.writer.name}] it {it}/{cfg.iterations} lr {run.state.lrs.value:.4g} | "
-            f"{cfg.batch_size / max(per_iteration, 1e-9):.0f} img/s | {duration(elapsed)} elapsed, ETA "
-            f"{duration(per_iteration * (cfg.iterations - it))}")
+        say(progress_line([f"[{run.writer.name}] it {it}/{cfg.iterations} lr {run.state.lrs.value:.4g}"],
+                          cfg.batch_size / max(per_iteration, 1e-9), elapsed, per_iteration * (cfg.iterations - it)))
 
     def _estimate(self, runs: list[TrainingRun]) -> None:
         """Time steps ESTIMATE_FROM..ESTIMATE_TO (the first ones carry start-up costs), then note a run that

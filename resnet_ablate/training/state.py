@@ -20,6 +20,7 @@ from ..models.shortcuts import Dropout
 from . import data as datamod
 from .config import Config, shortcut_keys
 from .optim import LearningRates, lr_at, make_optimizer, param_groups
+from .runtime import data_key, load_data
 
 
 def build_network(cfg: Config, num_classes: int) -> ResNet:
@@ -168,3 +169,13 @@ class RunState:
         self.iteration, self.images = state["iteration"], state["interval_images"]
         self.loss_sum.copy_(state["loss_sum"])
         self.err_sum.copy_(state["err_sum"])
+
+
+def build_state(cfg: Config, device: torch.device, precision: str = "fp32",
+                data: datamod.Data | None = None) -> RunState:
+    """The one place a run's state is made (the trainer, lr_find, layer_responses, the tests): `cfg`'s net,
+    optimizer, sampler and meters on `device`, training on `data` (packed runs share one copy) or, by default,
+    on its data set loaded here."""
+    if data is None:
+        data = load_data([cfg], device)[data_key(cfg)]
+    return RunState(cfg, data, device, precision)

@@ -1,8 +1,8 @@
-"""The run folder of one training run as it is written (the format is `runfolder.py`'s): the checks every
-reuse of a folder passes (the settings against config.yaml, the data and init weights against what the
-checkpoint or result recorded), the folder's lock, config.yaml, metrics and probe lines, checkpoints, the
-tracker, the progress line and result.json; and the run's clock (elapsed and interval seconds) and best test
-error, which a checkpoint keeps too."""
+"""The run folder of one training run as it is written (the format is `folders/runfolder.py`'s, the
+checkpoint's `checkpoint.py`'s): the checks every reuse of a folder passes (the settings against config.yaml,
+the data and init weights against what the checkpoint or result recorded), the folder's lock, config.yaml,
+metrics and probe lines, checkpoints, the tracker, the evaluation's progress line and result.json; and the
+run's clock (elapsed and interval seconds) and best test error, which a checkpoint keeps too."""
 from __future__ import annotations
 
 import hashlib
@@ -12,21 +12,19 @@ from pathlib import Path
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
+from ..folders import runfolder as rf
+from ..folders.lock import FolderLock
 from ..registry import UsageError, first_line
-from . import runfolder as rf
-from . import tracking
+from . import checkpoint, tracking
 from .config import Config, from_yaml, identity_items, to_yaml
+from .progress import metrics_line, say
+from .state import RunState
 
 INPUTS = ("data_fingerprint", "init_sha256")  # what a run read besides its settings, recorded and checked
 
 
 def finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def duration(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def file_sha256(path: str) -> str | None:
@@ -59,7 +57,7 @@ def read_config(folder: Path) -> Config | None:
 
 def check_settings(folder: Path, cfg: Config) -> None:
     """Refuse a folder whose config.yaml holds other settings than `cfg` (every reuse: resume or finished).
-    The init file is compared by its contents (`check_inputs`), not its path, so a copy of it matches."""
+    The init file is compared by its contents (`check_recorded_inputs`), not its path, so a copy of it matches."""
     saved = read_config(folder)
     if saved is None:
         return
@@ -70,7 +68,7 @@ def check_settings(folder: Path, cfg: Config) -> None:
                          f"remove it")
 
 
-def check_inputs(folder: Path, recorded: dict, inputs: dict, where: str) -> None:
+def check_recorded_inputs(folder: Path, recorded: dict, inputs: dict, where: str) -> None:
     """Refuse a folder whose checkpoint or result (`where`) recorded other data or init weights than `inputs`;
     records from before these were kept have none and pass."""
     for key in INPUTS:
@@ -92,28 +90,28 @@ class RunWriter:
         self.last_row: dict = {}
         self.result: dict | None = None
         self.tracker: tracking.Tracker | None = None
-        self.lock: rf.FolderLock | None = None
+        self.lock: FolderLock | None = None
         self.capture_s: float | None = None  # CUDA graph warm-up and capture in this process (None: eager)
 
-    def finished(self) -> dict | None:
-        """result.json when the folder holds a finished run of these settings and inputs, else None; a folder
+    def existing_result(self) -> dict | None:
+        """result.json when the folder holds this run finished (these settings and inputs), else None; a folder
         of other settings or inputs, or a damaged config.yaml or result.json, is refused."""
         if not self.dir.is_dir():
             return None
         check_settings(self.dir, self.cfg)
         result = rf.read_result(self.dir)
         if result is not None:
-            check_inputs(self.dir, result, self.inputs, rf.RESULT)
+            check_recorded_inputs(self.dir, result, self.inputs, rf.RESULT)
         return result
 
     def claim(self) -> None:
         """Create the folder, take its lock (refusing while another process trains it), remove temp files a
         killed writer left, refuse other settings, write config.yaml."""
         rf.create_folder(self.dir, "run_dir" if self.cfg.run_dir else "runs_root")
-        self.lock = rf.FolderLock.acquire(self.dir)
+        self.lock = FolderLock.acquire(self.dir)
         try:
             for stale in rf.remove_stale_temps(self.dir):
-                print(f"[{self.name}] removed {stale.name}, left by a writer that was killed", flush=True)
+                say(f"[{self.name}] removed {stale.name}, left by a writer that was killed")
             check_settings(self.dir, self.cfg)
             rf.write_text(self.dir / rf.CONFIG, to_yaml(self.cfg))
         except BaseException:
@@ -130,20 +128,20 @@ class RunWriter:
     def resume(self) -> dict | None:
         """The latest checkpoint (its clock restored here), or None for a fresh run; a checkpoint of other data
         or init weights is refused, and training a folder with metrics but no checkpoint again says so."""
-        state = rf.load_checkpoint(self.dir / rf.CHECKPOINT)
-        if state is None:
+        saved = checkpoint.load(self.dir / rf.CHECKPOINT)
+        if saved is None:
             self._say_restart()
             return None
-        check_inputs(self.dir, state, self.inputs, rf.CHECKPOINT)
-        self.elapsed, self.best, self.interval_seconds = state["elapsed"], state["best"], state["interval_seconds"]
-        print(f"[{self.name}] resuming from iteration {state['iteration']}", flush=True)
-        return state
+        check_recorded_inputs(self.dir, saved, self.inputs, rf.CHECKPOINT)
+        self.elapsed, self.best, self.interval_seconds = saved["elapsed"], saved["best"], saved["interval_seconds"]
+        say(f"[{self.name}] resuming from iteration {saved['iteration']}")
+        return saved
 
     def _say_restart(self) -> None:
         rows = rf.read_jsonl(self.dir / rf.METRICS)
         if rows:
-            print(f"[{self.name}] {self.dir} has {len(rows)} metrics lines (up to iteration {rows[-1]['iteration']}) "
-                  f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them", flush=True)
+            say(f"[{self.name}] {self.dir} has {len(rows)} metrics lines (up to iteration {rows[-1]['iteration']}) "
+                f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them")
 
     def open(self, iteration: int) -> None:
         """Drop lines a killed predecessor wrote past its checkpoint (after checking that both files read, so a
@@ -159,11 +157,11 @@ class RunWriter:
         self.elapsed += seconds
         self.interval_seconds += seconds if interval else 0.0
 
-    def checkpoint(self, training_state: dict) -> None:
-        """Make the metrics and probe lines so far durable, then write the checkpoint that claims them."""
+    def write_checkpoint(self, state: RunState) -> None:
+        """Make the metrics and probe lines so far durable, then write the checkpoint that claims them
+        (`checkpoint.contents`: what it holds)."""
         rf.sync_files(self.dir / rf.METRICS, self.dir / rf.PROBES)
-        rf.save_checkpoint(self.dir / rf.CHECKPOINT, {**training_state, **self.inputs, "elapsed": self.elapsed,
-                                                      "best": self.best, "interval_seconds": self.interval_seconds})
+        checkpoint.save(self.dir / rf.CHECKPOINT, checkpoint.contents(state, self))
 
     def log_probe(self, iteration: int, norms: dict) -> None:
         rf.append_jsonl(self.dir / rf.PROBES, {"iteration": iteration, **norms})
@@ -180,10 +178,7 @@ class RunWriter:
             self.tracker.log(row, row["iteration"])
         self.last_row, self.best = row, min(self.best, row["test_error"])
         left = (self.cfg.iterations - row["iteration"]) * self.cfg.batch_size / max(row["img_per_s"], 1e-9)
-        print(f"[{self.name}] it {row['iteration']}/{self.cfg.iterations} lr {row['lr']:.4g} | train loss "
-              f"{_num(row['train_loss'])} err {row['train_error']:.2f}% | test loss {_num(row['test_loss'])} err "
-              f"{row['test_error']:.2f}% | "
-              f"{row['img_per_s']:.0f} img/s | {duration(self.elapsed)} elapsed, ETA {duration(left)}", flush=True)
+        say(metrics_line(self.name, row, self.cfg.iterations, self.elapsed, left))
         self.interval_seconds = 0.0
 
     def write_result(self, result: dict) -> None:
@@ -193,15 +188,10 @@ class RunWriter:
         self.result = result = {**result, **self.inputs}
         rf.write_json(self.dir / rf.RESULT, result)
         status, reason = result["status"], result.get("reason")
-        print(f"[{self.name}] {status}" + (f": {reason}" if reason else "") + f" -> {self.dir}", flush=True)
+        say(f"[{self.name}] {status}" + (f": {reason}" if reason else "") + f" -> {self.dir}")
 
     def close(self) -> None:
         """Flush and close the tracker (a resumed run opens a new one)."""
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
-
-
-def _num(value: float | None) -> str:
-    """A loss for the progress line; a non-finite one (stored as null) reads nan."""
-    return "nan" if value is None else f"{value:.4f}"

@@ -1,18 +1,18 @@
-"""The run folder, the only interface between training and everything after it (launcher, status, report).
+"""The run folder, the only interface between training and everything after it (launcher, status, report):
 
     config.yaml      resolved config, written at start; every reuse of the folder is checked against it
     metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
     probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
     responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:
                      {iteration, source (end | checkpoint), split, images, std (one per 3x3 layer)}
-    checkpoint.pt    latest state, written atomically (temp file + rename + folder fsync)
+    checkpoint.pt    latest state, written atomically (temp file + rename + folder fsync); what it holds is
+                     `training/checkpoint.py`'s (the one file here that needs torch to read)
     result.json      written once at the end: status done | fail, and the final numbers
-    .lock            the trainer's lock: flock(2)ed while a process trains the folder (released by the kernel
-                     when it dies, so never stale) and holding its owner as JSON (pid, host, slurm_job,
-                     started); left in place after the run (removing it would race with the next trainer)
+    .lock            the trainer's lock (`lock.py`)
 
-A folder with result.json is finished; one with config.yaml but no result.json is unfinished: running while
-the lock is held, else paused or killed (the next run of the same command resumes it from checkpoint.pt).
+Where a run stands follows from these files (`folder_state`; the words are `states.py`'s): result.json makes it
+done or fail; without one it is running while the lock is held, else paused when it has a checkpoint (the next
+run of the same command resumes it) and not started when it has none.
 Files are created with the process's umask (as any file), so teammates on a shared file system can read them.
 Temp files of atomic writes are `.<file>.<random>.tmp`; a killed writer's are removed by the next trainer.
 
@@ -23,33 +23,28 @@ the file is left as it is.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import secrets
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable, IO
 
-import torch
+import yaml
 
 from ..registry import UsageError, first_line
+from .lock import holder
+from .states import FINISHED, State
 
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
-LOCK, RESPONSES = ".lock", "responses.json"
-FINISHED = ("done", "fail")
-CHECKPOINT_KEYS = ("iteration", "model", "optimizer", "elapsed", "best", "interval_seconds")  # at least these
-LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
+RESPONSES = "responses.json"
+# The run files, once: a folder holding any of them is a run folder (the report finds runs by them)
+RUN_FILES = (CONFIG, METRICS, PROBES, RESPONSES, CHECKPOINT, RESULT)
+_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Damaged(UsageError):
     """A run-folder file that cannot be read as what it should be: one line naming it and what to do."""
-
-
-class Busy(UsageError):
-    """The folder is being trained by another process: one line naming the owner."""
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -86,7 +81,7 @@ def _cannot_write(path: Path, error: BaseException) -> UsageError:
                       f"same command again")
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temp file in the same folder, fsync, rename and fsync the folder, so a reader never
     sees half a file and a node crash leaves the old or the new one."""
     try:
@@ -109,7 +104,7 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -138,26 +133,6 @@ def sync_files(*paths: Path) -> None:
             os.close(fd)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint, None when there is none; Damaged for a truncated, empty or foreign file."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
-        raise Damaged(f"{path} is damaged ({type(e).__name__}: {first_line(e)}): delete it to train the run again "
-                      f"from iteration 0, or put back a good copy") from e
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else ["everything"]
-    if missing:
-        raise Damaged(f"{path} is not a checkpoint of this package (no {', '.join(missing)}): delete it to train the "
-                      f"run again from iteration 0")
-    return state
-
-
 def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     """The lines of a .jsonl file as dicts, each with the key `required`. A torn last line (a killed writer)
     is dropped; any other line that is not such a JSON object is Damaged, naming the file and line."""
@@ -181,16 +156,6 @@ def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     return rows
 
 
-def read_responses(folder: Path) -> dict | None:
-    """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
-    path = folder / RESPONSES
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
-
-
 def truncate_jsonl(path: Path, last_iteration: int) -> None:
     """Drop lines written after `last_iteration` (by a run killed after its last checkpoint), and a torn last
     line; the file is rewritten only when that changes it."""
@@ -200,6 +165,16 @@ def truncate_jsonl(path: Path, last_iteration: int) -> None:
     text = "".join(json.dumps(r) + "\n" for r in rows)
     if text != path.read_text(errors="replace"):
         write_text(path, text)
+
+
+def read_responses(folder: Path) -> dict | None:
+    """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
+    path = folder / RESPONSES
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
 
 
 def read_result(folder: Path) -> dict | None:
@@ -217,6 +192,44 @@ def read_result(folder: Path) -> dict | None:
     return result
 
 
+def read_config_mapping(folder: Path) -> dict[str, Any] | None:
+    """config.yaml as plain data (PyYAML's safe loader: no torch, no registries), None when there is none;
+    Damaged when it is empty, not YAML or not a mapping. Checking its keys and values against the registries
+    is `training/writer.read_config`'s, which every training command does."""
+    path = folder / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text()
+        data = yaml.load(text, Loader=_YAML)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise _damaged_config(path, f"not valid YAML: {first_line(e)}") from e
+    if not isinstance(data, dict):
+        raise _damaged_config(path, "not a mapping" if text.strip() else "empty file")
+    return data
+
+
+def _damaged_config(path: Path, problem: str) -> Damaged:
+    return Damaged(f"{path} is damaged ({problem}): put back the run's config.yaml, or remove the folder to train "
+                   f"the run again")
+
+
+def folder_state(folder: Path) -> tuple[State, str]:
+    """Where a run stands by its folder alone (a sweep's job records may say more, `jobstate.job_state`), with
+    fail's reason and damaged's line: done or fail (result.json), running (its lock is held), paused (a
+    checkpoint), else not started; damaged when result.json or config.yaml cannot be read."""
+    try:
+        result = read_result(folder)
+        read_config_mapping(folder)
+    except Damaged as e:
+        return State.DAMAGED, str(e)
+    if result is not None:
+        return State(result["status"]), str(result.get("reason") or "")
+    if holder(folder) is not None:
+        return State.RUNNING, ""
+    return (State.PAUSED if (folder / CHECKPOINT).is_file() else State.NOT_STARTED), ""
+
+
 def create_folder(folder: Path, key: str = "run_dir") -> None:
     """mkdir -p, as one line when a file is in the way or the parent is not writable."""
     try:
@@ -229,89 +242,10 @@ def create_folder(folder: Path, key: str = "run_dir") -> None:
 
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files killed writers left (call with the folder's lock held); returns them."""
-    stale = [p for name in (CONFIG, CHECKPOINT, RESULT, METRICS, PROBES, RESPONSES) for p in folder.glob(f".{name}.*")]
+    stale = [p for name in RUN_FILES for p in folder.glob(f".{name}.*")]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
-
-
-def owner() -> dict[str, Any]:
-    """Who this process is, as the lock file records it: pid, host, SLURM job (or null), start time."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-    return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": job,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def describe(who: dict[str, Any]) -> str:
-    """An owner in words: 'pid 12 on node1, SLURM job 34_5, since 2024-01-01 12:00:00'."""
-    if not who:
-        return "an unknown process"
-    parts = [f"pid {who.get('pid')} on {who.get('host')}"]
-    parts += [f"SLURM job {who['slurm_job']}"] if who.get("slurm_job") else []
-    parts += [f"since {who['started']}"] if who.get("started") else []
-    return ", ".join(parts)
-
-
-class FolderLock:
-    """The one-trainer-per-folder lock: an exclusive flock on `<folder>/.lock`, held until `release()` or the
-    process's death. `acquire` refuses with Busy, naming the owner, when another process holds it."""
-
-    def __init__(self, fd: int, folder: Path) -> None:
-        self.fd, self.folder = fd, folder
-
-    @classmethod
-    def acquire(cls, folder: Path) -> FolderLock:
-        path = folder / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise UsageError(f"cannot create {path} ({e.strerror}): the run folder must be writable") from e
-        for attempt in range(LOCK_TRIES):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == LOCK_TRIES - 1:
-                    os.close(fd)
-                    raise Busy(f"{folder} is being trained by another process ({describe(holder(folder) or {})}): "
-                               f"wait for it to end, or stop it; the same command then resumes the run") from None
-                time.sleep(0.05)
-            except OSError as e:  # a file system without flock (e.g. Lustre mounted noflock)
-                print(f"warning: cannot lock {path} ({e.strerror}); nothing stops a second trainer of this folder",
-                      flush=True)
-                break
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner()) + "\n").encode(), 0)
-        return cls(fd, folder)
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the last descriptor releases the flock
-            self.fd = -1
-
-
-def holder(folder: Path) -> dict[str, Any] | None:
-    """The owner recorded in the folder's lock while a process holds it ({} when it is held but the record is
-    unreadable); None when nobody trains the folder."""
-    try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    except BlockingIOError:
-        try:
-            who = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            who = {}
-        return who if isinstance(who, dict) else {}
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def git_commit() -> str | None:

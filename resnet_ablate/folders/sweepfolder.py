@@ -4,7 +4,7 @@
     sweep.yaml               written at each launch: name, layout, budget, command, git_commit, launcher,
                              created, method (grid | random; random adds trials, seed, search), runs
     <run name>/              one run folder per run (runfolder.py's format)
-    .submitit/               submitit's pickles and logs (launcher=local|slurm|debug)
+    .submitit/               submitit's pickles and logs (launcher=local|slurm|debug), read by `jobstate.py`
     .submitit/jobs.jsonl     one line per submitted job: job_id, launcher, runs (the run names it trains)
 
 `layout` names the report layout the runs feed (one of LAYOUTS, or null). sweep.yaml is read with PyYAML's
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..registry import UsageError, first_line, unknown
-from ..training import runfolder as rf
+from . import runfolder as rf
 
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
 LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "recipe_gap", "sweep")

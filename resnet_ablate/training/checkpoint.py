@@ -1,0 +1,59 @@
+"""checkpoint.pt, the one run-folder file that needs torch: what a checkpoint holds (`contents`, one literal),
+writing it atomically beside the other run files, reading it back without running code (weights_only), and
+putting it into a run's state. A checkpoint claims the metrics and probe lines before it: the writer fsyncs
+them first (`writer.RunWriter.checkpoint`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..folders.runfolder import Damaged, write_atomic
+from ..registry import first_line
+from .state import RunState
+
+if TYPE_CHECKING:
+    from .writer import RunWriter
+
+REQUIRED = ("iteration", "model", "optimizer", "elapsed", "best", "interval_seconds")  # a checkpoint has these
+
+
+def contents(state: RunState, writer: RunWriter) -> dict[str, Any]:
+    """Everything a checkpoint holds: the training state, the run's clock and best error, and its inputs."""
+    return {
+        **state.state_dict(),  # iteration, model, optimizer, sampler, rng, loss_sum, err_sum, interval_images
+        "elapsed": writer.elapsed,  # training seconds so far (the run's clock, kept across resumes)
+        "interval_seconds": writer.interval_seconds,  # of them, since the last metrics line (its img/s)
+        "best": writer.best,  # the best test error so far (result.json's best_test_error)
+        **writer.inputs,  # data_fingerprint, init_sha256: what the run read besides its settings, checked on resume
+    }
+
+
+def save(path: Path, checkpoint: dict[str, Any]) -> None:
+    write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The checkpoint, None when there is none; Damaged for a truncated, empty or foreign file."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
+        raise Damaged(f"{path} is damaged ({type(e).__name__}: {first_line(e)}): delete it to train the run again "
+                      f"from iteration 0, or put back a good copy") from e
+    missing = [k for k in REQUIRED if k not in checkpoint] if isinstance(checkpoint, dict) else ["everything"]
+    if missing:
+        raise Damaged(f"{path} is not a checkpoint of this package (no {', '.join(missing)}): delete it to train the "
+                      f"run again from iteration 0")
+    return checkpoint
+
+
+def restore(state: RunState, checkpoint: dict[str, Any], path: Path) -> None:
+    """Put a checkpoint's training state into `state`; Damaged when it is of another net or optimizer."""
+    try:
+        state.load_state_dict(checkpoint)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise Damaged(f"{path} does not fit this run ({type(e).__name__}: {first_line(e)}): delete it to train the "
+                      f"run again from iteration 0") from e

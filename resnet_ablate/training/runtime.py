@@ -1,0 +1,79 @@
+"""What a training process sets up before any run starts: the device, the precision, CPU threads and
+determinism switches; and the data, each data set loaded once and put on the device for the runs that share
+it. `prepare_inputs` checks (and fetches) the data and init weights of a whole sweep before anything runs."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from ..models import transfer
+from ..registry import UsageError
+from . import data as datamod
+from .config import Config, data_root
+from .progress import data_line, say
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device={name} but no CUDA GPU is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on GPUs that support it, fp32 elsewhere."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return name
+
+
+def setup(cfg: Config) -> tuple[torch.device, str]:
+    """Device, precision, CPU threads and determinism switches for a process that trains `cfg`."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    return device, resolve_precision(cfg.precision, device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or CPU's name, for result.json."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def data_key(cfg: Config) -> tuple:
+    """The settings that make a data set: runs with the same key share one copy on the device."""
+    return cfg.dataset, cfg.data_dir, cfg.normalize, cfg.val_split, cfg.synthetic_size, cfg.image_size
+
+
+def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.Data]:
+    """Each distinct data set once, on the device, shared by the runs that use it."""
+    cache: dict[tuple, datamod.Data] = {}
+    for cfg in cfgs:
+        key = data_key(cfg)
+        if key not in cache:
+            root, create = data_root(cfg)
+            cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
+                                      cfg.synthetic_size, cfg.image_size, create).to(device)
+            say(data_line(cfg, cache[key]))
+    return cache
+
+
+def prepare_inputs(cfgs: list[Config]) -> None:
+    """Before a sweep runs or submits anything: each data set is there (CIFAR fetched and extracted here, once,
+    rather than by every job at the same time) and each init= file reads as a state dict; one-line UsageErrors
+    otherwise, so that a missing data set is one message and not 50 crashed jobs."""
+    for cfg in {data_key(c): c for c in cfgs}.values():
+        root, create = data_root(cfg)
+        if cfg.dataset in datamod.CIFAR:
+            datamod.locate(cfg.dataset, root, cfg.download, create)
+        elif cfg.dataset == "folder":
+            datamod.folder_splits(root)
+    for path in sorted({c.init for c in cfgs if c.init}):
+        transfer.read_state_dict(path)
