@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from resnet_ablate.folders import runfolder as rf
-from resnet_ablate.models.cifar import build_model
+from resnet_ablate.models.cifar import build_model, resolve_block
+from resnet_ablate.sweeps import cost
 from resnet_ablate.training.config import run_dir
 from resnet_ablate.training.data import load
 from resnet_ablate.training.parse import parse
@@ -153,6 +154,28 @@ def _row(depth: int, setup: str, runs: int, measured: tuple[float, float | None,
            f"{cap} | {mem} |"
 
 
+def write_speed_table(path: Path, gpu: str, measured: list[tuple[int, str, int, float]],
+                      args: argparse.Namespace) -> Path:
+    """The trainer's rows as the machine-readable speed table the launcher's cost line reads (format:
+    `resnet_ablate.sweeps.cost`): per GPU, net, precision, BN group, batch, pack and step mode, the aggregate
+    img/s of the pack. `measured` holds (depth, setup, runs, img/s); the tutorial loop and memory rows are left
+    out (the launcher never trains that way)."""
+    rows = []
+    for depth, setup, runs, rate in measured:
+        if not setup.startswith("trainer") or "memory" in setup:
+            continue
+        cfg = parse([f"depth={depth}", f"batch_size={args.batch_size}", f"device={args.device}",
+                     *(["cuda_graph=false"] if "cuda_graph=false" in setup else [])])
+        precision = cfg.precision if cfg.precision != "auto" else (
+            "bf16" if args.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32")
+        rows.append({"gpu": gpu, "arch": cfg.arch, "depth": depth, "block": resolve_block(depth, cfg.block),
+                     "precision": precision, "bn_batch": cfg.bn_batch, "batch_size": cfg.batch_size, "pack": runs,
+                     "mode": "graph" if cfg.cuda_graph and args.device.startswith("cuda") else "eager",
+                     "img_per_s": f"{rate:.1f}", "date": str(datetime.date.today()), "torch": torch.__version__,
+                     "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
+    return cost.write_speed_table(path, rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depths", type=int, nargs="+", default=[110, 164])
@@ -169,7 +192,7 @@ def main() -> int:
     args = p.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    rows = []
+    rows, measured = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for depth in args.depths:
             setups = [("tutorial loop (eager fp32, DataLoader workers)", 1, lambda: tutorial_loop(depth, args, device)),
@@ -179,7 +202,9 @@ def main() -> int:
             setups += [(f"trainer, pack={k}", k, lambda k=k: trainer(depth, k, args, device, Path(tmp)))
                        for k in args.packs]
             for setup, runs, measure in setups:
-                rows.append(_row(depth, setup, runs, _median_of(measure, args.repeats)))
+                result = _median_of(measure, args.repeats)
+                rows.append(_row(depth, setup, runs, result))
+                measured.append((depth, setup, runs, result[0]))
                 print(rows[-1], flush=True)
         if args.r1001:
             small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
@@ -200,7 +225,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
     out.write_text(report)
-    print(f"\n{report}\nwritten to {out}")
+    table = write_speed_table(out.with_suffix(".speed.csv"), name, measured, args)
+    print(f"\n{report}\nwritten to {out} and {table}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """`python -m resnet_ablate.report RUNS_DIR --out OUT_DIR [--layout L]`: run folders -> the papers'
 tables (markdown, CSV, LaTeX booktabs, and printed) with the papers' numbers and Welch's t-tests
-beside them, and the papers' figures.
+beside them, and the papers' figures. report.md opens with the papers' claims judged on the runs (held / not
+held / undecided, `analysis/claims.py`), also written as claims.csv.
 
 Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; the others are
 listed in their state (running, paused, not started; the words of `folders/states.py`), and a damaged folder
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .analysis.claimreport import claims_section
 from .analysis.curves import GRAD_MEASURES, draw_figures, gradient_spread, slug, spread_caption
 from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
@@ -96,7 +98,7 @@ def _data_note(found: Scan) -> list[str]:
 def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...], measure: str = "rms") -> str:
     """Tables (md, csv, tex) and figures of every section into `out`, and report.md; returns its text."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Report on {found.root}", "", *_data_note(found)]
+    lines = [f"# Report on {found.root}", "", *_data_note(found), *claims_section(found, out)]
     for name, sweep, runs in sections(found):
         lines += [f"## {sweep.label() if sweep else 'Runs outside any sweep'}", ""]
         lines += _section(runs, sweep, out, slug(name), layout, formats, measure)

@@ -92,8 +92,9 @@ def test_dry_run_lists_runs_and_finished_ones_and_writes_nothing(tmp_path, monke
     assert run.main([*DONE, "seed=0,1,2", "dry_run=true", "launcher=slurm", "sweep_dir=s"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("3 runs in s; 1 finished, 0 queued or running, 2 to run")
-    assert [line.split()[0] for line in out[1:]] == ["-", "done", "-"]
-    assert [line.split()[1] for line in out[1:]] == [run_name(parse([*DONE, f"seed={s}"])) for s in range(3)]
+    assert out[1].startswith("cost: 2 runs to train in 2 jobs of up to 1 run: ")  # the cost line (test_cost.py)
+    assert [line.split()[0] for line in out[2:]] == ["-", "done", "-"]
+    assert [line.split()[1] for line in out[2:]] == [run_name(parse([*DONE, f"seed={s}"])) for s in range(3)]
     assert names(tmp_path / "s") == before and not (tmp_path / "s" / ".submitit").exists()
 
 
@@ -221,7 +222,8 @@ def test_status_counts_not_started_paused_and_done(tmp_path, monkeypatch, capsys
 
 @pytest.mark.parametrize("args,message", [
     (["ablation=table2"], "error: unknown ablation 'table2' (did you mean 'table2_units'?); allowed: degradation, "
-                          "gradnorm, random_lr_optim, recipe_gap, resnet2015_depths, table1_shortcuts, table2_units, table3_preact"),
+                          "gradnorm, open_questions, random_lr_optim, recipe_gap, resnet2015_depths, table1_shortcuts, "
+                          "table2_units, table3_preact"),
     (["ablation=table2_units", "budget=tiny"], "error: unknown budget 'tiny' for table2_units; allowed: full, quick"),
     (["dry_rn=true"], "error: unknown key 'dry_rn' (did you mean 'dry_run'?); see --help for the keys"),
     (["slurm.partiton=gpu"], "error: unknown key 'slurm.partiton' (did you mean 'slurm.partition'?)"),

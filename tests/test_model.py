@@ -75,9 +75,9 @@ def test_unknown_names_list_the_allowed_ones():
         build_model(20, shortcut="gatting")
     assert str(e.value) == (
         "unknown shortcut 'gatting' (did you mean 'gating'?); allowed: "
-        "identity, scaling, gating, shortcut_gating, conv1x1, dropout, none")
+        "identity, scaling, gating, shortcut_gating, conv1x1, dropout, none, highway_gating")
     with pytest.raises(UsageError, match="unknown unit 'foo'; allowed: original, bn_after_add, relu_before_add, "
-                                         "relu_preact, full_preact"):
+                                         "relu_preact, full_preact, no_relu_after_add"):
         build_model(20, unit="foo")
     with pytest.raises(UsageError, match="unknown shortcut parameter 'gate_bais'"):
         build_model(20, shortcut="gating", gate_bais=-6)

@@ -73,7 +73,7 @@ def _shortcut_with(param: str, default):
     ("lr", 0.5, "shortcut 'test_clash': parameter 'lr' clashes with the config key 'lr'"),
     ("budget", "x", "shortcut 'test_clash': parameter 'budget' clashes with the launcher key 'budget'"),
     ("gate_bias", 0.0, "shortcut 'test_clash': parameter 'gate_bias' (default 0.0) clashes with gating, "
-                       "shortcut_gating's gate_bias (default -6.0); rename it"),
+                       "shortcut_gating, highway_gating's gate_bias (default -6.0); rename it"),
 ])
 def test_a_clashing_parameter_fails_at_registration(param, default, message):
     with pytest.raises(UsageError) as e:
@@ -85,7 +85,7 @@ def test_a_clashing_parameter_fails_at_registration(param, default, message):
 def test_a_shared_parameter_with_the_same_default_is_one_key():
     SHORTCUTS.register("test_gate_like")(_shortcut_with("gate_bias", -6.0))
     try:
-        assert fields()["gate_bias"].metadata["help"].startswith("gating, shortcut_gating, test_gate_like:")
+        assert fields()["gate_bias"].metadata["help"].startswith("gating, shortcut_gating, highway_gating, test_gate_like:")
         assert parse(["shortcut=test_gate_like", "gate_bias=-2"]).gate_bias == -2.0
     finally:
         SHORTCUTS.unregister("test_gate_like")

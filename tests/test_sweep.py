@@ -84,7 +84,8 @@ def test_bad_spec_distribution_through_the_cli_is_one_line_exit_2(tmp_path):
 def test_dry_run_lists_every_trial_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*TINY, *SEARCH, "sweep.trials=7", "sweep.seed=3", "dry_run=true"]) == 0
-    head, *rows = capsys.readouterr().out.splitlines()
+    head, cost_line, *rows = capsys.readouterr().out.splitlines()
+    assert cost_line.startswith("cost: 7 runs to train in 7 jobs")
     assert "layout sweep, 7 random trials (seed 3)): 7 runs in runs/sweep; 0 finished" in head
     assert len(rows) == 7 and all(r.split()[0] == "-" and "lr=" in r for r in rows)
     assert [r.split()[1] for r in rows] == [run_name(c) for c in expand(

@@ -159,3 +159,11 @@ class FullPreactivation(ResidualUnit):
     """Fig. 4(e): BN-ReLU-conv-BN-ReLU-conv, add (full pre-activation, a clean identity path)."""
 
     pre = ("bn", "relu")
+
+
+@UNITS.register("no_relu_after_add")
+class NoReLUAfterAddition(ResidualUnit):
+    """The original unit without its ReLU after the addition: conv-BN-ReLU-conv-BN, add. A Highway network's
+    merge (nothing after the gated sum); the 2025 re-run of Table 1's gating in ablations/open_questions.yaml."""
+
+    last = ("bn",)

@@ -22,6 +22,7 @@ from ..training.writer import check_settings, read_config
 from .jobs import RunCrashed, SweepJob, executor, outcome, record_jobs
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
+from .plancost import cost_line
 from .specs import SweepPlan, expand, pack, parse_distribution
 
 
@@ -105,6 +106,7 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     live = _live_runs(plan.folder, [c for c in plan.cfgs if states[run_name(c)] is None])
     todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
     _announce(launch, plan, states, live, todo)
+    print(cost_line(todo, launch), flush=True)
     damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0
     if launch.dry_run:
         for name, state in states.items():

@@ -22,12 +22,15 @@ import numpy as np
 from ..folders import runfolder as rf
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
 from ..registry import UsageError, closest, unknown
-from ..training.config import Config, fields, run_name
+from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
+from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
+from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
 
-SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials")
+SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
+             "claims")
 BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 FOLDER_KEYS = ("run_dir", "sweep_dir")  # one run's folder, the sweep's folder: never per run of a sweep
@@ -137,6 +140,7 @@ class Spec:
     budgets: dict[str, dict[str, Any]]
     search: dict[str, dict[str, Any]]
     trials: int
+    claims: list[Claim] = field(default_factory=list)  # the paper's findings these runs check (`claimspec`)
 
     def budget(self, budget: str) -> dict[str, Any]:
         """The settings of a named budget ({} for full)."""
@@ -177,6 +181,7 @@ def load_spec(name: str) -> Spec:
                 _expect(path, "seeds", data.get("seeds", [0]), list, "a list of seeds"), budgets,
                 _expect(path, "search", data.get("search", {}), dict, "a mapping of keys to distributions"),
                 _expect(path, "trials", data.get("trials", 0), int, "a number of trials"))
+    spec.claims = read_claims(path, spec.name, data.get("claims", []), check_setting)
     for key, space in spec.search.items():
         check_distribution(f"{path}: search.{key}", space)
     for key, values in spec.grid.items():
@@ -185,6 +190,29 @@ def load_spec(name: str) -> Spec:
         _expect(path, f"budgets.{budget}.seeds", settings.get("seeds", []), list, "a list of seeds")
         _expect(path, f"budgets.{budget}.trials", settings.get("trials", 0), int, "a number of trials")
     return spec
+
+
+def check_setting(key: str, value: Any) -> None:
+    """A claim selector's `key: value`: a config key that defines a run (or `recipe`), with a value of its type
+    and among its choices (any value for ANY_VALUE); a one-line UsageError otherwise."""
+    if key == RECIPE and value is not ANY_VALUE:
+        if value not in RECIPES:
+            raise unknown("recipe", value, RECIPES)
+        return
+    known = {k: f for k, f in fields().items() if f.metadata["identity"]}
+    if key not in known:
+        raise UsageError(f"unknown setting '{key}'{closest(key, list(known))}; a selector names config keys that "
+                         f"define a run (see --help) or recipe")
+    if value is ANY_VALUE:
+        return
+    default, choices = getattr(defaults(), key), known[key].metadata["choices"]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    fits = {bool: isinstance(value, bool), int: number and float(value).is_integer(), float: number,
+            list: isinstance(value, list), str: isinstance(value, str)}.get(type(default), True)
+    if not fits:
+        raise UsageError(f"{key}: {value!r} is not a {type(default).__name__}")
+    if choices is not None and value not in choices():
+        raise unknown(key, value, choices())
 
 
 def known_keys(path: Path, data: dict, allowed: tuple[str, ...], prefix: str = "") -> None:

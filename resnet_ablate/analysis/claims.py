@@ -1,0 +1,339 @@
+"""The papers' claims judged on run folders: every claim of every spec in ablations/ (`claimspec`) is matched to
+the finished runs' seed groups, within each context (the settings outside the claim's arms), and judged with
+the one test at the one level of `claimstats`: held, not held or undecided, with the p-value behind the verdict,
+and for an undecided claim the seeds per arm that would decide it and what those runs cost (`sweeps.cost`).
+`report.md` opens with these rows (`claims_section`); `claims.csv` holds them for machines.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..folders import runfolder as rf
+from ..folders.states import State
+from ..registry import UsageError
+from ..sweeps import cost
+from ..sweeps.claimspec import COUNTING, METRICS, RECIPE, Arm, Claim, same_value
+from ..sweeps.plancost import SPEED_TABLES
+from ..sweeps.settings import available
+from ..sweeps.specs import load_spec
+from ..training.config import defaults
+from . import paper
+from .claimstats import (LEVEL, MAX_SEEDS, Link, Verdict, combine, count_link, rank_link, smallest_count_n,
+                         smallest_rank_n)
+from .scan import SeedGroup, context_of, group_keys, shortcut_params
+from .tables import PAPER_ITERATIONS, recipe_diff, recipe_keys, recipe_values, schedule
+
+SHORTCUT_PATH_KEY = "shortcut_path_rms"  # probes.jsonl: the gradient through the shortcuts only, per unit
+PAPER_SD = next(r.std for r in paper.TABLE6_2015.rows if r.std is not None)  # 2015 Table 6: ResNet-110, 0.16
+
+
+@dataclass
+class ArmRuns:
+    """One arm of a claim in one context: the seed group it selects (several: ambiguous) and its metric values
+    (+inf: a failed run, for error metrics)."""
+
+    arm: Arm
+    groups: list[SeedGroup]
+    values: list[float] = field(default_factory=list)
+
+    def runs(self) -> list:
+        return [r for g in self.groups for r in g.runs] if len(self.groups) == 1 else []
+
+
+@dataclass
+class ClaimRow:
+    """A claim judged in one context."""
+
+    claim: Claim
+    context: dict[str, Any]  # the settings the arms share
+    arms: list[ArmRuns]
+    verdict: str  # held | not held | undecided | not run | not measured
+    outcome: Verdict | None
+    seeds: int | None = None  # per arm, to decide it (undecided or not run)
+    extra_runs: int = 0
+    extra_hours: float | None = None
+    advice: str = ""
+    labels: list[str] = field(default_factory=list)
+
+
+def spec_claims() -> tuple[list[Claim], list[str]]:
+    """Every claim of the specs in ablations/ (here and in the source checkout), and a line per unreadable spec."""
+    claims, problems = [], []
+    for name in available("ablations"):
+        try:
+            claims += load_spec(name).claims
+        except UsageError as e:
+            problems.append(f"spec {name} not read: {e}")
+    return claims, problems
+
+
+def metric_value(run, metric: str) -> float | None:
+    """A finished run's value of `metric` (None: not recorded); a failed run is +inf for error metrics."""
+    if METRICS[metric][1] and run.status == State.FAIL:
+        return math.inf
+    if metric in ("test_error", "train_error"):
+        value = run.result.get(f"final_{metric}")
+    elif metric == "response_std":
+        found = rf.read_responses(run.path)
+        value = float(np.mean(found["std"])) if found and found["std"] else None
+    else:
+        value = _shortcut_path_ratio(run)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _shortcut_path_ratio(run) -> float | None:
+    """First/last-unit gradient RMS through the shortcuts within each of the 3 stages of a CIFAR net, at
+    initialisation; the geometric mean over the stages."""
+    rows = [p for p in rf.read_jsonl(run.path / rf.PROBES) if p["iteration"] == 0 and p.get(SHORTCUT_PATH_KEY)]
+    if not rows or run.settings.get("arch", "cifar") != "cifar":
+        return None
+    norms = rows[0][SHORTCUT_PATH_KEY]
+    per = len(norms) // 3
+    if per < 2 or len(norms) % 3 or any(v <= 0 for v in norms):
+        return None
+    ratios = [norms[i * per] / norms[i * per + per - 1] for i in range(3)]
+    return float(np.exp(np.mean(np.log(ratios))))
+
+
+def _matches(settings: dict[str, Any], select: dict[str, Any]) -> bool:
+    return all(not recipe_diff(settings, v) if k == RECIPE else same_value(settings.get(k), v)
+               for k, v in select.items())
+
+
+def variant_keys(claim: Claim) -> set[str]:
+    """The settings a claim's arms are told apart by: its own keys, every shortcut parameter with the shortcut,
+    every recipe setting with a recipe."""
+    keys = claim.keys()
+    if "shortcut" in keys:
+        keys |= set(shortcut_params())
+    if RECIPE in keys:
+        keys = (keys - {RECIPE}) | set(recipe_keys())
+    return keys
+
+
+def _pick(groups: list[SeedGroup], arm: Arm, keys: set[str]) -> list[SeedGroup]:
+    """The groups an arm selects; where several do, those whose other variant settings are at their defaults
+    (the paper's row, not a variant of it such as gate_weight_decay=false)."""
+    found = [g for g in groups if _matches(g.settings, arm.select)]
+    if len(found) > 1:
+        plain = defaults()
+        found = [g for g in found if all(g.settings[k] is None or same_value(g.settings[k], getattr(plain, k))
+                                         for k in keys - arm.select.keys() if hasattr(plain, k))] or found
+    return found
+
+
+def contexts(claim: Claim, groups: list[SeedGroup]) -> list[tuple[dict[str, Any], list[ArmRuns]]]:
+    """The contexts in which some arm of the claim has runs, each with its arms."""
+    keys = variant_keys(claim)
+    parts: dict[tuple, list[SeedGroup]] = {}
+    for g in (g for g in groups if _matches(g.settings, claim.where)):
+        parts.setdefault(context_of(g.settings, tuple(keys)), []).append(g)
+    found = []
+    for context, gs in parts.items():
+        arms = [ArmRuns(arm, _pick(gs, arm, keys)) for arm in claim.arms]
+        if any(a.groups for a in arms):
+            found.append((dict(context), arms))
+    return found
+
+
+def judge(claim: Claim, context: dict[str, Any], arms: list[ArmRuns], rows: list[dict[str, str]]) -> ClaimRow:
+    """The claim's verdict in one context, with the seeds that would decide it and their cost."""
+    for a in arms:
+        a.values = [v for v in (metric_value(r, claim.metric) for r in a.runs()) if v is not None]
+    row = ClaimRow(claim, context, arms, "", None, labels=_labels(context, arms))
+    links = _links(claim, arms)
+    if not links:
+        row.verdict = "not run" if any(not a.runs() for a in arms) else "not measured"
+    else:
+        row.outcome = combine(links, complete=all(a.values for a in arms))
+        row.verdict = row.outcome.verdict
+    if row.verdict != "not measured" and row.verdict not in ("held", "not held"):
+        _advise(row, links, rows)
+    return row
+
+
+def _links(claim: Claim, arms: list[ArmRuns]) -> list[Link]:
+    """The claim's comparisons that can be computed (both arms measured)."""
+    if claim.kind in COUNTING:
+        present = [a for a in arms if a.runs() and (a.values or claim.kind != "within")]
+        return [count_link(a.arm.label, _satisfying(claim, a), _count(claim, a), len(arms)) for a in present]
+    first, *rest = arms
+    pairs = {"lower": [(first, b) for b in rest], "higher": [(b, first) for b in rest],
+             "increasing": list(zip(arms, arms[1:])), "decreasing": [(b, a) for a, b in zip(arms, arms[1:])]}
+    if claim.kind == "close":
+        m, (a, b) = claim.margin, arms
+        shifted = [(a, b, [v - m for v in a.values], b.values), (b, a, [v - m for v in b.values], a.values)]
+        return [rank_link(f"{x.arm.label} - {m:g} < {y.arm.label}", lo, hi, 2, _sd(claim))
+                for x, y, lo, hi in shifted if lo and hi]
+    chosen = pairs[claim.kind]
+    return [rank_link(f"{lo.arm.label} < {hi.arm.label}", lo.values, hi.values, len(chosen), _sd(claim))
+            for lo, hi in chosen if lo.values and hi.values]
+
+
+def _sd(claim: Claim) -> float | None:
+    """The papers' seed spread, used where each arm has one seed: for test error only."""
+    return PAPER_SD if claim.metric == "test_error" else None
+
+
+def _count(claim: Claim, a: ArmRuns) -> int:
+    return len(a.values) if claim.kind == "within" else len(a.runs())
+
+
+def _satisfying(claim: Claim, a: ArmRuns) -> int:
+    if claim.kind == "fails":
+        return sum(r.status == State.FAIL for r in a.runs())
+    if claim.kind == "trains":
+        return sum(r.status == State.DONE for r in a.runs())
+    low, high = claim.bounds
+    return sum(low <= v <= high for v in a.values)
+
+
+def _advise(row: ClaimRow, links: list[Link], speed: list[dict[str, str]]) -> None:
+    """Seeds per arm that would decide the claim (at least the test's smallest n for arms not run) and the
+    GPU-hours of the runs that takes."""
+    smallest = smallest_count_n(LEVEL) if row.claim.kind in COUNTING else smallest_rank_n(LEVEL)
+    unrun = [a.arm.label for a in row.arms if not a.values]
+    seeds = row.outcome.seeds if row.outcome else None
+    if seeds is None and not unrun:
+        estimates = [link.estimate for link in links]
+        row.advice = ("no number of seeds: the runs show no difference" if None not in estimates else
+                      "unknown: one seed per arm and no spread for this metric; run 2 seeds per arm to measure it")
+        return
+    seeds = max(seeds or 0, smallest)
+    row.seeds = seeds
+    if seeds > MAX_SEEDS:
+        row.advice = f"more than {MAX_SEEDS} seeds per arm"
+        return
+    gpu = cost.choose_gpu(None, speed)
+    hours, sources = 0.0, set()
+    for a in row.arms:
+        extra = max(0, seeds - len(a.values))
+        row.extra_runs += extra
+        if extra:
+            each, source = cost.run_hours(arm_settings(row.context, a.arm), gpu, speed)
+            hours += extra * each
+            sources.add(source.split(" (")[0])
+    row.extra_hours = hours
+    towards = f" ({row.outcome.decides_as})" if row.outcome and row.outcome.decides_as else ""
+    unrun_text = f", {len(unrun)} arm{'s' if len(unrun) > 1 else ''} not run among them" if unrun else ""
+    row.advice = (f"{seeds} per arm{towards}: +{row.extra_runs} runs{unrun_text}, {hours:.2g} GPU-h on {gpu} "
+                  f"({', '.join(sorted(sources))})")
+
+
+def arm_settings(context: dict[str, Any], arm: Arm) -> dict[str, Any]:
+    """The settings of one run of an arm in a context (for its cost; defaults where the context has none)."""
+    settings = {**vars(defaults()), **context, **{k: v for k, v in arm.select.items() if k != RECIPE}}
+    if RECIPE in arm.select:
+        settings.update(recipe_values(arm.select[RECIPE], settings))
+    return settings
+
+
+def _labels(context: dict[str, Any], arms: list[ArmRuns]) -> list[str]:
+    """What makes a verdict weaker than the papers': a reduced schedule or budget, data that is not the
+    official set (result.json's data_official; absent counts as not official)."""
+    runs = [r for a in arms for r in a.runs()]
+    labels = []
+    its = {r.settings["iterations"] for r in runs} or {context.get("iterations", PAPER_ITERATIONS)}
+    if min(its) < PAPER_ITERATIONS:
+        labels.append(", ".join(sorted({schedule(i) for i in its})))
+    budgets = sorted({r.sweep.budget for r in runs if r.sweep and r.sweep.budget != "full"})
+    if budgets:
+        labels.append(f"budget {', '.join(budgets)}")
+    official = [r.result.get("data_official") for r in runs]
+    if context.get("dataset") == "synthetic":
+        labels.append("synthetic data")
+    elif False in official:
+        labels.append("data not the official set")
+    elif any(v is not True for v in official):
+        labels.append("data not known to be official")
+    return labels
+
+
+def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str]) -> list[ClaimRow]:
+    """Every claim in every context where some arm has runs; a claim of a spec whose sweep is present but none of
+    whose arms ran gets one 'not run' row."""
+    speed = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
+    rows = []
+    for claim in claims:
+        found = [judge(claim, ctx, arms, speed) for ctx, arms in contexts(claim, groups)]
+        if not found and claim.spec in sweeps:
+            found = [judge(claim, dict(claim.where), [ArmRuns(a, []) for a in claim.arms], speed)]
+        rows += found
+    return rows
+
+
+def differing(rows: list[ClaimRow]) -> dict[int, str]:
+    """For a claim judged in several contexts, the settings that tell its rows apart, by row index."""
+    out = {}
+    for claim in {id(r.claim): r.claim for r in rows}.values():
+        mine = [(i, r) for i, r in enumerate(rows) if r.claim is claim]
+        if len(mine) > 1:
+            keys = [k for k in group_keys() if len({str(r.context.get(k)) for _, r in mine}) > 1]
+            out.update({i: ", ".join(f"{k}={_text(r.context.get(k))}" for k in keys) for i, r in mine})
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(_text, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def median_text(values: list[float]) -> str:
+    """An arm's median (failures counted as the worst), 'fail' when it lands on a failed run."""
+    if not values:
+        return "not run"
+    m = float(np.median(values))
+    return "fail" if math.isinf(m) else f"{m:.4g}"
+
+
+def medians(row: ClaimRow) -> str:
+    """Every arm's median, 'label=value'."""
+    return "; ".join(f"{a.arm.label}={median_text(a.values)}" for a in row.arms)
+
+
+def observed(row: ClaimRow) -> str:
+    """The observed statistic in words: k of n runs for a count claim; the arms' medians (failures counted as
+    the worst) along a trend; the first arm against the closest other of an ordering; |Δ| for closeness."""
+    claim, run = row.claim, [a for a in row.arms if a.values]
+    if not run:
+        return ""
+    if claim.kind in COUNTING:
+        what = {"fails": "failed", "trains": "trained"}.get(claim.kind) or \
+            f"within [{claim.bounds[0]:g}, {claim.bounds[1]:g}]"
+        return "; ".join(f"{a.arm.label}: {_satisfying(claim, a)}/{_count(claim, a)} {what}" for a in row.arms
+                         if a.runs())
+    name = f"median {METRICS[claim.metric][0].split(' (')[0]}: "
+    if claim.kind in ("increasing", "decreasing"):
+        return name + " → ".join(f"{a.arm.label} {median_text(a.values)}" for a in run)
+    first, others = row.arms[0], [a for a in run if a is not row.arms[0]]
+    if claim.kind == "close" or len(row.arms) == 2 or not first.values or not others:
+        text = "; ".join(f"{a.arm.label} {median_text(a.values)}" for a in run)
+        if claim.kind == "close" and len(run) == 2:
+            gap = abs(float(np.median(run[0].values)) - float(np.median(run[1].values)))
+            text += f" (|Δ| {gap:.3g}, margin {claim.margin:g})" if math.isfinite(gap) else ""
+        return name + text
+    pick = min if claim.kind == "lower" else max
+    closest = pick(others, key=lambda a: float(np.median(a.values)))
+    return (f"{name}{first.arm.label} {median_text(first.values)}; closest of the {len(others)} others run: "
+            f"{closest.arm.label} {median_text(closest.values)}")
+
+
+def arms_text(row: ClaimRow) -> str:
+    """n per arm ('5 per arm' when every arm has the same), then the arms without runs: not run, not measured,
+    or ambiguous (several seed groups match the arm)."""
+    measured = [a for a in row.arms if a.values and len(a.groups) == 1]
+    counts = {len(a.values) for a in measured}
+    if len(counts) == 1:
+        some = len(measured) < len(row.arms)
+        text = f"{counts.pop()} per arm" + (f" ({len(measured)} of {len(row.arms)} arms)" if some else "")
+    else:
+        text = ", ".join(f"{a.arm.label} {len(a.values)}" for a in measured)
+    why = {"ambiguous": [a.arm.label + f" ({len(a.groups)} groups)" for a in row.arms if len(a.groups) > 1],
+           "not run": [a.arm.label for a in row.arms if not a.groups],
+           "not measured": [a.arm.label for a in row.arms if len(a.groups) == 1 and not a.values]}
+    return "; ".join(filter(None, [text, *(f"{k}: {', '.join(v)}" for k, v in why.items() if v)]))

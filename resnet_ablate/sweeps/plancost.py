@@ -1,0 +1,73 @@
+"""The launcher's cost line: what the runs still to train will take (GPU-hours, jobs, requeues at the SLURM
+profile's time limit), printed by a dry run and at launch. The arithmetic is `cost`'s; this reads what a
+launch knows: its runs (and how far a paused one got), its packing and its profile."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..folders import runfolder as rf
+from ..training.config import Config, run_dir
+from . import cost
+from .settings import SOURCE, Launch
+from .specs import pack
+
+SPEED_TABLES = SOURCE / "bench" / "results"
+
+
+def _progress(cfg: Config) -> dict[str, Any]:
+    """A run's settings with `done_iterations`: its last evaluation's iteration (0 when none)."""
+    try:
+        done = rf.read_jsonl(run_dir(cfg) / rf.METRICS)
+    except rf.Damaged:
+        done = []
+    return {**vars(cfg), "done_iterations": done[-1]["iteration"] if done else 0}
+
+
+def cost_line(todo: list[Config], launch: Launch) -> str:
+    """One line: the runs to train, their jobs, GPU-hours (speed table or estimate) and, at slurm.time, the
+    job starts with requeues; a warning when a job would need more requeues than max_num_timeout."""
+    if not todo:
+        return "cost: nothing left to train"
+    if launch.launcher == "slurm" and launch.slurm.gpus_per_task == 0:
+        return (f"cost: {len(todo)} runs to train on CPUs (slurm.gpus_per_task=0); the cost model covers GPUs "
+                f"only")
+    rows = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
+    gpu = cost.choose_gpu(launch.slurm.constraint, rows)
+    packs = [[_progress(c) for c in batch] for batch in pack(todo, launch.runs_per_job)]
+    limit_s = launch.slurm.time * 60 - launch.slurm.signal_delay_s - cost.STARTUP_S
+    if limit_s <= 0:
+        return (f"cost: slurm.time={launch.slurm.time} min leaves no time to train after the "
+                f"{launch.slurm.signal_delay_s} s signal delay and {cost.STARTUP_S:.0f} s start-up; raise slurm.time")
+    found = cost.sweep_cost(packs, gpu, rows, limit_s)
+    sources = "; ".join(f"measured: {_shown(SPEED_TABLES)}/{cost.SPEED_GLOB}" if s == "speed table"
+                        else _basis(packs, gpu) for s in found.sources)
+    where = "" if launch.launcher == "slurm" else f"launcher={launch.launcher} has no time limit; under launcher=slurm "
+    text = (f"cost: {_n(found.runs, 'run')} to train in {_n(found.jobs, 'job')} of up to "
+            f"{_n(launch.runs_per_job, 'run')}: {found.gpu_hours:.3g} GPU-hours on {gpu} ({sources}; "
+            f"{cost.STARTUP_S:.0f} s a job start); {where}at slurm.time={launch.slurm.time} min: "
+            f"{_n(found.starts, 'job start')}, {found.starts - found.jobs} of them requeues")
+    if found.most_requeues > launch.max_num_timeout:
+        text += (f"; a job needs {found.most_requeues} requeues, more than max_num_timeout="
+                 f"{launch.max_num_timeout}: raise slurm.time or max_num_timeout")
+    return text
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the source checkout where it lies inside it."""
+    try:
+        return path.relative_to(SOURCE)
+    except ValueError:
+        return path
+
+
+def _basis(packs: list[list[dict[str, Any]]], gpu: str) -> str:
+    """The estimate and its per-image figures for the first few distinct nets of the sweep."""
+    nets = {(s["arch"], s["depth"], cost.precision_of(s)): s for p in packs for s in p}
+    shown = ", ".join(cost.estimate_basis(s) for s in list(nets.values())[:3]) + (", ..." if len(nets) > 3 else "")
+    return (f"estimate from FLOPs and activation bytes per training image at {cost.UTILISATION:g} of {gpu}'s "
+            f"datasheet peaks: {shown}")

@@ -1,0 +1,268 @@
+"""The papers' claims as checks: specs declare them (one-line errors for bad ones), the report judges them on
+hand-made run folders (held, not held, undecided, not run, a failed arm), the seed advice against closed forms,
+and the report on the committed results/ shows its Claims section."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import REPO, TINY, make_run_folder, run_cli
+from scipy import stats
+
+from resnet_ablate.analysis import claims as judged
+from resnet_ablate.analysis.claimstats import (LEVEL, POWER, count_seeds, rank_link, rank_p, smallest_count_n,
+                                               smallest_rank_n)
+from resnet_ablate.analysis.scan import group_by_settings, scan
+from resnet_ablate.registry import UsageError
+from resnet_ablate.report import write_report
+from resnet_ablate.sweeps.claimspec import read_claims
+from resnet_ablate.sweeps.specs import check_setting, load_spec
+
+WHERE = {"dataset": "synthetic", "depth": 8}
+
+
+def make_runs(root: Path, arms: dict[str, list], extra: tuple[str, ...] = ()) -> list:
+    """Run folders per shortcut: a number is a done run's final test error, ('fail', e) a failed run with
+    error e; returns the seed groups."""
+    for shortcut, errors in arms.items():
+        for seed, error in enumerate(errors):
+            failed = isinstance(error, tuple)
+            make_run_folder(root / f"{shortcut}_{'_'.join(extra)}_s{seed}",
+                            [*TINY, f"shortcut={shortcut}", f"seed={seed}", *extra],
+                            status="fail" if failed else "done", error=error[1] if failed else error)
+    return group_by_settings(scan(root).runs)
+
+
+def claim(kind: str, arms: dict, **extra):
+    data = [{"id": "c", "claim": "a claim", "paper": "the words", "source": "Table 9", "kind": kind,
+             "where": WHERE, "arms": arms, **extra}]
+    return read_claims(Path("spec.yaml"), "spec", data, check_setting)[0]
+
+
+def judge_one(c, groups):
+    rows = judged.judge_all([c], groups, set())
+    assert len(rows) == 1
+    return rows[0]
+
+
+IDENTITY, PLAIN, SCALED = {"shortcut": "identity"}, {"shortcut": "none"}, {"shortcut": "scaling"}
+
+
+def test_held_and_not_held_from_three_seeds_each(tmp_path):
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    held = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), groups)
+    assert held.verdict == "held" and held.outcome.p == pytest.approx(1 / 20)  # every split: C(6, 3) = 20
+    assert judged.arms_text(held) == "3 per arm" and held.advice == ""
+    reverse = judge_one(claim("lower", {"plain": PLAIN, "identity": IDENTITY}), groups)
+    assert reverse.verdict == "not held" and reverse.outcome.p == pytest.approx(1 / 20)
+    assert "plain 9.1" in judged.observed(reverse) and "identity 5.1" in judged.observed(reverse)
+
+
+def test_two_seeds_per_arm_never_decide_and_the_advice_says_how_many_would(tmp_path, monkeypatch):
+    monkeypatch.setattr(judged, "SPEED_TABLES", tmp_path / "no-tables")
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1], "none": [9.0, 9.1]})
+    row = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), groups)
+    assert row.verdict == "undecided" and row.outcome.p == pytest.approx(1 / 6)  # the smallest p at 2 seeds
+    # completely separated: P(X < Y) = 1, Noether's n = (z_.95 + z_.8)^2 / (6 * 0.5^2) = 4.12 -> 5 per arm
+    assert row.seeds == 5 and row.extra_runs == 6 and row.extra_hours > 0
+    assert row.advice.startswith("5 per arm (held): +6 runs") and "GPU-h on H200 (estimate)" in row.advice
+    assert "reduced: 30 it" in row.labels and "synthetic data" in row.labels
+
+
+def test_an_arm_not_run_and_a_spec_whose_arms_never_ran(tmp_path):
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    row = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN, "scaled": SCALED}), groups)
+    assert row.verdict == "undecided"  # the arms that ran agree, but the claim names one more
+    assert judged.arms_text(row) == "3 per arm (2 of 3 arms); not run: scaled"
+    assert row.seeds == smallest_rank_n(LEVEL) == 3 and row.extra_runs == 3
+    nothing = claim("lower", {"scaled": SCALED, "dropout": {"shortcut": "dropout"}})
+    assert judged.judge_all([nothing], groups, set()) == []  # no arm ran: not this spec's runs
+    (row,) = judged.judge_all([nothing], groups, {"spec"})  # ...unless the spec's own sweep is present
+    assert row.verdict == "not run" and judged.arms_text(row) == "not run: scaled, dropout"
+
+
+def test_a_failed_arm_counts_as_the_papers_median_does(tmp_path):
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2], "none": [("fail", 3.0)] * 5,
+                                  "scaling": [("fail", 30.0)] * 4 + [9.0]})
+    fails = judge_one(claim("fails", {"plain": PLAIN}), groups)
+    assert fails.verdict == "held" and fails.outcome.p == pytest.approx(1 / 32)  # 5 of 5 failed
+    assert judged.observed(fails) == "plain: 5/5 failed"
+    four = judge_one(claim("fails", {"scaled": SCALED}), groups)  # median of 5 lands on a failure, p = 6/32
+    assert four.verdict == "undecided" and four.outcome.p == pytest.approx(6 / 32)
+    assert four.seeds == count_seeds(0.8, LEVEL) == 18
+    both = judge_one(claim("fails", {"plain": PLAIN, "scaled": SCALED}), groups)
+    assert both.verdict == "undecided" and both.outcome.p == pytest.approx(6 / 32)  # every arm must hold
+    # a failed run is worse than any error, whatever error it recorded (3.0 here)
+    lower = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), groups)
+    assert lower.verdict == "held" and "plain fail" in judged.observed(lower)
+    trains = judge_one(claim("trains", {"plain": PLAIN}), groups)
+    assert trains.verdict == "not held"
+
+
+def test_close_and_trend_claims(tmp_path):
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2, 5.3, 5.4], "none": [5.3, 5.4, 5.5, 5.6, 5.7],
+                                  "scaling": [7.0, 7.1, 7.2, 7.3, 7.4]})
+    close = judge_one(claim("close", {"plain": PLAIN, "identity": IDENTITY}, margin=1.0), groups)
+    assert close.verdict == "held" and "|Δ| 0.3, margin 1" in judged.observed(close)
+    far = judge_one(claim("close", {"scaled": SCALED, "identity": IDENTITY}, margin=1.0), groups)
+    assert far.verdict == "not held"
+    rising = judge_one(claim("increasing", {"identity": IDENTITY, "plain": PLAIN, "scaled": SCALED}), groups)
+    assert rising.verdict == "held" and rising.outcome.p == pytest.approx(rank_p([5.0, 5.1, 5.2, 5.3, 5.4],
+                                                                                  [5.3, 5.4, 5.5, 5.6, 5.7]))
+    assert "identity 5.2 → plain 5.5 → scaled 7.2" in judged.observed(rising)
+
+
+def test_exact_rank_test_matches_scipy_and_its_smallest_n():
+    rng = np.random.default_rng(1)
+    x, y = list(rng.normal(size=6)), list(rng.normal(size=5) + 1)
+    assert rank_p(x, y) == pytest.approx(stats.mannwhitneyu(x, y, alternative="less", method="exact").pvalue)
+    assert rank_p([1, 2], [3, 4]) == pytest.approx(1 / 6) and 1 / 6 > LEVEL  # 2 seeds per arm never decide
+    assert rank_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.05) and rank_p([1, 2, 3], [4, 5, 6]) <= LEVEL
+    assert smallest_rank_n(LEVEL) == 3 and smallest_count_n(LEVEL) == 5  # 1/C(6,3) = 0.05; 2^-5 = 0.031
+
+
+def test_seed_advice_for_a_normal_difference_matches_the_closed_form():
+    z = np.array([-1.5, -0.5, 0.5, 1.5])
+    z = (z - z.mean()) / z.std(ddof=1)  # sample sd exactly 1
+    delta, sd = 0.5, 0.5
+    x, y = list(10 + sd * z), list(10 + delta + sd * z)
+    link = rank_link("x < y", x, y, 1, None)
+    p_sup = stats.norm.cdf(delta / (sd * math.sqrt(2)))  # P(X < Y) for two normals
+    closed = math.ceil((stats.norm.ppf(1 - LEVEL) + stats.norm.ppf(POWER)) ** 2 / (6 * (p_sup - 0.5) ** 2))
+    assert link.seeds_for == closed == 16 and link.supports is True
+    # the exact test at that n reaches the level in about POWER of normal samples with that difference
+    rng = np.random.default_rng(0)
+    hits = [rank_p(list(rng.normal(0, sd, 16)), list(rng.normal(delta, sd, 16))) <= LEVEL for _ in range(200)]
+    assert 0.75 <= np.mean(hits) <= 0.97
+    # one seed per arm: the papers' spread (sd 0.16, 2015 Table 6) stands in for the unknown one
+    one = rank_link("x < y", [6.6], [6.9], 1, judged.PAPER_SD)
+    p_one = stats.norm.cdf(0.3 / (0.16 * math.sqrt(2)))
+    assert one.seeds_for == math.ceil(6.182557 / (6 * (p_one - 0.5) ** 2))
+    assert rank_link("x < y", [6.6], [6.9], 1, None).seeds_for is None
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"kind": "smaller"}, "claim c: unknown claim kind 'smaller'"),
+    ({"paper": ""}, "claims[0]: paper must be a non-empty text"),
+    ({"arms": {"a": {"shortcut": "gatng"}, "b": IDENTITY}},
+     "arms.a: unknown shortcut 'gatng' (did you mean 'gating'?)"),
+    ({"arms": {"a": {"depht": 20}, "b": IDENTITY}}, "arms.a: unknown setting 'depht' (did you mean 'depth'?)"),
+    ({"arms": {"a": {"scale": "half"}, "b": IDENTITY}}, "arms.a: scale: 'half' is not a float"),
+    ({"kind": "close"}, "a 'close' claim needs margin"),
+    ({"kind": "fails", "metric": "test_error"}, "a 'fails' claim counts failed runs; it takes no metric"),
+    ({"arms": {"a": IDENTITY, "b": IDENTITY}}, "arms 'a' and 'b' select the same runs"),
+    ({"where": {"shortcut": "none"}}, "arm 'a' sets shortcut, which `where` already fixes"),
+    ({"colour": "red"}, "unknown claim key 'colour'"),
+])
+def test_bad_claims_are_one_line_errors_naming_the_file(tmp_path, edit, message):
+    good = {"id": "c", "claim": "x", "paper": "p", "source": "s", "kind": "lower",
+            "arms": {"a": IDENTITY, "b": PLAIN}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"overrides": {"depth": 20}, "claims": [{**good, **edit}]}))
+    with pytest.raises(UsageError) as e:
+        load_spec(str(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_claim_stops_the_launch_in_one_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"claims": [{"id": "c", "claim": "x", "paper": "p", "source": "s",
+                                                "kind": "lower", "arms": {"a": IDENTITY}}]}))
+    proc = run_cli(f"ablation={path}", "dry_run=true", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"{path}: claim c: a 'lower' claim compares at least 2 arms, got 1" in proc.stderr
+
+
+REQUIRED = {
+    "table1_shortcuts": {"identity_lowest", "scaling_dropout_fail", "exclusive_gating_0_fails",
+                         "exclusive_gating_6_trains", "shortcut_gating_6_close", "conv1x1_worse"},
+    "table2_units": {"full_preact_better_110", "full_preact_better_164", "bn_after_add_worse_110",
+                     "relu_before_add_worse_110"},
+    "table3_preact": {"preact_1001_better_cifar10", "preact_1001_better_cifar100", "preact_164_better_cifar100"},
+    "resnet2015_depths": {"error_falls_with_depth", "resnet1202_worse_than_110"},
+    "degradation": {"plain56_higher_train_error", "plain56_higher_test_error", "resnet56_lower_test_error",
+                    "responses_resnet20_smaller", "responses_smaller_when_deeper"},
+    "gradnorm": {"identity_path_keeps_gradient", "scaling_path_shrinks_with_depth", "gating_path_shrinks_with_depth"},
+    "open_questions": {"highway_gate_beats_identity", "preact_shortcut_input_does_not_matter"},
+}
+
+
+def test_every_spec_declares_its_claims():
+    specs = sorted(p.stem for p in (REPO / "ablations").glob("*.yaml"))
+    assert set(REQUIRED) <= set(specs)
+    for name in specs:
+        assert "claims" in yaml.safe_load((REPO / "ablations" / f"{name}.yaml").read_text()), name
+        spec = load_spec(name)
+        assert REQUIRED.get(name, set()) <= {c.id for c in spec.claims}, name
+        assert all(c.paper and c.source for c in spec.claims)
+
+
+def test_report_opens_with_the_claims_section_and_writes_claims_csv(tmp_path, monkeypatch):
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": [
+        {"id": "identity_below_plain", "claim": "identity below plain", "paper": "\"it is lower\"",
+         "source": "Table 9, p. 1", "kind": "lower", "where": WHERE, "arms": {"identity": IDENTITY, "plain": PLAIN}},
+        {"id": "scaled_fails", "claim": "scaling fails", "paper": "fail", "source": "Table 9", "kind": "fails",
+         "where": WHERE, "arms": {"scaled": SCALED}}]}))
+    monkeypatch.chdir(tmp_path)
+    make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    text = write_report(scan(tmp_path / "runs"), tmp_path / "out", None, ("png",))
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Claims"
+    (row,) = [line for line in text.splitlines() if "identity below plain" in line]
+    assert "**held**" in row and "| 0.05 |" in row and "3 per arm" in row
+    assert "mine/identity_below_plain: \"it is lower\" (Table 9, p. 1)" in text
+    assert "scaling fails" not in text  # no run of that arm, and no sweep of spec 'mine'
+    csv = (tmp_path / "out" / "claims.csv").read_text().splitlines()
+    assert csv[0].startswith("spec,id,claim,kind,metric,source")
+    assert any(line.startswith("mine,identity_below_plain,") and ",held,0.05," in line for line in csv)
+
+
+def test_report_without_applicable_claims_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_runs(tmp_path / "runs", {"identity": [5.0]}, ("depth=14",))
+    text = write_report(scan(tmp_path / "runs"), tmp_path / "out", None, ("png",))
+    block = text.split("## Claims\n\n", 1)[1].split("\n\n", 1)[0]
+    assert block.startswith("No claim of the specs in ablations/ applies to these runs") and "\n" not in block
+
+
+def test_report_on_the_committed_results_shows_the_claims_section(tmp_path):
+    runs = REPO / "results" / "gradnorm_cpu" / "runs_early_d20"
+    text = write_report(scan(runs), tmp_path, None, ("png",))
+    assert text.splitlines()[2] == "## Claims"
+    (row,) = [line for line in text.splitlines() if line.startswith("| degradation: ResNet-20's layer responses")]
+    assert "**undecided**" in row and "reduced: 100 it" in row and "data not known to be official" in row
+    assert "1 per arm" in row  # one seed: with no spread for responses, the advice says to measure one
+    assert "run 2 seeds per arm to measure it" in row
+
+
+def test_shortcut_path_and_response_metrics_read_the_run_folders(tmp_path):
+    """shortcut_path_ratio: first/last unit within each of the 3 stages at iteration 0, geometric mean;
+    response_std: the mean of responses.json's std; a run without them is 'not measured'."""
+    import json
+    per_stage = {"identity": [1.0, 1.0, 1.0], "scaling": [0.25, 0.5, 1.0]}
+    for shortcut, norms in per_stage.items():
+        for seed in range(5):
+            folder = make_run_folder(tmp_path / f"{shortcut}{seed}", [*TINY, "depth=20", f"shortcut={shortcut}",
+                                                                      f"seed={seed}"], error=9.0)
+            rows = [{"iteration": 0, "shortcut_path_rms": [v * 4 ** s for s in range(3) for v in norms]},
+                    {"iteration": 10, "shortcut_path_rms": [1.0] * 9}]
+            (folder / "probes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (folder / "responses.json").write_text(json.dumps({"std": [1.0, 2.0, 3.0 + seed]}))
+    make_run_folder(tmp_path / "none0", [*TINY, "depth=20", "shortcut=none"], error=9.0)
+    groups = group_by_settings(scan(tmp_path).runs)
+    by = {g.settings["shortcut"]: g for g in groups}
+    assert judged.metric_value(by["scaling"].runs[0], "shortcut_path_ratio") == pytest.approx(0.25)
+    assert judged.metric_value(by["identity"].runs[2], "response_std") == pytest.approx(8 / 3)
+    assert judged.metric_value(by["none"].runs[0], "shortcut_path_ratio") is None
+    where = {"dataset": "synthetic", "depth": 20}
+    near = judge_one(claim("within", {"identity": IDENTITY, "scaled": SCALED}, metric="shortcut_path_ratio",
+                           bounds=[0.9, 1.1], where=where), groups)
+    assert "identity: 5/5 within [0.9, 1.1]; scaled: 0/5" in judged.observed(near)
+    # scaled's 0 of 5 is p = 1/32 against the claim, but over 2 arms Bonferroni asks 0.025: 6 runs would do it
+    assert near.verdict == "undecided" and near.outcome.p_against == pytest.approx(2 / 32)
+    assert near.seeds == 6 and near.outcome.decides_as == "not held"
+    plain = judge_one(claim("within", {"plain": PLAIN}, metric="shortcut_path_ratio", bounds=[0.9, 1.1],
+                            where=where), groups)
+    assert plain.verdict == "not measured" and judged.arms_text(plain) == "not measured: plain"
