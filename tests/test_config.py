@@ -2,14 +2,14 @@
 import pytest
 from helpers import run_cli
 
-from resnet_ablate.training.config import defaults, fields, from_yaml, run_name, to_yaml
-from resnet_ablate.training.parse import help_text, parse
-from resnet_ablate.sweeps.settings import help_text as launch_help_text
-from resnet_ablate.models.shortcuts import shortcut_parameters
-from resnet_ablate.registry import UsageError
-from resnet_ablate.models.shortcuts import SHORTCUTS
-from resnet_ablate.training.optim import lr_at
+from resnet_ablate.errors import UsageError
+from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
+from resnet_ablate.registry import parameters
+from resnet_ablate.sweeps.settings import help_text as launch_help_text
+from resnet_ablate.training.config import FAMILIES, defaults, fields, from_yaml, run_name, to_yaml
+from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
+from resnet_ablate.training.parse import help_text, parse
 
 
 def test_defaults_are_the_papers_recipe():
@@ -25,10 +25,24 @@ def test_overrides_are_typed():
     assert parse(["shortcut=dropout", "inverted=true"]).inverted is True  # (another shortcut's would be ignored)
 
 
-def test_every_shortcut_parameter_is_a_config_key_with_the_class_default():
-    for name in SHORTCUTS:
-        for param, default in shortcut_parameters(SHORTCUTS.get(name)).items():
-            assert getattr(defaults(), param) == default
+def test_every_registered_parameter_is_a_config_key_with_the_class_default():
+    for family in FAMILIES:
+        for name in family.registry:
+            for param, default in parameters(family.registry.get(name)).items():
+                assert getattr(defaults(), param) == default
+                assert fields()[param].metadata["family"] == family.selector
+    assert shortcut_parameters(SHORTCUTS.get("dropout")) == {"p": 0.5, "inverted": False}
+    assert [k for k, f in fields().items() if f.metadata["family"] in ("optim", "schedule")] == \
+        ["momentum", "nesterov", "betas", "eps", "onecycle_pct"]  # their old place: the run names stay
+
+
+def test_the_keys_stand_where_they_stood_so_run_names_stay():
+    assert list(fields())[list(fields()).index("warmup_lr"):][:7] == \
+        ["warmup_lr", "momentum", "nesterov", "betas", "eps", "onecycle_pct", "weight_decay"]
+    name = run_name(parse(["optim=adam", "lr=0.003", "betas=[0.8,0.99]", "weight_decay=0.05", "seed=1"]))
+    assert name == "cifar10_d110_original_identity_optim=adam_lr=0.003_betas=0.8-0.99_weight_decay=0.05_s1"
+    assert run_name(parse(["momentum=0.5", "nesterov=true", "warmup_lr=0.02"])) == \
+        "cifar10_d110_original_identity_warmup_lr=0.02_momentum=0.5_nesterov=True_s0"
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -44,6 +58,9 @@ def test_every_shortcut_parameter_is_a_config_key_with_the_class_default():
     (["depth=24", "block=bottleneck"], "depth 24 is not 9n+2 for block=bottleneck"),
     (["dataset=mnist"], "unknown dataset 'mnist'; allowed: cifar10, cifar100, synthetic"),
     (["p=1.5"], "p=1.5 is out of range; allowed: 0 <= p < 1"),
+    (["momentum=1"], "momentum=1.0 is out of range; allowed: 0 <= momentum < 1"),
+    (["val_split=50000"], "val_split=50000 is out of range; allowed: 0..49999"),
+    (["gate_init=ones"], "unknown gate_init 'ones'; allowed: he, zero"),
     (["milestones=[48000,32000]"], "milestones=[48000, 32000] must be increasing positive iterations"),
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
 ])
@@ -75,8 +92,9 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
     for name in fields():
         assert f"  {name}=" in text
     assert "depth=110  (int)" in text and "gate_bias=-6.0  (float)" in text and "milestones=[32000, 48000]" in text
-    for registry in (SHORTCUTS, UNITS):
+    for registry in (SHORTCUTS, UNITS, OPTIMIZERS, SCHEDULES):
         assert f"[allowed: {', '.join(registry.names())}]" in text
+    assert "  iterations=64000  (int)  training iterations  [allowed: > 0]" in text.splitlines()
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == f"{text}\n{launch_help_text()}"  # then the launcher's
 
@@ -94,7 +112,62 @@ def test_config_round_trips_through_yaml(tmp_path):
     assert from_yaml(tmp_path / "c.yaml") == cfg
 
 
-def test_lr_schedule_warmup_and_milestones():
-    cfg = parse([])
-    assert [lr_at(cfg, i) for i in (0, 399, 400, 31999, 32000, 47999, 48000, 63999)] == pytest.approx(
-        [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+def test_help_lists_each_optimizer_and_schedule_with_its_keys_under_it():
+    lines = help_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("  optim=sgd  (str)")))
+    assert lines[start + 1:start + 8] == [
+        "    sgd: SGD with momentum (the papers), fused.",
+        "      momentum=0.9  (float)  SGD momentum  [allowed: 0 <= momentum < 1]",
+        "      nesterov=False  (bool)  Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, plain "
+        "momentum)",
+        "    adam: Adam, fused.",
+        "      betas=[0.9, 0.999]  (list[float])  moment decay rates",
+        "      eps=1e-08  (float)  denominator epsilon  [allowed: > 0]",
+        "    adamw: AdamW: Adam with decoupled weight decay, fused."]
+    assert lines[start + 8] == "      betas, eps: as adam"
+    onecycle = lines.index(next(line for line in lines if line.startswith("    onecycle: ")))
+    assert lines[onecycle + 1] == "      onecycle_pct=0.3  (float)  fraction of the schedule spent rising to lr  " \
+                                  "[allowed: 0 < onecycle_pct < 1]"
+    assert "    shortcut_gating: Fig. 2(d): shortcut-only gating, (1-g)*x + F(x)." in lines
+
+
+def _note(keys: str, chosen: str, owners: str) -> str:
+    verb = "do" if "," in keys else "does"
+    return f"note: {keys} {verb} not apply to {chosen} ({owners}); ignored, and left out of the run name"
+
+
+@pytest.mark.parametrize("args, note", [
+    (["optim=sgd", "betas=[0.8,0.9]"], _note("betas", "optim=sgd", "betas: adam, adamw")),
+    (["optim=adamw", "momentum=0.5"], _note("momentum", "optim=adamw", "momentum: sgd")),
+    (["schedule=step", "onecycle_pct=0.5"], _note("onecycle_pct", "schedule=step", "onecycle_pct: onecycle")),
+    (["optim=adam", "nesterov=true"], _note("nesterov", "optim=adam", "nesterov: sgd")),
+])
+def test_keys_of_an_unused_optimizer_or_schedule_are_ignored_with_a_note_and_kept_out_of_the_name(args, note):
+    notes: list[str] = []
+    cfg = parse(args, notes)
+    assert cfg == parse(args[:1]) and run_name(cfg) == run_name(parse(args[:1]))
+    assert notes == [note]
+
+
+def test_ignored_keys_of_every_kind_are_one_note_line():
+    notes: list[str] = []
+    cfg = parse(["shortcut=identity", "gate_bias=-3", "eps=1e-6", "schedule=cosine", "onecycle_pct=0.5"], notes)
+    assert run_name(cfg) == "cifar10_d110_original_identity_schedule=cosine_s0"
+    assert notes == [_note("gate_bias, eps, onecycle_pct", "shortcut=identity, optim=sgd, schedule=cosine",
+                           "gate_bias: gating, shortcut_gating; eps: adam, adamw; onecycle_pct: onecycle")]
+
+
+def test_a_recipes_value_for_an_unused_optimizer_is_ignored_too():
+    notes: list[str] = []
+    cfg = parse(["recipe=fb_torch", "optim=adam", "lr=0.001"], notes)  # fb_torch: SGD with nesterov=true
+    assert cfg.nesterov is False and "nesterov" not in run_name(cfg)
+    assert notes == [_note("nesterov", "optim=adam", "nesterov: sgd")]
+    assert parse(["recipe=fb_torch"]).nesterov is True
+
+
+def test_keys_of_the_entry_in_use_are_kept():
+    notes: list[str] = []
+    cfg = parse(["optim=adamw", "betas=[0.8,0.9]", "schedule=onecycle", "onecycle_pct=0.4"], notes)
+    assert (cfg.betas, cfg.onecycle_pct, notes) == ([0.8, 0.9], 0.4, [])
+    assert "betas=0.8-0.9" in run_name(cfg) and "onecycle_pct=0.4" in run_name(cfg)

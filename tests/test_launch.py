@@ -195,7 +195,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
     bad = next(name for name in status.run_states(folder) if "_crashes_" in name)
     assert f"crashed: {bad}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: ChildCrashed: " \
            f"RuntimeError: boom" in proc.stderr
-    assert f"crashed: {run_name(damaged)}: resnet_ablate.registry.UsageError: " \
+    assert f"crashed: {run_name(damaged)}: resnet_ablate.errors.UsageError: " \
            f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in proc.stderr
     assert json.loads((folder / run_name(ok) / "result.json").read_text())["status"] == "done"
     states = status.run_states(folder)

@@ -13,7 +13,7 @@ then works on that projected signal s, so at those units:
 
 A new variant is one registered subclass of `Shortcut`; its keyword-only arguments (each with a default)
 are its parameters, and registering the class makes each a config key (`shortcut=NAME PARAM=VALUE`), with
-its line of `--help` from `param_help`.
+its line of `--help` from `param_help` and its allowed values from `param_range` / `param_choices`.
 
 The merge runs in fp32 whatever autocast is around (`Shortcut.forward`): under bf16 the convolutions may be
 bf16, but the identity path is then never rounded (ResNet-110 would round it 54 times) and gating keeps
@@ -23,17 +23,16 @@ and so is the unit's output, the stream between units.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry, UsageError, unknown
+from ..errors import unknown
+from ..registry import Keyed, KeyedRegistry, parameters
 
-SHORTCUTS: Registry[type["Shortcut"]] = Registry("shortcut")
+SHORTCUTS = KeyedRegistry("shortcut")
 
 
 class ZeroPad(nn.Module):
@@ -65,14 +64,13 @@ def projection(in_ch: int, out_ch: int, stride: int, downsample: str, bn: bool) 
     raise unknown("downsample", downsample, ["zeropad", "conv1x1"])
 
 
-class Shortcut(nn.Module):
+class Shortcut(nn.Module, Keyed):
     """Base class: projects x to the unit's output shape (`make_projection`), then merges it with F(x).
 
     `projection_bn` is decided by the unit (BN after a 1x1 projection in post-activation units, as
     in the 2015 paper; none in pre-activation units, whose projection reads the shared BN-ReLU).
     """
 
-    param_help: dict[str, str] = {}  # parameter -> its --help text
     secondary_params: tuple[str, ...] = ()  # parameters a report names only off their defaults
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
@@ -151,12 +149,11 @@ class _Gate(Shortcut):
                                        "parameter, as fb.resnet.torch train.lua:26 (package); false = b_g does not "
                                        "drift towards 0 with decay; the 2016 paper does not say"}
 
+    param_choices = {"gate_init": GATE_INITS}
     secondary_params = ("gate_init", "gate_weight_decay")
 
     def __init__(self, *args, gate_bias: float = -6.0, gate_init: str = "he", gate_weight_decay: bool = True) -> None:
         super().__init__(*args)
-        if gate_init not in GATE_INITS:
-            raise unknown("gate_init", gate_init, GATE_INITS)
         self.gate = nn.Conv2d(self.out_ch, self.out_ch, 1, bias=True)
         self.gate_bias, self.gate_init, self.gate_weight_decay = gate_bias, gate_init, gate_weight_decay
         nn.init.constant_(self.gate.bias, gate_bias)
@@ -222,11 +219,10 @@ class Dropout(Shortcut):
 
     param_help = {"p": "drop probability on the shortcut",
                   "inverted": "rescale by 1/(1-p) (PyTorch) instead of the paper's plain mask"}
+    param_range = {"p": "[0, 1)"}
 
     def __init__(self, *args, p: float = 0.5, inverted: bool = False) -> None:
         super().__init__(*args)
-        if not 0.0 <= p < 1.0:
-            raise UsageError(f"dropout p={p} is out of range; allowed: 0 <= p < 1")
         self.p, self.inverted = p, inverted
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -252,31 +248,18 @@ class NoShortcut(Shortcut):
 
 
 def shortcut_parameters(cls: type[Shortcut]) -> dict[str, Any]:
-    """The keyword-only parameters a shortcut class takes, with their defaults."""
-    sig = inspect.signature(cls.__init__)
-    return {n: p.default for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
-
-
-def _has_defaults(name: str, cls: type[Shortcut]) -> None:
-    """Registration check: every parameter has a default (it becomes a config key's default)."""
-    sig = inspect.signature(cls.__init__)
-    missing = [n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if missing:
-        raise TypeError(f"shortcut '{name}': parameter '{missing[0]}' needs a default (it becomes a config key)")
-
-
-SHORTCUTS.add_check(_has_defaults)
+    """The keyword-only parameters a shortcut class takes, with their defaults (read-only)."""
+    return parameters(cls)
 
 
 def bind_shortcut(name: str, params: dict[str, Any]) -> Callable[..., Shortcut]:
     """The shortcut `name` with its parameters bound once (the rest of a flat config's shortcut parameters,
-    those of other shortcuts, are dropped): a factory of (in_ch, out_ch, stride, downsample, projection_bn)."""
-    cls = SHORTCUTS.get(name)
-    known = {k for other in SHORTCUTS for k in shortcut_parameters(SHORTCUTS.get(other))}
-    for key in sorted(params.keys() - known):
+    those of other shortcuts, are dropped; its own are checked against their declared values): a factory of
+    (in_ch, out_ch, stride, downsample, projection_bn)."""
+    known = SHORTCUTS.keys()
+    for key in sorted(params.keys() - known.keys()):
         raise unknown("shortcut parameter", key, sorted(known))
-    own = shortcut_parameters(cls)
-    return functools.partial(cls, **{k: v for k, v in params.items() if k in own})
+    return SHORTCUTS.bind(name, params)
 
 
 @SHORTCUTS.register("highway_gating")

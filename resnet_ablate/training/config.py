@@ -1,44 +1,55 @@
-"""The run configuration: its keys (dataclass defaults = the papers' recipe, with the help line, section and
-whether a key names what is trained), the keys the registered shortcuts add, run names and config.yaml.
+"""The run configuration: its keys (dataclass defaults = the papers' recipe, with the help line, section,
+allowed values and whether a key names what is trained), the keys registered entries add, run names and
+config.yaml.
 
-A registered shortcut's keyword parameters become config keys by being registered (`config_type()` builds
-the dataclass from the core keys and the registry), so a new variant needs no edit here; a parameter
-whose name clashes with a key fails at registration. Parsing and validation are in `parse.py`.
+The parameters of registered shortcuts, optimizers and schedules (`FAMILIES`) become config keys by being
+registered (`config_type()` builds the dataclass from the core keys and the registries), so a new variant
+needs no edit here; a parameter whose name clashes with another key fails at registration. Parsing and
+validation are in `parse.py`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from omegaconf import OmegaConf
 
+from ..errors import UsageError
 from ..models.cifar import DOWNSAMPLES
 from ..models.resnet import ARCHS
-from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
+from ..models.shortcuts import SHORTCUTS
 from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
-from ..registry import UsageError
+from ..registry import Key, KeyedRegistry, Range, as_range, parameters
+from .optim import OPTIMIZERS, SCHEDULES
 from .recipes import RECIPES
 from .tracking import TRACKERS
 
 DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
 NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("step", "cosine", "onecycle")
 LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 SECTIONS = ("model", "data", "recipe", "run")
 MAX_NAME = 200  # bytes of a run folder's name: below the 255 of common file systems, with room for prefixes
 
 
-def opt(default: Any, help: str, section: str, identity: bool = True, choices: Callable[[], list[str]] | None = None):
+def opt(default: Any, help: str, section: str, identity: bool = True,
+        choices: Callable[[], Sequence[str]] | Sequence[str] | None = None, range: str | Range | None = None,
+        family: str | None = None):
     """A config field with its help line; `identity=False` marks fields that do not change what is
-    trained (paths, devices, logging), which are left out of run names and report groups."""
-    meta = {"help": help, "section": section, "identity": identity, "choices": choices}
+    trained (paths, devices, logging), which are left out of run names and report groups. `choices`: the
+    allowed names (or a function giving them, for a registry); `range`: the allowed numbers, an interval such
+    as "[0, 1)" or a `Range` with its own words; `family`: the selector of the entries that declare the key
+    (registered keys only)."""
+    if choices is not None and not callable(choices):
+        choices = functools.partial(list, tuple(choices))
+    meta = {"help": help, "section": section, "identity": identity, "choices": choices, "range": as_range(range),
+            "family": family}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -47,7 +58,8 @@ def opt(default: Any, help: str, section: str, identity: bool = True, choices: C
 @dataclass
 class Config:
     """One training run's core keys. Defaults are the papers' CIFAR recipe (2016 paper: warm-up for every run).
-    The registered shortcuts' parameters are keys too: `config_type()` adds them; use its instances."""
+    The parameters of the registered shortcuts, optimizers and schedules are keys too: `config_type()` adds
+    them; use its instances."""
 
     # model
     depth: int = opt(110, "arch=cifar: 6n+2 (basic units) or 9n+2 (bottleneck units); arch=imagenet: 18, 34, 50, "
@@ -82,48 +94,50 @@ class Config:
     data_dir: str = opt("", f"where the data sets live; empty = ${DATA_ENV} or ~/.cache/resnet_ablate "
                         "(dataset=folder: the tree itself, required)", "data", identity=False)
     image_size: int = opt(32, "dataset=folder: images are resized (short side) and centre-cropped to this "
-                          "square once, when loaded (CIFAR and synthetic images are 32)", "data")
+                          "square once, when loaded (CIFAR and synthetic images are 32)", "data", range="(0, inf)")
     download: bool = opt(True, "download CIFAR when missing (torchvision's utilities, checksum checked)", "data",
                          identity=False)
     normalize: str = opt("channel", "channel = per-channel mean/std (fb.resnet.torch datasets/cifar10.lua:38-46, "
                          "the 2016 code); pixel_mean = per-pixel mean subtraction (2015 paper Sec. 4.2; the 2016 "
                          "paper: same as 2015)", "data", choices=lambda: list(NORMALIZATIONS))
     augment: bool = opt(True, "4-pixel zero pad, random crop of the image size, horizontal flip", "data")
-    val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data")
-    synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data")
+    val_split: int = opt(0, "hold out this many training images as a validation set (2015: 5000)", "data",
+                         range=Range("[0, 50000)", "0..49999"))
+    synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data",
+                              range="(0, inf)")
     # recipe
     recipe: str = opt("default", "a named bundle of the defaults below, applied before the command line's keys "
                       "(which win) and printed in the resolved config; see 'recipes:' at the end of --help for "
                       "each value and its source. Not part of a run's identity: its resolved settings are",
                       "recipe", identity=False, choices=lambda: list(RECIPES))
-    iterations: int = opt(64000, "training iterations", "recipe")
-    milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10", "recipe")
-    optim: str = opt("sgd", "optimizer (the papers: SGD with momentum)", "recipe", choices=lambda: list(OPTIMIZERS))
-    schedule: str = opt("step", "step = /10 at milestones (papers); cosine = to 0 at the end; onecycle = "
-                        "PyTorch's OneCycleLR shape", "recipe", choices=lambda: list(SCHEDULES))
-    lr: float = opt(0.1, "learning rate after warm-up (onecycle: the peak)", "recipe")
-    warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe")
-    warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe")
-    momentum: float = opt(0.9, "SGD momentum", "recipe")
-    nesterov: bool = opt(False, "SGD: Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, "
-                         "plain momentum)", "recipe")
-    betas: list[float] = opt([0.9, 0.999], "adam, adamw: moment decay rates", "recipe")
-    eps: float = opt(1e-8, "adam, adamw: denominator epsilon", "recipe")
-    onecycle_pct: float = opt(0.3, "onecycle: fraction of the schedule spent rising to lr", "recipe")
-    weight_decay: float = opt(1e-4, "weight decay (adamw: decoupled)", "recipe")
+    iterations: int = opt(64000, "training iterations", "recipe", range="(0, inf)")
+    milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10 (schedule=step)", "recipe")
+    optim: str = opt("sgd", "optimizer; each one's keys follow it", "recipe", choices=OPTIMIZERS.names)
+    schedule: str = opt("step", "learning-rate schedule after warm-up; each one's keys follow it", "recipe",
+                        choices=SCHEDULES.names)
+    lr: float = opt(0.1, "learning rate after warm-up (onecycle: the peak)", "recipe", range="(0, inf)")
+    warmup_iters: int = opt(400, "iterations at warmup_lr first (2016: all CIFAR runs; 2015: ResNet-110)", "recipe",
+                            range="[0, inf)")
+    warmup_lr: float = opt(0.01, "learning rate during warm-up", "recipe", range="(0, inf)")
+    weight_decay: float = opt(1e-4, "weight decay (adamw: decoupled)", "recipe", range="[0, inf)")
     decay_bn: bool = opt(True, "apply weight decay to BN scale/shift too (as the papers' Torch/Caffe code)", "recipe")
-    bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe")
-    batch_size: int = opt(128, "mini-batch size", "recipe")
+    bn_momentum: float = opt(0.1, "BN running-statistics momentum (PyTorch convention)", "recipe",
+                             range=Range("(0, 1]", "0 < bn_momentum <= 1 (the weight of a new batch, PyTorch "
+                                                   "convention)"))
+    batch_size: int = opt(128, "mini-batch size", "recipe", range="(0, inf)")
     bn_batch: int = opt(0, "ghost batch norm: training-mode BN statistics over consecutive groups of this many "
                         "images (0 = the whole batch, package default). 2015 and 2016 papers: 128 on two GPUs, 64 "
                         "per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch TRAINING.md:9,15: 64; "
                         "resnet-1k-layers README.md:62: 32", "recipe")
-    seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe")
-    fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe")
+    seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe",
+                    range=Range(f"[0, {2**32})", "0 <= seed < 2**32"))
+    fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe",
+                                range=Range("[0, 100]", "a test error in %, 0..100"))
     # execution
-    eval_every: int = opt(1000, "iterations between test evaluations (and checkpoints)", "run", identity=False)
+    eval_every: int = opt(1000, "iterations between test evaluations (and checkpoints)", "run", identity=False,
+                          range="(0, inf)")
     grad_probe_every: int = opt(0, "record per-unit gradient norms every this many iterations (0 = off)", "run",
-                                identity=False)
+                                identity=False, range=Range("[0, inf)", ">= 0 (0 = off)"))
     grad_probe_at: list[int] = opt([], "also probe at these iterations (0 = at initialization)", "run",
                                    identity=False)
     device: str = opt("auto", "auto = cuda when available, else cpu", "run", identity=False)
@@ -136,63 +150,97 @@ class Config:
     logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "
                       "the run folder stays the record", "run", identity=False, choices=lambda: list(LOGGERS))
     time_limit_s: float = opt(0.0, "checkpoint and stop before this many seconds are spent (checked every "
-                              "iteration; 0 = none); the same command resumes", "run", identity=False)
+                              "iteration; 0 = none); the same command resumes", "run", identity=False,
+                              range=Range("[0, inf)", ">= 0 (0 = none)"))
     heartbeat_s: float = opt(30.0, "print a progress line (iteration, lr, img/s, elapsed, ETA) every this many "
-                             "seconds between evaluations (0 = only at evaluations)", "run", identity=False)
+                             "seconds between evaluations (0 = only at evaluations)", "run", identity=False,
+                             range=Range("[0, inf)", ">= 0 (0 = off)"))
     threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core); on a "
-                       "busy or small machine 1 can be several times faster", "run", identity=False)
+                       "busy or small machine 1 can be several times faster", "run", identity=False,
+                       range=Range("[0, inf)", ">= 0 (0 = torch's choice)"))
 
 
 CORE_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 
 
-def shortcut_keys() -> dict[str, tuple[Any, list[str], str]]:
-    """Every registered shortcut parameter: (default, the shortcuts taking it, its help text). Read-only: it
-    is computed once per state of the registry (signature inspection is slow, and a sweep asks thousands
-    of times)."""
-    registered = tuple((name, SHORTCUTS.get(name)) for name in SHORTCUTS)
-    if registered not in _KEYS:
-        keys: dict[str, tuple[Any, list[str], str]] = {}
-        for name, cls in registered:
-            for param, default in shortcut_parameters(cls).items():
-                _, owners, text = keys.get(param, (default, [], ""))
-                keys[param] = (default, [*owners, name], text or cls.param_help.get(param, ""))
-        _KEYS[registered] = keys
-    return _KEYS[registered]
+@dataclass(frozen=True)
+class Family:
+    """Registered entries whose parameters are config keys: the core key that names the entry in use
+    (`selector`), their registry, and the core key their keys follow in run names (None: the end of the
+    selector's section), fixed so that the names of existing runs stay as they are."""
+
+    selector: str
+    registry: KeyedRegistry
+    after: str | None = None
 
 
-_KEYS: dict[tuple, dict[str, tuple[Any, list[str], str]]] = {}
+FAMILIES = (Family("shortcut", SHORTCUTS), Family("optim", OPTIMIZERS, after="warmup_lr"),
+            Family("schedule", SCHEDULES, after="warmup_lr"))
 
 
-def _no_clash(name: str, cls: type[Shortcut]) -> None:
-    """Registration check: a shortcut parameter may not reuse a core key, and one shared with another
-    shortcut keeps that one's default (a config key has one default)."""
-    known = shortcut_keys()
-    for param, default in shortcut_parameters(cls).items():
-        if param in CORE_KEYS:
-            raise UsageError(f"shortcut '{name}': parameter '{param}' clashes with the config key '{param}'; "
-                             f"rename the parameter")
-        if param in known and name not in known[param][1] and (known[param][0], type(known[param][0])) != \
-                (default, type(default)):
-            raise UsageError(f"shortcut '{name}': parameter '{param}' (default {default!r}) clashes with "
-                             f"{', '.join(known[param][1])}'s {param} (default {known[param][0]!r}); rename it")
+def _state() -> tuple[int, ...]:
+    return tuple(f.registry.version for f in FAMILIES)
 
 
-SHORTCUTS.add_check(_no_clash)
+def registered_keys() -> dict[str, tuple[Family, Key]]:
+    """Every registered entry's key with its family, in the order of FAMILIES (read-only; computed once per
+    state of the registries: a sweep asks thousands of times)."""
+    state = _state()
+    if state not in _REGISTERED:
+        _REGISTERED[state] = {k: (f, key) for f in FAMILIES for k, key in f.registry.keys().items()}
+    return _REGISTERED[state]
+
+
+_REGISTERED: dict[tuple[int, ...], dict[str, tuple[Family, Key]]] = {}
+
+
+def shortcut_keys() -> dict[str, Key]:
+    """Every registered shortcut parameter: (default, the shortcuts taking it, help text, ...) by name."""
+    return SHORTCUTS.keys()
+
+
+def _no_clash(family: Family) -> Callable[[str, type], None]:
+    """Registration check: an entry's parameter may not reuse a core key or another family's key (a key has
+    one meaning)."""
+
+    def check(name: str, cls: type) -> None:
+        for param in parameters(cls):
+            if param in CORE_KEYS:
+                raise UsageError(f"{family.registry.kind} '{name}': parameter '{param}' clashes with the config key "
+                                 f"'{param}'; rename the parameter")
+            for other in (f.registry for f in FAMILIES if f is not family and param in f.registry.keys()):
+                raise UsageError(f"{family.registry.kind} '{name}': parameter '{param}' clashes with the {other.kind} "
+                                 f"key '{param}' ({', '.join(other.keys()[param].owners)}); rename the parameter")
+
+    return check
+
+
+for _family in FAMILIES:
+    _family.registry.add_check(_no_clash(_family))
 _TYPES: dict[tuple, type[Config]] = {}
 
 
 def config_type() -> type[Config]:
-    """The Config dataclass with a field per registered shortcut parameter (in the model section), rebuilt
-    when the registry changes; instances pickle by value (submitit jobs rebuild them)."""
-    keys = shortcut_keys()
-    signature = tuple((k, repr(d), tuple(o)) for k, (d, o, _) in keys.items())
-    if signature not in _TYPES:
-        extra = [(param, type(default), opt(default, f"{', '.join(owners)}: {text}".rstrip(": "), "model"))
-                 for param, (default, owners, text) in keys.items()]
-        _TYPES[signature] = dataclasses.make_dataclass(
-            "Config", extra, bases=(Config,), namespace={"__reduce__": _reduce, "__module__": __name__})
-    return _TYPES[signature]
+    """The Config dataclass with a field per registered key (in its selector's section, its help prefixed by
+    the entries taking it), rebuilt when a registry changes; instances pickle by value (submitit jobs rebuild
+    them)."""
+    state = _state()
+    if state not in _KINDS:
+        keys = registered_keys()
+        signature = tuple((k, repr(key)) for k, (_, key) in keys.items())
+        if signature not in _TYPES:
+            sections = {f.name: f.metadata["section"] for f in dataclasses.fields(Config)}
+            extra = [(k, key.type, opt(key.default, f"{', '.join(key.owners)}: {key.help}".rstrip(": "),
+                                       sections[family.selector], choices=key.choices, range=key.range,
+                                       family=family.selector))
+                     for k, (family, key) in keys.items()]
+            _TYPES[signature] = dataclasses.make_dataclass(
+                "Config", extra, bases=(Config,), namespace={"__reduce__": _reduce, "__module__": __name__})
+        _KINDS[state] = _TYPES[signature]
+    return _KINDS[state]
+
+
+_KINDS: dict[tuple[int, ...], type[Config]] = {}
 
 
 def _reduce(cfg: Config) -> tuple:
@@ -204,12 +252,19 @@ def _rebuild(values: dict[str, Any]) -> Config:
 
 
 def fields() -> dict[str, dataclasses.Field]:
-    """Every config key (core and shortcut parameters) with its field, grouped by section (read-only; one
-    per config type)."""
+    """Every config key (core and registered) with its field, grouped by section, each family's keys after its
+    `after` key (read-only; one per config type)."""
     kind = config_type()
     if kind not in _FIELDS:
-        found = dataclasses.fields(kind)
-        _FIELDS[kind] = {f.name: f for section in SECTIONS for f in found if f.metadata["section"] == section}
+        found = {f.name: f for f in dataclasses.fields(kind)}
+        following: dict[str, list[str]] = {}
+        for k, (family, _) in registered_keys().items():
+            section = found[family.selector].metadata["section"]
+            anchor = family.after or [c for c in CORE_KEYS if found[c].metadata["section"] == section][-1]
+            following.setdefault(anchor, []).append(k)
+        order = [k for section in SECTIONS for c in CORE_KEYS if found[c].metadata["section"] == section
+                 for k in (c, *following.get(c, ()))]
+        _FIELDS[kind] = {k: found[k] for k in order}
     return _FIELDS[kind]
 
 

@@ -7,22 +7,26 @@ import copy
 import dataclasses
 import math
 import re
-from typing import Any, Callable
+import types
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
-from ..models.shortcuts import GATE_INITS
 from ..models.units import UNITS, check_body
-from ..registry import UsageError, closest, unknown
-from .config import Config, config_type, defaults, fields, fmt, shortcut_keys
+from ..registry import check_value
+from .config import FAMILIES, Config, config_type, defaults, fields, fmt, registered_keys
+from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
 
 
 def _type_name(f: dataclasses.Field) -> str:
-    return getattr(f.type, "__name__", str(f.type)).replace("list[int]", "list of int")
+    """A key's type for messages and --help: int, float, list of int, ..."""
+    name = str(f.type) if isinstance(f.type, (str, types.GenericAlias)) else f.type.__name__
+    return name.replace("list[int]", "list of int")
 
 
 def _as_list(key: str, override: str) -> str:
@@ -55,9 +59,9 @@ def check_unique(overrides: list[str]) -> None:
 def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
     """Config from `key=value` strings: unknown keys, wrong types and bad values raise one-line UsageErrors.
     A `recipe=NAME` among them sets its defaults first (wherever it stands), the other keys then win.
-    Parameters of another shortcut than the chosen one are put back to their defaults (so they stay out of
-    the run name, and a grid over shortcuts and their parameters has no duplicates); `notes` gets a line
-    saying so."""
+    Keys of a shortcut, optimizer or schedule other than the chosen one are put back to their defaults (so
+    they stay out of the run name, and a grid over shortcuts and their parameters has no duplicates); `notes`
+    gets one line saying so."""
     base = _conf({})
     named = [o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")]
     recipe = RECIPES.get(named[-1] if named else defaults().recipe)  # an unknown name fails in validate
@@ -65,12 +69,9 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
         base.merge_with(_recipe_values(recipe, _merged(_conf(recipe.flat()), overrides), overrides))
     cfg: Config = OmegaConf.to_object(_merged(base, overrides))  # type: ignore[assignment]
     validate(cfg)
-    ignored = _drop_foreign_params(cfg, {o.split("=", 1)[0] for o in overrides})
+    ignored = _drop_foreign_keys(cfg, {o.split("=", 1)[0] for o in overrides})
     if ignored and notes is not None:
-        owners = shortcut_keys()
-        notes.append(f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
-                     f"shortcut={cfg.shortcut} (" + "; ".join(f"{k}: {', '.join(owners[k][1])}" for k in ignored)
-                     + "); ignored, and left out of the run name")
+        notes.append(_ignored_note(cfg, ignored))
     return cfg
 
 
@@ -120,14 +121,25 @@ def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
     return recipe.resolve(first.depth, first.batch_size, images)
 
 
-def _drop_foreign_params(cfg: Config, given: set[str]) -> list[str]:
-    """Put the given parameters of other shortcuts back to their defaults; returns their names."""
+def _drop_foreign_keys(cfg: Config, given: set[str]) -> list[str]:
+    """Put the keys of entries not in use (another shortcut's, optimizer's or schedule's), where they are given
+    or differ from their defaults (a recipe's), back to their defaults; returns their names."""
     plain, ignored = defaults(), []
-    for key, (_, owners, _) in shortcut_keys().items():
-        if cfg.shortcut not in owners and key in given:
+    for key, (family, declared) in registered_keys().items():
+        unused = getattr(cfg, family.selector) not in declared.owners
+        if unused and (key in given or getattr(cfg, key) != getattr(plain, key)):
             setattr(cfg, key, getattr(plain, key))
             ignored.append(key)
     return ignored
+
+
+def _ignored_note(cfg: Config, ignored: list[str]) -> str:
+    """The one line saying which keys were ignored, for which choice, and which entries take them."""
+    keys = registered_keys()
+    chosen = [f"{f.selector}={getattr(cfg, f.selector)}" for f in FAMILIES if any(keys[k][0] is f for k in ignored)]
+    return (f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(chosen)} ("
+            + "; ".join(f"{k}: {', '.join(keys[k][1].owners)}" for k in ignored)
+            + "); ignored, and left out of the run name")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -135,49 +147,23 @@ def _check(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
-# Allowed ranges of numeric keys: (test, the allowed values in words). Every float key is also finite.
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "iterations": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v > 0, "> 0"),
-    "eval_every": (lambda v: v > 0, "> 0"), "synthetic_size": (lambda v: v > 0, "> 0"),
-    "image_size": (lambda v: v > 0, "> 0"), "lr": (lambda v: v > 0, "> 0"),
-    "warmup_lr": (lambda v: v > 0, "> 0"), "warmup_iters": (lambda v: v >= 0, ">= 0"),
-    "eps": (lambda v: v > 0, "> 0"), "onecycle_pct": (lambda v: 0 < v < 1, "0 < onecycle_pct < 1"),
-    "momentum": (lambda v: 0 <= v < 1, "0 <= momentum < 1"), "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "bn_momentum": (lambda v: 0 < v <= 1, "0 < bn_momentum <= 1 (the weight of a new batch, PyTorch convention)"),
-    "seed": (lambda v: 0 <= v < 2**32, "0 <= seed < 2**32"),
-    "fail_threshold": (lambda v: 0 <= v <= 100, "a test error in %, 0..100"),
-    "val_split": (lambda v: 0 <= v < 50000, "0..49999"), "grad_probe_every": (lambda v: v >= 0, ">= 0 (0 = off)"),
-    "time_limit_s": (lambda v: v >= 0, ">= 0 (0 = none)"), "heartbeat_s": (lambda v: v >= 0, ">= 0 (0 = off)"),
-    "threads": (lambda v: v >= 0, ">= 0 (0 = torch's choice)"), "p": (lambda v: 0 <= v < 1, "0 <= p < 1"),
-}
-
-
 def _validate_numbers(cfg: Config) -> None:
-    """Every float finite (nan and inf are refused for every key, shortcut parameters included), and each
-    numeric key in its range."""
-    for name in fields():
+    """Every float finite (nan and inf are refused for every key, registered ones included), and each numeric
+    key in the range declared with it."""
+    for name, f in fields().items():
         value = getattr(cfg, name)
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             raise UsageError(f"{name}={fmt(value) if not isinstance(value, list) else value} is not a finite number")
-        test, allowed = RANGES.get(name, (None, ""))
-        if test is not None and not test(value):
-            raise UsageError(f"{name}={fmt(value)} is out of range; allowed: {allowed}")
+        check_value(name, value, f.metadata["range"], None)
 
 
 def _validate_schedule(cfg: Config) -> None:
-    """Warm-up shorter than the run; every step milestone inside it (one beyond it would never drop the lr)."""
+    """Warm-up shorter than the run; milestones in order."""
     _check(cfg.warmup_iters == 0 or cfg.warmup_iters < cfg.iterations,
            f"warmup_iters={cfg.warmup_iters} is not shorter than iterations={cfg.iterations}, so the run never "
            f"leaves warm-up; set warmup_iters=0 or fewer than {cfg.iterations}")
     _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
            f"milestones={list(cfg.milestones)} must be increasing positive iterations")
-    late = [m for m in cfg.milestones if m >= cfg.iterations]
-    if cfg.schedule == "step" and late:
-        half, three_quarters = cfg.iterations // 2, cfg.iterations * 3 // 4
-        scaled = f"milestones=[{half},{three_quarters}] (the papers' 1/2 and 3/4 of the run) or " \
-            if 0 < half < three_quarters else ""
-        raise UsageError(f"milestones={list(cfg.milestones)} reach past iterations={cfg.iterations}, so the lr "
-                         f"would never drop at {', '.join(map(str, late))}; set {scaled}milestones=[] for a constant lr")
 
 
 def validate(cfg: Config) -> None:
@@ -192,10 +178,8 @@ def validate(cfg: Config) -> None:
     layout.resolve_downsample(block, cfg.downsample)
     check_body(block, cfg.groups, cfg.width_per_group)
     _validate_schedule(cfg)
-    _check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
-           f"betas={list(cfg.betas)} must be two numbers in [0, 1)")
-    _check(not cfg.nesterov or (cfg.optim == "sgd" and cfg.momentum > 0),
-           "nesterov=true needs optim=sgd and momentum > 0")
+    schedule_of(cfg).check(cfg)  # the chosen schedule's and optimizer's own rules (step: milestones in the run)
+    optimizer_of(cfg).check(cfg)
     if cfg.device not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", cfg.device) is None:
         raise unknown("device", cfg.device, ["auto", "cpu", "cuda", "cuda:N"])
     _check(all(i >= 0 for i in cfg.grad_probe_at), "grad_probe_at must be iterations >= 0")
@@ -207,7 +191,7 @@ def validate(cfg: Config) -> None:
 
 def _validate_fidelity(cfg: Config) -> None:
     """bn_batch splits the batch into whole groups of at least 2 images; preact_shortcut_input=shared needs
-    pre-activation units; gate_init is he or zero."""
+    pre-activation units."""
     n, b = cfg.bn_batch, cfg.batch_size
     _check(n == 0 or 2 <= n <= b, f"bn_batch={n} must be 0 (off) or 2..batch_size ({b})")
     _check(n == 0 or b % n == 0, f"bn_batch={n} does not divide batch_size={b} into whole groups; use a divisor "
@@ -215,8 +199,6 @@ def _validate_fidelity(cfg: Config) -> None:
     _check(cfg.preact_shortcut_input == "raw" or UNITS.get(cfg.unit).is_preact(),
            f"preact_shortcut_input={cfg.preact_shortcut_input} applies to pre-activation units "
            f"({', '.join(u for u in UNITS.names() if UNITS.get(u).is_preact())}), not unit={cfg.unit}")
-    if cfg.gate_init not in GATE_INITS:
-        raise unknown("gate_init", cfg.gate_init, GATE_INITS)
 
 
 def _validate_data(cfg: Config) -> None:
@@ -250,20 +232,49 @@ def _validate_transfer(cfg: Config) -> None:
 
 
 def help_text() -> str:
-    """Every key with its type, default, meaning and, for registries, the allowed names."""
+    """Every key with its type, default, meaning and allowed values; under the key that chooses a shortcut,
+    optimizer or schedule, each registered one with its own keys."""
     lines = ["usage: python -m resnet_ablate.run [key=value ...]", ""]
-    section = None
-    for name, f in fields().items():
+    section, every = None, fields()
+    for name, f in every.items():
+        if f.metadata["family"] is not None:
+            continue  # listed under its entry
         if f.metadata["section"] != section:
             section = f.metadata["section"]
             lines.append(f"{section}:")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        text = f"  {name}={fmt(default) if not isinstance(default, list) else default}  ({_type_name(f)})  " \
-               f"{f.metadata['help']}"
-        if f.metadata["choices"] is not None:
-            text += f"  [allowed: {', '.join(f.metadata['choices']())}]"
-        lines.append(text)
+        lines.append(f"  {_key_line(name, f, f.metadata['help'])}")
+        lines += _entry_lines(name, every)
     lines += ["", "recipes (recipe=NAME: each value and its source; P15/P16 = the 2015/2016 paper, fb = "
               "fb.resnet.torch, 1k = resnet-1k-layers; epochs become iterations from the training-set size):"]
     lines += [line for recipe in RECIPES.values() for line in recipe.lines()]
     return "\n".join(lines)
+
+
+def _key_line(name: str, f: dataclasses.Field, text: str) -> str:
+    """`name=DEFAULT  (type)  text  [allowed: ...]`."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    line = f"{name}={fmt(default) if not isinstance(default, list) else default}  ({_type_name(f)})  {text}"
+    if f.metadata["choices"] is not None:
+        line += f"  [allowed: {', '.join(f.metadata['choices']())}]"
+    if f.metadata["range"] is not None:
+        line += f"  [allowed: {f.metadata['range'].allowed(name)}]"
+    return line
+
+
+def _entry_lines(selector: str, every: dict[str, dataclasses.Field]) -> list[str]:
+    """For a key that chooses a registered entry: each entry (its docstring's first line) and its keys; a key
+    already listed under an earlier entry is named with that entry."""
+    family = next((f for f in FAMILIES if f.selector == selector), None)
+    if family is None:
+        return []
+    keys, lines, shown = family.registry.keys(), [], set()
+    for entry in family.registry:
+        lines.append(f"    {entry}: {family.registry.about(entry)}".rstrip().rstrip(":"))
+        own = [k for k, key in keys.items() if entry in key.owners]
+        lines += [f"      {_key_line(k, every[k], keys[k].help)}" for k in own if k not in shown]
+        earlier: dict[str, list[str]] = {}
+        for k in (k for k in own if k in shown):
+            earlier.setdefault(keys[k].owners[0], []).append(k)
+        lines += [f"      {', '.join(ks)}: as {owner}" for owner, ks in earlier.items()]
+        shown.update(own)
+    return lines
