@@ -100,7 +100,8 @@ class TrainingRun:
 
     def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
-        inputs = {"data_fingerprint": data.fingerprint, "init_sha256": file_sha256(cfg.init)}
+        inputs = {"data_fingerprint": data.fingerprint, "data_official": data.official,
+                  "init_sha256": file_sha256(cfg.init)}
         self.writer = RunWriter(cfg, run_dir(cfg), run_name(cfg), inputs)
         self.status = Status.TRAINING
         self.state: RunState | None = None
@@ -356,4 +357,7 @@ def setup(cfg: Config) -> tuple[torch.device, str]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    return device, resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda" and precision == "fp32":  # PyTorch lets cuDNN convolve in TF32 unless told otherwise
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    return device, precision
