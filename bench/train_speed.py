@@ -117,7 +117,7 @@ def trainer(depth: int, pack: int, args: argparse.Namespace, device: torch.devic
         "dataset=synthetic", f"synthetic_size={args.synthetic_size}"]
     common = [*data, f"depth={depth}", f"batch_size={args.batch_size}", f"device={device.type}",
               f"iterations={args.warmup + args.iterations}", f"eval_every={args.warmup}", "milestones=[]",
-              "warmup_iters=0", "fail_threshold=100", *extra]
+              "warmup_iters=0", "fail_threshold=100", "recipe=default", *extra]
     tag = "_".join([str(depth), str(pack), *extra, str(time.monotonic_ns())]).replace("=", "-")
     cfgs = [parse([*common, f"seed={s}", f"run_dir={root / tag / str(s)}"]) for s in range(pack)]
     _reset_memory(device)

@@ -100,9 +100,9 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
 
 
 def test_run_name_shows_what_differs_from_the_defaults():
-    assert run_name(parse([])) == "cifar10_d110_original_identity_s0"
-    name = run_name(parse(["shortcut=gating", "gate_bias=-7", "seed=2", "device=cpu", "iterations=8000",
-                           "milestones=[4000,6000]"]))
+    assert run_name(parse(["recipe=default"])) == "cifar10_d110_original_identity_s0"
+    name = run_name(parse(["recipe=default", "shortcut=gating", "gate_bias=-7", "seed=2", "device=cpu",
+                           "iterations=8000", "milestones=[4000,6000]"]))
     assert name == "cifar10_d110_original_gating_gate_bias=-7.0_iterations=8000_milestones=4000-6000_s2"
 
 

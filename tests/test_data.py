@@ -105,3 +105,41 @@ def test_sampler_covers_each_epoch_once_and_resumes_exactly():
     t.load_state_dict(state)
     for got, want in zip([t.next() for _ in range(3)], expected):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+# --- issue 28: the data's identity and the pixel-mean order ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_batch_files_are_checked_against_the_official_md5_and_a_copy_still_loads(tmp_path, name, monkeypatch):
+    import hashlib
+    write_fake_cifar(tmp_path, name)
+    folder = tmp_path / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    copy = datamod.load(name, tmp_path, False, "channel", 0, 0)
+    assert copy.official is False and len(copy.train) > 0  # labelled, never refused
+    assert "not the official files (md5 differ)" in copy.source
+    assert set(datamod.OFFICIAL_MD5[name]) == {p.name for p in folder.iterdir()}  # torchvision's list, every file
+    sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    monkeypatch.setitem(datamod.OFFICIAL_MD5, name, sums)  # these fake files as if they were the official ones
+    official = datamod.load(name, tmp_path, False, "channel", 0, 0)
+    assert official.official is True and "the official files (md5)" in official.source
+    assert official.to(torch.device("cpu")).official is True
+    assert datamod.load("synthetic", tmp_path, False, "channel", 0, 64).official is False
+
+
+def test_pixel_mean_is_subtracted_before_the_crop_so_it_stays_aligned_with_its_pixels():
+    """Issue 28 item 9: normalise, then crop, then zero the padding (the mean image was subtracted after the
+    crop, at the crop's coordinates)."""
+    train, _, _ = datamod.synthetic(16)
+    data = datamod.Data(train, train, None, 10, *datamod.statistics(train.images, "pixel_mean"))
+    data.mean = data.mean + torch.arange(32.0)  # a mean image that differs from pixel to pixel
+    g = torch.Generator().manual_seed(1)
+    offsets = torch.randint(0, 9, (16, 2), generator=g)
+    offsets[0] = torch.tensor([0, 8])  # the corners: padding on two sides
+    flips = torch.arange(16) % 3 == 1  # the first one unflipped
+    out = datamod.augment(train.images, offsets, flips, data)
+    padded = F.pad(datamod.normalize_images(train.images, data), (4, 4, 4, 4))
+    for i in range(16):
+        oy, ox = offsets[i].tolist()
+        ref = padded[i, :, oy:oy + 32, ox:ox + 32]
+        torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
+    assert (out[0, :, :4, :] == 0).all() and (out[0, :, :, -4:] == 0).all()  # zeros in normalised space

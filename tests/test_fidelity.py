@@ -299,11 +299,14 @@ def test_cli_reports_fidelity_keys_as_one_line(tmp_path):
 
 # --- 3. recipes -------------------------------------------------------------------------------------------
 
-def test_a_bare_command_keeps_todays_defaults():
-    plain, default = parse([]), parse(["recipe=default"])
-    assert (plain.normalize, plain.nesterov, plain.bn_batch, plain.warmup_iters, plain.iterations) == \
-        ("channel", False, 0, 400, 64000)
-    assert to_yaml(plain).replace("recipe: default", "") == to_yaml(default).replace("recipe: default", "")
+def test_a_bare_command_trains_he2016_and_recipe_default_keeps_the_keys_defaults():
+    """Issue 28 item 4: the mission's command trains a Table 1 cell as the 2016 paper did."""
+    plain, he2016, default = parse([]), parse(["recipe=he2016"]), parse(["recipe=default"])
+    assert (plain.recipe, plain.normalize, plain.bn_batch, plain.warmup_iters, plain.precision) == \
+        ("he2016", "pixel_mean", 64, 400, "fp32")
+    assert to_yaml(plain) == to_yaml(he2016)
+    assert (default.normalize, default.nesterov, default.bn_batch, default.warmup_iters, default.precision) == \
+        ("channel", False, 0, 400, "auto")
 
 
 def test_he2015_warms_up_resnet110_only_and_splits_the_batch_over_two_bns():
@@ -342,9 +345,10 @@ def test_an_epoch_recipe_on_a_folder_data_set_needs_the_schedule(tmp_path):
 def test_a_run_is_its_resolved_settings_not_the_recipe_name(tmp_path):
     """Same name, same config check, same report group, whether spelled as a recipe or as its values."""
     by_recipe = parse(["recipe=he2015", "depth=20"])
-    by_hand = parse(["depth=20", "normalize=pixel_mean", "warmup_iters=0", "bn_batch=64"])
+    by_hand = parse(["recipe=default", "depth=20", "normalize=pixel_mean", "warmup_iters=0", "bn_batch=64",
+                     "precision=fp32"])
     assert run_name(by_recipe) == run_name(by_hand) == "cifar10_d20_original_identity_normalize=pixel_mean_" \
-                                                       "warmup_iters=0_bn_batch=64_s0"
+                                                       "warmup_iters=0_bn_batch=64_precision=fp32_s0"
     assert identity_items(by_recipe) == identity_items(by_hand)
     assert "recipe: he2015" in to_yaml(by_recipe) and "normalize: pixel_mean" in to_yaml(by_recipe)
 
@@ -353,7 +357,8 @@ def test_the_run_command_lists_a_recipes_runs_by_their_resolved_settings(tmp_pat
     from resnet_ablate import run
     monkeypatch.chdir(tmp_path)
     assert run.main(["recipe=he2015", "depth=110", "dry_run=true", "seed=0,1"]) == 0
-    assert "cifar10_d110_original_identity_normalize=pixel_mean_bn_batch=64_s1" in capsys.readouterr().out
+    assert "cifar10_d110_original_identity_normalize=pixel_mean_bn_batch=64_precision=fp32_s1" in \
+        capsys.readouterr().out
 
 
 def test_every_spec_names_its_recipe_and_recipe_gap_lists_its_runs():
@@ -370,11 +375,12 @@ def test_every_spec_names_its_recipe_and_recipe_gap_lists_its_runs():
 
 # --- 5. the report states the papers' statistics like for like ------------------------------------------
 
-def _runs(root, name, settings, errors):
-    """Run folders with these final errors (None: a failed run)."""
+def _runs(root, name, settings, errors, **result_fields):
+    """Run folders with these final errors (None: a failed run), read from the official CIFAR files unless
+    `data_official` says otherwise."""
     for seed, error in enumerate(errors):
         make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
-                        error)
+                        error, **{"data_official": True, **result_fields})
 
 
 def _table(root, layout):
@@ -395,7 +401,8 @@ def test_the_median_counts_failures_and_paper_cells_compare_like_with_like(tmp_p
     assert two["diff"] == pytest.approx(10.0 - 8.70) and shown.loc["gate_bias=-6", "Δ"] == "+1.30 (median)"
     assert shown.loc["gate_bias=-6", "paper"] == "8.70 (median of 5)"
     three = shown.loc["gate_bias=-7"]
-    assert (three["median"], three["error (%)"], three["fail"], three["Δ"]) == ("fail", "9.25 ± 0.35", "3", "")
+    assert (three["median"], three["error (%)"], three["fail"], three["Δ"]) == \
+        ("fail", "9.25 ± 0.35 (over 2 of 5)", "3", "")
     assert list(shown.columns[shown.columns.get_loc("n"):][:5]) == ["n", "fail", "median", "error (%)", "min"]
     assert "median over all n runs, a failed run counting as above any error" in table.caption
 
@@ -524,3 +531,119 @@ def test_ghost_bn_and_adam_are_captured_in_the_cuda_graph(tmp_path, capsys, opti
     (summary,) = train([parse([*args, f"run_dir={tmp_path / 'r'}"])])
     assert "capture failed" not in capsys.readouterr().out
     assert summary["capture_s"] > 0 and summary["status"] in ("done", "fail")
+
+
+# --- issue 28: numbers a reviewer would accept ------------------------------------------------------------
+
+def test_the_papers_recipes_train_in_fp32_and_default_keeps_auto():
+    """Item 2: bf16 is a choice (precision=bf16), not a recipe's value."""
+    for name in ("he2015", "he2016", "fb_torch", "resnet1k"):
+        assert parse([f"recipe={name}", "depth=1001" if name == "resnet1k" else "depth=110"]).precision == "fp32", name
+    assert parse(["recipe=default"]).precision == "auto"
+    assert parse(["precision=bf16"]).precision == "bf16"
+
+
+def test_fp32_on_a_gpu_turns_tf32_convolutions_and_matmuls_off(monkeypatch):
+    """Item 2: PyTorch lets cuDNN convolve in TF32 by default; an fp32 run on CUDA must not."""
+    from resnet_ablate.training import trainer
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))  # setup only reads flags here
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert trainer.setup(parse(["recipe=he2016"]))[1] == "fp32"
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+        torch.backends.cudnn.allow_tf32 = True
+        assert trainer.setup(parse(["precision=bf16"]))[1] == "bf16"
+        assert torch.backends.cudnn.allow_tf32 is True  # bf16 runs keep PyTorch's default for their fp32 parts
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_he2015_warms_up_resnet1202_as_resnet110():
+    """Item 3: the 2015 paper trains ResNet-1202 "as described above"."""
+    assert [parse(["recipe=he2015", f"depth={d}"]).warmup_iters for d in (20, 56, 110, 1202)] == [0, 0, 400, 400]
+
+
+def test_the_recipes_bn_group_is_half_the_batch_so_a_smaller_batch_keeps_working():
+    """Item 4: the papers' 2 GPUs; today's bn_batch=64 refused batch_size=32."""
+    assert parse(["batch_size=32"]).bn_batch == 16
+    assert parse(["recipe=he2015", "batch_size=8"]).bn_batch == 4
+    assert parse(["recipe=resnet1k", "depth=1001"]).bn_batch == 32 and parse(["recipe=fb_torch"]).bn_batch == 64
+    assert parse(["batch_size=32", "bn_batch=8"]).bn_batch == 8  # the command line wins
+    with pytest.raises(UsageError, match=r"^bn_batch=16 does not divide batch_size=33 into whole groups"):
+        parse(["batch_size=33"])
+    smoke = "dataset=synthetic depth=8 batch_size=32 iterations=100 milestones=[50,75] eval_every=50 warmup_iters=0 " \
+            "threads=1".split()  # the README's smoke command
+    assert (parse(smoke).bn_batch, parse(smoke).recipe) == (16, "he2016")
+
+
+def test_help_shows_the_default_recipe_its_precision_and_bn_group(tmp_path):
+    text = help_text()
+    assert "  recipe=he2016  (str)" in text and "A bare command trains he2016" in text
+    assert "recipe=default keeps the defaults shown" in text
+    assert "the recipes (he2016, the default, too) set fp32" in text
+    he2016 = text[text.index("  he2016:"):text.index("  fb_torch:")]
+    assert "precision=fp32" in he2016 and "bn_batch=batch_size/2" in he2016
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "recipe=he2016" in proc.stdout
+
+
+def test_help_documents_ghost_bns_running_statistics_and_fbs_iterations_per_epoch():
+    """Items 10 and 11: beside bn_batch, the running-statistics choice; beside the epochs, which count is used."""
+    text = help_text()
+    assert "running statistics: the groups' average (fb keeps each GPU's own and tests with GPU 1's)" in text
+    assert "64,063 full batches, where fb's 391 iterations per epoch (the last of 80 images) make 64,124" in text
+
+
+def test_fb_torch_reads_the_shared_bn_relu_in_preact_units_only_and_evaluates_every_epoch():
+    """Items 6 and 7."""
+    assert parse(["recipe=fb_torch", "unit=full_preact", "depth=110"]).preact_shortcut_input == "shared"
+    assert parse(["recipe=fb_torch", "unit=relu_preact", "depth=56"]).preact_shortcut_input == "shared"
+    assert parse(["recipe=fb_torch", "unit=original", "depth=110"]).preact_shortcut_input == "raw"  # not refused
+    fb = parse(["recipe=fb_torch"])
+    assert fb.eval_every == 391  # ceil(50000 / 128)
+    assert parse(["recipe=fb_torch", "eval_every=1000"]).eval_every == 1000
+    assert parse(["recipe=he2015"]).eval_every == 1000
+
+
+def test_table1_spec_holds_the_open_choices_as_variant_rows():
+    """Item 5: gate_weight_decay=false for exclusive gating -6 and -7 and shortcut-only gating -6; inverted dropout."""
+    spec = load_spec(str(REPO / "ablations" / "table1_shortcuts.yaml"))
+    rows = [dict(v) for v in spec.variants]
+    for shortcut, bias in (("gating", -6), ("gating", -7), ("shortcut_gating", -6)):
+        assert {"shortcut": shortcut, "gate_bias": bias} in rows
+        assert {"shortcut": shortcut, "gate_bias": bias, "gate_weight_decay": False} in rows
+    assert {"shortcut": "dropout", "p": 0.5} in rows and {"shortcut": "dropout", "p": 0.5, "inverted": True} in rows
+    plan = expand(parse_launch(["ablation=table1_shortcuts", "budget=quick"]), [])
+    assert len(plan.cfgs) == 15 * 2
+
+
+def test_recipe_gap_spec_evaluates_every_epoch():
+    """Item 7: the best error is comparable between its rows only at one evaluation interval, fb's."""
+    plan = expand(parse_launch(["ablation=recipe_gap", "budget=quick"]), [])
+    assert {c.eval_every for c in plan.cfgs} == {391}
+
+
+def test_gradnorm_spec_measures_full_preact_units_beside_the_original_ones():
+    """Item 8: Eq. 5 holds for a pure identity path."""
+    plan = expand(parse_launch(["ablation=gradnorm", "budget=cpu_init"]), [])
+    assert {c.unit for c in plan.cfgs} == {"original", "full_preact"} and len(plan.cfgs) == 6 * 3 * 2 * 2
+
+
+def test_the_campaigns_2015_recipe_item_passes_recipe_he2015():
+    """Item 4: results/CAMPAIGN.md's item 1 is labelled the 2015 recipe."""
+    commands = (REPO / "results" / "CAMPAIGN.md").read_text().replace("\\\n", " ").splitlines()
+    line = next(line for line in commands if "# item 1 " in line)
+    assert "recipe=he2015" in line and "normalize=" not in line
+
+
+def test_a_run_records_whether_it_read_the_official_files(tmp_path):
+    """Item 1: result.json's data_official (a copy loads all the same)."""
+    from helpers import write_fake_cifar
+    write_fake_cifar(tmp_path / "data")
+    args = [*TINY, "dataset=cifar10", f"data_dir={tmp_path / 'data'}", "fail_threshold=100", "iterations=2",
+            "milestones=[1]", "eval_every=2"]
+    (summary,) = train([parse([*args, f"run_dir={tmp_path / 'copy'}"])])
+    assert summary["data_official"] is False and result(tmp_path / "copy")["data_official"] is False
+    (synthetic,) = train([parse([*TINY, "iterations=2", "milestones=[1]", f"run_dir={tmp_path / 's'}"])])
+    assert synthetic["data_official"] is False

@@ -138,7 +138,7 @@ def test_start_up_lines_say_device_threads_data_size_folder_and_changed_settings
         "data: synthetic (generated, seed 12345): 64 training, 16 test images (32x32), 10 classes",
         f"[{name}] 75,290 parameters; run folder {folder.resolve()}",
         f"[{name}] settings besides the defaults (all in config.yaml): depth=8 dataset=synthetic synthetic_size=64 "
-        f"iterations=30 milestones=[20] warmup_iters=0 batch_size=8 eval_every=10 device=cpu run_dir={folder}"]
+        f"recipe=default iterations=30 milestones=[20] warmup_iters=0 batch_size=8 eval_every=10 device=cpu run_dir={folder}"]
     assert (folder / "config.yaml").read_text().count("\n") > 50  # the full config
 
 

@@ -36,9 +36,9 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     assert {c.runs_root for c in sweep.cfgs} == {"runs/sweep"}
 
 
-@pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 55), ("table2_units", "table2", 50),
+@pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 75), ("table2_units", "table2", 50),
                                                ("table3_preact", "table3", 50), ("resnet2015_depths", "depth", 30),
-                                               ("degradation", "degradation", 50), ("gradnorm", "gradnorm", 90)])
+                                               ("degradation", "degradation", 50), ("gradnorm", "gradnorm", 180)])
 def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout, count):
     full = expand(parse_launch([f"ablation={name}"]), [])
     assert (full.layout, len(full.cfgs), str(full.folder)) == (layout, count, f"runs/{name}")
@@ -57,7 +57,7 @@ def test_table1_rows_and_the_2015_warmup_rule():
                     ("gating", -7.0, None, None), ("shortcut_gating", 0.0, None, None),
                     ("shortcut_gating", -6.0, None, None), ("conv1x1", None, None, None), ("dropout", None, None, 0.5)}
     depths = expand(parse_launch(["ablation=resnet2015_depths"]), []).cfgs
-    assert {(c.depth, c.warmup_iters) for c in depths} == {(20, 0), (32, 0), (44, 0), (56, 0), (110, 400), (1202, 0)}
+    assert {(c.depth, c.warmup_iters) for c in depths} == {(20, 0), (32, 0), (44, 0), (56, 0), (110, 400), (1202, 400)}
     assert {c.normalize for c in depths} == {"pixel_mean"}
 
 

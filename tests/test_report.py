@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
     sweep = root / "paper110"
     for name, (shortcut, error) in PAPER110.items():
         make_run_folder(sweep / name, ["dataset=cifar10", "depth=110", f"shortcut={shortcut}", f"seed={name[-1]}"],
-                        "done", error)
+                        "done", error, data_official=True)
     write_sweep(SweepRecord(sweep, "paper110", "table1", runs=(*PAPER110, "identity_s3"),
                             command="python -m resnet_ablate.run ablation=table1", git_commit="abc"))
     units = root / "units"
@@ -237,9 +237,10 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
     assert sorted(line.get_linewidth() for line in drawn) == [0.7] * 4 + [1.6] * 4
     probes = curves.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
     fig = figures.gradient_norms(probes)
-    assert [ax.get_title() for ax in fig.axes] == ["iteration 0", "iteration 10"]
-    assert all(ax.get_yscale() == "log" and len([x for x in ax.lines if len(x.get_xdata()) == 3]) == 3
-               for ax in fig.axes)  # one line per probed variant, a point per unit
+    assert [ax.get_title() for ax in fig.axes] == ["total, iteration 0", "shortcut path, iteration 0",
+                                                   "total, iteration 10", "shortcut path, iteration 10"]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)  # one line per probed variant, a point per unit; the
+    assert [len([x for x in ax.lines if len(x.get_xdata()) == 3]) for ax in fig.axes] == [3, 2, 3, 2]  # plain: no path
 
 
 def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs, built):
@@ -295,3 +296,130 @@ def test_an_imagenet_run_beside_cifar_runs_does_not_block_the_report(tmp_path, c
     rows = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if line.startswith("| original")]
     assert any("| cifar " in r and "6.70 ± 0.28" in r and "6.61 (median of 5)" in r for r in rows)  # the paper's value
     assert any("| imagenet " in r and "30.00" in r for r in rows)
+
+
+# --- issue 28: the data's identity, the precision trained, the open choices, fb's best error -----------------
+
+def _folders(root, name, settings, errors, **result_fields):
+    """Hand-written run folders with these final errors (None: failed), seeds 0, 1, ..."""
+    for seed, error in enumerate(errors):
+        make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
+                        error, **result_fields)
+
+
+def _t1(root):
+    from resnet_ablate.analysis.tables import build_table, layouts
+    return build_table(layouts()["table1"], scan.group_by_settings(scan.scan(root).runs))
+
+
+def test_a_report_on_a_copy_of_cifar_shows_no_paper_value_and_says_why(tmp_path):
+    """Item 1: a Δ against the paper only for groups whose runs all read the official files."""
+    settings = ["depth=110", "recipe=he2016"]
+    _folders(tmp_path / "copy", "identity", settings, [12.0, 12.2], data_official=False)
+    _folders(tmp_path / "copy", "gating", [*settings, "shortcut=gating"], [13.0, 13.4])  # written before the flag
+    table = _t1(tmp_path / "copy")
+    assert set(table.shown["paper"]) == {""} and set(table.shown["Δ"]) == {""}
+    assert table.frame["diff"].isna().all()
+    assert table.caption.startswith("No paper value or Δ in every row that has one: not all of its runs read the "
+                                    "official CIFAR files")
+    _folders(tmp_path / "real", "identity", settings, [6.5, 6.7], data_official=True)
+    _folders(tmp_path / "real", "gating", [*settings, "shortcut=gating"], [8.6, 8.8], data_official=True)
+    make_run_folder(tmp_path / "real" / "gating_s2", [*settings, "shortcut=gating", "seed=2"], "done", 8.7)  # no flag
+    table = _t1(tmp_path / "real")
+    shown = table.shown.set_index("shortcut")
+    assert shown.loc["identity", "paper"] == "6.61 (median of 5)" and shown.loc["identity", "Δ"] == "-0.01 (median)"
+    assert shown.loc["gating", "paper"] == "" and table.caption.startswith("No paper value or Δ in 1 of 2 rows")
+    text = report.write_report(scan.scan(tmp_path / "copy"), tmp_path / "out", "table1", ("png",))
+    assert "not all of its runs read the official CIFAR files" in text
+
+
+def test_bf16_and_fp32_seeds_of_one_name_are_two_groups_by_the_precision_they_trained_in(tmp_path):
+    """Item 2: `auto` resolves where a run trains; result.json's precision is what the report groups by."""
+    auto = ["depth=110", "recipe=default"]  # precision=auto
+    make_run_folder(tmp_path / "gpu_s0", [*auto, "seed=0"], "done", 6.4, precision="bf16")
+    make_run_folder(tmp_path / "gpu_s1", [*auto, "seed=1"], "done", 6.6, precision="bf16")
+    make_run_folder(tmp_path / "cpu_s2", [*auto, "seed=2"], "done", 7.0, precision="fp32")
+    make_run_folder(tmp_path / "old_s3", [*auto, "seed=3"], "done", 7.2)  # a result without it: the config's value
+    groups = scan.group_by_settings(scan.scan(tmp_path).runs)
+    assert sorted((g.settings["precision"], len(g.runs)) for g in groups) == [("auto", 1), ("bf16", 2), ("fp32", 1)]
+    table = _t1(tmp_path)
+    assert sorted(table.frame["precision"]) == ["auto", "bf16", "fp32"]
+
+
+def test_open_choices_are_variants_below_their_paper_rows_never_in_their_place(tmp_path):
+    """Item 5: gate_weight_decay=false and inverted dropout rows sit under the rows they vary, not compared."""
+    settings = ["depth=110", "recipe=he2016"]
+    official = {"data_official": True}
+    _folders(tmp_path, "identity", settings, [6.5, 6.7], **official)
+    _folders(tmp_path, "nodecay", [*settings, "shortcut=gating", "gate_weight_decay=false"], [7.9, 8.1], **official)
+    _folders(tmp_path, "gating", [*settings, "shortcut=gating"], [8.6, 8.8], **official)
+    _folders(tmp_path, "inverted", [*settings, "shortcut=dropout", "inverted=true"], [9.0, 9.2], **official)
+    table = _t1(tmp_path)
+    rows = list(zip(table.shown["shortcut"], table.shown["setting"], table.shown["paper"], table.shown["Δ"]))
+    assert rows == [
+        ("identity", "", "6.61 (median of 5)", "-0.01 (median)"),
+        ("gating", "gate_bias=-6", "8.70 (median of 5)", "+0.00 (median)"),
+        ("gating", "gate_bias=-6, gate_weight_decay=False", "variant of: exclusive gating, init b_g = -6", ""),
+        ("dropout", "p=0.5, inverted=True", "variant of: dropout shortcut, ratio 0.5", ""),
+    ]
+    assert table.frame["variant_of"].tolist()[2] == "2016-T1: exclusive gating, init b_g = -6"
+    assert "'variant of': the row differs from that paper row only in a choice the paper leaves open" in table.caption
+    alone = tmp_path / "alone"  # without its paper row the variant still takes no paper value
+    _folders(alone, "nodecay", [*settings, "shortcut=gating", "gate_weight_decay=false"], [7.9, 8.1], **official)
+    assert _t1(alone).frame["paper"].isna().all()
+
+
+def test_recipe_gap_shows_the_best_error_fb_prints_beside_the_final_one(tmp_path):
+    """Item 7: fb.resnet.torch prints the best epoch's test error; the package reports the final one."""
+    from resnet_ablate.analysis.tables import BEST_SEEN, build_table, layouts
+    for seed, (final, best) in enumerate(((6.1, 5.9), (6.0, 5.95), (6.3, 6.0))):
+        make_run_folder(tmp_path / f"fb_s{seed}", ["depth=110", "recipe=fb_torch", f"seed={seed}"], "done", final,
+                        best_test_error=best, data_official=True)
+    make_run_folder(tmp_path / "he_s0", ["depth=110", "recipe=he2015"], "done", 6.5, best_test_error=6.4)
+    table = build_table(layouts()["recipe_gap"], scan.group_by_settings(scan.scan(tmp_path).runs))
+    shown = table.shown.set_index("recipe")
+    assert (shown.loc["fb_torch", "median"], shown.loc["fb_torch", BEST_SEEN]) == ("6.10", "5.95")
+    assert shown.loc["he2015", BEST_SEEN] == "6.40"
+    assert list(table.shown.columns).index(BEST_SEEN) == list(table.shown.columns).index("median") + 1
+    assert "what fb.resnet.torch prints" in table.caption
+
+
+def test_a_mean_and_p_over_the_runs_that_survived_say_over_k_of_n(tmp_path):
+    """Item 12: beside a 'fail' median, the mean and Welch's p are over the surviving runs."""
+    settings = ["depth=110", "recipe=he2016"]
+    _folders(tmp_path, "identity", settings, [6.5, 6.7, 6.6])
+    _folders(tmp_path, "gating", [*settings, "shortcut=gating", "gate_bias=-7"], [9.0, None, None, 9.5, None])
+    shown = _t1(tmp_path).shown.set_index("shortcut")
+    assert shown.loc["gating", "median"] == "fail"
+    assert shown.loc["gating", "error (%)"] == "9.25 ± 0.35 (over 2 of 5)"
+    assert shown.loc["gating", "p (Welch)"].endswith(" (over 2 of 5)")
+    assert shown.loc["identity", "error (%)"] == "6.60 ± 0.10"  # no failure, no label
+
+
+def test_the_spread_table_gives_per_stage_factors_in_total_and_through_the_shortcuts(tmp_path):
+    """Item 8: within a stage (a zero-pad transition changes the RMS by geometry), per unit."""
+    folder = make_run_folder(tmp_path / "r", ["depth=20", "recipe=he2016", "unit=full_preact", "shortcut=scaling"])
+    shapes = [[16, 32, 32]] * 4 + [[32, 16, 16]] * 3 + [[64, 8, 8]] * 2
+    path = [0.5 ** (8 - i) for i in range(9)]  # scaling 0.5: the shortcut term halves at every unit
+    total = [4.0, 2.0, 1.0, 0.5, 2.0, 1.0, 0.5, 2.0, 1.0]
+    (folder / "probes.jsonl").write_text(json.dumps({"iteration": 0, "unit_input": total, "unit_input_rms": total,
+                                                     "shortcut_path": path, "shortcut_path_rms": path,
+                                                     "unit_shape": shapes, "conv_weight": [1.0]}) + "\n")
+    groups = scan.group_by_settings(scan.scan(tmp_path).runs)
+    row = curves.gradient_spread(groups).iloc[0]
+    assert [row[f"stage {k} shortcut"] for k in (1, 2, 3)] == pytest.approx([0.5, 0.5, 0.5])
+    assert [row[f"stage {k} total"] for k in (1, 2, 3)] == pytest.approx([2.0, 2.0, 2.0])
+    assert row["first/last"] == 4.0 and list(curves.gradient_spread(groups).columns)[-4:] == ["n", "first/last",
+                                                                                               "min", "max"]
+    frame = curves.probe_frame(groups, lambda g: "scaling")
+    assert sorted(set(frame["path"])) == ["shortcut path", "total"] and frame["stage"].max() == 3
+    fig = figures.gradient_norms(frame, "t", note=curves.shortcut_note({"full_preact"}))
+    assert len(fig.axes) == 2 and "pure identity path" in fig._suptitle.get_text().replace("\n", " ")
+    assert len([line for line in fig.axes[1].lines if line.get_linestyle() == ":"]) == 2  # two stage changes
+
+
+def test_committed_reports_on_the_jpeg75_copy_show_no_paper_values():
+    """Item 13: the results/ reports were rebuilt; their runs read a JPEG-75 copy, not the official files."""
+    from helpers import REPO
+    text = (REPO / "results" / "resnet20_cpu_2k" / "report" / "report.md").read_text()
+    assert "No paper value or Δ in every row that has one" in text and "8.75" not in text

@@ -155,24 +155,43 @@ def probe_iterations(iterations: list[int]) -> list[int]:
     return [its[round(i * step)] for i in range(MAX_PROBE_PANELS)]
 
 
-def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RMS") -> Figure:
-    """Per-unit input-gradient RMS or norm (log scale) vs unit index, one panel per probed iteration; columns
-    variant, seed, iteration, unit, norm; line = mean over seeds, band = their range."""
-    shown = probe_iterations(frame["iteration"].tolist())
+def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RMS", note: str = "") -> Figure:
+    """Per-unit input-gradient RMS or norm (log scale) vs unit index, one row of panels per probed iteration and
+    one column per `path` in the frame (total; shortcut path, beside it); columns variant, seed, iteration,
+    unit, norm, and optionally path and stage (dotted lines where the stage changes); line = mean over seeds,
+    band = their range. `note` goes under the title (what the shortcut-path panels measure)."""
+    frame = frame if "path" in frame else frame.assign(path="total")
+    shown, paths = probe_iterations(frame["iteration"].tolist()), list(dict.fromkeys(frame["path"]))
     palette = _palette(list(dict.fromkeys(frame["variant"])))
     with style():
-        fig = Figure(figsize=(WIDTH, 0.4 + 1.3 * len(shown)), layout="constrained")
-        axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, it in zip(axes, shown):
-            _means_and_bands(ax, frame[frame["iteration"] == it], "unit", "norm", "variant", palette, "range",
-                             legend=ax is axes[0], marker=".")
-            ax.set_yscale("log")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set(ylabel=ylabel, xlabel="unit index (input → output)")
-            ax.set_title(f"iteration {it}", fontsize="small")
-        fig.suptitle(fit_title(title), fontsize="small")
-        _legend_below(fig, axes[0])
+        fig = Figure(figsize=(WIDTH * len(paths), 0.4 + 1.3 * len(shown)), layout="constrained")
+        grid = fig.subplots(len(shown), len(paths), sharex=True, squeeze=False)
+        for row, it in zip(grid, shown):
+            for ax, path in zip(row, paths):
+                part = frame[(frame["iteration"] == it) & (frame["path"] == path)]
+                part = part[part["norm"] > 0]  # log axis: a plain net has no shortcut path (zeros)
+                if not part.empty:
+                    _means_and_bands(ax, part, "unit", "norm", "variant", palette, "range", legend=ax is grid[0, 0],
+                                     marker=".")
+                _stage_lines(ax, part)
+                ax.set_yscale("log")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set(ylabel=ylabel if ax is row[0] else "", xlabel="unit index (input → output)")
+                ax.set_title(f"iteration {it}" if len(paths) == 1 else f"{path}, iteration {it}", fontsize="small")
+        text = fit_title(title, fig.get_figwidth())
+        fig.suptitle(text + (f"\n{fit_title(note, fig.get_figwidth(), 'x-small')}" if note else ""), fontsize="small")
+        _legend_below(fig, grid[0, 0])
     return fig
+
+
+def _stage_lines(ax: Axes, part: pd.DataFrame) -> None:
+    """Dotted vertical lines between stages (where a unit's input shape changes), from the frame's stage."""
+    if "stage" not in part or part.empty:
+        return
+    first = part.groupby("stage")["unit"].min()
+    for stage, unit in first.items():
+        if stage > 1:
+            ax.axvline(unit - 0.5, color="0.6", linestyle=":", linewidth=0.8)
 
 
 def layer_responses(frame: pd.DataFrame, title: str = "") -> Figure:

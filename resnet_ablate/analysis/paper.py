@@ -10,6 +10,10 @@ A row's `match` lists the settings it corresponds to (any one of several alterna
 corresponds to the row (it is kept so the table is complete). `value` None is the papers' "fail"
 (test error above 20%).
 
+The papers leave some choices open (`OPEN_CHOICES`: whether the gate is weight-decayed, how its 1x1 weights
+start, whether the dropout shortcut rescales); a paper row stands for the package's reading of each (its
+default), and a run that differs only there is a *variant* of that row (`variant_of`), never the row itself.
+
 Each cell says which statistic it is, so a report compares like with like: the 2016 tables give the median
 of 5 runs, failures included ("median of 5"); the 2015 table gives ResNet-110 as the best of 5 runs with
 their mean and std beside it ("best of 5"), and its other rows as one number whose statistic the paper does
@@ -137,6 +141,11 @@ TABLE6_2015 = Table(
 
 TABLES: dict[str, Table] = {t.key: t for t in (TABLE1_2016, TABLE2_2016, TABLE3_2016, TABLE6_2015)}
 
+# Choices the papers leave open, with the value a paper row stands for (the package's reading): the authors'
+# code decays every parameter; it has no gates, so the gate's start is every conv's He init; "dropout with
+# expectation 0.5" on the shortcut is a plain 0/1 mask (Caffe's and PyTorch's dropout rescale: inverted=true).
+OPEN_CHOICES: dict[str, Any] = {"gate_weight_decay": True, "gate_init": "he", "inverted": False}
+
 
 def _matches(want: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
     """Whether `settings` has every wanted value (a (lo, hi) tuple is a closed range)."""
@@ -150,8 +159,24 @@ def _matches(want: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
     return True
 
 
+def open_choices(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The open choices (`OPEN_CHOICES`) where `settings` differ from the paper rows' reading (None: a parameter
+    of another shortcut, which does not apply)."""
+    return {k: settings[k] for k, v in OPEN_CHOICES.items() if settings.get(k) not in (None, v)}
+
+
+def variant_of(settings: Mapping[str, Any], tables: tuple[str, ...] = tuple(TABLES)) -> tuple[Table, Row] | None:
+    """The paper row that `settings` are a variant of (the same but for an open choice), or None."""
+    if not open_choices(settings):
+        return None
+    return lookup({**settings, **{k: OPEN_CHOICES[k] for k in open_choices(settings)}}, tables)
+
+
 def lookup(settings: Mapping[str, Any], tables: tuple[str, ...] = tuple(TABLES)) -> tuple[Table, Row] | None:
-    """The first row of `tables` (by key, in order) that corresponds to `settings`, or None."""
+    """The first row of `tables` (by key, in order) that corresponds to `settings`, or None; settings that
+    differ from a row in an open choice are a variant of it (`variant_of`), not the row."""
+    if open_choices(settings):
+        return None
     for key in tables:
         for row in TABLES[key].rows:
             if any(_matches(m, settings) for m in row.match):

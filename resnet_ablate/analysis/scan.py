@@ -141,7 +141,16 @@ def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
     error = result.get("final_test_error")
     if result["status"] == State.DONE and not (isinstance(error, (int, float)) and math.isfinite(error)):
         raise Broken(f"result.json: status done without a final_test_error ({error!r})")
-    return RunRecord(folder, {**settings, DATA: data_of(result)}, seed, State(result["status"]), result, sweep)
+    return RunRecord(folder, {**settings, **trained_precision(result), DATA: data_of(result)}, seed,
+                     State(result["status"]), result, sweep)
+
+
+def trained_precision(result: dict[str, Any]) -> dict[str, str]:
+    """The precision a finished run trained in (result.json's, resolved on its device), which replaces the
+    config's: `auto` is resolved only where the run trains, so a bf16 GPU seed and an fp32 CPU seed of one
+    name are two groups. Empty for a result that does not record it."""
+    value = result.get("precision")
+    return {"precision": value} if isinstance(value, str) and value else {}
 
 
 def scan(root: Path) -> Scan:

@@ -24,7 +24,9 @@ PAPER_ITERATIONS = 64000
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
 SWEEP_VIEW = "sweep"  # not a table layout: the random-search view
 REPORT_LAYOUTS = (*SWEEP_LAYOUTS, "generic")  # what --layout accepts (besides auto)
-RIGHT = {"n", "fail", "error (%)", "median", "min", "paper", "Δ", "Δ he2015", "p (Welch)", "depth", "params"}
+BEST_SEEN = "best seen (fb prints)"  # the recipe_gap layout's column: each run's lowest test error, median
+RIGHT = {"n", "fail", "error (%)", "median", "min", "paper", "Δ", "Δ he2015", "p (Welch)", "depth", "params",
+         BEST_SEEN}
 GAP_BASE, GAP_OTHER = "he2015", "fb_torch"  # the recipe_gap layout: knobs of GAP_OTHER swapped into GAP_BASE
 TEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "→": r"$\to$"}
 
@@ -45,6 +47,7 @@ class Layout:
     baseline: str  # the baseline row in words
     keeps: str = "every run"  # the groups `keep` admits, in words (the others are listed under the table)
     baseline_delta: bool = False  # a "Δ <baseline>" column: each row's median and mean minus the baseline's
+    best_seen: bool = False  # a BEST_SEEN column beside the final error's median (what fb.resnet.torch prints)
 
 
 def layouts() -> dict[str, Layout]:
@@ -69,20 +72,20 @@ def layouts() -> dict[str, Layout]:
                ("2016-T2", "2016-T1", "2016-T3", "2015-T6"), (), "identity shortcut and original unit"),
         Layout("recipe_gap", f"recipe knobs: {GAP_OTHER}'s swapped into {GAP_BASE} one at a time", ("depth", "recipe"),
                recipe_keys(), lambda s: True, lambda s: not recipe_diff(s, GAP_BASE), ("2015-T6",), (),
-               f"the {GAP_BASE} recipe of the same depth", baseline_delta=True),
+               f"the {GAP_BASE} recipe of the same depth", baseline_delta=True, best_seen=True),
     )}
 
 
 def recipe_keys() -> tuple[str, ...]:
     """The settings any recipe sets (epoch schedules as iterations and milestones)."""
-    keys = {k for r in RECIPES.values() for k in r.values} | {k for r in RECIPES.values() for k in r.by_depth}
-    return tuple(k for k in group_keys() if k in keys | {"iterations", "milestones"})
+    keys = {k for r in RECIPES.values() for k in r.keys()}
+    return tuple(k for k in group_keys() if k in keys)
 
 
 def recipe_values(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Recipe `name` resolved for a group's depth, batch size and data set, as group settings."""
     images = train_images(settings["dataset"], settings["val_split"], settings["synthetic_size"])
-    resolved = RECIPES[name].resolve(settings["depth"], settings["batch_size"], images)
+    resolved = RECIPES[name].resolve(settings["depth"], settings["batch_size"], images, settings["unit"])
     return {k: _as_setting(v) for k, v in resolved.items()}
 
 
@@ -179,17 +182,23 @@ def build_table(layout: Layout, groups: list[SeedGroup]) -> BuiltTable | None:
     varying = [k for k in keys if k not in layout.labels and k not in layout.variant
                and len({g.settings[k] for g in kept}) > 1]
     shown_keys = [*layout.labels, *varying]
-    kept.sort(key=lambda g: sort_key(g.settings, tuple(k for k in shown_keys if k in keys)))
+    first = tuple(k for k in shown_keys if k in keys)
+    kept.sort(key=lambda g: (sort_key(_as_paper_reads(g.settings), first), bool(paper.open_choices(g.settings))))
     baselines = {context_of(g.settings, layout.variant): g for g in kept if layout.is_baseline(g.settings)}
-    raw, shown = [], []
+    raw, shown, withheld = [], [], 0
     for g in kept:
         errors, base = g.errors(), baselines.get(context_of(g.settings, layout.variant))
-        found = paper.lookup(g.settings, layout.tables) if papers_architecture(g.settings) else None
+        fits = papers_architecture(g.settings)
+        found = paper.lookup(g.settings, layout.tables) if fits else None
+        variant = paper.variant_of(g.settings, layout.tables) if fits else None
+        if found is not None and not official(g):
+            found, withheld = None, withheld + 1
         row = {k: _label(k, g) for k in shown_keys}
         row.update(_statistics(g))
         row.update(
             paper=found[1].text() if found else None, paper_row=f"{found[0].key}: {found[1].case}" if found else None,
             paper_statistic=found[1].statistic if found else None, **_paper_deltas(found[1] if found else None, row),
+            variant_of=f"{variant[0].key}: {variant[1].case}" if variant else None, data_official=official(g),
             baseline=base is g, p_welch=None if base is None or base is g else welch_p(errors, base.errors()),
             iterations=g.settings["iterations"], schedule=schedule(g.settings["iterations"]),
         )
@@ -199,17 +208,42 @@ def build_table(layout: Layout, groups: list[SeedGroup]) -> BuiltTable | None:
                                                                                                   other.get("mean")))
         raw.append(row)
         shown.append({**{k: cell(v) for k, v in row.items() if k in shown_keys}, **_stat_cells(row, layout)})
-    return BuiltTable(layout, pd.DataFrame(raw), pd.DataFrame(shown), _caption(layout, kept, shown_keys))
+    caption = _caption(layout, kept, shown_keys, any(r["variant_of"] for r in raw))
+    if withheld:
+        caption = _withheld_line(withheld, len(kept)) + " " + caption
+    return BuiltTable(layout, pd.DataFrame(raw), pd.DataFrame(shown), caption)
+
+
+def official(g: SeedGroup) -> bool:
+    """Whether every run of the group read the official CIFAR files (result.json's data_official; a result
+    written before it was kept does not count): only then is a number compared with the papers'."""
+    return all(r.result.get("data_official") is True for r in g.runs)
+
+
+def _withheld_line(withheld: int, rows: int) -> str:
+    """The caption's first sentence when paper values are left out for data that is not the official CIFAR."""
+    which = "every row" if withheld == rows else f"{withheld} of {rows} rows"
+    return (f"No paper value or Δ in {which} that has one: not all of its runs read the official CIFAR files "
+            f"(result.json's data_official is false or not recorded, e.g. the JPEG-75 copy), so a Δ would measure "
+            f"the data, not the method.")
+
+
+def _as_paper_reads(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with each open choice at the paper rows' reading: a variant then sorts beside its paper row."""
+    return {**settings, **{k: paper.OPEN_CHOICES[k] for k in paper.open_choices(settings)}}
 
 
 def _statistics(g: SeedGroup) -> dict[str, Any]:
     """n, fails, the median counting failures (inf: it lands on a failure), and mean, sd and min (best) over
     the runs that did not fail."""
     errors = g.errors()
+    best = [r.result.get("best_test_error") for r in g.runs if r.status == "done"]
+    best = [b for b in best if isinstance(b, (int, float))]
     return {"n": len(g.runs), "fail": g.fails(), "median": g.median(),
             "mean": float(np.mean(errors)) if errors else None,
             "std": float(np.std(errors, ddof=1)) if len(errors) > 1 else None,
-            "min": float(np.min(errors)) if errors else None}
+            "min": float(np.min(errors)) if errors else None,
+            "best_seen": float(np.median(best)) if best else None}
 
 
 def _minus(a: float | None, b: float | None) -> float | None:
@@ -229,17 +263,20 @@ def _paper_deltas(cell_: paper.Row | None, row: dict[str, Any]) -> dict[str, flo
 def _stat_cells(row: dict[str, Any], layout: Layout) -> dict[str, str]:
     """The formatted statistics columns of one row: median first (failures counted), then mean ± sd and min
     over the runs that did not fail."""
+    survivors = f" (over {row['n'] - row['fail']} of {row['n']})" if row["fail"] else ""
     if row["mean"] is None:
         error = "fail"
     else:
-        error = f"{row['mean']:.2f}" + (f" ± {row['std']:.2f}" if row["std"] is not None else "")
-    p = "baseline" if row["baseline"] else "" if row["p_welch"] is None else f"{row['p_welch']:.2g}"
+        error = f"{row['mean']:.2f}" + (f" ± {row['std']:.2f}" if row["std"] is not None else "") + survivors
+    p = "baseline" if row["baseline"] else "" if row["p_welch"] is None else f"{row['p_welch']:.2g}{survivors}"
     best = "best" if row["paper_statistic"] == paper.BEST else "median"
     delta = "; ".join(f"{v:+.2f} ({name})" for name, v in ((best, row["diff"]), ("mean", row["diff_mean"]))
                       if v is not None)
+    variant = f"variant of: {row['variant_of'].split(': ', 1)[1]}" if row["variant_of"] else ""
     cells = {
-        "n": str(row["n"]), "fail": str(row["fail"]), "median": _fixed(row["median"]), "error (%)": error,
-        "min": _fixed(row["min"]), "paper": row["paper"] or "", "Δ": delta, "p (Welch)": p,
+        "n": str(row["n"]), "fail": str(row["fail"]), "median": _fixed(row["median"]),
+        **({BEST_SEEN: _fixed(row["best_seen"])} if layout.best_seen else {}), "error (%)": error,
+        "min": _fixed(row["min"]), "paper": row["paper"] or variant, "Δ": delta, "p (Welch)": p,
         "schedule": row["schedule"],
     }
     if layout.baseline_delta:
@@ -254,7 +291,7 @@ def _fixed(v: float | None) -> str:
     return "" if v is None else "fail" if math.isinf(v) else f"{v:.2f}"
 
 
-def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str]) -> str:
+def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str], variants: bool = False) -> str:
     """What the table shows: its common settings, the statistics and the paper table used."""
     plain = defaults()
     common = [f"{k}={cell(v)}" for k in config_keys() if k not in shown and k not in layout.variant
@@ -264,13 +301,22 @@ def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str]) -> str:
     text = (f"Final test error (%), grouped by settings but the seed. n: finished runs; fail: runs with status "
             f"fail (diverged or above fail_threshold); median over all n runs, a failed run counting as above any "
             f"error (the 2016 paper's median of 5, failures included; 'fail' when it lands on a failed run); "
-            f"error (mean ± sample sd) and min (best) over the runs that did not fail. p: Welch's t-test vs the "
-            f"baseline row ({layout.baseline}) with the same other settings; blank where not computable (fewer "
-            f"than 2 runs on either side, or no variance). Paper: the value with its statistic. Δ: like with like, "
-            f"our median minus a median (or a value whose statistic the paper does not state), our best minus a "
-            f"best, our mean minus a mean.")
+            f"error (mean ± sample sd) and min (best) over the runs that did not fail ('over k of n' where some "
+            f"failed). p: Welch's t-test vs the baseline row ({layout.baseline}) with the same other settings, over "
+            f"the runs that did not fail; blank where not computable (fewer than 2 runs on either side, or no "
+            f"variance). Paper: the value with its statistic, for runs on the official CIFAR files only. Δ: like "
+            f"with like, our median minus a median (or a value whose statistic the paper does not state), our best "
+            f"minus a best, our mean minus a mean.")
+    if variants:
+        text += (f" 'variant of': the row differs from that paper row only in a choice the paper leaves open "
+                 f"({', '.join(f'{k}={v}' for k, v in paper.OPEN_CHOICES.items())} stand for the paper's rows); it "
+                 f"sits below that row and is not compared with the paper.")
     if layout.baseline_delta:
         text += f" Δ {GAP_BASE}: this row's median and mean minus those of {layout.baseline}."
+    if layout.best_seen:
+        text += (f" {BEST_SEEN}: the median over the runs of each run's lowest test error at any evaluation, what "
+                 f"fb.resnet.torch prints (it tests every epoch, as recipe fb_torch and recipe_gap.yaml do), beside "
+                 f"the final error that the other columns use.")
     if common:
         text += f" Common settings (besides defaults): {', '.join(common)}."
     return text + " Paper: " + "; ".join(f"{t.key} = {t.title}, {t.source} ({t.units})" for t in sources) + "."

@@ -26,7 +26,7 @@ from ..models.shortcuts import SHORTCUTS
 from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import Key, KeyedRegistry, Range, as_range, parameters
 from .optim import OPTIMIZERS, SCHEDULES
-from .recipes import RECIPES
+from .recipes import DEFAULT_RECIPE, RECIPES
 from .tracking import TRACKERS
 
 DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
@@ -106,10 +106,11 @@ class Config:
     synthetic_size: int = opt(512, "training images of dataset=synthetic (test: a quarter of it)", "data",
                               range="(0, inf)")
     # recipe
-    recipe: str = opt("default", "a named bundle of the defaults below, applied before the command line's keys "
-                      "(which win) and printed in the resolved config; see 'recipes:' at the end of --help for "
-                      "each value and its source. Not part of a run's identity: its resolved settings are",
-                      "recipe", identity=False, choices=lambda: list(RECIPES))
+    recipe: str = opt(DEFAULT_RECIPE, f"a named bundle of defaults, applied before the command line's keys (which "
+                      f"win) and printed in the resolved config; see 'recipes:' at the end of --help for each value "
+                      f"and its source. A bare command trains {DEFAULT_RECIPE}, the 2016 paper's recipe (its values "
+                      f"replace the defaults shown here); recipe=default keeps the defaults shown. Not part of a run's "
+                      f"identity: its resolved settings are", "recipe", identity=False, choices=lambda: list(RECIPES))
     iterations: int = opt(64000, "training iterations", "recipe", range="(0, inf)")
     milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10 (schedule=step)", "recipe")
     optim: str = opt("sgd", "optimizer; each one's keys follow it", "recipe", choices=OPTIMIZERS.names)
@@ -141,7 +142,10 @@ class Config:
     grad_probe_at: list[int] = opt([], "also probe at these iterations (0 = at initialization)", "run",
                                    identity=False)
     device: str = opt("auto", "auto = cuda when available, else cpu", "run", identity=False)
-    precision: str = opt("auto", "auto = bf16 on GPUs that have it, else fp32", "run", choices=lambda: list(PRECISIONS))
+    precision: str = opt("auto", "auto = bf16 on GPUs that have it, else fp32; the recipes (he2016, the default, too) "
+                         "set fp32, as the papers trained; fp32 on a GPU turns TF32 off; result.json records the "
+                         "precision a run trained in, and the report groups by it", "run",
+                         choices=lambda: list(PRECISIONS))
     cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
                            identity=False)
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)

@@ -3,13 +3,16 @@ trees (`dataset=folder`), and the papers' augmentation written as tensor ops so 
 lives (CPU or GPU).
 
 Images are kept as uint8 (N, 3, S, S) tensors (S = 32 for CIFAR, `image_size` for a folder, decoded and
-resized once); a batch is drawn, cropped, flipped and normalised on the data's device. A CIFAR folder
-that is already there is read as it is (shapes and counts validated, no md5), so faithful copies such as
-a re-encoded CIFAR-10 load too; only an archive this module downloads has its checksum checked, once.
+resized once); a batch is drawn, normalised, cropped and flipped on the data's device. A CIFAR folder
+that is already there is read as it is (shapes and counts validated), so faithful copies such as a re-encoded
+CIFAR-10 load too; only an archive this module downloads has its checksum checked before use. Every batch
+file read is also compared with the official md5 sums (`OFFICIAL_MD5`): a label, never a refusal, which a run
+records as `data_official` and the report needs before it compares a number with the papers'.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import shutil
 import tarfile
@@ -34,6 +37,14 @@ CIFAR = {
                 [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
     "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
                  ["train"], ["test"], b"fine_labels", 100),
+}
+# md5 of each official batch file, as torchvision 0.29 lists them (torchvision/datasets/cifar.py: CIFAR10 and
+# CIFAR100 train_list, test_list).
+OFFICIAL_MD5 = {
+    "cifar10": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"},
+    "cifar100": {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
 }
 OFFICIAL_COUNTS = (50000, 10000)
 URL = "https://www.cs.toronto.edu/~kriz/"
@@ -68,12 +79,13 @@ class Data:
     std: torch.Tensor
     fingerprint: str = ""
     source: str = ""  # where it was read from, for the start-up line
+    official: bool = False  # every batch file has the official md5 (CIFAR only)
 
     def to(self, device: torch.device) -> "Data":
         val = self.val.to(device) if self.val is not None else None
         return Data(self.train.to(device), self.test.to(device), val, self.num_classes,
                     self.mean.to(device), self.std.to(device), self.fingerprint,
-                    self.source)
+                    self.source, self.official)
 
 
 def fingerprint(train: Split, test: Split, num_classes: int) -> str:
@@ -87,13 +99,13 @@ def fingerprint(train: Split, test: Split, num_classes: int) -> str:
     return h.hexdigest()
 
 
-def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR batch, validated: (n, 3072) uint8 images and n labels in range. The pickle is read
-    with an unpickler that builds only what a CIFAR batch holds (dicts, lists, bytes, numpy arrays), so a file
-    in data_dir cannot run code."""
+def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """One pickled CIFAR batch, validated: (n, 3072) uint8 images, n labels in range, and the file's md5. The
+    pickle is read with an unpickler that builds only what a CIFAR batch holds (dicts, lists, bytes, numpy
+    arrays), so a file in data_dir cannot run code."""
     try:
-        with open(path, "rb") as f:
-            batch = safepickle.load(f, safepickle.NUMPY_ARRAYS, encoding="bytes")
+        raw = path.read_bytes()
+        batch = safepickle.load(io.BytesIO(raw), safepickle.NUMPY_ARRAYS, encoding="bytes")
         if not isinstance(batch, dict):
             raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
         images = np.asarray(batch[b"data"], dtype=np.uint8)
@@ -104,14 +116,15 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise UsageError(f"{path}: labels outside 0..{num_classes - 1}")
-    return images, labels
+    return images, labels, hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
-def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: int) -> Split:
+def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: int) -> tuple[Split, dict[str, str]]:
+    """A split's batch files as one Split, and each file's md5."""
     parts = [_read_batch(folder / name, label_key, num_classes) for name in files]
     images = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
     labels = np.concatenate([p[1] for p in parts])
-    return Split(torch.from_numpy(images), torch.from_numpy(labels))
+    return Split(torch.from_numpy(images), torch.from_numpy(labels)), dict(zip(files, (p[2] for p in parts)))
 
 
 def _extract(archive: Path, root: Path, folder_name: str) -> None:
@@ -180,18 +193,19 @@ def locate(name: str, root: Path, download: bool, create: bool = True) -> Path:
 
 def read_cifar(name: str, root: Path, download: bool = True, create: bool = True) -> tuple[Split, Split, int]:
     """Train and test splits of CIFAR-10/100 from the standard python layout."""
-    return read_cifar_folder(name, locate(name, root, download, create))
+    return read_cifar_folder(name, locate(name, root, download, create))[:3]
 
 
-def read_cifar_folder(name: str, folder: Path) -> tuple[Split, Split, int]:
-    """Train and test splits of CIFAR-10/100 from an extracted folder."""
+def read_cifar_folder(name: str, folder: Path) -> tuple[Split, Split, int, bool]:
+    """Train and test splits of CIFAR-10/100 from an extracted folder, and whether every batch file is the
+    official one (its md5 in OFFICIAL_MD5): a copy that is not loads all the same, labelled."""
     _, _, _, train_files, test_files, label_key, classes = CIFAR[name]
-    train = _read_split(folder, train_files, label_key, classes)
-    test = _read_split(folder, test_files, label_key, classes)
+    train, train_md5 = _read_split(folder, train_files, label_key, classes)
+    test, test_md5 = _read_split(folder, test_files, label_key, classes)
     if (len(train), len(test)) != OFFICIAL_COUNTS:
         print(f"note: {folder} holds {len(train)} training and {len(test)} test images "
               f"(official: {OFFICIAL_COUNTS[0]} and {OFFICIAL_COUNTS[1]})", flush=True)
-    return train, test, classes
+    return train, test, classes, {**train_md5, **test_md5} == OFFICIAL_MD5[name]
 
 
 def synthetic(size: int, num_classes: int = 10) -> tuple[Split, Split, int]:
@@ -272,19 +286,22 @@ def statistics(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torc
 def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int,
          image_size: int = 32, create: bool = True) -> Data:
     """The data set with its training split's normalisation statistics, on the CPU (`create`: see `locate`)."""
+    official = False
     if dataset == "synthetic":
         (train, test, classes), source = synthetic(synthetic_size), "generated, seed 12345"
     elif dataset == "folder":
         (train, test, classes), source = read_folder(data_dir, image_size), str(data_dir.resolve())
     else:
         folder = locate(dataset, data_dir, download, create)
-        (train, test, classes), source = read_cifar_folder(dataset, folder), str(folder.resolve())
+        train, test, classes, official = read_cifar_folder(dataset, folder)
+        source = f"{folder.resolve()}; " + ("the official files (md5)" if official else
+                                            "not the official files (md5 differ): no comparison with the papers")
     if val_split >= len(train):
         raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
     identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
-    return Data(train, test, val, classes, mean, std, identity, source)
+    return Data(train, test, val, classes, mean, std, identity, source, official)
 
 
 def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:
@@ -293,18 +310,20 @@ def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, data: Data) -> torch.Tensor:
-    """Zero-pad by 4 (in normalised space, as the papers' Torch code), crop SxS (the images' size) at
-    `offsets` (B, 2) in 0..8, flip where `flips` (B,) is true; written as gathers so it runs on the data's
-    device."""
+    """Normalise, then zero-pad by 4 (zeros in normalised space, as the papers' Torch code), crop SxS (the
+    images' size) at `offsets` (B, 2) in 0..8 and flip where `flips` (B,) is true; written as gathers so it
+    runs on the data's device. Normalising first keeps a per-pixel mean (`pixel_mean`) aligned with the pixels
+    it was computed on; a per-channel one gives the same either way."""
     b, s = images.shape[0], images.shape[-1]
     ar = torch.arange(s, device=images.device)
     rows = offsets[:, :1] + ar - PAD
     cols = offsets[:, 1:] + torch.where(flips[:, None], s - 1 - ar, ar) - PAD
     valid = ((rows >= 0) & (rows < s))[:, None, :, None] & ((cols >= 0) & (cols < s))[:, None, None, :]
     rows, cols = rows.clamp(0, s - 1), cols.clamp(0, s - 1)
-    x = images.gather(2, rows[:, None, :, None].expand(b, 3, s, s))
+    x = normalize_images(images, data)
+    x = x.gather(2, rows[:, None, :, None].expand(b, 3, s, s))
     x = x.gather(3, cols[:, None, None, :].expand(b, 3, s, s))
-    return normalize_images(x, data) * valid
+    return x * valid
 
 
 class Sampler:

@@ -27,7 +27,8 @@ class TrainingRun:
 
     def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
-        inputs = {"data_fingerprint": data.fingerprint, "init_sha256": file_sha256(cfg.init)}
+        inputs = {"data_fingerprint": data.fingerprint, "data_official": data.official,
+                  "init_sha256": file_sha256(cfg.init)}
         self.writer = RunWriter(cfg, run_dir(cfg), run_name(cfg), inputs)
         self.status = State.RUNNING
         self.state: RunState | None = None

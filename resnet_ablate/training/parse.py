@@ -118,7 +118,7 @@ def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
                          f"known only when it is loaded; set iterations= and milestones= too")
     if first.batch_size <= 0:
         raise UsageError(f"batch_size={first.batch_size} must be positive")
-    return recipe.resolve(first.depth, first.batch_size, images)
+    return recipe.resolve(first.depth, first.batch_size, images, first.unit)
 
 
 def _drop_foreign_keys(cfg: Config, given: set[str]) -> list[str]:

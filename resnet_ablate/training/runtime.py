@@ -39,7 +39,10 @@ def setup(cfg: Config) -> tuple[torch.device, str]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    return device, resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda" and precision == "fp32":  # PyTorch lets cuDNN convolve in TF32 unless told otherwise
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    return device, precision
 
 
 def device_name(device: torch.device) -> str:
