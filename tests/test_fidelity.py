@@ -545,15 +545,15 @@ def test_the_papers_recipes_train_in_fp32_and_default_keeps_auto():
 
 def test_fp32_on_a_gpu_turns_tf32_convolutions_and_matmuls_off(monkeypatch):
     """Item 2: PyTorch lets cuDNN convolve in TF32 by default; an fp32 run on CUDA must not."""
-    from resnet_ablate.training import trainer
+    from resnet_ablate.training import runtime
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cuda"))  # setup only reads flags here
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))  # setup only reads flags here
     try:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-        assert trainer.setup(parse(["recipe=he2016"]))[1] == "fp32"
+        assert runtime.setup(parse(["recipe=he2016"]))[1] == "fp32"
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
         torch.backends.cudnn.allow_tf32 = True
-        assert trainer.setup(parse(["precision=bf16"]))[1] == "bf16"
+        assert runtime.setup(parse(["precision=bf16"]))[1] == "bf16"
         assert torch.backends.cudnn.allow_tf32 is True  # bf16 runs keep PyTorch's default for their fp32 parts
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

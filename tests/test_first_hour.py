@@ -21,6 +21,7 @@ from resnet_ablate.cli import guarded
 from resnet_ablate.folders.states import State
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
+from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.registry import UsageError
 from resnet_ablate.sweeps import launcher
@@ -106,7 +107,8 @@ def test_parameters_of_another_shortcut_are_ignored_with_a_note_and_kept_out_of_
     cfg = parse(["shortcut=identity", "gate_bias=-3", "p=0.9"], notes)
     assert (cfg.gate_bias, cfg.p) == (-6.0, 0.5)
     assert run_name(cfg) == run_name(parse([]))
-    assert notes == ["note: gate_bias, p do not apply to shortcut=identity (gate_bias: gating, shortcut_gating; "
+    gates = ", ".join(n for n in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(n)))
+    assert notes == [f"note: gate_bias, p do not apply to shortcut=identity (gate_bias: {gates}; "
                      "p: dropout); ignored, and left out of the run name"]
     assert parse(["shortcut=gating", "gate_bias=-3"], notes).gate_bias == -3.0 and len(notes) == 1
 

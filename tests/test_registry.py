@@ -12,7 +12,7 @@ from helpers import TINY
 from resnet_ablate import run
 from resnet_ablate.errors import UsageError
 from resnet_ablate.models.cifar import build_model
-from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
 from resnet_ablate.registry import KeyedRegistry, Range
 from resnet_ablate.training.config import fields, from_yaml, run_name
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, lr_at
@@ -209,10 +209,13 @@ def _optimizer_with(param: str, default):
     return type(f"With_{param}", (Lion,), {"__init__": namespace["__init__"], "param_help": {}, "param_range": {}})
 
 
+_GATES = [name for name in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(name))]
+
+
 @pytest.mark.parametrize("param, default, message", [
     ("warmup_lr", 0.1, "optimizer 'test_clash': parameter 'warmup_lr' clashes with the config key 'warmup_lr'"),
     ("gate_bias", -6.0, "optimizer 'test_clash': parameter 'gate_bias' clashes with the shortcut key 'gate_bias' "
-                        "(gating, shortcut_gating); rename the parameter"),
+                        f"({', '.join(_GATES)}); rename the parameter"),
     ("betas", [0.5, 0.5], "optimizer 'test_clash': parameter 'betas' (default [0.5, 0.5]) clashes with adam, adamw's "
                           "betas (default [0.9, 0.999]); rename it"),
 ])

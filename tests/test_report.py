@@ -290,7 +290,8 @@ def test_an_imagenet_run_beside_cifar_runs_does_not_block_the_report(tmp_path, c
     """Defect 1 of issue 24: scan applied CIFAR's depth rule (6n+2 or 9n+2) to every run, so one `arch=imagenet
     depth=18` run made the whole report exit 2. Each run's depth is the business of its own ARCHS entry."""
     for seed, error in enumerate((6.5, 6.9)):
-        make_run_folder(tmp_path / "runs" / f"cifar_s{seed}", ["depth=110", f"seed={seed}"], "done", error)
+        make_run_folder(tmp_path / "runs" / f"cifar_s{seed}", ["depth=110", "recipe=default", f"seed={seed}"], "done",
+                        error, data_official=True)
     make_run_folder(tmp_path / "runs" / "r18", ["arch=imagenet", "depth=18", "dataset=synthetic"], "done", 30.0)
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
     rows = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if line.startswith("| original")]
