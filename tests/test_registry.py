@@ -275,3 +275,11 @@ def test_declared_values_are_checked_when_a_net_is_built_directly():
         build_model(8, shortcut="gating", gate_init="ones")
     with pytest.raises(UsageError, match=r"^p=1.5 is out of range; allowed: 0 <= p < 1$"):
         build_model(8, shortcut="dropout", p=1.5)
+
+
+def test_an_optimizer_parameter_named_like_a_launcher_key_fails_at_registration():
+    """The command line hands launcher keys (budget=, launcher=, ...) to the launcher, so an optimizer or
+    schedule parameter of that name could never be set: refused when registered, as for shortcuts."""
+    with pytest.raises(UsageError, match="optimizer 'test_clash': parameter 'budget' clashes with the launcher key"):
+        OPTIMIZERS.register("test_clash")(_optimizer_with("budget", 1.0))
+    assert "test_clash" not in OPTIMIZERS

@@ -424,3 +424,15 @@ def test_committed_reports_on_the_jpeg75_copy_show_no_paper_values():
     from helpers import REPO
     text = (REPO / "results" / "resnet20_cpu_2k" / "report" / "report.md").read_text()
     assert "No paper value or Δ in every row that has one" in text and "8.75" not in text
+
+
+def test_a_run_named_with_an_unused_optimizers_key_groups_with_the_plain_run(tmp_path):
+    """Folders written before unused optimizer and schedule keys were ignored hold e.g. optim=sgd with betas:
+    the report groups them by what was trained, as it does for another shortcut's parameters."""
+    base = ["depth=20", "recipe=default"]
+    make_run_folder(tmp_path / "plain_s0", [*base, "seed=0"], "done", 8.0)
+    folder = make_run_folder(tmp_path / "betas_s1", [*base, "seed=1"], "done", 8.4)
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("- 0.999", "- 0.99"))  # as the old parse wrote betas=[0.9,0.99]
+    groups = scan.group_by_settings(scan.scan(tmp_path).runs)
+    assert [len(g.runs) for g in groups] == [2] and groups[0].settings["betas"] is None

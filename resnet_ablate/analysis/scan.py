@@ -19,14 +19,14 @@ import numpy as np
 from scipy import stats
 
 from ..models.resnet import ARCHS
-from ..models.shortcuts import SHORTCUTS, shortcut_parameters
+from ..models.shortcuts import SHORTCUTS
 from ..models.units import UNITS
 from ..registry import UsageError
 from ..folders import runfolder as rf
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
-from ..training.config import defaults, fields, shortcut_keys
+from ..training.config import defaults, fields, registered_keys, shortcut_keys
 
 
 DATA = "data"  # the pseudo-setting for the data a run trained on (see `data_of`)
@@ -108,13 +108,13 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
-    older config lacks), with the parameters of shortcuts other than its own set to None."""
+    older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or schedule's) set to None."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
         raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
-    own, params = shortcut_parameters(SHORTCUTS.get(out["shortcut"])), shortcut_params()
-    return {k: (None if k in params and k not in own else v) for k, v in out.items()}
+    foreign = {k for k, (family, key) in registered_keys().items() if out[family.selector] not in key.owners}
+    return {k: (None if k in foreign else v) for k, v in out.items()}
 
 
 def _read(folder: Path, read: Callable[[], Any]) -> Any:

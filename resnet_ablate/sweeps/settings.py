@@ -7,15 +7,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
-from ..registry import UsageError, first_line
-from ..training.config import opt
+from ..registry import UsageError, first_line, parameters
+from ..training.config import FAMILIES, opt
 from ..training.trainer import LOCKSTEP
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")
@@ -87,16 +86,19 @@ def is_launch_key(key: str) -> bool:
     return key in LAUNCH_KEYS or key.startswith(("slurm.extra.", "search."))
 
 
-def _not_a_launch_key(name: str, cls: type[Shortcut]) -> None:
-    """Registration check: a shortcut parameter may not share its name with a launcher key (the command line
-    would hand it to the launcher)."""
-    for param in shortcut_parameters(cls):
-        if is_launch_key(param):
-            raise UsageError(f"shortcut '{name}': parameter '{param}' clashes with the launcher key '{param}'; "
-                             f"rename the parameter")
+def _not_a_launch_key(kind: str) -> Callable[[str, type], None]:
+    """Registration check for a family of registered entries (shortcuts, optimizers, schedules): a parameter
+    may not share its name with a launcher key (the command line would hand it to the launcher)."""
+    def check(name: str, cls: type) -> None:
+        for param in parameters(cls):
+            if is_launch_key(param):
+                raise UsageError(f"{kind} '{name}': parameter '{param}' clashes with the launcher key '{param}'; "
+                                 f"rename the parameter")
+    return check
 
 
-SHORTCUTS.add_check(_not_a_launch_key)
+for _family in FAMILIES:
+    _family.registry.add_check(_not_a_launch_key(_family.registry.kind))
 
 
 def merge_override(conf: Any, override: str, source: str = "") -> None:
