@@ -24,6 +24,7 @@ from ..training import runfolder as rf
 from ..training.config import Config, fields, run_name
 from ..training.parse import parse
 from ..training.trainer import LOCKSTEP
+from ..training.wide import wide_key
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
 from .sweepfolder import LAYOUTS, SweepRecord
 
@@ -289,8 +290,10 @@ def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
 
 
 def pack(cfgs: list[Config], runs_per_job: int) -> list[list[Config]]:
-    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job."""
+    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job, and with
+    pack_mode=wide only runs that can train as one wide net (`wide_key`: the same settings but the seed)."""
     by_key: dict[tuple, list[Config]] = {}
     for cfg in cfgs:
-        by_key.setdefault(tuple(str(getattr(cfg, k)) for k in LOCKSTEP), []).append(cfg)
+        key = tuple(str(getattr(cfg, k)) for k in LOCKSTEP)
+        by_key.setdefault(key + (wide_key(cfg) if cfg.pack_mode == "wide" else ()), []).append(cfg)
     return [g[i:i + runs_per_job] for g in by_key.values() for i in range(0, len(g), runs_per_job)]

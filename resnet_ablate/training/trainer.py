@@ -30,7 +30,7 @@ from .writer import RunWriter, file_sha256, finite
 
 # Settings packed runs must share: they step together on one device.
 LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic",
-            "threads")
+            "threads", "pack_mode", "compile", "sampling")
 
 
 class Status(str, enum.Enum):
@@ -105,6 +105,7 @@ class TrainingRun:
         self.status = Status.TRAINING
         self.state: RunState | None = None
         self.stop_reason = ""  # what paused it: a signal's name or time_limit_s=N
+        self.step_facts: dict = {}  # how it stepped (pack mode, runs packed, compile), for result.json
 
     def start(self) -> None:
         """Resume or create the run folder, holding its lock while training; a finished run of the same
@@ -206,7 +207,7 @@ class TrainingRun:
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
-            "precision_policy": precision_policy(self.precision),
+            "precision_policy": precision_policy(self.precision, self.cfg.residual_fp32), **self.step_facts,
             "torch": torch.__version__, "device": device_name(self.device), "threads": torch.get_num_threads(),
             "git_commit": self.writer.commit,
             **({"capture_s": round(self.writer.capture_s, 2)} if self.writer.capture_s is not None else {}),
@@ -250,7 +251,7 @@ def loop(runs: list[TrainingRun], stop: StopRequest, started: float | None = Non
         return
     step = make_stepper([r.state for r in active])
     for run in active:
-        run.writer.capture_s = getattr(step, "capture_s", None)  # CUDA graphs only
+        run.writer.capture_s, run.step_facts = step.capture_s, step.facts()  # capture_s: CUDA graphs only
     started = time.perf_counter() if started is None else started
     for run in active:
         if run.state.iteration == 0 and run.wants_probe():
