@@ -45,8 +45,8 @@ def one_step_difference(extra: list[str], k: int = 4) -> tuple[float, float]:
         for name, param in a.model.named_parameters():
             grad_worst = max(grad_worst, _rel(slice_of(grads[name].grad, i, k), param.grad))
         pairs = [*zip(a.model.state_dict().values(), p.model.state_dict().values()),
-                 *((x, y) for sa, sb in zip(a.optimizer.state.values(), p.optimizer.state.values())
-                   for x, y in zip(sa.values(), sb.values()))]
+                 *((x, y) for pa, pb in zip(a.model.parameters(), p.model.parameters())
+                   for x, y in zip(a.optimizer.state[pa].values(), p.optimizer.state[pb].values()))]
         state_worst = max([state_worst, *(_rel(y, x) for x, y in pairs if x.dtype.is_floating_point)])
         assert a.loss_sum.item() == pytest.approx(p.loss_sum.item(), rel=1e-6) and a.err_sum.item() == p.err_sum.item()
     return grad_worst, state_worst

@@ -55,7 +55,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def _track(self, x: torch.Tensor) -> None:
         """The running-statistics rule of the module docstring (`momentum` must be a number, as the package sets)."""
         b, c = x.shape[:2]
-        groups = x.float().reshape(b // self.ghost, self.ghost, c, *x.shape[2:])
+        groups = x.to(self.running_mean.dtype).reshape(b // self.ghost, self.ghost, c, *x.shape[2:])
         var, mean = torch.var_mean(groups, dim=(1, 3, 4), correction=0)
         per_group = self.ghost * x.shape[2] * x.shape[3]
         self.num_batches_tracked.add_(1)

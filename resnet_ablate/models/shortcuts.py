@@ -174,7 +174,7 @@ class _Gate(Shortcut):
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         with torch.autocast(s.device.type, enabled=False):
-            g = torch.sigmoid(self.gate(s.float()))
+            g = torch.sigmoid(self.gate(s.to(self.gate.weight.dtype)))
         return self.combine(s, f, g)
 
     def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
