@@ -18,6 +18,7 @@ tests/test_sampling.py, tests/test_step.py):
 
     OMP_NUM_THREADS=1 python bench/equality.py                 # all of it (about 30 min on 2 cores, compiles)
     OMP_NUM_THREADS=1 python bench/equality.py --no-compile    # without the compiled column (a few minutes)
+    OMP_NUM_THREADS=1 python bench/equality.py --parts d --data DIR  # (d) on CIFAR-10 in DIR/cifar-10-batches-py
 
 Prints a markdown report (and writes it to --out when given).
 """
@@ -37,6 +38,7 @@ from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.models.wide import slice_of, widen
+from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.data import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
@@ -126,6 +128,7 @@ def one_step(extra: list[str], compiled: bool, k: int = 4) -> dict[str, float]:
            "wide grad vs f64": max(worst(g, ref, sk) for g, ref, sk in zip(wide_grads, reference, skips)),
            "zero grads": sum(map(sum, skips)) // k}
     if compiled:
+        torch._dynamo.reset()  # every variant is another net through the same forward code
         eager, fast = runs(extra, [0]), runs(extra, [0])
         if compile_parts(fast) is None:
             raise SystemExit(f"compile failed for {extra}")
@@ -174,20 +177,29 @@ def forward_bit_exact(unit: str, shortcut: str) -> bool:
     return all(torch.equal(out[:, k], net(x)) for k, (net, x) in enumerate(zip(nets, xs)))
 
 
-def final_metrics(seeds: list[int], root: Path) -> list[str]:
-    """(d): the seeds trained alone, then together in one wide pack; each wide run's final test error and
-    training loss against the alone runs' mean and sd."""
-    args = ["dataset=synthetic", "depth=8", "batch_size=32", "synthetic_size=512", "iterations=300",
-            "milestones=[200]", "warmup_iters=0", "eval_every=100", "device=cpu", "fail_threshold=100"]
-    alone = [train([parse([*args, f"seed={s}", f"run_dir={root / 'alone' / str(s)}"])])[0] for s in seeds]
-    wide = train([parse([*args, "pack_mode=wide", f"seed={s}", f"run_dir={root / 'wide' / str(s)}"]) for s in seeds])
+def short_run(data: str) -> list[str]:
+    """(d)'s settings: depth 8, batch 32, on synthetic images or (`data`) CIFAR-10 from that folder."""
+    source = [f"dataset=cifar10", f"data_dir={data}", "download=false", "iterations=400", "milestones=[300]",
+              "eval_every=200"] if data else ["dataset=synthetic", "synthetic_size=512", "iterations=60",
+                                              "milestones=[40]", "eval_every=20"]
+    return [*source, "depth=8", "batch_size=32", "warmup_iters=0", "device=cpu", "fail_threshold=100"]
+
+
+def final_metrics(seeds: list[int], root: Path, args: list[str]) -> list[str]:
+    """(d): the seeds trained alone, then together in one wide pack; each wide run's final test error, test loss
+    and training loss against the alone runs' mean and sd."""
+    folders = {mode: [root / mode / str(s) for s in seeds] for mode in ("alone", "wide")}
+    for s, folder in zip(seeds, folders["alone"]):
+        train([parse([*args, f"seed={s}", f"run_dir={folder}"])])
+    train([parse([*args, "pack_mode=wide", f"seed={s}", f"run_dir={f}"]) for s, f in zip(seeds, folders["wide"])])
+    last = {mode: [rf.read_jsonl(f / rf.METRICS)[-1] for f in fs] for mode, fs in folders.items()}
     lines = []
-    for key in ("final_test_error", "final_train_error"):
-        values = [r[key] for r in alone]
+    for key in ("test_error", "test_loss", "train_loss"):
+        values = [row[key] for row in last["alone"]]
         mean, sd = statistics.mean(values), statistics.stdev(values)
-        inside = [abs(r[key] - mean) <= 2 * sd for r in wide]
-        lines.append(f"| {key} | {mean:.2f} ± {sd:.2f} | {', '.join(f'{r[key]:.2f}' for r in wide)} | "
-                     f"{sum(inside)}/{len(inside)} within 2 sd |")
+        inside = [abs(row[key] - mean) <= 2 * sd for row in last["wide"]]
+        lines.append(f"| final {key} | {mean:.3f} ± {sd:.3f} | {', '.join(f'{row[key]:.3f}' for row in last['wide'])}"
+                     f" | {sum(inside)}/{len(inside)} within 2 sd |")
     return lines
 
 
@@ -210,31 +222,39 @@ def variants() -> list[list[str]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled column")
+    p.add_argument("--parts", nargs="+", default=list("abcde"), choices=list("abcde"), help="which checks")
+    p.add_argument("--data", default="", help="(d) on CIFAR-10 from this folder (default: synthetic images)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     torch.manual_seed(0)
     columns = ["wide grad", "wide state", "eager grad vs f64", "wide grad vs f64", "zero grads"]
     columns += ["compiled grad", "compiled state", "compiled grad vs f64", "seed-0 eager grad vs f64"] if args.compile else []
-    report = ["# Equality of the fast paths (CPU, fp32, depth 8, batch 8; torch " + torch.__version__ + ")", "",
-              "## (a) one step from identical states: max over tensors of |a - b| / |b|", "",
-              "| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for extra in variants():
-        figures = one_step(extra, args.compile)
-        report.append(f"| {' '.join(extra)} | " + " | ".join(f"{figures[c]:.1e}" if c != "zero grads" else
-                                                               str(figures[c]) for c in columns) + " |")
-        print(report[-1], flush=True)
-    report += ["", "## (b) no cross-talk, (c) forward bit-exact", "", "| variant | (b) run 0 bit-identical | "
-               "(c) forward bit-exact |", "|---|---|---|"]
-    for unit in UNITS.names():
-        for shortcut in SHORTCUTS.names():
-            exact = "n/a (masks)" if shortcut == "dropout" else forward_bit_exact(unit, shortcut)
-            report.append(f"| unit={unit} shortcut={shortcut} | {no_cross_talk([f'unit={unit}', f'shortcut={shortcut}'])} "
-                          f"| {exact} |")
+    report = [f"# Equality of the fast paths (CPU, fp32; torch {torch.__version__})", ""]
+    if "a" in args.parts:
+        report += ["## (a) one step from identical states (depth 8, batch 8): max over tensors of |a - b| / |b|", "",
+                   "| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for extra in variants():
+            figures = one_step(extra, args.compile)
+            report.append(f"| {' '.join(extra)} | " + " | ".join(f"{figures[c]:.1e}" if c != "zero grads" else
+                                                                   str(figures[c]) for c in columns) + " |")
             print(report[-1], flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        report += ["", "## (d) a short run (depth 8, 300 iterations, batch 32, 512 synthetic images), 5 seeds", "",
-                   "| metric | alone: mean ± sd | wide pack of 5 | |", "|---|---|---|---|", *final_metrics(list(range(5)), Path(tmp))]
-    report += ["", f"## (e) buffered sampling draws the Sampler's: {sampling_identical()}", ""]
+    if "b" in args.parts or "c" in args.parts:
+        report += ["", "## (b) no cross-talk, (c) forward bit-exact", "", "| variant | (b) run 0 bit-identical | "
+                   "(c) forward bit-exact |", "|---|---|---|"]
+        for unit in UNITS.names():
+            for shortcut in SHORTCUTS.names():
+                exact = "n/a (masks)" if shortcut == "dropout" else forward_bit_exact(unit, shortcut)
+                report.append(f"| unit={unit} shortcut={shortcut} | "
+                              f"{no_cross_talk([f'unit={unit}', f'shortcut={shortcut}'])} | {exact} |")
+                print(report[-1], flush=True)
+    if "d" in args.parts:
+        settings = short_run(args.data)
+        with tempfile.TemporaryDirectory() as tmp:
+            report += ["", f"## (d) a short run, 5 seeds alone and in one wide pack: {' '.join(settings)}", "",
+                       "| metric | alone: mean ± sd | wide pack of 5 | |", "|---|---|---|---|",
+                       *final_metrics(list(range(5)), Path(tmp), settings)]
+    if "e" in args.parts:
+        report += ["", f"## (e) buffered sampling draws the Sampler's: {sampling_identical()}", ""]
     text = "\n".join(report)
     print(text)
     if args.out:

@@ -6,6 +6,7 @@ from helpers import TINY, metrics, result
 
 from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
+from resnet_ablate.training.compiled import compile_net
 from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
 from resnet_ablate.training.optim import lr_at, param_groups
 from resnet_ablate.training.state import RunState
@@ -102,10 +103,11 @@ def _max_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
                for x, y in zip(a, b) if y.dtype.is_floating_point)
 
 
-def test_compiled_step_equals_the_eager_step_and_is_recorded(tmp_path, capsys):
+def test_compiled_step_equals_the_eager_step_and_a_recompile_limit_is_said(tmp_path, capsys, monkeypatch):
     """compile=true: the compiled net's step from the same state gives the eager step's gradients and weights to
-    1e-5 relative (seed 0, where the eager fp32 step itself is within 1e-5 of float64; bench/equality.py
-    judges the whole matrix against float64), and the compile time is in result.json."""
+    1e-5 relative (seed 0, where both fp32 forwards make the float64 ReLU decisions; bench/equality.py
+    has the whole matrix against float64). Another net through the same forward code beyond dynamo's recompile
+    limit is a warning and the eager net, not an eager net recorded as compiled."""
     eager, compiled = (_run([*TINY, f"run_dir={tmp_path / n}"]) for n in ("e", "c"))
     compiled.cfg.compile = True
     step = make_stepper([compiled])
@@ -116,6 +118,18 @@ def test_compiled_step_equals_the_eager_step_and_is_recorded(tmp_path, capsys):
     assert _max_rel([p.grad for p in compiled.model.parameters()], [p.grad for p in eager.model.parameters()]) < 1e-5
     assert _max_rel(list(compiled.model.state_dict().values()), list(eager.model.state_dict().values())) < 1e-5
     assert "warning" not in capsys.readouterr().out
+    import torch._dynamo
+
+    def tight(model, runs=1):  # the limit set after compile_net raises it: the next net is one too many
+        net = compile_net(model, runs)
+        monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+        return net
+
+    monkeypatch.setattr("resnet_ablate.training.step.compile_net", tight)
+    other = _run([*TINY, "shortcut=gating", "compile=true", f"run_dir={tmp_path / 'g'}"])
+    capsys.readouterr()
+    assert not make_stepper([other]).facts()["compiled"] and other.net is other.model
+    assert capsys.readouterr().out.startswith("warning: compile=true failed (FailOnRecompileLimitHit: ")
 
 
 def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch, capsys):
