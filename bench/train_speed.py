@@ -160,18 +160,19 @@ def _row(depth: int, setup: str, runs: int, precision: str, bn_group: int, measu
            f"{per_run:.1f} | {per_run * runs:.1f} | {_seconds(capture)} | {_seconds(compile_s)} | {_seconds(peak)} |"
 
 
-# setup name -> (row label, runs (0: each --packs value), trainer keys); "tutorial" is the textbook loop
+# setup name -> (row label, runs (0: each --packs value, -1: the largest), trainer keys); "tutorial" is the
+# textbook loop. In the order of what a short GPU lease must measure first (the table is written after every row).
 SETUPS = {
     "tutorial": ("tutorial loop (eager fp32, DataLoader workers)", 1, None),
-    "eager": ("trainer, cuda_graph=false", 1, ["cuda_graph=false"]),
     "graph": ("trainer", 1, []),
-    "sampling_eager": ("trainer, sampling=eager (draws outside the graph)", 1, ["sampling=eager"]),
-    "compile": ("trainer, compile=true", 1, ["compile=true"]),
-    "ghost_bn": ("trainer, bn_batch={g}", 1, ["bn_batch={g}"]),
-    "bf16_stream": ("trainer, residual_fp32=false", 1, ["residual_fp32=false"]),
     "streams": ("trainer, pack={k} (streams)", 0, []),
     "wide": ("trainer, pack={k} wide", 0, ["pack_mode=wide"]),
+    "ghost_bn": ("trainer, bn_batch={g}", 1, ["bn_batch={g}"]),
+    "bf16_stream": ("trainer, residual_fp32=false", 1, ["residual_fp32=false"]),
+    "compile": ("trainer, compile=true", 1, ["compile=true"]),
     "wide_compile": ("trainer, pack={k} wide, compile=true", -1, ["pack_mode=wide", "compile=true"]),
+    "sampling_eager": ("trainer, sampling=eager (draws outside the graph)", 1, ["sampling=eager"]),
+    "eager": ("trainer, cuda_graph=false", 1, ["cuda_graph=false"]),
 }
 
 
@@ -179,7 +180,7 @@ def _setups(names: list[str], packs: list[int], batch: int) -> list[tuple[str, i
     """The rows to measure: each named setup, a pack setup once per pack size (-1: the largest only); ghost BN
     over 64 images (the papers' per-GPU BN; half the batch below 128)."""
     rows, ghost = [], min(64, batch // 2)
-    for name in names:
+    for name in [n for n in SETUPS if n in names]:  # in SETUPS' order, whatever the command line's
         label, runs, extra = SETUPS[name]
         sizes = packs if runs == 0 else [max(packs)] if runs == -1 else [runs]
         keys = None if extra is None else [e.format(g=ghost) for e in extra]
@@ -205,7 +206,7 @@ def main() -> int:
     p.add_argument("--depths", type=int, nargs="+", default=[110, 164])
     p.add_argument("--packs", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS),
-                   help="rows to measure per depth (default: all, in this order)")
+                   help="rows to measure per depth, always in this order (default: all)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=int, default=100, help="iterations before timing starts")
     p.add_argument("--iterations", type=int, default=300, help="timed iterations")
@@ -230,38 +231,44 @@ def main() -> int:
     if args.count_ops:
         return count_main(args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
+    rows: list[str] = []
+
+    def add(row: str) -> None:  # the table so far, written after every row: a run cut short keeps its rows
+        rows.append(row)
+        print(row, flush=True)
+        out.write_text(_report(args, name, rows))
+
     with tempfile.TemporaryDirectory() as tmp:
         for depth in args.depths:
             for setup, runs, extra in _setups(args.setups, args.packs, args.batch_size):
                 measure = (lambda: (*tutorial_loop(depth, args, device), None)) if extra is None else (
                     lambda runs=runs, extra=extra: trainer(depth, runs, args, device, Path(tmp), extra))
-                rows.append(_row(depth, setup, runs, _precision(device, extra), _bn_group(extra, args.batch_size),
-                                 _median_of(measure, args.repeats)))
-                print(rows[-1], flush=True)
+                add(_row(depth, setup, runs, _precision(device, extra), _bn_group(extra, args.batch_size),
+                         _median_of(measure, args.repeats)))
         if args.r1001:
             small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
             rate, peak, capture, compile_s = trainer(1001, 1, small, device, Path(tmp))
-            rows.append(_row(1001, "trainer (memory check, 15 iterations)", 1, _precision(device, []),
-                             args.batch_size, (rate, peak, capture, compile_s, [rate])))
-            print(rows[-1], flush=True)
-    report = "\n".join([
+            add(_row(1001, "trainer (memory check, 15 iterations)", 1, _precision(device, []), args.batch_size,
+                     (rate, peak, capture, compile_s, [rate])))
+    print(f"\n{_report(args, name, rows)}\nwritten to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace, name: str, rows: list[str]) -> str:
+    data = f"CIFAR-10 from {args.data}" if args.data else f"synthetic, {args.synthetic_size} images"
+    return "\n".join([
         f"# Training speed, {datetime.date.today()}", "",
         f"- device: {name}; torch {torch.__version__}; CUDA {torch.version.cuda}; python {platform.python_version()}",
         f"- batch {args.batch_size}; channels_last; timed over {args.iterations} iterations after {args.warmup}, "
         f"median of {args.repeats} measurements per row (range beside it); precision and BN group (images per BN "
         f"statistic) per row; capture: CUDA graph warm-up and capture (s); compile: torch.compile and its warm-up "
-        f"(s); cuDNN autotuning on in every row; data: "
-        f"{'CIFAR-10 from ' + args.data if args.data else f'synthetic, {args.synthetic_size} images'}",
+        f"(s); cuDNN autotuning on in every row; data: {data}",
         f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "",
         "| net | setup | runs | precision | BN group | img/s (all runs) | img/s range | min per 64k-iteration run "
         "(effective) | min wall for the runs | capture s | compile s | peak GiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
-    out.write_text(report)
-    print(f"\n{report}\nwritten to {out}")
-    return 0
 
 
 if __name__ == "__main__":

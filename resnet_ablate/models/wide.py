@@ -62,8 +62,8 @@ class WideDropout(Dropout):
     """The dropout shortcut for K nets side by side: net k's mask drawn on `streams[k]` (its own RNG stream)
     with the shape and in the order it has alone, so the masks are the ones each net draws alone."""
 
-    k: int = 1
-    streams: list[Callable[[], ContextManager]] = []
+    k: int  # set with `streams` when a Dropout becomes a WideDropout (`_widen_module`)
+    streams: list[Callable[[], ContextManager]]
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         blocks = []
