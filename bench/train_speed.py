@@ -1,13 +1,16 @@
 """Training speed, side by side on one device: (a) the loop tutorials teach (eager fp32, DataLoader with
-crop/flip workers), (b) the project's trainer, (c) the trainer with K packed runs; plus ResNet-1001's
-peak memory at batch 128. Each row is measured `--repeats` times (default 3) and shows the median, with the
-CUDA graph warm-up and capture time of the trainer's rows. Prints a markdown table and writes it to
-bench/results/<date>-<device>.md.
+crop/flip workers), (b) the project's trainer (eager, CUDA graph, compiled, ghost BN, bf16 residual stream,
+per-step sampling), (c) the trainer with K packed runs, on streams and as one wide net (and wide compiled);
+plus ResNet-1001's peak memory at batch 128. Each row names its precision and BN group, is measured
+`--repeats` times (default 3) and shows the median, with the CUDA graph warm-up and capture time and the
+compile time of the trainer's rows. Prints a markdown table and writes it to bench/results/<date>-<device>.md.
 
-    python bench/train_speed.py                       # on a GPU: ResNet-110 and -164, pack 2,4,8
+    python bench/train_speed.py                       # on a GPU: ResNet-110 and -164, every setup, pack 2,4,8
+    python bench/train_speed.py --setups graph wide   # only some setups (names: --help)
     python bench/train_speed.py --data .data          # real CIFAR-10 instead of synthetic images
     python bench/train_speed.py --device cpu --depths 8 --packs 2 --warmup 2 --iterations 2 --no-1001 \
         --synthetic-size 256 --out /tmp/bench                                 # CPU smoke (numbers meaningless)
+    python bench/train_speed.py --count-ops --device cpu   # kernels (CPU: leaf operators) per run-step, per mode
 
 Speed does not depend on the pixels, so without --data the trainer reads 50k synthetic images.
 """
@@ -37,6 +40,8 @@ from resnet_ablate.training.data import load
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.signals import StopRequest
 from resnet_ablate.training.trainer import train
+
+from opcount import MODES, count_main
 
 RUN_IMAGES = 64000 * 128  # one run of the papers' recipe
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,10 +114,11 @@ def tutorial_loop(depth: int, args: argparse.Namespace, device: torch.device) ->
 
 
 def trainer(depth: int, pack: int, args: argparse.Namespace, device: torch.device, root: Path,
-            extra: list[str] = ()) -> tuple[float, float | None, float | None]:
+            extra: list[str] = ()) -> tuple[float, float | None, float | None, float | None]:
     """Aggregate images/s of `pack` runs (seeds 0..pack-1) in the project's trainer, measured over the
-    evaluation intervals after the first (capture and warm-up happen in the first), the peak memory, and the
-    CUDA graph warm-up and capture time (result.json's capture_s; None when the step is eager)."""
+    evaluation intervals after the first (capture, compile and warm-up happen in the first), the peak memory,
+    the CUDA graph warm-up and capture time (result.json's capture_s; None when the step is eager) and the
+    compile time (compile_s; None without compile)."""
     data = ["dataset=cifar10", f"data_dir={args.data}", "download=false"] if args.data else [
         "dataset=synthetic", f"synthetic_size={args.synthetic_size}"]
     common = [*data, f"depth={depth}", f"batch_size={args.batch_size}", f"device={device.type}",
@@ -122,8 +128,9 @@ def trainer(depth: int, pack: int, args: argparse.Namespace, device: torch.devic
     cfgs = [parse([*common, f"seed={s}", f"run_dir={root / tag / str(s)}"]) for s in range(pack)]
     _reset_memory(device)
     train(cfgs, StopRequest())
-    capture = rf.read_result(run_dir(cfgs[0])).get("capture_s")
-    return sum(_steady_rate(rf.read_jsonl(run_dir(c) / rf.METRICS)) for c in cfgs), _peak_gib(device), capture
+    result = rf.read_result(run_dir(cfgs[0]))
+    rate = sum(_steady_rate(rf.read_jsonl(run_dir(c) / rf.METRICS)) for c in cfgs)
+    return rate, _peak_gib(device), result.get("capture_s"), result.get("compile_s")
 
 
 def _steady_rate(rows: list[dict]) -> float:
@@ -137,42 +144,84 @@ def _data(args: argparse.Namespace):
         "synthetic", Path(), False, "channel", 0, args.synthetic_size)
 
 
-def _median_of(measure, repeats: int) -> tuple[float, float | None, float | None, list[float]]:
-    """`measure()` `repeats` times: the median rate, its peak memory and capture time, and every rate."""
+def _median_of(measure, repeats: int) -> tuple[float, float | None, float | None, float | None, list[float]]:
+    """`measure()` `repeats` times: the median rate, its peak memory, capture and compile time, and every rate."""
     results = sorted((measure() for _ in range(repeats)), key=lambda r: r[0])
-    rate, peak, capture = results[(len(results) - 1) // 2]
-    return rate, peak, capture, [r[0] for r in results]
+    return (*results[(len(results) - 1) // 2], [r[0] for r in results])
 
 
-def _row(depth: int, setup: str, runs: int, measured: tuple[float, float | None, float | None, list[float]]) -> str:
-    rate, peak, capture, rates = measured
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "n/a"
+
+
+def _row(depth: int, setup: str, runs: int, precision: str, bn_group: int, measured: tuple) -> str:
+    rate, peak, capture, compile_s, rates = measured
     per_run = RUN_IMAGES / rate / 60
-    mem = f"{peak:.1f}" if peak is not None else "n/a"
-    cap = f"{capture:.1f}" if capture is not None else "n/a"
     spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
-    return f"| ResNet-{depth} | {setup} | {runs} | {rate:,.0f} | {spread} | {per_run:.1f} | {per_run * runs:.1f} | " \
-           f"{cap} | {mem} |"
+    return f"| ResNet-{depth} | {setup} | {runs} | {precision} | {bn_group} | {rate:,.0f} | {spread} | " \
+           f"{per_run:.1f} | {per_run * runs:.1f} | {_seconds(capture)} | {_seconds(compile_s)} | {_seconds(peak)} |"
 
 
-def write_speed_table(path: Path, gpu: str, measured: list[tuple[int, str, int, float]],
+# setup name -> (row label, runs (0: each --packs value, -1: the largest), trainer keys); "tutorial" is the
+# textbook loop. In the order of what a short GPU lease must measure first (the table is written after every row).
+SETUPS = {
+    "tutorial": ("tutorial loop (eager fp32, DataLoader workers)", 1, None),
+    "graph": ("trainer", 1, []),
+    "streams": ("trainer, pack={k} (streams)", 0, []),
+    "wide": ("trainer, pack={k} wide", 0, ["pack_mode=wide"]),
+    "ghost_bn": ("trainer, bn_batch={g}", 1, ["bn_batch={g}"]),
+    "bf16_stream": ("trainer, residual_fp32=false", 1, ["residual_fp32=false"]),
+    "compile": ("trainer, compile=true", 1, ["compile=true"]),
+    "wide_compile": ("trainer, pack={k} wide, compile=true", -1, ["pack_mode=wide", "compile=true"]),
+    "sampling_eager": ("trainer, sampling=eager (draws outside the graph)", 1, ["sampling=eager"]),
+    "eager": ("trainer, cuda_graph=false", 1, ["cuda_graph=false"]),
+}
+
+
+def _setups(names: list[str], packs: list[int], batch: int) -> list[tuple[str, int, list[str] | None]]:
+    """The rows to measure: each named setup, a pack setup once per pack size (-1: the largest only); ghost BN
+    over 64 images (the papers' per-GPU BN; half the batch below 128)."""
+    rows, ghost = [], min(64, batch // 2)
+    for name in [n for n in SETUPS if n in names]:  # in SETUPS' order, whatever the command line's
+        label, runs, extra = SETUPS[name]
+        sizes = packs if runs == 0 else [max(packs)] if runs == -1 else [runs]
+        keys = None if extra is None else [e.format(g=ghost) for e in extra]
+        rows += [(label.format(k=k, g=ghost), k, keys) for k in sizes]
+    return rows
+
+
+def _precision(device: torch.device, extra: list[str] | None) -> str:
+    if extra is None:
+        return "fp32"
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    stream = "bf16 stream" if "residual_fp32=false" in extra else "fp32 stream"
+    return f"bf16 autocast, {stream}" if bf16 else "fp32"
+
+
+def _bn_group(extra: list[str] | None, batch: int) -> int:
+    """Images per BN statistic: bn_batch=N where the row sets it, else the whole batch."""
+    return next((int(e.split("=")[1]) for e in extra or [] if e.startswith("bn_batch=")), batch)
+
+
+def write_speed_table(path: Path, gpu: str, measured: list[tuple[int, str, int, list[str], float]],
                       args: argparse.Namespace) -> Path:
     """The trainer's rows as the machine-readable speed table the launcher's cost line reads (format:
     `resnet_ablate.sweeps.cost`): per GPU, net, precision, BN group, batch, pack and step mode, the aggregate
-    img/s of the pack. `measured` holds (depth, setup, runs, img/s); the tutorial loop and memory rows are left
-    out (the launcher never trains that way)."""
+    img/s of the pack. `measured` holds (depth, setup, runs, trainer keys, img/s); rows of options the cost line
+    does not tell apart (compile, residual_fp32, sampling) and the memory row are left out."""
     rows = []
-    for depth, setup, runs, rate in measured:
-        if not setup.startswith("trainer") or "memory" in setup:
+    for depth, setup, runs, extra, rate in measured:
+        if any(e.split("=")[0] in ("compile", "residual_fp32", "sampling") for e in extra):
             continue
-        cfg = parse([f"depth={depth}", f"batch_size={args.batch_size}", f"device={args.device}",
-                     *(["cuda_graph=false"] if "cuda_graph=false" in setup else [])])
+        cfg = parse([f"depth={depth}", f"batch_size={args.batch_size}", f"device={args.device}", "recipe=default",
+                     *extra])
         precision = cfg.precision if cfg.precision != "auto" else (
             "bf16" if args.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32")
+        settings = {"cuda_graph": cfg.cuda_graph and args.device.startswith("cuda"), "pack_mode": cfg.pack_mode}
         rows.append({"gpu": gpu, "arch": cfg.arch, "depth": depth, "block": resolve_block(depth, cfg.block),
                      "precision": precision, "bn_batch": cfg.bn_batch, "batch_size": cfg.batch_size, "pack": runs,
-                     "mode": "graph" if cfg.cuda_graph and args.device.startswith("cuda") else "eager",
-                     "img_per_s": f"{rate:.1f}", "date": str(datetime.date.today()), "torch": torch.__version__,
-                     "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
+                     "mode": cost.step_mode(settings), "img_per_s": f"{rate:.1f}", "date": str(datetime.date.today()),
+                     "torch": torch.__version__, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
     return cost.write_speed_table(path, rows)
 
 
@@ -180,6 +229,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depths", type=int, nargs="+", default=[110, 164])
     p.add_argument("--packs", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS),
+                   help="rows to measure per depth, always in this order (default: all)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=int, default=100, help="iterations before timing starts")
     p.add_argument("--iterations", type=int, default=300, help="timed iterations")
@@ -189,45 +240,63 @@ def main() -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-1001", dest="r1001", action="store_false", help="skip ResNet-1001's memory check")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--count-ops", action="store_true", help="instead of timing: print the kernels (CPU: leaf "
+                   "operators) of one training step per run, per mode (opcount.py; its options: --count-depth, "
+                   "--count-compiled-depth, --count-runs, --count-batch)")
+    p.add_argument("--count-depth", type=int, default=110)
+    p.add_argument("--count-compiled-depth", type=int, default=20, help="depth of the compiled modes' count "
+                   "(compiling ResNet-110 takes many minutes on a few cores); alone and wide are counted there too")
+    p.add_argument("--count-runs", type=int, default=8, help="K of the streams and wide counts")
+    p.add_argument("--count-batch", type=int, default=8, help="batch of the counted step (counts do not depend on it)")
+    p.add_argument("--count-keys", nargs="*", default=[], help="trainer keys for the counted runs, e.g. bn_batch=4")
+    p.add_argument("--count-modes", nargs="+", default=list(MODES), choices=list(MODES), help="modes to count")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.count_ops:
+        return count_main(args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    rows, measured = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for depth in args.depths:
-            setups = [("tutorial loop (eager fp32, DataLoader workers)", 1, lambda: tutorial_loop(depth, args, device)),
-                      ("trainer, cuda_graph=false", 1,
-                       lambda: trainer(depth, 1, args, device, Path(tmp), ["cuda_graph=false"])),
-                      ("trainer", 1, lambda: trainer(depth, 1, args, device, Path(tmp)))]
-            setups += [(f"trainer, pack={k}", k, lambda k=k: trainer(depth, k, args, device, Path(tmp)))
-                       for k in args.packs]
-            for setup, runs, measure in setups:
-                result = _median_of(measure, args.repeats)
-                rows.append(_row(depth, setup, runs, result))
-                measured.append((depth, setup, runs, result[0]))
-                print(rows[-1], flush=True)
-        if args.r1001:
-            small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
-            rate, peak, capture = trainer(1001, 1, small, device, Path(tmp))
-            rows.append(_row(1001, "trainer (memory check, 15 iterations)", 1, (rate, peak, capture, [rate])))
-            print(rows[-1], flush=True)
-    precision = "bf16 autocast" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    report = "\n".join([
-        f"# Training speed, {datetime.date.today()}", "",
-        f"- device: {name}; torch {torch.__version__}; CUDA {torch.version.cuda}; python {platform.python_version()}",
-        f"- batch {args.batch_size}; trainer precision {precision} (default), channels_last; timed over "
-        f"{args.iterations} iterations after {args.warmup}, median of {args.repeats} measurements per row (range "
-        f"beside it); capture: CUDA graph warm-up and capture (s); cuDNN autotuning on in every row; data: {'CIFAR-10 from ' + args.data if args.data else f'synthetic, {args.synthetic_size} images'}",
-        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "",
-        "| net | setup | runs | img/s (all runs) | img/s range | min per 64k-iteration run (effective) | "
-        "min wall for the runs | capture s | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|", *rows, ""])
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{datetime.date.today()}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.md"
-    out.write_text(report)
-    table = write_speed_table(out.with_suffix(".speed.csv"), name, measured, args)
-    print(f"\n{report}\nwritten to {out} and {table}")
+    rows: list[str] = []
+    measured: list[tuple[int, str, int, list[str], float]] = []
+
+    def add(row: str) -> None:  # the table so far, written after every row: a run cut short keeps its rows
+        rows.append(row)
+        print(row, flush=True)
+        out.write_text(_report(args, name, rows))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for depth in args.depths:
+            for setup, runs, extra in _setups(args.setups, args.packs, args.batch_size):
+                measure = (lambda: (*tutorial_loop(depth, args, device), None)) if extra is None else (
+                    lambda runs=runs, extra=extra: trainer(depth, runs, args, device, Path(tmp), extra))
+                result = _median_of(measure, args.repeats)
+                add(_row(depth, setup, runs, _precision(device, extra), _bn_group(extra, args.batch_size), result))
+                if extra is not None:
+                    measured.append((depth, setup, runs, extra, result[0]))
+                    write_speed_table(out.with_suffix(".speed.csv"), name, measured, args)
+        if args.r1001:
+            small = argparse.Namespace(**{**vars(args), "warmup": 5, "iterations": 10})
+            rate, peak, capture, compile_s = trainer(1001, 1, small, device, Path(tmp))
+            add(_row(1001, "trainer (memory check, 15 iterations)", 1, _precision(device, []), args.batch_size,
+                     (rate, peak, capture, compile_s, [rate])))
+    print(f"\n{_report(args, name, rows)}\nwritten to {out} and {out.with_suffix('.speed.csv')}")
     return 0
+
+
+def _report(args: argparse.Namespace, name: str, rows: list[str]) -> str:
+    data = f"CIFAR-10 from {args.data}" if args.data else f"synthetic, {args.synthetic_size} images"
+    return "\n".join([
+        f"# Training speed, {datetime.date.today()}", "",
+        f"- device: {name}; torch {torch.__version__}; CUDA {torch.version.cuda}; python {platform.python_version()}",
+        f"- batch {args.batch_size}; channels_last; timed over {args.iterations} iterations after {args.warmup}, "
+        f"median of {args.repeats} measurements per row (range beside it); precision and BN group (images per BN "
+        f"statistic) per row; capture: CUDA graph warm-up and capture (s); compile: torch.compile and its warm-up "
+        f"(s); cuDNN autotuning on in every row; data: {data}",
+        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "",
+        "| net | setup | runs | precision | BN group | img/s (all runs) | img/s range | min per 64k-iteration run "
+        "(effective) | min wall for the runs | capture s | compile s | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""])
 
 
 if __name__ == "__main__":

@@ -511,17 +511,6 @@ def test_responses_on_demand_from_a_checkpoint(tmp_path):
     assert cli.main([str(tmp_path / "nowhere")]) == 2
 
 
-def test_bench_rows_are_the_median_of_repeats_with_capture_time():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_speed", REPO / "bench" / "train_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    rates = iter([(300.0, None, 2.0), (100.0, None, 1.0), (200.0, 1.5, 3.0)])
-    assert bench._median_of(lambda: next(rates), 3) == (200.0, 1.5, 3.0, [100.0, 200.0, 300.0])
-    row = bench._row(20, "trainer", 1, (200.0, 1.5, 3.0, [100.0, 200.0, 300.0])).split(" | ")
-    assert row[3:5] == ["200", "100-300"] and row[-2:] == ["3.0", "1.5 |"]
-
-
 @gpu
 @pytest.mark.parametrize("optim_name", ["sgd", "adamw"])
 def test_ghost_bn_and_adam_are_captured_in_the_cuda_graph(tmp_path, capsys, optim_name):

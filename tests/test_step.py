@@ -6,6 +6,7 @@ from helpers import TINY, metrics, result
 
 from resnet_ablate.training.parse import parse
 from resnet_ablate.registry import UsageError
+from resnet_ablate.training.compiled import compile_net
 from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
 from resnet_ablate.training.optim import lr_at, param_groups
 from resnet_ablate.training.state import RunState, build_state
@@ -76,7 +77,10 @@ def test_packed_runs_equal_the_same_runs_alone(tmp_path):
     for i, v in enumerate(variants):
         train([parse([*TINY, *v, f"run_dir={tmp_path / 'alone' / str(i)}"])])
         assert metrics(tmp_path / "packed" / str(i)) == metrics(tmp_path / "alone" / str(i))
-        assert result(tmp_path / "packed" / str(i)) == result(tmp_path / "alone" / str(i))
+        packed_result, alone_result = result(tmp_path / "packed" / str(i)), result(tmp_path / "alone" / str(i))
+        assert (packed_result.pop("pack_mode"), packed_result.pop("pack_runs")) == ("streams", 3)
+        assert (alone_result.pop("pack_mode"), alone_result.pop("pack_runs")) == ("alone", 1)
+        assert packed_result == alone_result
     assert metrics(tmp_path / "packed" / "0") != metrics(tmp_path / "packed" / "1")
 
 
@@ -87,4 +91,59 @@ def test_packed_runs_must_share_the_lockstep_settings(tmp_path):
 
 
 def test_cpu_steps_eagerly(tmp_path):
-    assert make_stepper([_run([*TINY, f"run_dir={tmp_path / 'r'}"])]) is eager_step
+    step = make_stepper([_run([*TINY, f"run_dir={tmp_path / 'r'}"])])
+    assert step.graphs is None and step.capture_s is None
+    assert step.facts() == {"pack_mode": "alone", "pack_runs": 1, "compiled": False}
+
+
+def _max_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(((x.double() - y.double()).norm() / y.double().norm().clamp_min(1e-30)).item()
+               for x, y in zip(a, b) if y.dtype.is_floating_point)
+
+
+def test_compiled_step_equals_the_eager_step_and_a_recompile_limit_is_said(tmp_path, capsys, monkeypatch):
+    """compile=true: the compiled net's step from the same state gives the eager step's gradients and weights to
+    1e-5 relative (seed 0, where both fp32 forwards make the float64 ReLU decisions; bench/equality.py
+    has the whole matrix against float64). Another net through the same forward code beyond dynamo's recompile
+    limit is a warning and the eager net, not an eager net recorded as compiled."""
+    eager, compiled = (_run([*TINY, f"run_dir={tmp_path / n}"]) for n in ("e", "c"))
+    compiled.cfg.compile = True
+    step = make_stepper([compiled])
+    assert step.facts()["compiled"] and step.compile_s > 0 and compiled.net is not compiled.model
+    for run in (eager, compiled):
+        run.follow_schedule()
+        run.step()
+    assert _max_rel([p.grad for p in compiled.model.parameters()], [p.grad for p in eager.model.parameters()]) < 1e-5
+    assert _max_rel(list(compiled.model.state_dict().values()), list(eager.model.state_dict().values())) < 1e-5
+    assert "warning" not in capsys.readouterr().out
+    import torch._dynamo
+
+    def tight(model, runs=1):  # the limit set after compile_net raises it: the next net is one too many
+        net = compile_net(model, runs)
+        monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+        return net
+
+    monkeypatch.setattr("resnet_ablate.training.step.compile_net", tight)
+    other = _run([*TINY, "shortcut=gating", "compile=true", f"run_dir={tmp_path / 'g'}"])
+    capsys.readouterr()
+    assert not make_stepper([other]).facts()["compiled"] and other.net is other.model
+    assert capsys.readouterr().out.startswith("warning: compile=true failed (FailOnRecompileLimitHit: ")
+
+
+def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch, capsys):
+    def broken(model, runs=1):
+        def call(x):
+            raise RuntimeError("no C++ compiler\ndetails")
+        return call
+
+    monkeypatch.setattr("resnet_ablate.training.step.compile_net", broken)
+    run, reference = _run([*TINY, "compile=true", f"run_dir={tmp_path / 'r'}"]), _run([*TINY, f"run_dir={tmp_path / 'q'}"])
+    capsys.readouterr()
+    step = make_stepper([run])
+    assert capsys.readouterr().out == "warning: compile=true failed (RuntimeError: no C++ compiler); training the " \
+                                      "eager net\n"
+    assert run.net is run.model and step.facts()["compiled"] is False
+    for r in (run, reference):
+        r.follow_schedule()
+        r.step()
+    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values()))

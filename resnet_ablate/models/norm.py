@@ -3,7 +3,8 @@
 Both papers trained with 128 images on 2 GPUs, so each BN saw 64 images (2015: "a mini-batch size of 128
 on two GPUs"; 2016: the same); resnet-1k-layers used batch 64 on 2 GPUs (README.md:62), 32 per BN. One BN
 over the whole batch regularises less. A `GhostBatchNorm2d` normalises each group of `ghost` images with
-that group's mean and biased variance, as a BN on one of k = batch / N devices would.
+that group's mean and biased variance, as a BN on one of k = batch / N devices would: one batch-norm call per
+group (cuDNN's on a GPU), with no running statistics of its own.
 
 Running statistics, one rule: the update each of the k per-device BNs would make, averaged, i.e. what k
 BNs whose buffers are averaged after every step hold (the update is linear, so averaging after each step
@@ -12,12 +13,13 @@ equals this). With momentum m, per channel:
     running_mean <- (1 - m) running_mean + m * mean over groups of the group means   (= the batch mean)
     running_var  <- (1 - m) running_var  + m * mean over groups of the groups' unbiased variances
 
-Everything has static shapes and stays on the device (no host sync), so it runs inside a CUDA graph. The
-statistics are computed in fp32 whatever the input's dtype; the output has the input's dtype, as BN.
+computed from one fp32 reduction over the groups, outside autograd. Everything has static shapes and stays on
+the device (no host sync), so it runs inside a CUDA graph; the output has the input's dtype, as BN.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,27 +41,26 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         return new.to(bn.weight.device if bn.affine else bn.running_mean.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
+        b = x.shape[0]
         if not self.training or not 0 < self.ghost < b:
             return super().forward(x)
         if b % self.ghost:
             raise ValueError(f"ghost batch norm: a batch of {b} images does not split into groups of {self.ghost}")
-        groups = x.float().reshape(b // self.ghost, self.ghost, c, *x.shape[2:])
-        var, mean = torch.var_mean(groups, dim=(1, 3, 4), correction=0, keepdim=True)
-        y = (groups - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, 1, c, 1, 1) + self.bias.view(1, 1, c, 1, 1)
         if self.track_running_stats:
-            self._track(mean, var, self.ghost * x.shape[2] * x.shape[3])
-        return y.reshape(x.shape).to(x.dtype)
+            self._track(x)
+        return torch.cat([F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                          for part in x.split(self.ghost)])
 
     @torch.no_grad()
-    def _track(self, mean: torch.Tensor, var: torch.Tensor, per_group: int) -> None:
+    def _track(self, x: torch.Tensor) -> None:
         """The running-statistics rule of the module docstring (`momentum` must be a number, as the package sets)."""
+        b, c = x.shape[:2]
+        groups = x.to(self.running_mean.dtype).reshape(b // self.ghost, self.ghost, c, *x.shape[2:])
+        var, mean = torch.var_mean(groups, dim=(1, 3, 4), correction=0)
+        per_group = self.ghost * x.shape[2] * x.shape[3]
         self.num_batches_tracked.add_(1)
-        unbiased = var * (per_group / max(per_group - 1, 1))
-        self.running_mean.lerp_(mean.mean(0).flatten(), self.momentum)
-        self.running_var.lerp_(unbiased.mean(0).flatten(), self.momentum)
+        self.running_mean.lerp_(mean.mean(0), self.momentum)
+        self.running_var.lerp_((var * (per_group / max(per_group - 1, 1))).mean(0), self.momentum)
 
 
 def use_ghost_bn(model: nn.Module, ghost: int) -> nn.Module:
@@ -70,4 +71,3 @@ def use_ghost_bn(model: nn.Module, ghost: int) -> nn.Module:
             if type(child) is nn.BatchNorm2d:
                 setattr(module, name, GhostBatchNorm2d.from_bn(child, ghost))
     return model
-

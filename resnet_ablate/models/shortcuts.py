@@ -15,7 +15,7 @@ A new variant is one registered subclass of `Shortcut`; its keyword-only argumen
 are its parameters, and registering the class makes each a config key (`shortcut=NAME PARAM=VALUE`), with
 its line of `--help` from `param_help` and its allowed values from `param_range` / `param_choices`.
 
-The merge runs in fp32 whatever autocast is around (`Shortcut.forward`): under bf16 the convolutions may be
+The merge runs in fp32 whatever autocast is around (`Shortcut.forward`; `residual_fp32=false` turns this off): under bf16 the convolutions may be
 bf16, but the identity path is then never rounded (ResNet-110 would round it 54 times) and gating keeps
 1 - sigmoid(-6) = 0.99753 instead of bf16's 0.99609 (x0.81 over 54 units instead of x0.87, the quantity
 Table 1 ablates); the gate's 1x1 conv and sigmoid, the scaling and the dropout mask product are fp32 too,
@@ -72,6 +72,7 @@ class Shortcut(nn.Module, Keyed):
     """
 
     secondary_params: tuple[str, ...] = ()  # parameters a report names only off their defaults
+    residual_fp32 = True  # merge and output in fp32 under autocast (`residual_fp32=false`: in the stream's dtype)
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
         super().__init__()
@@ -89,8 +90,11 @@ class Shortcut(nn.Module, Keyed):
         return any(isinstance(m, nn.Conv2d) for m in self.project.modules())
 
     def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """h(x) (+) F(x) in fp32 (a no-op without autocast): the residual stream is never rounded to bf16."""
-        return self.merge(self.project(x).float(), f.float())
+        """h(x) (+) F(x) in fp32 (a no-op without autocast): the residual stream is never rounded to bf16; with
+        `residual_fp32` off, in F's dtype (bf16 under autocast), the result rounded to it."""
+        if self.residual_fp32:
+            return self.merge(self.project(x).float(), f.float())
+        return self.merge(self.project(x).to(f.dtype), f).to(f.dtype)
 
     def init_parameters(self) -> None:
         """Called after the net's He init of every conv: a variant that initialises its own weights otherwise
@@ -167,7 +171,7 @@ class _Gate(Shortcut):
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         with torch.autocast(s.device.type, enabled=False):
-            g = torch.sigmoid(self.gate(s))
+            g = torch.sigmoid(self.gate(s.to(self.gate.weight.dtype)))
         return self.combine(s, f, g)
 
     def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -244,7 +248,7 @@ class NoShortcut(Shortcut):
         return False
 
     def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        return f.float()
+        return f.float() if self.residual_fp32 else f
 
 
 def shortcut_parameters(cls: type[Shortcut]) -> dict[str, Any]:

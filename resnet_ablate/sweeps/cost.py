@@ -175,7 +175,15 @@ def choose_gpu(constraint: str | None, rows: list[dict[str, str]]) -> str:
 def _row_key(s: Mapping[str, Any]) -> dict[str, str]:
     return {"arch": str(s.get("arch", "cifar")), "depth": str(s["depth"]), "precision": precision_of(s),
             "bn_batch": str(s.get("bn_batch", 0)), "batch_size": str(s.get("batch_size", 128)),
-            "mode": "graph" if s.get("cuda_graph", True) else "eager"}
+            "mode": step_mode(s)}
+
+
+def step_mode(s: Mapping[str, Any]) -> str:
+    """How a run steps, as the speed table names it: eager (cuda_graph=false), wide (pack_mode=wide: one wide net
+    per pack) or graph (one CUDA graph per run, packs on streams)."""
+    if not s.get("cuda_graph", True):
+        return "eager"
+    return "wide" if s.get("pack_mode", "streams") == "wide" else "graph"
 
 
 def measured_rate(s: Mapping[str, Any], gpu: str, pack: int, rows: list[dict[str, str]]) -> tuple[float, int] | None:
@@ -184,6 +192,8 @@ def measured_rate(s: Mapping[str, Any], gpu: str, pack: int, rows: list[dict[str
     want = {"gpu": gpu, **_row_key(s)}
     found = [r for r in rows if all(str(r.get(k, "")) == v for k, v in want.items())
              and str(r.get("pack", "")).isdigit() and int(r["pack"]) <= pack]
+    if not found and want["mode"] == "wide":  # a wide pack not measured: the per-run graphs' rate stands in
+        return measured_rate({**s, "pack_mode": "streams"}, gpu, pack, rows)
     if not found:
         return None
     best = max(int(r["pack"]) for r in found)

@@ -27,6 +27,7 @@ from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
 from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
+from ..training.wide import wide_key
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
@@ -317,8 +318,10 @@ def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
 
 
 def pack(cfgs: list[Config], runs_per_job: int) -> list[list[Config]]:
-    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job."""
+    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job, and with
+    pack_mode=wide only runs that can train as one wide net (`wide_key`: the same settings but the seed)."""
     by_key: dict[tuple, list[Config]] = {}
     for cfg in cfgs:
-        by_key.setdefault(tuple(str(getattr(cfg, k)) for k in LOCKSTEP), []).append(cfg)
+        key = tuple(str(getattr(cfg, k)) for k in LOCKSTEP)
+        by_key.setdefault(key + (wide_key(cfg) if cfg.pack_mode == "wide" else ()), []).append(cfg)
     return [g[i:i + runs_per_job] for g in by_key.values() for i in range(0, len(g), runs_per_job)]

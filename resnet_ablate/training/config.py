@@ -32,6 +32,8 @@ from .tracking import TRACKERS
 DATASETS = ("cifar10", "cifar100", "synthetic", "folder")
 NORMALIZATIONS = ("channel", "pixel_mean")
 PRECISIONS = ("auto", "bf16", "fp32")
+PACK_MODES = ("streams", "wide")
+SAMPLINGS = ("buffered", "eager")
 LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 SECTIONS = ("model", "data", "recipe", "run")
@@ -130,6 +132,9 @@ class Config:
                         "images (0 = the whole batch, package default). 2015 and 2016 papers: 128 on two GPUs, 64 "
                         "per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch TRAINING.md:9,15: 64; "
                         "resnet-1k-layers README.md:62: 32", "recipe")
+    residual_fp32: bool = opt(True, "precision=bf16: keep the residual stream (merges, unit outputs) in fp32; "
+                              "false = in bf16, rounded at every unit (faster; the gate's conv and sigmoid stay fp32)",
+                              "recipe")
     seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe",
                     range=Range(f"[0, {2**32})", "0 <= seed < 2**32"))
     fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe",
@@ -149,6 +154,16 @@ class Config:
     cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
                            identity=False)
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
+    pack_mode: str = opt("streams", "how packed runs (a job's runs_per_job) step: streams = each run its own CUDA graph "
+                         "on its own stream (numbers equal to the run alone); wide = K runs of one architecture as one "
+                         "wide net (grouped convs, one optimizer; equal to alone to rounding, see docs/speed.md)", "run",
+                         identity=False, choices=lambda: list(PACK_MODES))
+    compile: bool = opt(False, "torch.compile the net (fused kernels, no CUDA graphs of its own; the step's own graph "
+                        "captures them); start-up costs a compile, cached between a job's runs", "run", identity=False)
+    sampling: str = opt("buffered", "buffered = each epoch's indices, crop offsets and flips drawn ahead into device "
+                        "buffers read at a device step counter, so sampling and augmentation run inside the CUDA "
+                        "graph; eager = drawn every step outside it; the same draws either way", "run",
+                        identity=False, choices=lambda: list(SAMPLINGS))
     runs_root: str = opt("runs", "parent folder of auto-named run folders", "run", identity=False)
     run_dir: str = opt("", "run folder; empty = <runs_root>/<name from the settings>", "run", identity=False)
     logger: str = opt("none", "also log the metrics to TensorBoard (<run>/tensorboard/) or Weights & Biases; "

@@ -33,6 +33,7 @@ class TrainingRun:
         self.status = State.RUNNING
         self.state: RunState | None = None
         self.stop_reason = ""  # what paused it: a signal's name or time_limit_s=N
+        self.step_facts: dict = {}  # how it stepped (pack mode, runs packed, compile), for result.json
 
     def start(self) -> None:
         """Resume or create the run folder, holding its lock while training; a finished run of the same
@@ -126,7 +127,7 @@ class TrainingRun:
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
-            "precision_policy": precision_policy(self.precision),
+            "precision_policy": precision_policy(self.precision, self.cfg.residual_fp32), **self.step_facts,
             "torch": torch.__version__, "device": device_name(self.device), "threads": torch.get_num_threads(),
             "git_commit": self.writer.commit,
             **({"capture_s": round(self.writer.capture_s, 2)} if self.writer.capture_s is not None else {}),

@@ -16,22 +16,30 @@ from torch import nn
 
 from ..models import transfer
 from ..models.resnet import ResNet, build, count_parameters
-from ..models.shortcuts import Dropout
+from ..models.shortcuts import Dropout, Shortcut
 from . import data as datamod
 from .config import Config, shortcut_keys
 from .optim import LearningRates, lr_at, make_optimizer, param_groups
 from .runtime import data_key, load_data
+from .sampling import BufferedSampler, make_sampler
 
 
 def build_network(cfg: Config, num_classes: int) -> ResNet:
     """The config's net (`arch`, depth, unit, shortcut and its parameters) from the registries."""
     params = {k: getattr(cfg, k) for k in shortcut_keys()}
-    return build(cfg.arch, cfg.depth, cfg.unit, cfg.shortcut, cfg.block, num_classes, cfg.downsample,
-                 cfg.bn_momentum, cfg.groups, cfg.width_per_group, cfg.bn_batch, cfg.preact_shortcut_input, **params)
+    model = build(cfg.arch, cfg.depth, cfg.unit, cfg.shortcut, cfg.block, num_classes, cfg.downsample,
+                  cfg.bn_momentum, cfg.groups, cfg.width_per_group, cfg.bn_batch, cfg.preact_shortcut_input, **params)
+    for m in model.modules():
+        if isinstance(m, Shortcut):
+            m.residual_fp32 = cfg.residual_fp32
+    return model
 
 
-def precision_policy(precision: str) -> str:
+def precision_policy(precision: str, residual_fp32: bool = True) -> str:
     """What runs in which precision, for result.json."""
+    if precision == "bf16" and not residual_fp32:
+        return ("bf16 autocast for convolutions and BN (fp32 master weights); bf16 residual stream (residual_fp32="
+                "false): merge and unit outputs rounded to bf16, gate conv and sigmoid in fp32; fp32 loss and probes")
     if precision == "bf16":
         return ("bf16 autocast for convolutions and BN (fp32 master weights); fp32 residual stream: merge, "
                 "shortcut scaling, gate conv and sigmoid, dropout mask product, unit outputs; fp32 loss and probes")
@@ -50,12 +58,13 @@ class RunState:
         self.frozen_bn = transfer.freeze(model, transfer.frozen_parts(cfg.freeze, len(model.stages)))
         self.parameters = count_parameters(model)
         self.model = model.to(device, memory_format=torch.channels_last)
+        self.net = self.model  # what the training forward calls (`compile=true`: the compiled net)
         self.train_mode()
         self._rng = self._current_rng()  # the run's own dropout stream, continued from its seed
         self.lrs = LearningRates(lr_at(cfg, 0), device)
         groups, self.group_multipliers = param_groups(self.model, cfg, self.lrs)
         self.optimizer = make_optimizer(cfg, groups, self.lrs.tensor(1.0))
-        self.sampler = datamod.Sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment)
+        self.sampler = make_sampler(len(data.train), cfg.batch_size, cfg.seed, device, cfg.augment, cfg.sampling)
         self.iteration, self.images = 0, 0  # images trained on since the meters were last read
         self.loss_sum = torch.zeros((), device=device)
         self.err_sum = torch.zeros((), device=device, dtype=torch.long)
@@ -106,18 +115,32 @@ class RunState:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next augmented, normalised batch (channels_last) and its labels."""
-        idx, offsets, flips = self.sampler.next()
+        return self.augmented(*self.sampler.next())
+
+    def device_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch()` from the buffered draws at the device counter (sampling=buffered), with no host work: what a
+        captured graph holds; the caller refills the buffer and counts the row (`BufferedSampler`)."""
+        return self.augmented(*self.sampler.draw())
+
+    def augmented(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = datamod.augment(self.data.train.images[idx], offsets, flips, self.data)
         return x.contiguous(memory_format=torch.channels_last), self.data.train.labels[idx]
 
+    def buffered(self) -> bool:
+        """Whether the draws come from device buffers (sampling=buffered), so a graph can hold sampling."""
+        return isinstance(self.sampler, BufferedSampler)
+
     def batch_shape(self) -> tuple[int, ...]:
         return (self.cfg.batch_size, *self.data.train.images.shape[1:])
+
+    def label_shape(self) -> tuple[int, ...]:
+        return (self.cfg.batch_size,)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, backward and update; loss and error sums stay on the device."""
         self.zero_grad()
         with self.autocast():
-            out = self.model(x)
+            out = self.net(x)
         loss = F.cross_entropy(out.float(), y)
         loss.backward()
         self.optimizer.step()
@@ -140,6 +163,8 @@ class RunState:
     def step_tensors(self) -> list[torch.Tensor]:
         """Every tensor a training step changes in place: weights, BN buffers, optimizer state, the meters."""
         tensors = [*self.model.parameters(), *self.model.buffers(), self.loss_sum, self.err_sum]
+        if self.buffered():
+            tensors.append(self.sampler.counter)
         for state in self.optimizer.state.values():
             tensors += [v for v in state.values() if torch.is_tensor(v)]
         return tensors
@@ -155,9 +180,11 @@ class RunState:
         return loss, error, images
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(), "rng": self._rng,
-                "loss_sum": self.loss_sum.cpu(), "err_sum": self.err_sum.cpu(), "interval_images": self.images}
+        """The checkpoint's training part, each tensor a copy of its own (in a wide pack the run's tensors are
+        views of the pack's, which torch.save would write whole)."""
+        return {"iteration": self.iteration, "model": _own(self.model.state_dict()),
+                "optimizer": _own(self.optimizer.state_dict()), "sampler": self.sampler.state_dict(), "rng": self._rng,
+                "loss_sum": _own(self.loss_sum.cpu()), "err_sum": _own(self.err_sum.cpu()), "interval_images": self.images}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -179,3 +206,14 @@ def build_state(cfg: Config, device: torch.device, precision: str = "fp32",
     if data is None:
         data = load_data([cfg], device)[data_key(cfg)]
     return RunState(cfg, data, device, precision)
+
+
+def _own(tree):
+    """`tree` with every tensor that is a view into a larger storage copied out (the rest kept as they are)."""
+    if isinstance(tree, dict):
+        return {k: _own(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_own(v) for v in tree]
+    if torch.is_tensor(tree) and tree.untyped_storage().nbytes() > tree.numel() * tree.element_size():
+        return tree.clone()
+    return tree

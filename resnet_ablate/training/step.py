@@ -1,24 +1,28 @@
-"""How a training iteration is executed: eagerly (CPU, or `cuda_graph=false`), or on a GPU as one
-captured CUDA graph per run (forward, backward, fused SGD update, loss/error sums), each replayed on
-its own stream so that packed runs overlap on the device.
+"""How a training iteration is executed. A loop's runs step as *parts*: each run on its own (`pack_mode=streams`,
+and any single run), or K runs of one architecture as one wide net (`pack_mode=wide`, `wide.py`). A part steps
+eagerly (CPU, or `cuda_graph=false`) or, on a GPU, as one captured CUDA graph (forward, backward, fused
+update, loss/error sums, and with `sampling=buffered` the batch's sampling and augmentation too), each part's
+graph replayed on its own stream so that packed parts overlap on the device. `compile=true` compiles each
+part's net first (`compiled.py`) and warms it up, so that the graph captures the fused kernels.
 
-Why one graph per run rather than one graph holding K models: each run then keeps its own RNG stream
-(dropout masks are drawn exactly as when it trains alone), its own memory pool, and runs can finish
-at different times without re-capturing. Sampling and augmentation stay eager (about a dozen small
-kernels on the GPU-resident uint8 data) and are copied into the graph's static input buffers.
+Why one graph per run with streams: each run then keeps its own RNG stream (dropout masks are drawn exactly as
+when it trains alone), its own memory pool, and its numbers are the run's alone exactly. A wide pack trades that
+for kernels that each do K runs' work (equal to alone to rounding; see `wide.py`).
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import torch
 from torch.torch_version import TorchVersion
 
 from ..registry import first_line
+from .compiled import compile_net
 from .state import RunState
+from .wide import WidePack, wide_pack
 
 WARMUP_STEPS = 3  # eager iterations on a side stream before capture (cuDNN/cuBLAS handles, autograd state)
+Part = RunState | WidePack
 
 
 def eager_step(runs: list[RunState]) -> None:
@@ -28,19 +32,19 @@ def eager_step(runs: list[RunState]) -> None:
         run.step()
 
 
-def snapshot(run: RunState) -> tuple[dict[int, torch.Tensor], dict]:
-    """Copies of the state tensors and the run's RNG streams (warm-up draws dropout masks from them)."""
-    return {id(t): t.detach().clone() for t in run.step_tensors()}, run.rng_state()
+def snapshot(part: Part) -> tuple[dict[int, torch.Tensor], object]:
+    """Copies of the state tensors and the RNG streams (warm-up draws dropout masks from them)."""
+    return {id(t): t.detach().clone() for t in part.step_tensors()}, part.rng_state()
 
 
-def restore(run: RunState, saved: tuple[dict[int, torch.Tensor], dict]) -> None:
+def restore(part: Part, saved: tuple[dict[int, torch.Tensor], object]) -> None:
     """Put the state back in place (addresses kept, as a captured graph needs) and rewind the RNG
     streams; optimizer state that did not exist before, i.e. fresh momentum or moment buffers, becomes
     zero, which the optimizers' first step treats exactly as a missing buffer (0.9·0 + g = g)."""
     tensors, rng = saved
-    run.set_rng_state(rng)
+    part.set_rng_state(rng)
     with torch.no_grad():
-        for t in run.step_tensors():
+        for t in part.step_tensors():
             if id(t) in tensors:
                 t.copy_(tensors[id(t)])
             else:
@@ -59,79 +63,161 @@ def one_rng_stream(runs: list[RunState], version: str = torch.__version__) -> bo
 
 
 class GraphStep:
-    """One run's training iteration as a CUDA graph on its own stream (or on `stream`, shared with other
-    runs); call it once per iteration."""
+    """One part's training iteration as a CUDA graph on its own stream (or on `stream`, shared with other
+    parts); call it once per iteration. With buffered sampling the graph draws the batch itself; otherwise the
+    batch is drawn eagerly and copied into the graph's static input buffers."""
 
-    def __init__(self, run: RunState, stream: torch.cuda.Stream | None = None) -> None:
-        self.run = run
-        self.main = torch.cuda.current_stream(run.device)
-        self.stream = stream if stream is not None else torch.cuda.Stream(run.device)
-        shape = run.batch_shape()  # the data's image size (32 for CIFAR)
-        self.x = torch.zeros(shape, device=run.device).contiguous(memory_format=torch.channels_last)
-        self.y = torch.zeros(shape[0], dtype=torch.long, device=run.device)
+    def __init__(self, part: Part, stream: torch.cuda.Stream | None = None) -> None:
+        self.part = part
+        self.main = torch.cuda.current_stream(part.device)
+        self.stream = stream if stream is not None else torch.cuda.Stream(part.device)
+        self.static = None if part.buffered() else (
+            torch.zeros(part.batch_shape(), device=part.device).contiguous(memory_format=torch.channels_last),
+            torch.zeros(part.label_shape(), dtype=torch.long, device=part.device))
         self.graph = self._capture()
+
+    def _body(self) -> None:
+        self.part.train_step(*(self.part.device_batch() if self.static is None else self.static))
+
+    def _rewind(self) -> None:
+        """Warm-up and capture read the buffer's first row (never past its end); `restore` puts the counter back."""
+        if self.static is None:
+            self.part.sampler.counter.zero_()
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Warm up on a side stream, capture one step, then undo every change warm-up and capture made."""
-        run, saved = self.run, snapshot(self.run)
+        part = self.part
+        if self.static is None:
+            part.sampler.refill_if_due()  # before the snapshot: the refill is the next step's, not warm-up's
+        saved = snapshot(part)
         self.stream.wait_stream(self.main)
-        with torch.cuda.stream(self.stream), run.own_rng():
+        with torch.cuda.stream(self.stream), part.own_rng():
             for _ in range(WARMUP_STEPS):
-                run.train_step(self.x, self.y)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
-            run.train_step(self.x, self.y)
+                self._rewind()
+                self._body()
+            self._rewind()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._body()
         self.main.wait_stream(self.stream)
-        restore(run, saved)
-        torch.cuda.synchronize(run.device)
+        restore(part, saved)
+        torch.cuda.synchronize(part.device)
         return graph
 
     def __call__(self) -> None:
-        """Set the lr, sample and augment the next batch into the static buffers, replay; all on the
-        run's stream, which waits only for work queued on the main stream (evaluation, meters reset),
-        so packed runs' steps overlap. The loop synchronises the device before it reads results."""
+        """Set the lr, refill the draws when due (once an epoch) or copy an eager batch in, replay; all on the
+        part's stream, which waits only for work queued on the main stream (evaluation, meters reset), so
+        packed parts' steps overlap. The loop synchronises the device before it reads results."""
         with torch.cuda.stream(self.stream):
             self.stream.wait_stream(self.main)
-            self.run.follow_schedule()
-            x, y = self.run.batch()
-            self.x.copy_(x)
-            self.y.copy_(y)
-            with self.run.own_rng():
+            self.part.follow_schedule()
+            if self.static is None:
+                self.part.sampler.refill_if_due()
+            else:
+                x, y = self.part.batch()
+                self.static[0].copy_(x)
+                self.static[1].copy_(y)
+            with self.part.own_rng():
                 self.graph.replay()
+            if self.static is None:
+                self.part.sampler.count()
 
 
-class GraphPack:
-    """The captured graphs of packed runs, each replayed on its stream; `capture_s` is the time warm-up and
-    capture took."""
+class Stepper:
+    """The step of a loop's runs: their parts, each stepped eagerly or by its graph, and how (for result.json:
+    `facts`; `capture_s` is the time warm-up and capture took, None when eager)."""
 
-    def __init__(self, graphs: dict[int, GraphStep], capture_s: float) -> None:
-        self.graphs, self.capture_s = graphs, capture_s
+    def __init__(self, parts: list[Part], mode: str, runs: int, compile_s: float | None) -> None:
+        self.parts, self.mode, self.runs, self.compile_s = parts, mode, runs, compile_s
+        self.graphs: dict[int, GraphStep] | None = None
+        self.capture_s: float | None = None
 
     def __call__(self, active: list[RunState]) -> None:
-        for run in active:
-            self.graphs[id(run)]()
+        """One iteration of the active runs (a wide pack steps all of its runs: its shapes never change)."""
+        live = {id(r) for r in active}
+        for part in self.parts:
+            if isinstance(part, RunState) and id(part) not in live:
+                continue
+            if self.graphs is not None:
+                self.graphs[id(part)]()
+            else:
+                part.follow_schedule()
+                part.step()
+
+    def facts(self) -> dict:
+        """How the runs stepped: pack mode (alone, streams or wide), runs packed, compile and its start-up time."""
+        compiled = {"compile_s": round(self.compile_s, 2)} if self.compile_s is not None else {}
+        return {"pack_mode": self.mode, "pack_runs": self.runs, "compiled": self.compile_s is not None, **compiled}
 
 
-def make_stepper(runs: list[RunState]) -> Callable[[list[RunState]], None]:
-    """The step for these runs: graphs on CUDA when `cuda_graph` is on, else the eager loop. A capture
-    that fails (an op the graph cannot hold) falls back to eager for all runs with one warning line."""
-    if not runs or runs[0].device.type != "cuda" or not runs[0].cfg.cuda_graph:
-        return eager_step
+def make_stepper(runs: list[RunState]) -> Stepper:
+    """The step for these runs: wide when asked and possible (else streams, with a note), compiled when asked
+    (else, or after a failed compile, the eager net with a warning), graphs on CUDA when `cuda_graph` is on. A
+    capture that fails (an op the graph cannot hold) falls back to eager for all parts with one warning line."""
+    if not runs:
+        return Stepper([], "alone", 0, None)
+    cfg = runs[0].cfg
+    parts: list[Part] = list(runs)
+    mode = "streams" if len(runs) > 1 else "alone"
+    if cfg.pack_mode == "wide" and len(runs) > 1:
+        pack, reason = wide_pack(runs)
+        if pack is None:
+            print(f"note: pack_mode=wide cannot pack these {len(runs)} runs ({reason}); they step as streams",
+                  flush=True)
+        else:
+            parts, mode = [pack], "wide"
+    stepper = Stepper(parts, mode, len(runs), compile_parts(parts) if cfg.compile else None)
+    if runs[0].device.type == "cuda" and cfg.cuda_graph:
+        stepper.graphs, stepper.capture_s = capture(parts)
+    return stepper
+
+
+def compile_parts(parts: list[Part]) -> float | None:
+    """Compile each part's net and warm it up (compile) on a zero batch, undoing what the warm-up changed;
+    the seconds it took, or None after a failure (one warning line, then the eager nets)."""
     started = time.perf_counter()
-    shared = torch.cuda.Stream(runs[0].device) if one_rng_stream(runs) else None
+    saved = {id(p): snapshot(p) for p in parts}
+    try:
+        for part in parts:
+            part.net = compile_net(part.model, len(parts))
+            x = torch.zeros(part.batch_shape(), device=part.device).contiguous(memory_format=torch.channels_last)
+            with part.own_rng():
+                part.train_step(x, torch.zeros(part.label_shape(), dtype=torch.long, device=part.device))
+    except Exception as e:  # noqa: BLE001 - a compiler fails in many ways (dynamo, inductor, a C++/Triton build)
+        print(f"warning: compile=true failed ({type(e).__name__}: {first_line(e)}); training the eager net",
+              flush=True)
+        for part in parts:
+            part.net = part.model
+        return None
+    finally:
+        for part in parts:
+            part.zero_grad()
+            restore(part, saved[id(part)])
+    return time.perf_counter() - started
+
+
+def capture(parts: list[Part]) -> tuple[dict[int, GraphStep] | None, float | None]:
+    """Each part's graph, and the seconds warm-up and capture took; (None, None) after a failed capture, which
+    restores every part and says so in one line."""
+    started = time.perf_counter()
+    runs = [r for p in parts for r in (p.runs if isinstance(p, WidePack) else [p])]
+    shared = torch.cuda.Stream(parts[0].device) if one_rng_stream(runs) else None
     if shared is not None:
         print(f"note: torch {torch.__version__} < {PER_GRAPH_RNG} shares one RNG state between CUDA graphs; the "
               f"packed runs that draw dropout masks replay on one stream", flush=True)
     graphs: dict[int, GraphStep] = {}
-    saved = {id(run): snapshot(run) for run in runs}  # GraphStep restores its own; these serve a fallback
+    for part in parts:  # the next step's refill, made before the snapshots (a fallback keeps it)
+        if part.buffered():
+            part.sampler.refill_if_due()
+    saved = {id(p): snapshot(p) for p in parts}  # GraphStep restores its own; these serve a fallback
     try:
-        for run in runs:
-            graphs[id(run)] = GraphStep(run, shared if run.draws_random() else None)
+        for part in parts:
+            graphs[id(part)] = GraphStep(part, shared if part.draws_random() else None)
     except RuntimeError as e:
         print(f"warning: CUDA graph capture failed ({first_line(e)}); training eagerly", flush=True)
-        torch.cuda.synchronize(runs[0].device)
-        for run in runs:
-            run.zero_grad()
-            restore(run, saved[id(run)])
-        return eager_step
-    return GraphPack(graphs, time.perf_counter() - started)
+        torch.cuda.synchronize(parts[0].device)
+        for part in parts:
+            part.zero_grad()
+            restore(part, saved[id(part)])
+        return None, None
+    return graphs, time.perf_counter() - started

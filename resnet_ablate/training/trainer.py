@@ -22,7 +22,7 @@ from .step import make_stepper
 
 # Settings packed runs must share: they step together on one device.
 LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic",
-            "threads")
+            "threads", "pack_mode", "compile", "sampling")
 
 
 def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
@@ -55,7 +55,7 @@ def loop(runs: list[TrainingRun], stop: StopRequest, started: float | None = Non
         return
     step = make_stepper([r.state for r in active])
     for run in active:
-        run.writer.capture_s = getattr(step, "capture_s", None)  # CUDA graphs only
+        run.writer.capture_s, run.step_facts = step.capture_s, step.facts()  # capture_s: CUDA graphs only
     started = time.perf_counter() if started is None else started
     for run in active:
         if run.state.iteration == 0 and run.wants_probe():
