@@ -42,9 +42,10 @@ from resnet_ablate.training import runfolder as rf
 from resnet_ablate.training.data import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
-from resnet_ablate.training.state import RunState
+from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.step import compile_parts
-from resnet_ablate.training.trainer import data_key, load_data, train
+from resnet_ablate.training.runtime import data_key, load_data
+from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 
 CPU = torch.device("cpu")
@@ -55,7 +56,7 @@ BASE = ["dataset=synthetic", "depth=8", "batch_size=8", "synthetic_size=64", "wa
 def runs(extra: list[str], seeds: list[int]) -> list[RunState]:
     cfgs = [parse([*BASE, *extra, f"seed={s}"]) for s in seeds]
     data = load_data(cfgs[:1], CPU)[data_key(cfgs[0])]
-    return [RunState(c, data, CPU, "fp32") for c in cfgs]
+    return [build_state(c, CPU, "fp32", data) for c in cfgs]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -23,9 +23,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.state import RunState
+from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.step import compile_parts
-from resnet_ablate.training.trainer import load_data, data_key, resolve_precision
+from resnet_ablate.training.runtime import data_key, load_data, resolve_precision
 from resnet_ablate.training.wide import WidePack
 
 MODES = ("alone", "streams", "wide", "compiled", "wide+compiled")
@@ -47,7 +47,7 @@ def _runs(depth: int, k: int, args: argparse.Namespace, device: torch.device, ex
                    f"seed={s}", *extra]) for s in range(k)]
     data = load_data(cfgs[:1], device)[data_key(cfgs[0])]
     precision = resolve_precision("auto", device)
-    return [RunState(c, data, device, precision) for c in cfgs]
+    return [build_state(c, device, precision, data) for c in cfgs]
 
 
 def _is_op(name: str) -> bool:

@@ -41,7 +41,8 @@ from resnet_ablate.training.parse import parse
 from resnet_ablate.training.signals import StopRequest
 from resnet_ablate.training.trainer import train
 
-from opcount import MODES, count_main
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # opcount.py beside it, also when imported as a file
+from opcount import MODES, count_main  # noqa: E402
 
 RUN_IMAGES = 64000 * 128  # one run of the papers' recipe
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -81,14 +81,16 @@ def test_bench_writes_the_machine_readable_speed_table(tmp_path):
     spec = importlib.util.spec_from_file_location("train_speed", REPO / "bench" / "train_speed.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    measured = [(8, "tutorial loop (eager fp32, DataLoader workers)", 1, 100.0), (8, "trainer, cuda_graph=false", 1,
-                200.0), (8, "trainer", 1, 300.0), (8, "trainer, pack=2", 2, 500.0)]
+    measured = [(8, "trainer, cuda_graph=false", 1, ["cuda_graph=false"], 200.0), (8, "trainer", 1, [], 300.0),
+                (8, "trainer, pack=2 (streams)", 2, [], 500.0), (8, "trainer, pack=2 wide", 2, ["pack_mode=wide"], 700.0),
+                (8, "trainer, bn_batch=4", 1, ["bn_batch=4"], 250.0), (8, "trainer, compile=true", 1, ["compile=true"], 1e3)]
     path = bench.write_speed_table(tmp_path / "x.speed.csv", "cpu", measured, Namespace(device="cpu", batch_size=8))
     rows = cost.read_speed_tables(tmp_path)
-    assert path.name == "x.speed.csv" and [(r["pack"], r["img_per_s"]) for r in rows] == [
-        ("1", "200.0"), ("1", "300.0"), ("2", "500.0")]
-    assert {(r["gpu"], r["arch"], r["depth"], r["block"], r["precision"], r["batch_size"], r["mode"]) for r in rows} \
-        == {("cpu", "cifar", "8", "basic", "fp32", "8", "eager")}
+    assert path.name == "x.speed.csv" and [(r["pack"], r["mode"], r["bn_batch"], r["img_per_s"]) for r in rows] == [
+        ("1", "eager", "0", "200.0"), ("1", "eager", "0", "300.0"), ("2", "eager", "0", "500.0"),
+        ("2", "eager", "0", "700.0"), ("1", "eager", "4", "250.0")]  # compile: not a row the cost line tells apart
+    assert {(r["gpu"], r["arch"], r["depth"], r["block"], r["precision"], r["batch_size"]) for r in rows} \
+        == {("cpu", "cifar", "8", "basic", "fp32", "8")}
     assert all(r["bn_batch"].isdigit() and r["date"] and r["torch"] for r in rows)
 
 

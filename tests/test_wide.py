@@ -12,8 +12,10 @@ from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.wide import slice_of, widen
 from resnet_ablate.sweeps.specs import pack
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.state import RunState
-from resnet_ablate.training.trainer import StopRequest, data_key, load_data, train
+from resnet_ablate.training.state import RunState, build_state
+from resnet_ablate.training.runtime import data_key, load_data
+from resnet_ablate.training.signals import StopRequest
+from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 
 CPU = torch.device("cpu")
@@ -22,7 +24,7 @@ CPU = torch.device("cpu")
 def _runs(extra: list[str], seeds: list[int]) -> list[RunState]:
     cfgs = [parse([*TINY, *extra, f"seed={s}"]) for s in seeds]
     data = load_data(cfgs[:1], CPU)[data_key(cfgs[0])]
-    return [RunState(c, data, CPU, "fp32") for c in cfgs]
+    return [build_state(c, CPU, "fp32", data) for c in cfgs]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
