@@ -1,6 +1,6 @@
-"""The run configuration: its keys (dataclass defaults = the papers' recipe, with the help line, section,
-allowed values and whether a key names what is trained), the keys registered entries add, run names and
-config.yaml.
+"""The run configuration: its keys (dataclass defaults = `recipe=default`'s values, on which a bare command
+applies the default recipe, he2016; with the help line, section, allowed values and whether a key names what
+is trained), the keys registered entries add, run names and config.yaml.
 
 The parameters of registered shortcuts, optimizers and schedules (`FAMILIES`) become config keys by being
 registered (`config_type()` builds the dataclass from the core keys and the registries), so a new variant
@@ -59,9 +59,10 @@ def opt(default: Any, help: str, section: str, identity: bool = True,
 
 @dataclass
 class Config:
-    """One training run's core keys. Defaults are the papers' CIFAR recipe (2016 paper: warm-up for every run).
-    The parameters of the registered shortcuts, optimizers and schedules are keys too: `config_type()` adds
-    them; use its instances."""
+    """One training run's core keys. Defaults are `recipe=default`'s values (one BN over the whole batch,
+    per-channel normalisation, precision auto); a bare command applies the default recipe (he2016, the 2016
+    paper's: `recipes.py`) on top of them. The parameters of the registered shortcuts, optimizers and schedules
+    are keys too: `config_type()` adds them; use its instances."""
 
     # model
     depth: int = opt(110, "arch=cifar: 6n+2 (basic units) or 9n+2 (bottleneck units); arch=imagenet: 18, 34, 50, "
@@ -129,9 +130,9 @@ class Config:
                                                    "convention)"))
     batch_size: int = opt(128, "mini-batch size", "recipe", range="(0, inf)")
     bn_batch: int = opt(0, "ghost batch norm: training-mode BN statistics over consecutive groups of this many "
-                        "images (0 = the whole batch, package default). 2015 and 2016 papers: 128 on two GPUs, 64 "
-                        "per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch TRAINING.md:9,15: 64; "
-                        "resnet-1k-layers README.md:62: 32", "recipe")
+                        "images (0 = the whole batch, recipe=default; the other recipes set batch_size/2). 2015 and "
+                        "2016 papers: 128 on two GPUs, 64 per BN (2015 Sec. 4.2, 2016 Appendix); fb.resnet.torch "
+                        "TRAINING.md:9,15: 64; resnet-1k-layers README.md:62: 32", "recipe")
     residual_fp32: bool = opt(True, "precision=bf16: keep the residual stream (merges, unit outputs) in fp32; "
                               "false = in bf16, rounded at every unit (faster; the gate's conv and sigmoid stay fp32)",
                               "recipe")
