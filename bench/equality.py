@@ -38,7 +38,7 @@ from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.models.wide import slice_of, widen
-from resnet_ablate.training import runfolder as rf
+from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.training.data import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
