@@ -72,6 +72,7 @@ class Shortcut(nn.Module, Keyed):
     """
 
     secondary_params: tuple[str, ...] = ()  # parameters a report names only off their defaults
+    own_convs: tuple[int, int] = (0, 0)  # (kernel size, count) of the convolutions it adds per unit (cost estimate)
     residual_fp32 = True  # merge and output in fp32 under autocast (`residual_fp32=false`: in the stream's dtype)
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, downsample: str, projection_bn: bool) -> None:
@@ -155,6 +156,7 @@ class _Gate(Shortcut):
 
     param_choices = {"gate_init": GATE_INITS}
     secondary_params = ("gate_init", "gate_weight_decay")
+    own_convs = (1, 1)
 
     def __init__(self, *args, gate_bias: float = -6.0, gate_init: str = "he", gate_weight_decay: bool = True) -> None:
         super().__init__(*args)
@@ -171,7 +173,7 @@ class _Gate(Shortcut):
 
     def merge(self, s: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         with torch.autocast(s.device.type, enabled=False):
-            g = torch.sigmoid(self.gate(s.to(self.gate.weight.dtype)))
+            g = torch.sigmoid(self.gate(s.to(next(self.gate.parameters()).dtype)))
         return self.combine(s, f, g)
 
     def combine(self, s: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -275,6 +277,8 @@ class HighwayGating(ExclusiveGating):
     ResNet-110 at 6.04 % against identity's 6.25 %, one run each. Matched at the basic units that keep the
     shape (where a stage's first unit widens, the gate reads the wider projected signal; a bottleneck's branch
     has other convs)."""
+
+    own_convs = (3, 2)
 
     def __init__(self, *args, gate_bias: float = -6.0, gate_init: str = "he", gate_weight_decay: bool = True) -> None:
         super().__init__(*args, gate_bias=gate_bias, gate_init=gate_init, gate_weight_decay=gate_weight_decay)

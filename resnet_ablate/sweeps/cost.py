@@ -38,8 +38,6 @@ SPEED_COLUMNS = ("gpu", "arch", "depth", "block", "precision", "bn_batch", "batc
                  "img_per_s", "date", "torch", "command")
 IMAGENET_UNITS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
                   101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
-# shortcuts whose own convolutions the estimate counts, per unit: (kernel size, how many); others add none
-SHORTCUT_CONVS = {"gating": (1, 1), "shortcut_gating": (1, 1), "highway_gating": (3, 2)}
 
 
 @dataclass(frozen=True)
@@ -81,10 +79,18 @@ def _unit(s: Mapping[str, Any], block: str, cin: int, cout: int, stride: int, hw
     shortcut = s.get("shortcut", "identity")
     if shortcut == "conv1x1" or ((cin != cout or stride != 1) and downsample == "conv1x1" and shortcut != "none"):
         work += _conv(1, cin, cout, hw)
-    k, n = SHORTCUT_CONVS.get(shortcut, (0, 0))
+    k, n = shortcut_convs(shortcut)
     for _ in range(n):
         work += _conv(k, cout, cout, hw)
     return work + Work(0.0, 2 * cout * hw * hw, 2)  # the merge and the unit's activation
+
+
+def shortcut_convs(name: str) -> tuple[int, int]:
+    """(kernel size, count) of the convolutions shortcut `name` adds per unit, as its class declares
+    (`Shortcut.own_convs`); imported here, not at the top, so the table format reads without torch."""
+    from ..models.shortcuts import SHORTCUTS
+
+    return SHORTCUTS.get(name).own_convs if name in SHORTCUTS else (0, 0)
 
 
 def forward_work(s: Mapping[str, Any]) -> Work:
