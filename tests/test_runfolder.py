@@ -269,13 +269,16 @@ def test_lost_checkpoint_restart_is_said_before_lines_are_replaced(tmp_path, cap
     assert out.index("training again") < out.index("it 10/30")
 
 
-def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
+def test_temp_files_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
     args = _paused(tmp_path / "r")
-    stale = [tmp_path / "r" / ".checkpoint.pt.k2j3h4_x", tmp_path / "r" / ".result.json.0a1b2c3d.tmp"]
-    for path in stale:
+    stale = [tmp_path / "r" / ".checkpoint.pt.9f3e2d1c.tmp", tmp_path / "r" / ".result.json.0a1b2c3d.tmp"]
+    others = [tmp_path / "r" / n for n in (".config.yaml.swp", ".metrics.jsonl.orig", ".checkpoint.pt.k2j3h4_x",
+                                           ".result.json.0a1b2c3d.tmp~")]  # an editor's, the user's: not the writer's
+    for path in (*stale, *others):
         path.write_bytes(b"half a file")
     train([parse(args)])
     assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"half a file" for p in others)
 
 
 # 8. Damaged state is one line naming the file and what to do; status and report go on with the rest.
