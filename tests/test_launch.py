@@ -8,17 +8,19 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, metrics, result, run_cli
+from helpers import TINY, make_run_folder, metrics, result, run_cli
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
+from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
 DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
+SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 
 
 def names(folder):
@@ -32,8 +34,9 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     sweep = expand(parse_launch([]), ["shortcut=identity,gating", "seed=0,1,2", "milestones=[16000,24000]"])
     assert [(c.shortcut, c.seed) for c in sweep.cfgs] == [(s, i) for s in ("identity", "gating") for i in range(3)]
     assert all(c.milestones == [16000, 24000] for c in sweep.cfgs)
-    assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, "runs/sweep")
-    assert {c.runs_root for c in sweep.cfgs} == {"runs/sweep"}
+    folder = "runs/sweep_shortcut+seed_milestones=16000-24000"  # named from its grid: the keys varied, the rest set
+    assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, folder)
+    assert {c.runs_root for c in sweep.cfgs} == {folder}
 
 
 @pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 55), ("table2_units", "table2", 50),
@@ -69,7 +72,7 @@ def test_command_line_overrides_apply_on_top_of_a_spec():
 def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
-    folder = tmp_path / "runs" / "sweep"
+    folder = tmp_path / "runs" / SEEDS_FOLDER
     sweep = read_sweep(folder)
     cfgs = [parse([*DONE, f"seed={s}"]) for s in (0, 1)]
     assert list(sweep.runs) == [run_name(c) for c in cfgs] and names(folder) == sorted([*list(sweep.runs), "sweep.yaml"])
@@ -80,7 +83,7 @@ def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tm
     before = {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)}
     capsys.readouterr()
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
-    assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
+    assert f"2 runs in runs/{SEEDS_FOLDER}; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
     assert {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)} == before
 
 
@@ -108,7 +111,7 @@ def test_runs_per_job_packs_only_runs_that_can_step_together():
 def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "shortcut=dropout", "seed=0,1", "launcher=debug", "runs_per_job=2"]) == 0
-    folder = tmp_path / "runs" / "sweep"
+    folder = next((tmp_path / "runs").glob("sweep_seed_*"))
     jobs = [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
     assert len(jobs) == 1 and jobs[0]["launcher"] == "debug" and jobs[0]["runs"] == list(read_sweep(folder).runs)
     for seed in (0, 1):
@@ -186,7 +189,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
     (tmp_path / "spec.yaml").write_text("variants: [{shortcut: identity}, {shortcut: crashes}, {lr: 0.05}]\n")
     ok, damaged = (parse([*DONE, *extra, f"runs_root={tmp_path / 'runs'}"]) for extra in ([], ["lr=0.05"]))
     folder = tmp_path / "runs" / "spec"
-    (folder / run_name(damaged)).mkdir(parents=True)
+    make_run_folder(folder / run_name(damaged), [*DONE, "lr=0.05"], status=None)
     (folder / run_name(damaged) / "checkpoint.pt").write_bytes(b"not a checkpoint")
     proc = run_cli(*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
                    cwd=tmp_path)

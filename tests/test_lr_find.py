@@ -35,7 +35,9 @@ def test_suggestion_on_a_known_curve():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["start_lr=1", "end_lr=0.1"], "need 0 < start_lr < end_lr and steps >= 2"),
+    (["start_lr=1", "end_lr=0.1"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
+    (["end_lr=inf"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
+    (["start_lr=nan"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
     (["steps=many"], "bad range-test setting in steps=many"),
 ])
 def test_bad_range_settings_are_one_line(args, message):

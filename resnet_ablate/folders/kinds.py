@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..registry import UsageError
 from . import runfolder as rf
-from .sweepfolder import SWEEP_FILE
+from .sweepfolder import SWEEP_FILE, SweepRecord, check_same_sweep
 
 RANGE_TEST_FILES = ("lr_find.jsonl", "lr_find.json", "lr_find.png")  # their format is lr_find.py's
 REPORT_MANIFEST = ".report-files"  # one name a line: the files the report wrote into its --out folder
@@ -68,3 +68,9 @@ def check_range_test_folder(folder: Path, key: str = "run_dir") -> None:
     if foreign:
         raise UsageError(f"{key}={folder} holds files a range test did not write ({_listed(foreign)}): choose a new "
                          f"or empty {key}")
+
+
+def check_sweep_folder(record: SweepRecord) -> None:
+    """Before a launch writes into its sweep folder: not another tool's folder, and not another sweep's."""
+    refuse_other_kinds(record.folder, SWEEP, "sweep_dir", rf.contents(record.folder))
+    check_same_sweep(record)

@@ -25,12 +25,13 @@ from ..registry import UsageError, closest, unknown
 from ..training.config import Config, fields, run_name
 from ..training.parse import parse
 from ..training.trainer import LOCKSTEP
+from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials")
 BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
-FOLDER_KEYS = ("run_dir", "sweep_dir")  # one run's folder, the sweep's folder: never per run of a sweep
+FOLDER_KEYS = ("run_dir", "sweep_dir", "runs_root")  # folders: the sweep's is given once, on the command line
 
 
 def sweep_values(value: str) -> list[str]:
@@ -226,26 +227,27 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
         raise UsageError(f"budget={launch.budget} needs an ablation= spec that defines it")
     if any(key_of(o) == "run_dir" for o in run_overrides):
         raise UsageError("run_dir names one run's folder; a sweep puts its runs under sweep_dir= (or runs_root=)")
+    search = random_search(launch, spec, run_overrides)
+    grid = axes(run_overrides)
+    check_list_axes(grid)
+    check_size(spec, launch.budget, search.get("trials", 0), grid, launch.max_runs)  # before anything is built
     base = spec.runs(launch.budget) if spec else [[]]
     for key in (key_of(o) for overrides in base for o in overrides if key_of(o) in FOLDER_KEYS):
-        raise UsageError(f"{spec.path}: {key} may not be set in a spec (its runs would share one folder); "
-                         f"give sweep_dir= on the command line instead")
-    for overrides in base:
-        _parse_from(spec, overrides)
-    search = random_search(launch, spec, run_overrides)
+        raise UsageError(f"{spec.path}: {key} may not be set in a spec (a sweep's runs all live in its sweep "
+                         f"folder); give sweep_dir= on the command line instead")
+    _parse_from(spec, base)
     points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
-    cfgs, notes = {}, []
-    for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
-        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo], notes)
-        cfgs.setdefault(run_name(cfg), cfg)
+    notes: list[str] = []
+    cfgs = check_collisions(parse_runs([[*overrides, *(f"{k}={v}" for k, v in point.items()), *combo] for
+                                        overrides, point, combo in itertools.product(base, points,
+                                                                                     itertools.product(*grid))], notes))
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
                          f"values or seeds is empty); nothing to run")
     name = spec.name if spec else "sweep"
-    first = next(iter(cfgs.values()))
-    folder = Path(launch.sweep_dir or Path(first.runs_root) / (name if launch.budget == "full"
-                                                                else f"{name}_{launch.budget}"))
-    runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
+    own = (name if launch.budget == "full" else f"{name}_{launch.budget}") if spec else sweep_name(cfgs)
+    folder = Path(launch.sweep_dir or Path(cfgs[0].runs_root) / own)
+    runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs]
     layout = spec.layout if spec and spec.layout else "sweep" if search else None
     return SweepPlan(name, layout, launch.budget, folder, runs, search, list(dict.fromkeys(notes)))
 
@@ -280,10 +282,10 @@ def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -
     return {"method": "random", "trials": trials, "seed": launch.sweep.seed, "search": search}
 
 
-def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
+def _parse_from(spec: Spec | None, runs: list[list[str]]) -> None:
     """Check a spec's own run overrides, naming the spec file in the error."""
     try:
-        parse(overrides)
+        parse_runs(runs)
     except UsageError as e:
         raise UsageError(f"{spec.path if spec else ''}: {e}") from e
 
