@@ -8,13 +8,14 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, make_run_folder, metrics, result, run_cli
+from helpers import TINY, make_run_folder, merged, metrics, result, run_cli
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
-from resnet_ablate.sweeps.expansion import sweep_name
+from resnet_ablate.registry import UsageError
+from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
@@ -297,3 +298,124 @@ def test_spec_loads_by_path(tmp_path):
     spec = load_spec(str(path))
     assert (spec.name, spec.layout, spec.runs("full")) == ("x", "table2", [["unit=original", "seed=3"],
                                                                           ["unit=full_preact", "seed=3"]])
+
+
+# Runs that would share a folder, sweeps that would share one, and sweeps too large to expand.
+
+@pytest.mark.parametrize("grid,shown,why", [
+    (["arch=imagenet", "depth=18", "init=/x/a/w.pt,/x/b/w.pt"], "init=/x/a/w.pt vs /x/b/w.pt",
+     "init shows in a run's name by the file name only: give the files distinct names"),
+    (["dataset=folder", "data_dir=/x/a/data,/x/b/data"], "data_dir=/x/a/data vs /x/b/data",
+     "data_dir does not change what is trained, so a run's name leaves it out"),
+    (["eval_every=10,20"], "eval_every=10 vs 20", "eval_every does not change what is trained"),
+    (["runs_root=a,b"], "runs_root=a vs b", "runs_root does not change what is trained"),
+])
+def test_runs_that_would_share_a_folder_are_refused_at_expansion(grid, shown, why, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*merged(DONE, *grid), "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: two runs of this sweep would share the folder ") and err.count("\n") == 1
+    assert f"(they differ in {shown}): {why}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_of_the_same_settings_are_one_run():
+    assert len(expand(parse_launch([]), [*DONE, "lr=0.1,0.10,1e-1"]).cfgs) == 1
+
+
+@pytest.mark.parametrize("launcher", ["inline", "local", "slurm", "debug"])
+def test_a_sweep_launched_while_another_launch_holds_its_folder_is_refused(launcher, tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()
+    fd = os.open(tmp_path / "s" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b'{"pid": 4242, "host": "login1", "started": "now"}')
+    try:
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local"]) == 2
+        assert capsys.readouterr().err == "error: s is being launched by another process (pid 4242 on login1, since " \
+                                          "now): wait for it to end (an inline or local launch trains its runs first), " \
+                                          "then launch again\n"
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local", "dry_run=true"]) == 0
+    finally:
+        os.close(fd)
+    assert names(tmp_path / "s") == []
+
+
+def test_two_command_line_sweeps_get_their_own_folders_and_a_relaunch_keeps_every_run(tmp_path, monkeypatch,
+                                                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1"]) == 0
+    assert run.main([*merged(DONE, "lr=0.05"), "seed=0,1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        [SEEDS_FOLDER, SEEDS_FOLDER.replace("_warmup_iters", "_lr=0.05_warmup_iters")])
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s"]) == 0
+    assert run.main([*DONE, "seed=2,3", "sweep_dir=s"]) == 0  # another grid into the same folder: added, not replacing
+    capsys.readouterr()
+    assert status.main(["s"]) == 0
+    assert capsys.readouterr().out == "s: 4 runs: 4 done, 0 fail\n"
+    (tmp_path / "mine.yaml").write_text("seeds: [0, 1]\n")
+    assert run.main([*DONE, "ablation=mine.yaml", "sweep_dir=s", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: sweep_dir=s holds another sweep (command-line sweep s, method grid); " \
+                                      "this one is sweep mine, method grid: choose another sweep_dir\n"
+
+
+@pytest.mark.parametrize("spec,args,message", [
+    ("overrides: {runs_root: elsewhere}\n", [], "runs_root may not be set in a spec"),
+    ("grid: {runs_root: [a, b]}\n", [], "runs_root may not be set in a spec"),
+    ("seeds: [0]\n", ["search.runs_root=choice:a,b", "sweep.trials=2"], "search.runs_root: folders are not searched"),
+])
+def test_a_spec_or_search_may_not_set_runs_root(spec, args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text(spec)
+    assert run.main([*DONE, "ablation=mine.yaml", *args, "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_comma_list_for_a_list_key_is_one_line_not_a_sweep(capsys):
+    assert run.main([*DONE, "freeze=stem,stage1", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: freeze=stem,stage1: freeze is a list; write one list in brackets, " \
+                                      "freeze=[stem,stage1], or a sweep over lists as freeze=[stem],[stage1]\n"
+    assert len(expand(parse_launch([]), [*DONE, "freeze=[stem],[stage1]"]).cfgs) == 2
+
+
+@pytest.mark.parametrize("spec,args,count", [
+    ("grid: {lr: [%s], weight_decay: [%s]}\n" % (",".join(["0.1"] * 1000), ",".join(["0.0001"] * 1000)), [],
+     "1,000,000 runs (1,000,000 spec runs)"),
+    ("seeds: [0]\n", ["search.lr=loguniform:0.001:1", "sweep.trials=200000"], "200,000 runs (1 spec runs x 200,000 "
+                                                                              "random trials)"),
+    ("seeds: [0, 1]\n", ["seed=" + ",".join(map(str, range(6000)))], "12,000 runs (2 spec runs x 6,000 values of seed)"),
+])
+def test_a_sweep_over_max_runs_is_refused_at_once_before_it_is_built(spec, args, count, tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "big.yaml").write_text(spec)
+    started = time.perf_counter()
+    assert run.main([*DONE, "ablation=big.yaml", *args, "dry_run=true"]) == 2
+    assert time.perf_counter() - started < 1.0
+    assert capsys.readouterr().err == f"error: this sweep has {count}, more than max_runs=10,000: check the lists, or " \
+                                      f"set max_runs={count.split()[0].replace(',', '')} to launch it\n"
+
+
+def test_max_runs_raises_the_bound():
+    assert len(expand(parse_launch(["max_runs=12"]), [*DONE, "seed=" + ",".join(map(str, range(12)))]).cfgs) == 12
+    with pytest.raises(UsageError, match="this sweep has 12 runs"):
+        expand(parse_launch(["max_runs=11"]), [*DONE, "seed=" + ",".join(map(str, range(12)))])
+
+
+def test_grouped_parsing_gives_the_configs_and_the_errors_of_parsing_each_run():
+    runs = [[*DONE, f"lr={lr}", f"shortcut={sc}", f"gate_bias={b}", f"milestones={m}", f"freeze={f}", f"seed={s}"]
+            for lr in ("0.1", "0.05") for sc in ("identity", "gating") for b in ("0", "-6") for m in ("[20]", "[10,20]")
+            for f in ("[]", "stem") for s in ("0", "1")]
+    runs += [[*DONE, "recipe=he2016", "bn_batch=0", f"depth={d}", f"batch_size={b}"] for d in (8, 14) for b in (8, 16)]
+    notes_one, notes_all = [], []
+    assert parse_runs(runs, notes_one) == [parse(r, notes_all) for r in runs]
+    assert set(notes_one) == set(notes_all)
+    for bad in ([*DONE, "lr=0.1", "milestones=[40]"], [*DONE, "lr=0.1", "momentum=2"], [*DONE, "lr=0.1", "seed=x"]):
+        with pytest.raises(UsageError) as alone:
+            parse(bad)
+        with pytest.raises(UsageError) as grouped:
+            parse_runs([[*DONE, "lr=0.1", "milestones=[20]", "momentum=0.9", "seed=0"], bad])
+        assert str(grouped.value) == str(alone.value)
