@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":  # first, before the imports below take their second: a SIGTERM from here on is a stop
-    from .training.signals import hold_stop_signals
+    from .training.signals import hold_stop_signals, ignore_stop_signals
 
     hold_stop_signals()
 
@@ -77,4 +77,6 @@ def dry_run_line(cfg: Config) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    ignore_stop_signals()  # the run has stopped or ended: a late SIGTERM must not turn its code into 143
+    sys.exit(code)

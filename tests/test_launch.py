@@ -387,7 +387,7 @@ def test_a_comma_list_for_a_list_key_is_one_line_not_a_sweep(capsys):
     ("seeds: [0]\n", ["search.lr=loguniform:0.001:1", "sweep.trials=200000"], "200,000 runs (1 spec runs x 200,000 "
                                                                               "random trials)"),
     ("seeds: [0, 1]\n", ["seed=" + ",".join(map(str, range(6000)))], "12,000 runs (2 spec runs x 6,000 values of seed)"),
-])
+], ids=["spec_grid", "trials", "command_line"])
 def test_a_sweep_over_max_runs_is_refused_at_once_before_it_is_built(spec, args, count, tmp_path, monkeypatch,
                                                                      capsys):
     monkeypatch.chdir(tmp_path)

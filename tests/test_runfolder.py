@@ -652,19 +652,27 @@ def test_a_folder_past_the_name_limit_or_a_file_is_one_line(key, tmp_path, monke
     assert (tmp_path / "file").read_text() == "mine"
 
 
-def test_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
-    real = os.open
+def test_a_read_only_file_system_is_one_line_for_every_tool(tmp_path, monkeypatch, capsys):
+    real_open, real_mkdir = os.open, os.mkdir
 
     def read_only(path, flags, *args, **kwargs):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
             raise OSError(30, "Read-only file system", str(path))
-        return real(path, flags, *args, **kwargs)
+        return real_open(path, flags, *args, **kwargs)
 
+    def no_mkdir(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.chdir(tmp_path)
     train([parse([*DONE, f"run_dir={tmp_path / 'r'}", PAUSE])])
     monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
     capsys.readouterr()
-    assert run.main(_with(f"run_dir={tmp_path / 'r'}")) == 2
-    assert "(Read-only file system)" in _error(capsys)
+    for main, args in ((run.main, _with(f"run_dir={tmp_path / 'r'}")), (run.main, [*DONE, "seed=0,1", "sweep_dir=s"]),
+                       (run.main, [*DONE, "seed=0,1", "sweep_dir=s", "launcher=local"]),
+                       (lr_find.main, [*DONE, "steps=3", "run_dir=f"]), (report.main, ["r", "--out", "out"])):
+        assert main(args) == 2, args
+        assert "Read-only file system" in _error(capsys)
 
 
 def test_status_on_a_job_record_without_its_launcher_is_one_line(tmp_path, capsys):

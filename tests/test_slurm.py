@@ -321,6 +321,7 @@ def test_status_names_the_real_cause_of_a_job_end(job, state, rows, pickled, exp
     folder = tmp_path / "s"
     write_sweep(SweepRecord(folder, "s", runs=("a",)))
     (folder / "a").mkdir()
+    (folder / "a" / "config.yaml").write_text("depth: 20\n")
     (folder / "a" / "checkpoint.pt").write_bytes(b"a checkpoint")
     (folder / ".submitit").mkdir()
     (folder / ".submitit" / "jobs.jsonl").write_text(json.dumps({"job_id": job, "launcher": "slurm", "runs": ["a"]}))

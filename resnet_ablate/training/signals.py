@@ -4,7 +4,8 @@ The job wrapper (`sweeps/jobs.py`) hands the signal on to submitit afterwards.
 
 A command-line process holds SIGTERM/SIGUSR2 from its first line (`hold_stop_signals`): one that comes while it
 starts (imports, data, model) is kept and taken up by the StopRequest once it listens, and one that comes while
-a stopped process exits is answered and ignored, so either way the process exits 75, as a stop does."""
+a stopped process exits is answered and ignored (`ignore_stop_signals` once its exit code is known), so either
+way the process exits 75, as a stop does."""
 from __future__ import annotations
 
 import contextlib
@@ -33,6 +34,13 @@ def release_stop_signals() -> None:
             signal.signal(sig, signal.SIG_DFL)
     for name in _held:
         signal.raise_signal(signal.Signals[name])
+
+
+def ignore_stop_signals() -> None:
+    """For a command-line process about to exit with its code: SIGTERM and SIGUSR2 ignored from here on (Python
+    puts the default handlers back while it shuts down, so a held one would end the process with 143 there)."""
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _hold(num: int, _frame) -> None:
