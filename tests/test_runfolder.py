@@ -726,3 +726,27 @@ def test_a_dry_run_on_a_folder_another_process_trains_says_so(tmp_path, capsys):
     assert capsys.readouterr().out == f"1 run in {tmp_path / 'r'}: being trained by another process (pid 4242 on " \
                                       f"node7, SLURM job 99_1, since today): the same command is refused until it " \
                                       f"ends; dry_run=true trains nothing\n"
+
+
+BROKEN_CUDA = """
+import warnings
+import torch
+
+def is_available():  # as torch on a machine whose CUDA driver fails: a warning, then False
+    warnings.warn("CUDA initialization: Unexpected error from cudaGetDeviceCount()", UserWarning)
+    return False
+
+torch.cuda.is_available = is_available
+"""
+
+
+def test_a_gpu_torch_cannot_start_is_one_line_with_torchs_reason_and_no_warning_above_it(tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(BROKEN_CUDA)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    proc = run_cli(*_with("device=cuda", f"run_dir={tmp_path / 'r'}"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: device=cuda but no CUDA GPU is available (torch: CUDA initialization: Unexpected " \
+                          "error from cudaGetDeviceCount()); use device=cpu or device=auto\n"

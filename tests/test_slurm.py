@@ -186,10 +186,28 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in again.stdout
 
 
+SLOW_SUBMIT = """
+import time
+import submitit
+
+submit = submitit.AutoExecutor.map_array
+
+def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
+    time.sleep(5)
+    return submit(self, *args, **kwargs)
+
+submitit.AutoExecutor.map_array = slow
+"""
+
+
 def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path, monkeypatch):
-    """Two launches of one sweep at the same moment: the sweep folder's lock lets one check and submit; the
-    other is refused in one line, or (when it comes after) finds the jobs queued. One array, two jobs."""
+    """Two launches of one sweep at the same moment, each taking 5 s to submit: the sweep folder's lock lets one
+    check and submit; the other is refused in one line, or (when it comes after) finds the jobs queued. One
+    array, two jobs."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
     args = [*TINY, "seed=0,1", *JOB, "sweep_dir=s"]
     procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -215,6 +233,8 @@ def test_a_cancelled_job_is_called_cancelled(slurm, tmp_path, monkeypatch):
     _wait(lambda: status.run_states(folder)[run.name][0] == "crashed", "the cancelled job to be reported")
     assert status.run_states(folder)[run.name][1].startswith(f"job {job} ended CANCELLED: cancelled (scancel)")
     subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
+    _wait(lambda: not any(s in ("queued", "running") for s, _ in status.run_states(folder).values()), "the jobs to end")
+    _wait(_cluster_up, "the node to take jobs again")  # it completes the cancelled ones first
 
 
 def test_start_script_refuses_a_cluster_it_did_not_start(slurm, tmp_path):

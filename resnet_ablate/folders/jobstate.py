@@ -21,7 +21,8 @@ TIMED_OUT = "timed-out too many times"  # submitit's words when a job used up ma
 
 
 def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
-    """SLURM state (sacct, through submitit) of each SLURM job among `records`, by job id."""
+    """SLURM state (sacct, through submitit; squeue for a job sacct does not know yet) of each SLURM job among
+    `records`, by job id."""
     ids = sorted({r["job_id"] for r in records if r["launcher"] == "slurm"})
     if not ids or shutil.which("sacct") is None:
         return {}
@@ -29,7 +30,21 @@ def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
 
     jobs = [submitit.SlurmJob(folder=folder / SUBMITIT_DIR, job_id=i) for i in ids]
     jobs[0].watcher.update()  # one sacct call for all of them
-    return {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
+    states = {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
+    unknown = [i for i, state in states.items() if state == "UNKNOWN"]
+    return {**states, **(_queued(unknown) if unknown else {})}
+
+
+def _queued(ids: list[str]) -> dict[str, str]:
+    """The states squeue (the controller itself) gives jobs sacct does not know yet: a job submitted a moment
+    ago reaches the accounting database later, and must not look like one that never ran (a second launch
+    would submit its runs again)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(ids)], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {job: state for job, _, state in (line.partition("|") for line in out.split()) if job in ids}
 
 
 def live_state(slurm_state: str) -> State | None:

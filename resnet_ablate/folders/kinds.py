@@ -42,7 +42,7 @@ def _listed(names: list[str], limit: int = 3) -> str:
 def check_run_folder(folder: Path, key: str = "run_dir") -> None:
     """Before a trainer reads or writes `folder`: it is new or empty (but for a lock and temp files), or a run
     folder; damaged when it holds run files but no config.yaml; refused when it is another tool's, or holds
-    files of the user's own and no config.yaml a run wrote."""
+    files of the user's own beside a config.yaml the package did not write and no run file."""
     names = rf.contents(folder)
     refuse_other_kinds(folder, RUN, key, names)
     missing = rf.missing_config(folder, names)
@@ -52,9 +52,10 @@ def check_run_folder(folder: Path, key: str = "run_dir") -> None:
         raise UsageError(f"{key}={folder} is not a run folder: it holds {_listed(names)} and no {rf.CONFIG}; choose "
                          f"a new or empty {key}")
     foreign = [n for n in names if n not in (*rf.RUN_FILES, *rf.TRACKER_DIRS)]
-    if foreign and not rf.written_by_package(folder):
-        raise UsageError(f"{key}={folder} is not a run folder: its {rf.CONFIG} was not written by this package and it holds "
-                         f"other files ({_listed(foreign)}); choose a new or empty {key}")
+    marked = any(n in MARKERS[RUN] for n in names)  # an older run's folder, a README added beside its files
+    if foreign and not marked and not rf.written_by_package(folder):
+        raise UsageError(f"{key}={folder} is not a run folder: its {rf.CONFIG} was not written by this package and it "
+                         f"holds other files ({_listed(foreign)}); choose a new or empty {key}")
 
 
 def check_range_test_folder(folder: Path, key: str = "run_dir") -> None:

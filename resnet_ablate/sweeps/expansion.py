@@ -62,6 +62,7 @@ def parse_runs(runs: list[list[str]], notes: list[str] | None = None) -> list[Co
     checked by `validate`."""
     templates: dict[tuple, tuple[dict[str, str], Config]] = {}
     values: dict[tuple[str, str], Any] = {}
+    owners = {k: o for k, (_, o, _) in shortcut_keys().items()}
     out = []
     for overrides in runs:
         given = _given(overrides)
@@ -71,7 +72,7 @@ def parse_runs(runs: list[list[str]], notes: list[str] | None = None) -> list[Co
             templates.setdefault(group, (given, cfg))
             out.append(cfg)
             continue
-        out.append(_from_template(*templates[group], given, values) or parse(overrides, notes))
+        out.append(_from_template(*templates[group], given, values, owners) or parse(overrides, notes))
     return out
 
 
@@ -81,12 +82,12 @@ def _given(overrides: list[str]) -> dict[str, str]:
 
 
 def _from_template(given0: dict[str, str], template: Config, given: dict[str, str],
-                   values: dict[tuple[str, str], Any]) -> Config | None:
-    """`template` with the values `given` differs in; None where one does not convert (then `parse` says why)."""
-    owners = shortcut_keys()
+                   values: dict[tuple[str, str], Any], owners: dict[str, list[str]]) -> Config | None:
+    """`template` with the values `given` differs in; None where one does not convert (then `parse` says why).
+    `owners`: each shortcut parameter's shortcuts."""
     changes = {}
     for key, text in given.items():
-        if text == given0[key] or (key in owners and template.shortcut not in owners[key][1]):
+        if text == given0[key] or (key in owners and template.shortcut not in owners[key]):
             continue  # the same, or another shortcut's parameter (put back to its default by parse)
         if (key, text) not in values:
             values[(key, text)] = _typed(key, text)
@@ -119,16 +120,18 @@ def _typed(key: str, text: str) -> Any:
         return _FAILED
 
 
-def check_collisions(cfgs: list[Config]) -> list[Config]:
-    """The runs with one of each config (runs of the same settings, e.g. `lr=0.1,0.10`, are one run), refusing
-    two configs that would share a run folder: a run's folder name is a function of its settings alone (status,
-    the report and every relaunch find it by that), so runs it cannot tell apart cannot both be trained."""
+def check_collisions(cfgs: list[Config]) -> dict[str, Config]:
+    """The runs by folder name, one of each config (runs of the same settings, e.g. `lr=0.1,0.10`, are one
+    run), refusing two configs that would share a run folder: a run's folder name is a function of its
+    settings alone (status, the report and every relaunch find it by that), so runs it cannot tell apart
+    cannot both be trained."""
     by_name: dict[str, Config] = {}
     for cfg in cfgs:
-        first = by_name.setdefault(run_name(cfg), cfg)
+        name = run_name(cfg)
+        first = by_name.setdefault(name, cfg)
         if first != cfg:
-            raise _collision(run_name(cfg), first, cfg)
-    return list(by_name.values())
+            raise _collision(name, first, cfg)
+    return by_name
 
 
 def _collision(name: str, a: Config, b: Config) -> UsageError:
@@ -149,10 +152,9 @@ def sweep_name(cfgs: list[Config]) -> str:
     that vary ('+'-joined), then the settings all runs share that differ from the defaults; past MAX_NAME
     bytes cut at a setting's end, with a hash of all of them. Extending a list (`seed=0,1` to `seed=0,1,2`) keeps
     the name, and so the folder; another grid gets its own."""
-    items = [identity_items(c) for c in cfgs]
-    plain = identity_items(defaults())
-    varying = [k for k in items[0] if any(i[k] != items[0][k] for i in items[1:])]
-    shared = [f"{k}={fmt(v)}" for k, v in items[0].items() if k not in varying and v != plain[k]]
+    first, plain = identity_items(cfgs[0]), identity_items(defaults())
+    varying = [k for k, v in first.items() if any(getattr(c, k) != v for c in cfgs)]
+    shared = [f"{k}={fmt(v)}" for k, v in first.items() if k not in varying and v != plain[k]]
     parts = ["sweep", *(["+".join(varying)] if varying else []), *shared]
     name = "_".join(parts)
     if len(name.encode()) <= MAX_NAME:

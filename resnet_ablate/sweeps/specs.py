@@ -10,7 +10,6 @@ grid axes.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -211,11 +210,13 @@ class SweepPlan:
     cfgs: list[Config]
     search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
     notes: list[str] = field(default_factory=list)  # settings ignored (another shortcut's parameters), once each
+    names: list[str] = field(default_factory=list)  # the runs' folder names, as cfgs (computed once: run_name)
 
     def record(self, command: str, launcher: str) -> SweepRecord:
         """The sweep.yaml this launch writes."""
         random = self.search or {"method": "grid"}
-        return SweepRecord(self.folder, self.name, self.layout, self.budget, tuple(run_name(c) for c in self.cfgs),
+        return SweepRecord(self.folder, self.name, self.layout, self.budget,
+                           tuple(self.names or (run_name(c) for c in self.cfgs)),
                            command, rf.git_commit(), launcher, method=random["method"],
                            trials=random.get("trials", 0), seed=random.get("seed", 0), search=random.get("search", {}))
 
@@ -238,18 +239,20 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
     _parse_from(spec, base)
     points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
     notes: list[str] = []
-    cfgs = check_collisions(parse_runs([[*overrides, *(f"{k}={v}" for k, v in point.items()), *combo] for
-                                        overrides, point, combo in itertools.product(base, points,
-                                                                                     itertools.product(*grid))], notes))
+    runs = [[*overrides, *(f"{k}={v}" for k, v in point.items()), *combo]
+            for overrides, point, combo in itertools.product(base, points, itertools.product(*grid))]
+    named = check_collisions(parse_runs(runs, notes))
+    cfgs = list(named.values())
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
                          f"values or seeds is empty); nothing to run")
     name = spec.name if spec else "sweep"
     own = (name if launch.budget == "full" else f"{name}_{launch.budget}") if spec else sweep_name(cfgs)
     folder = Path(launch.sweep_dir or Path(cfgs[0].runs_root) / own)
-    runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs]
+    for cfg in cfgs:  # each a config of its own (parse_runs made them), so set in place: no copy of 10,000
+        cfg.runs_root = str(folder)
     layout = spec.layout if spec and spec.layout else "sweep" if search else None
-    return SweepPlan(name, layout, launch.budget, folder, runs, search, list(dict.fromkeys(notes)))
+    return SweepPlan(name, layout, launch.budget, folder, cfgs, search, list(dict.fromkeys(notes)), list(named))
 
 
 def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:
