@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 from typing import IO, Any, Callable, Iterable
 
 # What the CIFAR python batches hold: dicts of bytes, lists and one uint8 numpy array (numpy 1 and 2 names;
@@ -43,8 +44,7 @@ def _bounded(make: Callable[..., Any], shape_at: int, dtype_at: int, max_bytes: 
     """`make` (an array constructor) refusing a shape and dtype of more bytes than `max_bytes` (a pickle holds
     its arrays' bytes); `skip`: leading arguments to pass through (__new__'s class)."""
     def checked(*args: Any, **kwargs: Any) -> Any:
-        import numpy as np  # here: status reads pickles too, and needs no numpy
-
+        np = sys.modules["numpy"]  # loaded: `make` is its constructor (status reads pickles without numpy)
         given = args[skip:]
         shape = kwargs.get("shape", given[shape_at] if len(given) > shape_at else ())
         dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)

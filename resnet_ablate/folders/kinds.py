@@ -72,6 +72,9 @@ def check_range_test_folder(folder: Path, key: str = "run_dir") -> None:
 
 
 def check_sweep_folder(record: SweepRecord) -> None:
-    """Before a launch writes into its sweep folder: not another tool's folder, and not another sweep's."""
+    """Before a launch (a dry run too) writes into its sweep folder: a folder, not another tool's, and not
+    another sweep's."""
+    if record.folder.exists() and not record.folder.is_dir():
+        raise UsageError(f"sweep_dir: {record.folder} is a file, not a folder: choose another sweep_dir")
     refuse_other_kinds(record.folder, SWEEP, "sweep_dir", rf.contents(record.folder))
     check_same_sweep(record)
