@@ -15,14 +15,15 @@ import os
 import sys
 from typing import Callable
 
-from .registry import UsageError
+from .registry import UsageError, first_line
 
 EXIT_CRASHED, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 75, 130, 141
 
 
 def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Call `main(argv)` (default: the process's arguments); a UsageError becomes `error: <message>` on
-    stderr and exit code 2, a second Ctrl-C one line and 130, a closed output pipe a quiet 141."""
+    stderr and exit code 2 (so does a file system error no caller turned into one), a second Ctrl-C one line
+    and 130, a closed output pipe a quiet 141."""
     try:
         code = main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # here, where a closed pipe can still be answered quietly
@@ -37,6 +38,11 @@ def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> 
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_PIPE
+    except OSError as e:  # the file system refused what no caller expected: a full disk, a read-only mount, a name
+        where = f" ({e.filename})" if e.filename else ""  # past its limit; one line here too, never a traceback
+        print(f"error: {e.strerror or first_line(e)}{where}: fix that (free space, permissions, a shorter name) and "
+              f"run the same command again", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _quiet_stdout() -> None:

@@ -10,27 +10,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from .cli import guarded
 from .folders import runfolder as rf
 from .registry import UsageError
 from .training import checkpoint
-from .training.config import from_yaml
 from .training.evaluate import responses
 from .training.runtime import resolve_device
 from .training.state import build_state
+from .training.writer import read_config
 
 USAGE = "usage: python -m resnet_ablate.layer_responses RUN_DIR [RUN_DIR ...] [device=auto|cpu|cuda]"
 
 
-def measure(folder: Path, device_name: str) -> str:
+def measure(folder: Path, device: torch.device) -> str:
     """Write `folder`'s responses.json from its checkpoint; returns the line to print."""
     done = rf.read_responses(folder)
     if done is not None and done.get("source") == "end":
         return f"{folder}: responses.json holds the final net's responses (iteration {done['iteration']}); kept"
     if not (folder / rf.CONFIG).is_file() or not (folder / rf.CHECKPOINT).is_file():
         raise UsageError(f"{folder} is not a run folder with a checkpoint (config.yaml and checkpoint.pt)")
-    cfg = from_yaml(folder / rf.CONFIG)
-    state = build_state(cfg, resolve_device(device_name))
+    cfg = read_config(folder)
+    state = build_state(cfg, device)
     checkpoint.restore(state, checkpoint.load(folder / rf.CHECKPOINT), folder / rf.CHECKPOINT)
     out = responses(state, "checkpoint")
     rf.write_json(folder / rf.RESPONSES, out)
@@ -41,7 +43,7 @@ def _main(argv: list[str]) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(f"{USAGE}\n\n{__doc__.splitlines()[0]}")
         return 0 if argv else 2
-    device = next((a.split("=", 1)[1] for a in argv if a.startswith("device=")), "auto")
+    device = resolve_device(next((a.split("=", 1)[1] for a in argv if a.startswith("device=")), "auto"))
     for folder in (Path(a) for a in argv if not a.startswith("device=")):
         print(measure(folder, device), flush=True)
     return 0

@@ -7,6 +7,9 @@ suggestion (`lr_find.json`) to the run folder. Suggested lr: a tenth of the lr a
 loss's minimum, the usual rule of thumb; the steepest-descent lr is recorded beside it. When the loss
 is lowest at an end of the range, the range did not bracket the minimum: it says so and suggests nothing.
 Any training key works (`optim=adamw depth=56 ...`); the recipe's own schedule is not used.
+
+It writes only into a new folder, an empty one or a range test's of the same settings (`folders/kinds.py`): a
+run folder, a sweep folder or a folder of the user's own files is refused in one line.
 """
 from __future__ import annotations
 
@@ -25,14 +28,16 @@ from omegaconf.errors import OmegaConfBaseException
 from .analysis import figures
 from .cli import guarded
 from .folders import runfolder as rf
+from .folders.kinds import RANGE_TEST_FILES, check_range_test_folder
 from .registry import UsageError, closest, first_line
 from .training.config import fields, run_name, to_yaml
 from .training.parse import check_unique, help_text, parse
 from .training.progress import device_line, progress_line, say
 from .training.runtime import setup
 from .training.state import RunState, build_state
+from .training.writer import check_settings
 
-CURVE, SUGGESTION, FIGURE = "lr_find.jsonl", "lr_find.json", "lr_find.png"
+CURVE, SUGGESTION, FIGURE = RANGE_TEST_FILES
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
 DIVERGED = 4.0  # stop when the smoothed loss exceeds this multiple of its minimum
 
@@ -67,8 +72,9 @@ def split_args(argv: list[str]) -> tuple[RangeTest, list[str]]:
                                                               OmegaConf.from_dotlist(own)))  # type: ignore
     except OmegaConfBaseException as e:
         raise UsageError(f"bad range-test setting in {' '.join(own)}: {first_line(e)}") from e
-    if not (0 < test.start_lr < test.end_lr) or test.steps < 2:
-        raise UsageError(f"need 0 < start_lr < end_lr and steps >= 2 (got {test.start_lr}, {test.end_lr}, {test.steps})")
+    if not (0 < test.start_lr < test.end_lr < math.inf) or test.steps < 2:
+        raise UsageError(f"need 0 < start_lr < end_lr < inf and steps >= 2 (got {test.start_lr}, {test.end_lr}, "
+                         f"{test.steps})")
     return test, rest
 
 
@@ -156,13 +162,16 @@ def _main(argv: list[str]) -> int:
     test, overrides = split_args(argv)
     cfg = parse(overrides)
     folder = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / f"lr_find_{run_name(cfg)}"
-    rf.create_folder(folder, "run_dir" if cfg.run_dir else "runs_root")  # before the data: a bad folder fails fast
+    key = "run_dir" if cfg.run_dir else "runs_root"
+    check_range_test_folder(folder, key)  # before the data: a bad folder fails fast
+    check_settings(folder, cfg)
+    rf.create_folder(folder, key)
     device, precision = setup(cfg)
     say(device_line(device, precision, graphs=False))
     run = build_state(cfg, device, precision)
     say(f"range test: lr {test.start_lr:g} to {test.end_lr:g} over {test.steps} steps, {run.parameters:,} "
         f"parameters; writing to {folder.resolve()}")
-    rf.write_text(folder / rf.CONFIG, to_yaml(cfg))
+    rf.write_text(folder / rf.CONFIG, rf.config_text(to_yaml(cfg)))
     lrs, losses = range_test(run, test)
     if len(lrs) < 3:
         print(f"error: the loss diverged within {len(lrs)} steps; lower start_lr", file=sys.stderr)

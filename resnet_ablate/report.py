@@ -12,12 +12,22 @@ of the runs below it; elsewhere `--layout` chooses (default: every layout the ru
 `--layout sweep` (chosen by a random sweep's sweep.yaml) is the sweep view instead of a paper table: the
 trials, each searched parameter's rank correlation with the final test error, error vs each parameter,
 and the best trials' training curves.
+
+The report writes only its own files: it builds everything in a temporary folder inside --out, and moves the
+files into place only when none would replace a file of --out that an earlier report did not write; the
+names it wrote are kept in --out's `.report-files` (`folders/kinds.py`), so the same report again replaces
+them. --out may not be empty, nor another tool's folder (a run, range-test or sweep folder).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import secrets
+import shutil
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from .analysis.claimreport import claims_section
 from .analysis.curves import GRAD_MEASURES, draw_figures, gradient_spread, slug, spread_caption
@@ -26,6 +36,7 @@ from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
 from .cli import guarded
 from .folders import runfolder as rf
+from .folders.kinds import REPORT, REPORT_MANIFEST, refuse_other_kinds
 from .folders.lock import describe
 from .folders.states import FINISHED, State
 from .folders.sweepfolder import SweepRecord
@@ -119,7 +130,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line: RUNS_DIR, --out, --layout, --formats."""
     parser = _Parser(prog="python -m resnet_ablate.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", type=Path, help="a folder of run folders (searched recursively), a sweep or one run")
-    parser.add_argument("--out", type=Path, required=True, help="where the tables, figures and report.md go")
+    parser.add_argument("--out", required=True, help="where the tables, figures and report.md go")
     parser.add_argument("--layout", choices=["auto", *REPORT_LAYOUTS], default=None,
                         help="table layout (default: the sweep.yaml's, else every layout the runs fit)")
     parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (png, pdf)")
@@ -127,6 +138,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the probe's per-unit measure in the gradient figures and spread table: rms = per-element "
                              "RMS (default; compares units of different sizes), l2 = the plain norm")
     args = parser.parse_args(argv)
+    if not args.out.strip():
+        raise UsageError("--out is empty: name the folder the report goes to (e.g. --out reports/mine)")
+    args.out = Path(args.out)
     args.formats = tuple(f for f in args.formats.split(",") if f)
     if not args.formats:
         raise UsageError("--formats is empty; allowed: png, pdf")
@@ -135,10 +149,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A temporary folder inside `out` for the report to write in; after the block its files move into `out`,
+    and `out`'s manifest (.report-files) lists them. Whatever writes into the folder is covered, so the files
+    in it are the one list of what the report writes. Refused before anything moves, and `out` left as it was,
+    when one would replace a file that is not in the manifest, i.e. that no report wrote."""
+    refuse_other_kinds(out, REPORT, "--out", rf.contents(out))
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / f".report.{secrets.token_hex(4)}.tmp"
+    stage.mkdir()
+    try:
+        yield stage
+        written = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        listed = out / REPORT_MANIFEST
+        own = set(listed.read_text().splitlines()) if listed.is_file() else set()
+        foreign = [n for n in written if os.path.lexists(out / n) and n not in own]
+        if foreign:
+            raise UsageError(f"--out {out} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                             f"the report did not write ({REPORT_MANIFEST} does not list it): choose another --out, "
+                             f"or move those files away")
+        for name in written:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, out / name)
+        rf.write_text(listed, "".join(f"{n}\n" for n in sorted(own | set(written))))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
+    found = scan(args.runs_dir)
     try:
-        text = write_report(scan(args.runs_dir), args.out, args.layout, args.formats, args.grad_measure)
+        with staged(args.out) as stage:
+            text = write_report(found, stage, args.layout, args.formats, args.grad_measure)
     except OSError as e:
         raise UsageError(f"cannot write the report: {e}") from e
     print(text)

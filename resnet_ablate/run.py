@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import sys
 
-from .cli import EXIT_PAUSED, guarded
-from .folders import runfolder as rf
-from .sweeps import launcher, settings
-from .sweeps.specs import is_sweep
-from .training.config import Config, run_dir
-from .training.parse import check_unique, help_text, parse
-from .training.trainer import train
+if __name__ == "__main__":  # first, before the imports below take their second: a SIGTERM from here on is a stop
+    from .training.signals import hold_stop_signals, ignore_stop_signals
+
+    hold_stop_signals()
+
+from .cli import EXIT_PAUSED, guarded  # noqa: E402
+from .folders import runfolder as rf  # noqa: E402
+from .folders.kinds import check_run_folder  # noqa: E402
+from .folders.lock import describe, holder  # noqa: E402
+from .folders.states import State  # noqa: E402
+from .sweeps import launcher, settings  # noqa: E402
+from .sweeps.specs import is_sweep  # noqa: E402
+from .training.config import Config, run_dir  # noqa: E402
+from .training.parse import check_unique, help_text, parse  # noqa: E402
+from .training.trainer import train  # noqa: E402
+from .training.writer import check_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,18 +55,28 @@ def _main(argv: list[str]) -> int:
 
 
 def dry_run_line(cfg: Config) -> str:
-    """What running this single-run command would do, from its run folder's files."""
+    """What running this single-run command would do, from its run folder's files and lock (the same checks
+    and refusals as the run itself: another tool's folder, other settings, a damaged file)."""
     folder = run_dir(cfg)
-    result = rf.read_result(folder)
-    rows = rf.read_jsonl(folder / rf.METRICS)
-    if result is not None and result.get("status") in rf.FINISHED:
-        state = f"finished ({result['status']}): nothing to do"
-    elif (folder / rf.CHECKPOINT).is_file():
-        state = f"to resume from its checkpoint (last evaluation at iteration {rows[-1]['iteration'] if rows else 0})"
+    check_run_folder(folder)
+    check_settings(folder, cfg)
+    state, reason = rf.folder_state(folder)
+    if state is State.DAMAGED:
+        raise rf.Damaged(reason)
+    if state.finished:
+        what = f"finished ({state}): nothing to do"
+    elif state is State.RUNNING:
+        what = f"being trained by another process ({describe(holder(folder) or {})}): the same command is refused " \
+               f"until it ends"
+    elif state is State.PAUSED:
+        rows = rf.read_jsonl(folder / rf.METRICS)
+        what = f"to resume from its checkpoint (last evaluation at iteration {rows[-1]['iteration'] if rows else 0})"
     else:
-        state = "to train from the start"
-    return f"1 run in {folder}: {state}; dry_run=true trains nothing"
+        what = "to train from the start"
+    return f"1 run in {folder}: {what}; dry_run=true trains nothing"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    ignore_stop_signals()  # the run has stopped or ended: a late SIGTERM must not turn its code into 143
+    sys.exit(code)

@@ -57,3 +57,10 @@ def test_bench_rows_are_the_median_of_repeats_with_precision_bn_group_capture_an
     assert bench._bn_group(["bn_batch=64"], 128) == 64 and bench._bn_group([], 128) == 128
     assert [s[0] for s in bench._setups(["wide_compile", "graph", "wide"], [2, 4], 128)] == [
         "trainer", "trainer, pack=2 wide", "trainer, pack=4 wide", "trainer, pack=4 wide, compile=true"]
+
+
+def test_expansion_benchmark_lists_its_grid(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "expand_speed.py"), "--lrs", "3", "--seeds", "4"],
+                          capture_output=True, text=True, env=cli_env(), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("12 runs: dry run in ") and proc.stdout.endswith(" s (exit code 0)\n")

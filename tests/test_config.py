@@ -64,6 +64,13 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["gate_init=ones"], "unknown gate_init 'ones'; allowed: he, zero"),
     (["milestones=[48000,32000]"], "milestones=[48000, 32000] must be increasing positive iterations"),
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
+    (["dataset=synthetic", "synthetic_size=64", "batch_size=65"],
+     "batch_size=65 is larger than the 64 training images of dataset=synthetic; use batch_size=64 or less"),
+    (["val_split=49990", "batch_size=11"], "batch_size=11 is larger than the 10 training images of dataset=cifar10"),
+    (["iterations=30", "milestones=[20]", "warmup_iters=0", "grad_probe_at=[0,31,40]"],
+     "grad_probe_at=[0, 31, 40]: 31, 40 lie past iterations=30, so no probe would be taken there; use iterations 0..30"),
+    (["run_dir=~/t"], "run_dir=~/t: the shell did not expand '~' here; write the path out, e.g. run_dir="),
+    (["data_dir=~/data"], "data_dir=~/data: the shell did not expand '~' here"),
 ])
 def test_bad_input_gives_one_clear_line(overrides, message):
     with pytest.raises(UsageError) as e:

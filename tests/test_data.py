@@ -143,3 +143,117 @@ def test_pixel_mean_is_subtracted_before_the_crop_so_it_stays_aligned_with_its_p
         ref = padded[i, :, oy:oy + 32, ox:ox + 32]
         torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
     assert (out[0, :, :4, :] == 0).all() and (out[0, :, :, -4:] == 0).all()  # zeros in normalised space
+
+
+def _archive(root, members):
+    """A cifar-10-python.tar.gz in `root` with `members`: (TarInfo, bytes or None)."""
+    import io
+    import tarfile
+
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return root / "cifar-10-python.tar.gz"
+
+
+def _member(name, data=b"", kind=None, link=""):
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = (len(data) if kind is None else 0), 0o644
+    if kind is not None:
+        info.type, info.linkname = kind, link
+    return info, (data if kind is None else None)
+
+
+@pytest.mark.parametrize("member,why", [
+    (("../../escaped", b"x"), "a path outside data_dir"),
+    (("/etc/evil", b"x"), "a path outside data_dir"),
+    (("cifar-10-batches-py/data_batch_1", b"", "2", "/etc/passwd"), "a link"),
+    (("cifar-10-batches-py/data_batch_2", b"", "1", "cifar-10-batches-py/x"), "a link"),
+    (("cifar-10-batches-py/fifo", b"", "6"), "a device or other special file"),
+])
+def test_a_hostile_archive_is_called_unsafe_and_nothing_is_extracted(member, why, tmp_path):
+    import tarfile
+
+    name, data, *kind = member
+    info = _member(name, data, kind[0].encode() if kind else None, kind[1] if len(kind) > 1 else "")
+    if kind:
+        info[0].type = {"1": tarfile.LNKTYPE, "2": tarfile.SYMTYPE, "6": tarfile.FIFOTYPE}[kind[0]]
+    archive = _archive(tmp_path, [_member("cifar-10-batches-py/", kind=tarfile.DIRTYPE), info])
+    with pytest.raises(UsageError) as e:
+        datamod.locate("cifar10", tmp_path, download=False)
+    assert str(e.value).startswith(f"{archive}: unsafe member {name} ({why}); nothing was extracted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_a_member_larger_than_the_real_data_sets_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(datamod.EXTRACT_LIMITS, "cifar-10-batches-py", (1000, 1500))  # real: 34 MB and 205 MB
+    archive = _archive(tmp_path, [_member("cifar-10-batches-py/data_batch_1", b"\0" * 1001)])
+    with pytest.raises(UsageError, match=f"{archive}: member cifar-10-batches-py/data_batch_1 is 1,001 bytes, more "
+                                         f"than the real cifar-10-batches-py/ holds; nothing was extracted"):
+        datamod.locate("cifar10", tmp_path, download=False)
+    _archive(tmp_path, [_member(f"cifar-10-batches-py/data_batch_{i}", b"\0" * 800) for i in (1, 2)])
+    with pytest.raises(UsageError, match="its members add up to more than 1,500 bytes"):
+        datamod.locate("cifar10", tmp_path, download=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_the_real_caps_admit_the_real_sizes():
+    """CIFAR-10's largest member is a 31,035,704-byte batch (10,000 rows of 3,072 bytes and their labels), its
+    folder 186 MB; CIFAR-100's 155 MB training file, its folder 186 MB."""
+    assert datamod.EXTRACT_LIMITS["cifar-10-batches-py"][0] > 31_035_704 > 0.9 * datamod.EXTRACT_LIMITS[
+        "cifar-10-batches-py"][0]
+    assert all(186_000_000 < total < 210_000_000 for _, total in datamod.EXTRACT_LIMITS.values())
+    assert 155_000_000 < datamod.EXTRACT_LIMITS["cifar-100-python"][0] < 175_000_000
+
+
+def test_extracted_files_follow_the_umask(tmp_path):
+    import os
+
+    write_fake_cifar(tmp_path, tar=True)
+    old = os.umask(0o077)
+    try:
+        datamod.locate("cifar10", tmp_path, download=False)
+    finally:
+        os.umask(old)
+    folder = tmp_path / "cifar-10-batches-py"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o600}
+
+
+def test_a_data_dir_that_is_a_file_is_not_told_to_be_created(tmp_path):
+    (tmp_path / "data").write_text("mine")
+    with pytest.raises(UsageError) as e:
+        datamod.locate("cifar10", tmp_path / "data", download=True, create=False)
+    assert str(e.value) == f"data_dir {tmp_path / 'data'} is a file, not a folder: point data_dir= (or " \
+                           f"$RESNET_ABLATE_DATA) at where it is, the folder holding cifar-10-batches-py/"
+
+
+class _Encoded:
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce__(self):
+        import codecs
+
+        return codecs.encode, self.data
+
+
+class _Shaped:
+    def __reduce__(self):
+        return np.ndarray, ((2 ** 40,),)
+
+
+@pytest.mark.parametrize("payload,kind", [(_Encoded(("x", "no-such-codec")), "LookupError"),
+                                          (_Shaped(), "Refused: it asks for an array of shape (1099511627776,)")])
+def test_a_batch_of_allowed_globals_that_raises_or_asks_for_a_huge_array_is_one_line(payload, kind, tmp_path):
+    import pickle
+
+    write_fake_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({b"data": payload, b"labels": [1]}, protocol=2))
+    with pytest.raises(UsageError) as e:
+        datamod.read_cifar("cifar10", tmp_path, download=False)
+    assert str(e.value).startswith(f"{batch} is not a readable CIFAR batch file ({kind}")

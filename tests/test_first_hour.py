@@ -26,6 +26,7 @@ from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.registry import UsageError
 from resnet_ablate.sweeps import launcher
 from resnet_ablate.sweeps.launcher import command_line, load_profile, parse_launch
+from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.sweeps.specs import draw_trials, expand
 from resnet_ablate.training import data as datamod
 from resnet_ablate.training.config import run_name
@@ -258,8 +259,9 @@ def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
     assert last == (f"sweep sweep: 2 runs: 0 done, 0 fail, 2 paused; run the same command again to resume: "
                     f"{command_line([*args, 'time_limit_s=0.001'])}")
     assert run.main(args) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == ("sweep sweep: 2 runs: 2 done, 0 fail; next: python -m "
-                                                        "resnet_ablate.report runs/sweep --out reports/sweep")
+    folder = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[-1] == (f"sweep sweep: 2 runs: 2 done, 0 fail; next: python -m "
+                                                        f"resnet_ablate.report runs/{folder} --out reports/{folder}")
 
 
 def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monkeypatch, capsys):
@@ -267,15 +269,16 @@ def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     plan = expand(parse_launch([]), [*DONE, "seed=0,1"])
     live = {run_name(c): (State.QUEUED if c.seed else State.RUNNING, "") for c in plan.cfgs}
-    assert launcher._summary(plan, {}, live, "cmd") == 0
+    assert launcher._summary(plan, {run_name(c): c for c in plan.cfgs}, {}, live, "cmd") == 0
     assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 fail, 1 queued, 1 running; follow them with: "
-                                       "python -m resnet_ablate.status runs/sweep\n")
+                                       f"python -m resnet_ablate.status {plan.folder}\n")
 
 
 def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = merged(DONE, "iterations=60", "seed=0,1", "launcher=inline")
-    first = tmp_path / "runs" / "sweep" / run_name(parse([*DONE, "iterations=60", "seed=0"]))
+    cfgs = [parse([*DONE, "iterations=60", f"seed={s}"]) for s in (0, 1)]
+    first = tmp_path / "runs" / sweep_name(cfgs) / run_name(cfgs[0])
 
     def interrupt():
         while not (first / "metrics.jsonl").is_file():
@@ -311,8 +314,9 @@ def test_dry_run_of_a_single_run_names_its_own_folder(tmp_path, monkeypatch, cap
 def test_a_command_line_sweep_header_has_no_layout_none(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*TINY, "seed=0,1", "dry_run=true"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == ("sweep sweep (budget full): 2 runs in runs/sweep; 0 finished, "
-                                                       "0 queued or running, 2 to run")
+    folder = sweep_name([parse([*TINY, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[0] == (f"sweep sweep (budget full): 2 runs in runs/{folder}; 0 "
+                                                       f"finished, 0 queued or running, 2 to run")
 
 
 def test_missing_data_is_one_line_before_any_job_is_submitted(tmp_path, monkeypatch, capsys):
@@ -324,7 +328,7 @@ def test_missing_data_is_one_line_before_any_job_is_submitted(tmp_path, monkeypa
     assert capsys.readouterr().err == ("error: cifar10 not found in data: put cifar-10-python.tar.gz or its "
                                        "extracted cifar-10-batches-py/ folder there, or point data_dir= (or "
                                        "$RESNET_ABLATE_DATA) at where it is (download=false)\n")
-    assert not (tmp_path / "runs" / "sweep" / ".submitit").exists()
+    assert not list(tmp_path.glob("runs/*/.submitit"))
 
 
 def test_slurm_jobs_get_a_gpu_by_default_and_the_local_test_profile_says_it_has_none(tmp_path, monkeypatch, capsys):

@@ -8,17 +8,20 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, metrics, result, run_cli
+from helpers import TINY, make_run_folder, merged, metrics, result, run_cli
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
+from resnet_ablate.registry import UsageError
+from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
 DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
+SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 
 
 def names(folder):
@@ -32,8 +35,9 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     sweep = expand(parse_launch([]), ["shortcut=identity,gating", "seed=0,1,2", "milestones=[16000,24000]"])
     assert [(c.shortcut, c.seed) for c in sweep.cfgs] == [(s, i) for s in ("identity", "gating") for i in range(3)]
     assert all(c.milestones == [16000, 24000] for c in sweep.cfgs)
-    assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, "runs/sweep")
-    assert {c.runs_root for c in sweep.cfgs} == {"runs/sweep"}
+    folder = "runs/sweep_shortcut+seed_milestones=16000-24000"  # named from its grid: the keys varied, the rest set
+    assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, folder)
+    assert {c.runs_root for c in sweep.cfgs} == {folder}
 
 
 @pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 75), ("table2_units", "table2", 50),
@@ -69,7 +73,7 @@ def test_command_line_overrides_apply_on_top_of_a_spec():
 def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
-    folder = tmp_path / "runs" / "sweep"
+    folder = tmp_path / "runs" / SEEDS_FOLDER
     sweep = read_sweep(folder)
     cfgs = [parse([*DONE, f"seed={s}"]) for s in (0, 1)]
     assert list(sweep.runs) == [run_name(c) for c in cfgs] and names(folder) == sorted([*list(sweep.runs), "sweep.yaml"])
@@ -80,7 +84,7 @@ def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tm
     before = {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)}
     capsys.readouterr()
     assert run.main([*DONE, "seed=0,1", "launcher=inline"]) == 0
-    assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
+    assert f"2 runs in runs/{SEEDS_FOLDER}; 2 finished, 0 queued or running, 0 to run" in capsys.readouterr().out
     assert {n: (folder / n / "result.json").stat().st_mtime_ns for n in list(sweep.runs)} == before
 
 
@@ -109,7 +113,7 @@ def test_runs_per_job_packs_only_runs_that_can_step_together():
 def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run.main([*DONE, "shortcut=dropout", "seed=0,1", "launcher=debug", "runs_per_job=2"]) == 0
-    folder = tmp_path / "runs" / "sweep"
+    folder = next((tmp_path / "runs").glob("sweep_seed_*"))
     jobs = [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
     assert len(jobs) == 1 and jobs[0]["launcher"] == "debug" and jobs[0]["runs"] == list(read_sweep(folder).runs)
     for seed in (0, 1):
@@ -187,7 +191,7 @@ def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_pa
     (tmp_path / "spec.yaml").write_text("variants: [{shortcut: identity}, {shortcut: crashes}, {lr: 0.05}]\n")
     ok, damaged = (parse([*DONE, *extra, f"runs_root={tmp_path / 'runs'}"]) for extra in ([], ["lr=0.05"]))
     folder = tmp_path / "runs" / "spec"
-    (folder / run_name(damaged)).mkdir(parents=True)
+    make_run_folder(folder / run_name(damaged), [*DONE, "lr=0.05"], status=None)
     (folder / run_name(damaged) / "checkpoint.pt").write_bytes(b"not a checkpoint")
     proc = run_cli(*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
                    cwd=tmp_path)
@@ -296,3 +300,124 @@ def test_spec_loads_by_path(tmp_path):
     spec = load_spec(str(path))
     assert (spec.name, spec.layout, spec.runs("full")) == ("x", "table2", [["unit=original", "seed=3"],
                                                                           ["unit=full_preact", "seed=3"]])
+
+
+# Runs that would share a folder, sweeps that would share one, and sweeps too large to expand.
+
+@pytest.mark.parametrize("grid,shown,why", [
+    (["arch=imagenet", "depth=18", "init=/x/a/w.pt,/x/b/w.pt"], "init=/x/a/w.pt vs /x/b/w.pt",
+     "init shows in a run's name by the file name only: give the files distinct names"),
+    (["dataset=folder", "data_dir=/x/a/data,/x/b/data"], "data_dir=/x/a/data vs /x/b/data",
+     "data_dir does not change what is trained, so a run's name leaves it out"),
+    (["eval_every=10,20"], "eval_every=10 vs 20", "eval_every does not change what is trained"),
+    (["runs_root=a,b"], "runs_root=a vs b", "runs_root does not change what is trained"),
+])
+def test_runs_that_would_share_a_folder_are_refused_at_expansion(grid, shown, why, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*merged(DONE, *grid), "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: two runs of this sweep would share the folder ") and err.count("\n") == 1
+    assert f"(they differ in {shown}): {why}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_of_the_same_settings_are_one_run():
+    assert len(expand(parse_launch([]), [*DONE, "lr=0.1,0.10,1e-1"]).cfgs) == 1
+
+
+@pytest.mark.parametrize("launcher", ["inline", "local", "slurm", "debug"])
+def test_a_sweep_launched_while_another_launch_holds_its_folder_is_refused(launcher, tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()
+    fd = os.open(tmp_path / "s" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b'{"pid": 4242, "host": "login1", "started": "now"}')
+    try:
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local"]) == 2
+        assert capsys.readouterr().err == "error: s is being launched by another process (pid 4242 on login1, since " \
+                                          "now): wait for it to end (an inline or local launch trains its runs first), " \
+                                          "then launch again\n"
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local", "dry_run=true"]) == 0
+    finally:
+        os.close(fd)
+    assert names(tmp_path / "s") == []
+
+
+def test_two_command_line_sweeps_get_their_own_folders_and_a_relaunch_keeps_every_run(tmp_path, monkeypatch,
+                                                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1"]) == 0
+    assert run.main([*merged(DONE, "lr=0.05"), "seed=0,1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        [SEEDS_FOLDER, SEEDS_FOLDER.replace("_warmup_iters", "_lr=0.05_warmup_iters")])
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s"]) == 0
+    assert run.main([*DONE, "seed=2,3", "sweep_dir=s"]) == 0  # another grid into the same folder: added, not replacing
+    capsys.readouterr()
+    assert status.main(["s"]) == 0
+    assert capsys.readouterr().out == "s: 4 runs: 4 done, 0 fail\n"
+    (tmp_path / "mine.yaml").write_text("seeds: [0, 1]\n")
+    assert run.main([*DONE, "ablation=mine.yaml", "sweep_dir=s", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: sweep_dir=s holds another sweep (command-line sweep s, method grid); " \
+                                      "this one is sweep mine, method grid: choose another sweep_dir\n"
+
+
+@pytest.mark.parametrize("spec,args,message", [
+    ("overrides: {runs_root: elsewhere}\n", [], "runs_root may not be set in a spec"),
+    ("grid: {runs_root: [a, b]}\n", [], "runs_root may not be set in a spec"),
+    ("seeds: [0]\n", ["search.runs_root=choice:a,b", "sweep.trials=2"], "search.runs_root: folders are not searched"),
+])
+def test_a_spec_or_search_may_not_set_runs_root(spec, args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text(spec)
+    assert run.main([*DONE, "ablation=mine.yaml", *args, "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_comma_list_for_a_list_key_is_one_line_not_a_sweep(capsys):
+    assert run.main([*DONE, "freeze=stem,stage1", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: freeze=stem,stage1: freeze is a list; write one list in brackets, " \
+                                      "freeze=[stem,stage1], or a sweep over lists as freeze=[stem],[stage1]\n"
+    assert len(expand(parse_launch([]), [*DONE, "freeze=[stem],[stage1]"]).cfgs) == 2
+
+
+@pytest.mark.parametrize("spec,args,count", [
+    ("grid: {lr: [%s], weight_decay: [%s]}\n" % (",".join(["0.1"] * 1000), ",".join(["0.0001"] * 1000)), [],
+     "1,000,000 runs (1,000,000 spec runs)"),
+    ("seeds: [0]\n", ["search.lr=loguniform:0.001:1", "sweep.trials=200000"], "200,000 runs (1 spec runs x 200,000 "
+                                                                              "random trials)"),
+    ("seeds: [0, 1]\n", ["seed=" + ",".join(map(str, range(6000)))], "12,000 runs (2 spec runs x 6,000 values of seed)"),
+], ids=["spec_grid", "trials", "command_line"])
+def test_a_sweep_over_max_runs_is_refused_at_once_before_it_is_built(spec, args, count, tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "big.yaml").write_text(spec)
+    started = time.perf_counter()
+    assert run.main([*DONE, "ablation=big.yaml", *args, "dry_run=true"]) == 2
+    assert time.perf_counter() - started < 1.0
+    assert capsys.readouterr().err == f"error: this sweep has {count}, more than max_runs=10,000: check the lists, or " \
+                                      f"set max_runs={count.split()[0].replace(',', '')} to launch it\n"
+
+
+def test_max_runs_raises_the_bound():
+    assert len(expand(parse_launch(["max_runs=12"]), [*DONE, "seed=" + ",".join(map(str, range(12)))]).cfgs) == 12
+    with pytest.raises(UsageError, match="this sweep has 12 runs"):
+        expand(parse_launch(["max_runs=11"]), [*DONE, "seed=" + ",".join(map(str, range(12)))])
+
+
+def test_grouped_parsing_gives_the_configs_and_the_errors_of_parsing_each_run():
+    runs = [[*DONE, f"lr={lr}", f"shortcut={sc}", f"gate_bias={b}", f"milestones={m}", f"freeze={f}", f"seed={s}"]
+            for lr in ("0.1", "0.05") for sc in ("identity", "gating") for b in ("0", "-6") for m in ("[20]", "[10,20]")
+            for f in ("[]", "stem") for s in ("0", "1")]
+    runs += [[*DONE, "recipe=he2016", "bn_batch=0", f"depth={d}", f"batch_size={b}"] for d in (8, 14) for b in (8, 16)]
+    notes_one, notes_all = [], []
+    assert parse_runs(runs, notes_one) == [parse(r, notes_all) for r in runs]
+    assert set(notes_one) == set(notes_all)
+    for bad in ([*DONE, "lr=0.1", "milestones=[40]"], [*DONE, "lr=0.1", "momentum=2"], [*DONE, "lr=0.1", "seed=x"]):
+        with pytest.raises(UsageError) as alone:
+            parse(bad)
+        with pytest.raises(UsageError) as grouped:
+            parse_runs([[*DONE, "lr=0.1", "milestones=[20]", "momentum=0.9", "seed=0"], bad])
+        assert str(grouped.value) == str(alone.value)

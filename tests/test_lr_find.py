@@ -35,7 +35,9 @@ def test_suggestion_on_a_known_curve():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["start_lr=1", "end_lr=0.1"], "need 0 < start_lr < end_lr and steps >= 2"),
+    (["start_lr=1", "end_lr=0.1"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
+    (["end_lr=inf"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
+    (["start_lr=nan"], "need 0 < start_lr < end_lr < inf and steps >= 2"),
     (["steps=many"], "bad range-test setting in steps=many"),
 ])
 def test_bad_range_settings_are_one_line(args, message):
@@ -77,3 +79,30 @@ def test_range_test_is_quiet_with_heartbeat_off(tmp_path, capsys):
     capsys.readouterr()
     range_test(state, RangeTest(steps=3))
     assert capsys.readouterr().out == ""
+
+
+def test_lr_find_refuses_a_run_folder_and_leaves_it_as_it_was(tmp_path):
+    from resnet_ablate.training.trainer import train
+
+    folder = tmp_path / "r"
+    train([parse([*TINY, "fail_threshold=100", f"run_dir={folder}"])])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = run_cli(*TINY, "steps=5", f"run_dir={folder}", cwd=tmp_path, module="resnet_ablate.lr_find")
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: run_dir={folder} is a run folder (it holds metrics.jsonl), not a range-test folder: " \
+                          f"choose another run_dir\n"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_lr_find_refuses_a_folder_of_the_users_files_or_of_other_settings(tmp_path, capsys):
+    from resnet_ablate import lr_find
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("my: settings\n")
+    assert lr_find.main([*TINY, "steps=5", f"run_dir={tmp_path / 'mine'}"]) == 2
+    assert capsys.readouterr().err == f"error: run_dir={tmp_path / 'mine'} holds files a range test did not write " \
+                                      f"(config.yaml): choose a new or empty run_dir\n"
+    assert (tmp_path / "mine" / "config.yaml").read_text() == "my: settings\n"
+    assert lr_find.main([*TINY, "steps=3", f"run_dir={tmp_path / 'f'}"]) == 0
+    assert lr_find.main([*TINY, "steps=3", "lr=0.5", f"run_dir={tmp_path / 'f'}"]) == 2
+    assert "holds a run with other settings (lr: 0.1 vs 0.5)" in capsys.readouterr().err

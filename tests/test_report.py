@@ -436,3 +436,42 @@ def test_a_run_named_with_an_unused_optimizers_key_groups_with_the_plain_run(tmp
     config.write_text(config.read_text().replace("- 0.999", "- 0.99"))  # as the old parse wrote betas=[0.9,0.99]
     groups = scan.group_by_settings(scan.scan(tmp_path).runs)
     assert [len(g.runs) for g in groups] == [2] and groups[0].settings["betas"] is None
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Two finished runs built by hand (no curves: the report is quick)."""
+    for seed in (0, 1):
+        make_run_folder(tmp_path / "runs" / f"r{seed}", [*TINY, f"seed={seed}"], error=5.0 + seed, seed=seed)
+    return tmp_path / "runs"
+
+
+def test_the_report_writes_over_no_file_it_did_not_write(two_runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    (out / "mine.txt").write_text("mine")
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 2
+    assert capsys.readouterr().err == f"error: --out {out} holds report.md, which the report did not write " \
+                                      f"(.report-files does not list it): choose another --out, or move those files " \
+                                      f"away\n"
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "report.md"]
+    assert (out / "report.md").read_text() == "my notes"
+    (out / "report.md").unlink()
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 0
+    written = (out / ".report-files").read_text().splitlines()
+    assert "report.md" in written and "mine.txt" not in written
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*written, "mine.txt"])
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 0  # its own files: replaced
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("out,message", [("", "--out is empty: name the folder the report goes to"),
+                                         ("runs/r0", "--out=runs/r0 is a run folder (it holds result.json), not a "
+                                                     "report folder: choose another --out")])
+def test_an_empty_out_or_another_tools_folder_is_refused(out, message, two_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert report.main([str(two_runs), "--out", out]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

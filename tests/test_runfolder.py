@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, cli_env, make_run_folder, write_fake_cifar
+from helpers import TINY, cli_env, make_run_folder, metrics, result, write_fake_cifar
 
 from resnet_ablate import lr_find, report, run, status
+from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.folders.lock import FolderLock, holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.config import run_name
@@ -269,13 +270,16 @@ def test_lost_checkpoint_restart_is_said_before_lines_are_replaced(tmp_path, cap
     assert out.index("training again") < out.index("it 10/30")
 
 
-def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
+def test_temp_files_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
     args = _paused(tmp_path / "r")
-    stale = [tmp_path / "r" / ".checkpoint.pt.k2j3h4_x", tmp_path / "r" / ".result.json.0a1b2c3d.tmp"]
-    for path in stale:
+    stale = [tmp_path / "r" / ".checkpoint.pt.9f3e2d1c.tmp", tmp_path / "r" / ".result.json.0a1b2c3d.tmp"]
+    others = [tmp_path / "r" / n for n in (".config.yaml.swp", ".metrics.jsonl.orig", ".checkpoint.pt.k2j3h4_x",
+                                           ".result.json.0a1b2c3d.tmp~")]  # an editor's, the user's: not the writer's
+    for path in (*stale, *others):
         path.write_bytes(b"half a file")
     train([parse(args)])
     assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"half a file" for p in others)
 
 
 # 8. Damaged state is one line naming the file and what to do; status and report go on with the rest.
@@ -467,3 +471,282 @@ def test_status_names_every_state_of_a_hand_made_sweep_without_importing_torch(t
     helped = subprocess.run([sys.executable, "-c", STATUS_WITHOUT_TORCH, "--help"], capture_output=True, text=True,
                             env=cli_env(), timeout=60)
     assert helped.returncode == 0 and helped.stdout.startswith("usage: python -m resnet_ablate.status"), helped.stderr
+
+
+# 16. A checkpoint carries its run's settings; a folder without config.yaml is not a run folder.
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, capsys):
+    _paused(tmp_path / "seed1", "seed=1")
+    args = _paused(tmp_path / "seed0")
+    (tmp_path / "seed0" / "checkpoint.pt").write_bytes((tmp_path / "seed1" / "checkpoint.pt").read_bytes())
+    before = (tmp_path / "seed0" / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert run.main(args) == 2
+    assert f"{tmp_path / 'seed0' / 'checkpoint.pt'} is the checkpoint of another run (seed: 1 vs 0): put back " \
+           f"this run's checkpoint, or delete it" in _error(capsys)
+    assert (tmp_path / "seed0" / "metrics.jsonl").read_bytes() == before and not (tmp_path / "seed0" / "result.json").exists()
+
+
+def test_a_folder_whose_config_yaml_was_deleted_is_damaged_not_a_fresh_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1", "sweep_dir=s", PAUSE]) == 75
+    folder = tmp_path / "s" / run_name(parse([*DONE, "seed=0"]))
+    (folder / "config.yaml").unlink()
+    capsys.readouterr()
+    assert run.main(_with("lr=0.05", f"run_dir={folder}")) == 2
+    assert f"error: {folder} holds checkpoint.pt but no config.yaml: put back the run's config.yaml" in _error(capsys)
+    assert status.main(["s"]) == 0
+    assert f"  damaged {folder.name}: s/{folder.name} holds checkpoint.pt but no config.yaml" in capsys.readouterr().out
+    assert not (folder / "config.yaml").exists()
+
+
+def test_a_checkpoint_from_before_settings_were_recorded_resumes_with_a_note_to_the_same_numbers(tmp_path, capsys):
+    train([parse([*DONE, f"run_dir={tmp_path / 'ref'}"])])
+    args = _paused(tmp_path / "r")
+    old = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    for key in ("settings", "lines"):  # what an older package wrote
+        del old[key]
+    torch.save(old, tmp_path / "r" / "checkpoint.pt")
+    capsys.readouterr()
+    assert run.main(args) == 0
+    out = capsys.readouterr().out
+    assert "note: checkpoint.pt was written before checkpoints recorded their run's settings; resuming it as the run " \
+           "of config.yaml" in out and "resuming from iteration 10" in out
+    assert metrics(tmp_path / "r") == metrics(tmp_path / "ref") and result(tmp_path / "r") == result(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("files", [{"metrics.jsonl": '{"iteration": 5, "loss": 1}\n'}, {"notes.txt": "mine"}])
+def test_a_folder_of_other_files_without_config_yaml_is_refused_and_left_alone(files, tmp_path, capsys):
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    assert run.main(_with(f"run_dir={folder}")) == 2
+    err = _error(capsys)
+    assert (f"{folder} holds metrics.jsonl but no config.yaml" if "metrics.jsonl" in files else
+            f"run_dir={folder} is not a run folder: it holds notes.txt and no config.yaml; choose a new or empty "
+            f"run_dir") in err
+    assert {p.name: p.read_text() for p in folder.iterdir()} == files
+
+
+def test_a_trainer_killed_before_config_yaml_leaves_a_folder_the_next_one_trains(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / ".lock").write_text("{}")
+    (folder / ".config.yaml.0a1b2c3d.tmp").write_text("half")
+    assert train([parse([*DONE, f"run_dir={folder}"])])[0]["status"] == "done"
+
+
+def test_run_dir_dot_in_a_folder_with_the_users_own_config_yaml_is_refused_without_advice_to_remove_it(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: resnet\nlearning_rate: 0.1\n")
+    (tmp_path / "train.py").write_text("print('mine')\n")
+    for args in (_with("run_dir=."), _with("run_dir=.", "dry_run=true")):
+        assert run.main(args) == 2
+        err = _error(capsys)
+        assert "run_dir=. is not a run folder: its config.yaml was not written by this package and it holds other " \
+               "files (train.py)" in err and "remove" not in err
+    assert (tmp_path / "config.yaml").read_text() == "model: resnet\nlearning_rate: 0.1\n"
+
+
+# 17. Every line a checkpoint covers is there after a resume; a restart from 0 keeps none of the old lines.
+
+class StopAtEvaluation(StopAtFirstEvaluation):
+    """A stop request that arrives once `folder` holds `lines` metrics lines."""
+
+    def __init__(self, folder, lines) -> None:
+        self.lines = lines
+        super().__init__(folder)
+
+    @property
+    def reason(self):
+        path = self.folder / "metrics.jsonl"
+        return "SIGTERM" if path.is_file() and len(path.read_text().splitlines()) >= self.lines else self._reason
+
+    @reason.setter
+    def reason(self, value) -> None:
+        self._reason = value
+
+
+def test_a_torn_covered_last_line_is_put_back_from_the_checkpoint(tmp_path, capsys):
+    train([parse([*DONE, f"run_dir={tmp_path / 'ref'}"])])
+    args = _paused(tmp_path / "r")
+    path = tmp_path / "r" / "metrics.jsonl"
+    path.write_text(path.read_text()[:-25])  # the checkpoint at 10 covers this line: torn by a node crash, say
+    capsys.readouterr()
+    assert run.main(args) == 0
+    assert "metrics.jsonl: its line of iteration 10 was torn or lost; put back from checkpoint.pt" in \
+           capsys.readouterr().out
+    assert metrics(tmp_path / "r") == metrics(tmp_path / "ref")
+
+
+def test_covered_lines_lost_otherwise_are_said(tmp_path, capsys):
+    folder = tmp_path / "r"
+    args = [*DONE, f"run_dir={folder}"]
+    assert train([parse(args)], StopAtEvaluation(folder, 2))[0]["iteration"] == 20
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    (folder / "metrics.jsonl").write_text(lines[1] + "\n")  # the line of iteration 10 edited away
+    capsys.readouterr()
+    assert run.main(args) == 0
+    assert "metrics.jsonl holds 1 of the 2 lines checkpoint.pt covers (up to iteration 20); the others were cut or " \
+           "edited away and are lost: the run goes on without them" in capsys.readouterr().out
+    assert [r["iteration"] for r in metrics(folder)] == [20, 30]
+
+
+def test_a_restart_from_iteration_0_keeps_no_probe_line_of_the_lost_run(tmp_path):
+    args = _paused(tmp_path / "r", "grad_probe_at=[0,30]")
+    assert [r["iteration"] for r in rf.read_jsonl(tmp_path / "r" / "probes.jsonl")] == [0]
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # lost: the run trains again from iteration 0
+    train([parse(args)])
+    assert [r["iteration"] for r in rf.read_jsonl(tmp_path / "r" / "probes.jsonl")] == [0, 30]
+
+
+# 18. status, the launcher and the report tell the same state.
+
+def test_a_cut_config_yaml_or_a_damaged_line_is_damaged_in_status_and_for_the_relaunch(tmp_path, monkeypatch,
+                                                                                       capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "seed=0,1,2", "sweep_dir=s", PAUSE]) == 75
+    assert run.main([*DONE, "seed=2", "sweep_dir=s"]) == 0  # seed 2 finished
+    names = [run_name(parse([*DONE, f"seed={s}"])) for s in range(3)]
+    config = Path("s") / names[0] / "config.yaml"
+    config.write_text("\n".join(config.read_text().splitlines()[:20]) + "\n")  # cut at a line: still YAML
+    for name in names[1:]:  # a paused run and a finished one with a damaged line
+        (tmp_path / "s" / name / "metrics.jsonl").write_text('{"epoch": 1}\n{"iteration": 30}\n')
+    capsys.readouterr()
+    assert status.main(["s"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "s: 3 runs: 0 done, 0 fail, 3 damaged"
+    assert out[1] == f"  damaged {names[0]}: {config} is damaged (cut or edited since the run wrote it: the checksum " \
+                     f"on its first line does not match): put back the run's config.yaml, or remove the folder to " \
+                     f"train the run again"
+    assert all(f"s/{n}/metrics.jsonl line 1 is damaged" in line for n, line in zip(names[1:], out[2:]))
+    assert run.main([*DONE, "seed=0,1,2", "sweep_dir=s"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("damaged, skipped: ") == 3 and "3 runs in s; 0 finished, 0 queued or running, 0 to run, " \
+                                                             "3 damaged" in captured.out
+
+
+# 19. One line for what the file system refuses, hostile pickles and bad tool input.
+
+def test_a_full_disk_when_the_lock_is_written_is_one_line(tmp_path, monkeypatch, capsys):
+    def full(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    assert run.main(_with(f"run_dir={tmp_path / 'r'}")) == 2
+    assert _error(capsys) == f"error: cannot write {tmp_path / 'r' / '.lock'} (No space left on device): free space " \
+                             f"(or fix the file system) and run the same command again\n"
+
+
+@pytest.mark.parametrize("key", ["run_dir", "sweep_dir"])
+def test_a_folder_past_the_name_limit_or_a_file_is_one_line(key, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("mine")
+    grid = ["seed=0,1"] if key == "sweep_dir" else []
+    for where in ("x" * 300, "file"):
+        assert run.main([*DONE, *grid, f"{key}={where}"]) == 2
+        err = _error(capsys)
+        assert ("File name too long" in err) if where != "file" else (f"{key}: file is a file, not a folder" in err)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_read_only_file_system_is_one_line_for_every_tool(tmp_path, monkeypatch, capsys):
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_mkdir(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.chdir(tmp_path)
+    train([parse([*DONE, f"run_dir={tmp_path / 'r'}", PAUSE])])
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    capsys.readouterr()
+    for main, args in ((run.main, _with(f"run_dir={tmp_path / 'r'}")), (run.main, [*DONE, "seed=0,1", "sweep_dir=s"]),
+                       (run.main, [*DONE, "seed=0,1", "sweep_dir=s", "launcher=local"]),
+                       (lr_find.main, [*DONE, "steps=3", "run_dir=f"]), (report.main, ["r", "--out", "out"])):
+        assert main(args) == 2, args
+        assert "Read-only file system" in _error(capsys)
+
+
+def test_status_on_a_job_record_without_its_launcher_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "s"
+    write_sweep(SweepRecord(folder, "s", runs=("a",)))
+    (folder / ".submitit").mkdir()
+    (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "runs": ["a"]}\n{"job_id": "8", "runs": []}\n')
+    assert status.main([str(folder)]) == 2
+    assert _error(capsys) == f"error: {folder / '.submitit' / 'jobs.jsonl'} line 1 is damaged (a job record needs " \
+                             f"job_id, launcher and runs); repair or delete that line and run again\n"
+
+
+def test_a_checkpoint_holding_code_is_named_without_torchs_advice_to_run_it(tmp_path, capsys):
+    args = _paused(tmp_path / "r")
+    evil = _Runs()
+    evil.marker = tmp_path / "ran"
+    torch.save({"model": evil}, tmp_path / "r" / "checkpoint.pt")
+    capsys.readouterr()
+    assert run.main(args) == 2
+    err = _error(capsys)
+    assert "checkpoint.pt is damaged (it holds objects besides tensors and plain data, which are not loaded: that " \
+           "would run its code)" in err and "weights_only" not in err and not evil.marker.exists()
+
+
+def test_layer_responses_on_an_unknown_device_is_one_line(tmp_path, capsys):
+    from resnet_ablate import layer_responses
+
+    _paused(tmp_path / "r")
+    capsys.readouterr()
+    assert layer_responses.main([str(tmp_path / "r"), "device=tpu"]) == 2
+    assert _error(capsys).startswith("error: unknown device 'tpu'")
+
+
+def test_a_batch_larger_than_a_folder_data_set_is_one_line(tmp_path, capsys):
+    data = _image_tree(tmp_path / "data", 0)  # 8 training images
+    args = ["dataset=folder", f"data_dir={data}", "image_size=8", "depth=8", "batch_size=16", "iterations=2",
+            "eval_every=2", "warmup_iters=0", "milestones=[]", f"run_dir={tmp_path / 'r'}"]
+    assert run.main(args) == 2
+    assert _error(capsys) == f"error: batch_size=16 is larger than the 8 training images of dataset=folder " \
+                             f"({data.resolve()}); use batch_size=8 or less\n"
+
+
+def test_a_dry_run_on_a_folder_another_process_trains_says_so(tmp_path, capsys):
+    args = _paused(tmp_path / "r")
+    fd = _hold_lock(tmp_path / "r")
+    try:
+        capsys.readouterr()
+        assert run.main([*args, "dry_run=true"]) == 0
+    finally:
+        os.close(fd)
+    assert capsys.readouterr().out == f"1 run in {tmp_path / 'r'}: being trained by another process (pid 4242 on " \
+                                      f"node7, SLURM job 99_1, since today): the same command is refused until it " \
+                                      f"ends; dry_run=true trains nothing\n"
+
+
+BROKEN_CUDA = """
+import warnings
+import torch
+
+def is_available():  # as torch on a machine whose CUDA driver fails: a warning, then False
+    warnings.warn("CUDA initialization: Unexpected error from cudaGetDeviceCount()", UserWarning)
+    return False
+
+torch.cuda.is_available = is_available
+"""
+
+
+def test_a_gpu_torch_cannot_start_is_one_line_with_torchs_reason_and_no_warning_above_it(tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(BROKEN_CUDA)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    proc = run_cli(*_with("device=cuda", f"run_dir={tmp_path / 'r'}"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: device=cuda but no CUDA GPU is available (torch: CUDA initialization: Unexpected " \
+                          "error from cudaGetDeviceCount()); use device=cpu or device=auto\n"

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, merged, metrics, result, run_cli
+from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli
 
 from resnet_ablate import status
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.folders.jobstate import ended_cause
 from resnet_ablate.folders.lock import holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 
@@ -92,6 +93,11 @@ def _wait(predicate, what: str, timeout: float = 240):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _sweep_folder(tmp_path, args):
+    """Where a command-line sweep of `args` with seed=0,1 (JOB's settings) goes by default."""
+    return tmp_path / "runs" / sweep_name([parse([*args, f"seed={s}", "fail_threshold=100"]) for s in (0, 1)])
+
+
 def _jobs(folder):
     return [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
 
@@ -102,7 +108,7 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "submitted 2 jobs" in proc.stdout
-    folder = tmp_path / "runs" / "sweep"
+    folder = _sweep_folder(tmp_path, TINY)
     jobs = _jobs(folder)
     array = jobs[0]["job_id"].split("_")[0]
     assert [j["job_id"] for j in jobs] == [f"{array}_0", f"{array}_1"] and all(j["launcher"] == "slurm" for j in jobs)
@@ -114,7 +120,7 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
     assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "2 runs in runs/sweep; 2 finished, 0 queued or running, 0 to run" in again.stdout
+    assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in again.stdout
     assert "submitted" not in again.stdout and _jobs(folder) == jobs
 
 
@@ -125,7 +131,7 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     args = merged(TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10")
     proc = run_cli(*args, "seed=0,1", *JOB, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    folder = tmp_path / "runs" / "sweep"
+    folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
     for run, job_id, command in zip(runs, ids, (["scontrol", "requeue"], ["scancel", "--signal=USR2"])):
@@ -157,7 +163,7 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = merged(TINY, "iterations=300", "milestones=[150]", "eval_every=10")
     assert run_cli(*args, "seed=0,1", *JOB, "max_retries=1", cwd=tmp_path).returncode == 0
-    folder = tmp_path / "runs" / "sweep"
+    folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
     os.kill(_trainer(runs[0]), signal.SIGKILL)
@@ -177,7 +183,58 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     assert "its log says: srun: error: " in reason and reason.endswith("resumable from its checkpoint: launch the "
                                                                       "sweep again")
     again = run_cli(*args, "seed=0,1", *JOB, "dry_run=true", cwd=tmp_path)
-    assert "2 runs in runs/sweep; 1 finished, 0 queued or running, 1 to run" in again.stdout
+    assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in again.stdout
+
+
+SLOW_SUBMIT = """
+import time
+import submitit
+
+submit = submitit.AutoExecutor.map_array
+
+def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
+    time.sleep(5)
+    return submit(self, *args, **kwargs)
+
+submitit.AutoExecutor.map_array = slow
+"""
+
+
+def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path, monkeypatch):
+    """Two launches of one sweep at the same moment, each taking 5 s to submit: the sweep folder's lock lets one
+    check and submit; the other is refused in one line, or (when it comes after) finds the jobs queued. One
+    array, two jobs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    args = [*TINY, "seed=0,1", *JOB, "sweep_dir=s"]
+    procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    jobs = _jobs(tmp_path / "s")
+    assert len(jobs) == 2 and len({j["job_id"].split("_")[0] for j in jobs}) == 1, outs
+    assert sum("submitted 2 jobs" in out for _, out, _ in outs) == 1, outs
+    for code, out, err in outs:
+        assert (code == 0 and ("submitted 2 jobs" in out or "0 finished, 2 queued or running, 0 to run" in out)) or \
+            (code == 2 and err.startswith("error: s is being launched by another process (pid ")), (code, out, err)
+    _wait(lambda: all(s == "done" for s, _ in status.run_states(tmp_path / "s").values()), "both runs to finish")
+
+
+def test_a_cancelled_job_is_called_cancelled(slurm, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = merged(TINY, "iterations=100000", "milestones=[50000]", "eval_every=10")
+    assert run_cli(*args, "seed=0,1", *JOB, "sweep_dir=s", cwd=tmp_path).returncode == 0
+    folder = tmp_path / "s"
+    job = _jobs(folder)[0]["job_id"]
+    run = folder / _jobs(folder)[0]["runs"][0]
+    _trainer(run)
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    _wait(lambda: status.run_states(folder)[run.name][0] == "crashed", "the cancelled job to be reported")
+    assert status.run_states(folder)[run.name][1].startswith(f"job {job} ended CANCELLED: cancelled (scancel)")
+    subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
+    _wait(lambda: not any(s in ("queued", "running") for s, _ in status.run_states(folder).values()), "the jobs to end")
+    _wait(_cluster_up, "the node to take jobs again")  # it completes the cancelled ones first
 
 
 def test_start_script_refuses_a_cluster_it_did_not_start(slurm, tmp_path):
@@ -269,6 +326,9 @@ esac
                                             "timed-out too many times.",
      ("paused", "job 9004 reached its time limit max_num_timeout times; launch the sweep again to resume (or raise "
                 "slurm.time)")),
+    ("9005", "CANCELLED", "'9005|CANCELLED by 0|0:0' '9005.batch|CANCELLED|0:15' '9005.0|CANCELLED|0:9'", None,
+     ("crashed", "job 9005 ended CANCELLED: cancelled (scancel); its log says: srun: error: vm: task 0: Killed; "
+                "resumable from its checkpoint: launch the sweep again")),
 ])
 def test_status_names_the_real_cause_of_a_job_end(job, state, rows, pickled, expected, tmp_path, monkeypatch):
     """The SLURM states of a killed, out-of-memory or timed-out job (sacct faked as SLURM 22.05 answers; each
@@ -281,6 +341,7 @@ def test_status_names_the_real_cause_of_a_job_end(job, state, rows, pickled, exp
     folder = tmp_path / "s"
     write_sweep(SweepRecord(folder, "s", runs=("a",)))
     (folder / "a").mkdir()
+    (folder / "a" / "config.yaml").write_text("depth: 20\n")
     (folder / "a" / "checkpoint.pt").write_bytes(b"a checkpoint")
     (folder / ".submitit").mkdir()
     (folder / ".submitit" / "jobs.jsonl").write_text(json.dumps({"job_id": job, "launcher": "slurm", "runs": ["a"]}))
@@ -290,5 +351,5 @@ def test_status_names_the_real_cause_of_a_job_end(job, state, rows, pickled, exp
         (folder / ".submitit" / f"{job}_0_result.pkl").write_bytes(pickle.dumps(("error", f"Traceback\n{pickled}\n")))
     assert status.run_states(folder) == {"a": expected}
     causes = {"9001": "killed by SIGKILL (the out-of-memory killer, or a kill -9)", "9002": "out of memory",
-              "9003": "time limit", "9004": "exit code 1"}
+              "9003": "time limit", "9004": "exit code 1", "9005": "cancelled (scancel)"}
     assert ended_cause(job) == causes[job]

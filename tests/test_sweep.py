@@ -86,7 +86,8 @@ def test_dry_run_lists_every_trial_and_writes_nothing(tmp_path, monkeypatch, cap
     assert run.main([*TINY, *SEARCH, "sweep.trials=7", "sweep.seed=3", "dry_run=true"]) == 0
     head, cost_line, *rows = capsys.readouterr().out.splitlines()
     assert cost_line.startswith("cost: 7 runs to train in 7 jobs")
-    assert "layout sweep, 7 random trials (seed 3)): 7 runs in runs/sweep; 0 finished" in head
+    assert "layout sweep, 7 random trials (seed 3)): 7 runs in runs/sweep_optim+lr_depth=8_dataset=synthetic_" \
+           "synthetic_size=64_iterations=30_milestones=20_warmup_iters=0_batch_size=8; 0 finished" in head
     assert len(rows) == 7 and all(r.split()[0] == "-" and "lr=" in r for r in rows)
     assert [r.split()[1] for r in rows] == [run_name(c) for c in expand(
         parse_launch([*SEARCH, "sweep.trials=7", "sweep.seed=3"]), TINY).cfgs]

@@ -143,3 +143,42 @@ def test_cli_runs_the_main_job_on_synthetic_data(tmp_path):
     assert "settings besides the defaults (all in config.yaml): depth=8 dataset=synthetic" in proc.stdout
     assert "it 30/30" in proc.stdout and "\r" not in proc.stdout
     assert (folder / "result.json").is_file()
+
+
+def _starting(proc) -> None:
+    """Wait until `proc` (a run CLI) catches SIGTERM or has loaded torch, whichever comes first: a signal sent
+    then arrives while it starts (torch takes it seconds more to import), before any training."""
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        caught = int(next(line.split()[1] for line in open(f"/proc/{proc.pid}/status") if line.startswith("SigCgt")),
+                     16)
+        if caught & (1 << (signal.SIGTERM - 1)) or "libtorch" in open(f"/proc/{proc.pid}/maps").read():
+            return
+        time.sleep(0.002)
+    raise AssertionError("the run did not start")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+def test_a_stop_signal_while_the_run_starts_pauses_it_with_exit_75(tmp_path, sig):
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *TINY, f"run_dir={tmp_path / 'r'}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    _starting(proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert f"stopped at iteration 1 ({sig.name}); checkpoint saved" in out and "Traceback" not in err
+
+
+def test_a_second_sigterm_while_a_stopped_run_exits_keeps_exit_75(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *merged(TINY, "iterations=100000"),
+                             "heartbeat_s=0", f"run_dir={tmp_path / 'r'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
+    _wait_for_lines(tmp_path / "r" / "metrics.jsonl", 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stdout:
+        if "stopped at iteration" in line:
+            break
+    while proc.poll() is None:  # more SIGTERMs while it writes its last lines and exits, as a scheduler may send
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    assert proc.returncode == 75, proc.stderr.read()

@@ -21,7 +21,8 @@ TIMED_OUT = "timed-out too many times"  # submitit's words when a job used up ma
 
 
 def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
-    """SLURM state (sacct, through submitit) of each SLURM job among `records`, by job id."""
+    """SLURM state (sacct, through submitit; squeue for a job sacct does not know yet) of each SLURM job among
+    `records`, by job id."""
     ids = sorted({r["job_id"] for r in records if r["launcher"] == "slurm"})
     if not ids or shutil.which("sacct") is None:
         return {}
@@ -29,7 +30,21 @@ def slurm_states(records: list[dict], folder: Path) -> dict[str, str]:
 
     jobs = [submitit.SlurmJob(folder=folder / SUBMITIT_DIR, job_id=i) for i in ids]
     jobs[0].watcher.update()  # one sacct call for all of them
-    return {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
+    states = {job.job_id: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0] for job in jobs}
+    unknown = [i for i, state in states.items() if state == "UNKNOWN"]
+    return {**states, **(_queued(unknown) if unknown else {})}
+
+
+def _queued(ids: list[str]) -> dict[str, str]:
+    """The states squeue (the controller itself) gives jobs sacct does not know yet: a job submitted a moment
+    ago reaches the accounting database later, and must not look like one that never ran (a second launch
+    would submit its runs again)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(ids)], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {job: state for job, _, state in (line.partition("|") for line in out.split()) if job in ids}
 
 
 def live_state(slurm_state: str) -> State | None:
@@ -49,7 +64,8 @@ def killed_by(number: int) -> str:
 
 def ended_cause(job_id: str) -> str:
     """Why a SLURM job that wrote no result ended, in words, from sacct's states and exit codes of the job and
-    its steps: out of memory, time limit, killed by a signal, cancelled, node failure, or an exit code."""
+    its steps: out of memory, time limit or cancelled (the job itself, by scancel: SLURM's own words, whatever
+    signal it used), else killed by a signal, node failure, or an exit code."""
     try:
         out = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State,ExitCode", "-P", "-n"], capture_output=True,
                              text=True, timeout=30).stdout
@@ -57,17 +73,17 @@ def ended_cause(job_id: str) -> str:
         return ""
     rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
     states = {state.split()[0] for _, state, _ in rows if state}
+    own = {state.split()[0] for step, state, _ in rows if state and "." not in step}  # the job's, not its steps'
     codes = [tuple(int(x) for x in code.split(":")) for _, _, code in rows if code.replace(":", "").isdigit()]
     signals = sorted({sig for _, sig in codes if sig}, key=lambda n: n != signal.SIGKILL)
-    if "OUT_OF_MEMORY" in states:
-        return "out of memory"
-    if "TIMEOUT" in states:
-        return "time limit"
+    for state, words, where in (("OUT_OF_MEMORY", "out of memory", states), ("TIMEOUT", "time limit", states),
+                                ("CANCELLED", "cancelled (scancel)", own)):
+        if state in where:  # before the signals: SLURM ends a cancelled or timed-out job with SIGTERM, SIGKILL
+            return words
     if signals:
         return killed_by(signals[0])
-    for state, words in (("NODE_FAIL", "node failure"), ("CANCELLED", "cancelled (scancel)")):
-        if state in states:
-            return words
+    if "NODE_FAIL" in states:
+        return "node failure"
     exits = sorted({code for code, _ in codes if code})
     return f"exit code {exits[-1]}" if exits else ""
 

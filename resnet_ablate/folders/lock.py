@@ -1,7 +1,8 @@
 """The run folder's lock, `.lock`: flock(2)ed while a process trains the folder (released by the kernel when it
 dies, so never stale) and holding its owner as JSON (pid, host, slurm_job, started); left in place after the
 run (removing it would race with the next trainer). The trainer takes it; status, the launcher and the report
-only ask who holds it."""
+only ask who holds it. A sweep folder has one too, the launcher's (`sweepfolder.launching`), held while a
+launch checks what is to run and records what it submits."""
 from __future__ import annotations
 
 import fcntl
@@ -10,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..registry import UsageError
 
@@ -48,12 +49,16 @@ class FolderLock:
         self.fd, self.folder = fd, folder
 
     @classmethod
-    def acquire(cls, folder: Path) -> FolderLock:
+    def acquire(cls, folder: Path, busy: Callable[[str], str] | None = None) -> FolderLock:
+        """The lock of `folder`; Busy with `busy(the owner in words)` (default: the trainer's line) when another
+        process holds it."""
+        busy = busy or (lambda who: f"{folder} is being trained by another process ({who}): wait for it to end, "
+                                    f"or stop it; the same command then resumes the run")
         path = folder / LOCK
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise UsageError(f"cannot create {path} ({e.strerror}): the run folder must be writable") from e
+            raise UsageError(f"cannot create {path} ({e.strerror}): the folder must be writable") from e
         for attempt in range(LOCK_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,15 +66,19 @@ class FolderLock:
             except BlockingIOError:
                 if attempt == LOCK_TRIES - 1:
                     os.close(fd)
-                    raise Busy(f"{folder} is being trained by another process ({describe(holder(folder) or {})}): "
-                               f"wait for it to end, or stop it; the same command then resumes the run") from None
+                    raise Busy(busy(describe(holder(folder) or {}))) from None
                 time.sleep(0.05)
             except OSError as e:  # a file system without flock (e.g. Lustre mounted noflock)
-                print(f"warning: cannot lock {path} ({e.strerror}); nothing stops a second trainer of this folder",
-                      flush=True)
+                print(f"warning: cannot lock {path} ({e.strerror}); nothing stops a second process from taking this "
+                      f"folder", flush=True)
                 break
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner()) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(owner()) + "\n").encode(), 0)
+        except OSError as e:  # a full disk, a quota, a file system gone read-only
+            os.close(fd)
+            raise UsageError(f"cannot write {path} ({e.strerror}): free space (or fix the file system) and run the "
+                             f"same command again") from e
         return cls(fd, folder)
 
     def release(self) -> None:

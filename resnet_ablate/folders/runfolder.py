@@ -1,6 +1,9 @@
 """The run folder, the only interface between training and everything after it (launcher, status, report):
 
-    config.yaml      resolved config, written at start; every reuse of the folder is checked against it
+    config.yaml      resolved config, written at start; every reuse of the folder is checked against it. Its
+                     first line is a comment holding a checksum of the rest (`config_text`), so a cut or
+                     edited file reads as damaged without the registries; one without that line (older, or
+                     made by hand) is read as it is
     metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
     probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
     responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:
@@ -14,7 +17,12 @@ Where a run stands follows from these files (`folder_state`; the words are `stat
 done or fail; without one it is running while the lock is held, else paused when it has a checkpoint (the next
 run of the same command resumes it) and not started when it has none.
 Files are created with the process's umask (as any file), so teammates on a shared file system can read them.
-Temp files of atomic writes are `.<file>.<random>.tmp`; a killed writer's are removed by the next trainer.
+Temp files of atomic writes are `.<file>.<8 hex digits>.tmp` (`TEMP`); a killed writer's are removed by the next
+trainer, and nothing else is.
+
+A folder holding files but no config.yaml is not a run folder (`check_run_folder`): damaged when some are run
+files (a checkpoint without its settings), another tool's otherwise; the lock and temp files a trainer killed
+before it wrote config.yaml leaves do not count.
 
 Damaged state is one UsageError naming the file and what to do (`Damaged`), never a silent repair: a torn
 last line of a .jsonl file is what a kill leaves and is dropped; any other unreadable line is an error and
@@ -23,8 +31,10 @@ the file is left as it is.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -33,13 +43,17 @@ from typing import Any, Callable, IO
 import yaml
 
 from ..registry import UsageError, first_line
-from .lock import holder
+from .lock import LOCK, holder
 from .states import FINISHED, State
 
 CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
 RESPONSES = "responses.json"
 # The run files, once: a folder holding any of them is a run folder (the report finds runs by them)
 RUN_FILES = (CONFIG, METRICS, PROBES, RESPONSES, CHECKPOINT, RESULT)
+TRACKER_DIRS = ("tensorboard", "wandb")  # what logger=tensorboard|wandb add to a run folder
+TEMP_BYTES = 4  # random bytes in a temp file's name, as hex digits: `.<file>.<8 hex digits>.tmp`
+TEMP = re.compile(rf"\.(?P<file>.+)\.[0-9a-f]{{{2 * TEMP_BYTES}}}\.tmp")
+CONFIG_HEADER = "# resnet_ablate run settings; sha256 of the lines below: "
 _YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -49,7 +63,7 @@ class Damaged(UsageError):
 
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new temp file beside `path` (mode 0666 less the umask), as (fd, path)."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(TEMP_BYTES)}.tmp"
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
@@ -156,14 +170,11 @@ def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     return rows
 
 
-def truncate_jsonl(path: Path, last_iteration: int) -> None:
-    """Drop lines written after `last_iteration` (by a run killed after its last checkpoint), and a torn last
-    line; the file is rewritten only when that changes it."""
-    if not path.is_file():
-        return
-    rows = [r for r in read_jsonl(path) if r["iteration"] <= last_iteration]
+def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
+    """Make a .jsonl file hold exactly `rows` (lines past a checkpoint dropped, a torn last line dropped, a
+    line the checkpoint kept put back); the file is rewritten only when that changes it."""
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    if text != path.read_text(errors="replace"):
+    if text != (path.read_text(errors="replace") if path.is_file() else ""):
         write_text(path, text)
 
 
@@ -192,10 +203,29 @@ def read_result(folder: Path) -> dict | None:
     return result
 
 
+def config_text(body: str) -> str:
+    """config.yaml's text: `body` (the resolved config as YAML) under a comment line holding its checksum."""
+    return f"{CONFIG_HEADER}{_checksum(body)}\n{body}"
+
+
+def _checksum(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def written_by_package(folder: Path) -> bool:
+    """Whether the folder's config.yaml starts with the checksum line the package writes (a trainer, lr_find)."""
+    try:
+        with open(folder / CONFIG, errors="replace") as f:
+            return f.readline().startswith(CONFIG_HEADER)
+    except OSError:
+        return False
+
+
 def read_config_mapping(folder: Path) -> dict[str, Any] | None:
     """config.yaml as plain data (PyYAML's safe loader: no torch, no registries), None when there is none;
-    Damaged when it is empty, not YAML or not a mapping. Checking its keys and values against the registries
-    is `training/writer.read_config`'s, which every training command does."""
+    Damaged when it is empty, not YAML, not a mapping, or not what its checksum line says (cut or edited).
+    Checking its keys and values against the registries is `training/writer.read_config`'s, which every
+    training command does."""
     path = folder / CONFIG
     if not path.is_file():
         return None
@@ -206,6 +236,10 @@ def read_config_mapping(folder: Path) -> dict[str, Any] | None:
         raise _damaged_config(path, f"not valid YAML: {first_line(e)}") from e
     if not isinstance(data, dict):
         raise _damaged_config(path, "not a mapping" if text.strip() else "empty file")
+    first, _, body = text.partition("\n")
+    if first.startswith(CONFIG_HEADER) and first.removeprefix(CONFIG_HEADER).strip() != _checksum(body):
+        raise _damaged_config(path, "cut or edited since the run wrote it: the checksum on its first line does not "
+                                    "match")
     return data
 
 
@@ -214,13 +248,46 @@ def _damaged_config(path: Path, problem: str) -> Damaged:
                    f"the run again")
 
 
+def contents(folder: Path) -> list[str]:
+    """The names in a folder but the lock and the temp files of atomic writes (what a trainer killed before it
+    wrote config.yaml may leave), sorted; [] for a folder that does not exist."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n != LOCK and TEMP.fullmatch(n) is None)
+
+
+def missing_config(folder: Path, names: list[str]) -> Damaged | None:
+    """Damaged for a folder holding run files (`names`: its contents) but no config.yaml, else None."""
+    found = [n for n in names if n in RUN_FILES]
+    if CONFIG in names or not found:
+        return None
+    return Damaged(f"{folder} holds {', '.join(found)} but no {CONFIG}: put back the run's {CONFIG}, or remove the "
+                   f"folder to train the run again")
+
+
+def check_readable(folder: Path) -> dict | None:
+    """Every file of a run folder that says where it stands read as what it should be: config.yaml (present
+    beside run files, and sound), result.json, the metrics and probe lines; result.json's contents (None
+    without one). Damaged naming the first that is not."""
+    missing = missing_config(folder, contents(folder))
+    if missing is not None:
+        raise missing
+    read_config_mapping(folder)
+    result = read_result(folder)
+    for name in (METRICS, PROBES):
+        read_jsonl(folder / name)
+    return result
+
+
 def folder_state(folder: Path) -> tuple[State, str]:
     """Where a run stands by its folder alone (a sweep's job records may say more, `jobstate.job_state`), with
     fail's reason and damaged's line: done or fail (result.json), running (its lock is held), paused (a
-    checkpoint), else not started; damaged when result.json or config.yaml cannot be read."""
+    checkpoint), else not started; damaged when a file that says so cannot be read (`check_readable`), as the
+    next launch and the report find it."""
     try:
-        result = read_result(folder)
-        read_config_mapping(folder)
+        result = check_readable(folder)
     except Damaged as e:
         return State.DAMAGED, str(e)
     if result is not None:
@@ -241,8 +308,9 @@ def create_folder(folder: Path, key: str = "run_dir") -> None:
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the temp files killed writers left (call with the folder's lock held); returns them."""
-    stale = [p for name in RUN_FILES for p in folder.glob(f".{name}.*")]
+    """Delete the temp files killed writers of run files left, exactly those (`TEMP`: an editor's swap file
+    is not one); call with the folder's lock held. Returns them."""
+    stale = [folder / n for n in os.listdir(folder) if (m := TEMP.fullmatch(n)) and m["file"] in RUN_FILES]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

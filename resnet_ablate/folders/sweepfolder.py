@@ -4,23 +4,29 @@
     sweep.yaml               written at each launch: name, layout, budget, command, git_commit, launcher,
                              created, method (grid | random; random adds trials, seed, search), runs
     <run name>/              one run folder per run (runfolder.py's format)
+    .lock                    the launcher's lock (`launching`), held while a launch checks what is to run and
+                             records what it starts (an inline or local launch: until its runs end)
     .submitit/               submitit's pickles and logs (launcher=local|slurm|debug), read by `jobstate.py`
     .submitit/jobs.jsonl     one line per submitted job: job_id, launcher, runs (the run names it trains)
 
 `layout` names the report layout the runs feed (one of LAYOUTS, or null). sweep.yaml is read with PyYAML's
-safe loader here and nowhere else; a folder without it is not a sweep folder.
+safe loader here and nowhere else; a folder without it is not a sweep folder. A launch into a sweep folder adds
+its runs to those sweep.yaml lists (a relaunch with more seeds or trials extends the sweep, and none is
+forgotten); a launch of another sweep (another name, budget, method or layout) is refused (`check_same_sweep`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 from ..registry import UsageError, first_line, unknown
 from . import runfolder as rf
+from .lock import FolderLock
 
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
 LAYOUTS = ("table1", "table2", "table3", "depth", "degradation", "gradnorm", "recipe_gap", "sweep")
@@ -59,15 +65,47 @@ class SweepRecord:
 
 
 def write_sweep(record: SweepRecord) -> None:
-    """sweep.yaml in the record's folder (created if needed); `created` is now when left empty."""
-    record.folder.mkdir(parents=True, exist_ok=True)
+    """sweep.yaml in the record's folder (created if needed): the record, with the runs an earlier launch into
+    the folder listed (first) and its `created` kept; `created` is now for a new one."""
+    rf.create_folder(record.folder, "sweep_dir")
+    before = read_sweep(record.folder) if (record.folder / SWEEP_FILE).is_file() else None
     data = {k: v for k, v in asdict(record).items() if k != "folder"}
-    data["created"] = data["created"] or datetime.datetime.now().isoformat(timespec="seconds")
-    data["runs"] = list(record.runs)
+    data["created"] = (before.created if before else "") or data["created"] or \
+        datetime.datetime.now().isoformat(timespec="seconds")
+    data["runs"] = list(dict.fromkeys([*(before.runs if before else ()), *record.runs]))
     if record.method != "random":
         for key in ("trials", "seed", "search"):
             del data[key]
     rf.write_text(record.folder / SWEEP_FILE, yaml.safe_dump(data, sort_keys=False))
+
+
+def check_same_sweep(record: SweepRecord) -> None:
+    """Refuse to launch `record` into a folder whose sweep.yaml holds another sweep (name, budget, method or
+    layout differ), or one that cannot be read."""
+    if not (record.folder / SWEEP_FILE).is_file():
+        return
+    try:
+        before = read_sweep(record.folder)
+    except SweepFileError as e:
+        raise SweepFileError(f"{e}; delete it (the launch writes it again) or choose another sweep_dir") from e
+    mine, theirs = ((r.name, r.budget, r.method, r.layout) for r in (record, before))
+    if mine != theirs:
+        raise UsageError(f"sweep_dir={record.folder} holds another sweep ({before.label()}, method {before.method}); "
+                         f"this one is {record.label()}, method {record.method}: choose another sweep_dir")
+
+
+@contextlib.contextmanager
+def launching(folder: Path) -> Iterator[None]:
+    """Hold the sweep folder's lock (created with the folder) for the block: one launch at a time checks what
+    is to run and records what it starts; another is refused in one line naming the owner."""
+    rf.create_folder(folder, "sweep_dir")
+    lock = FolderLock.acquire(folder, lambda who: f"{folder} is being launched by another process ({who}): wait "
+                                                  f"for it to end (an inline or local launch trains its runs first), "
+                                                  f"then launch again")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def read_sweep(folder: Path) -> SweepRecord:
@@ -106,6 +144,13 @@ def append_job(folder: Path, job_id: str, launcher: str, runs: list[str]) -> Non
 
 
 def latest_jobs(folder: Path) -> dict[str, dict]:
-    """Each run's most recent job record (job_id, launcher, runs) from .submitit/jobs.jsonl."""
-    return {run: record for record in rf.read_jsonl(folder / SUBMITIT_DIR / JOBS_FILE, required="runs")
-            for run in record["runs"]}
+    """Each run's most recent job record (job_id, launcher, runs) from .submitit/jobs.jsonl; Damaged naming the
+    line of a record without them."""
+    path = folder / SUBMITIT_DIR / JOBS_FILE
+    records = rf.read_jsonl(path, required="runs")
+    for number, record in enumerate(records, 1):
+        if not (isinstance(record.get("job_id"), str) and isinstance(record.get("launcher"), str)
+                and isinstance(record["runs"], list) and all(isinstance(r, str) for r in record["runs"])):
+            raise rf.Damaged(f"{path} line {number} is damaged (a job record needs job_id, launcher and runs); "
+                             f"repair or delete that line and run again")
+    return {run: record for record in records for run in record["runs"]}

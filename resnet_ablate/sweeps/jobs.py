@@ -19,7 +19,7 @@ from ..folders.jobstate import killed_by, last_line
 from ..folders.sweepfolder import SUBMITIT_DIR, append_job
 from ..registry import UsageError, first_line
 from ..training.config import Config, run_name
-from ..training.signals import StopRequest
+from ..training.signals import StopRequest, passes_on
 from ..training.trainer import train
 from .settings import Launch
 
@@ -81,15 +81,17 @@ class SweepJob(submitit.helpers.Checkpointable):
                 print(f"{type(e).__name__}: {first_line(e)}; retry {crashes} of {self.max_retries}, from the "
                       f"checkpoints", file=sys.stderr, flush=True)
                 continue
-            if not callable(replaced.get(stop.reason or "")):
+            if not passes_on(replaced.get(stop.reason or "")):
                 return summaries
             signal.raise_signal(signal.Signals[stop.reason])  # type: ignore[misc]
 
 
 def _train_child(conn: Any, cfgs: list[Config]) -> None:
-    """The child of an isolated job: train, and send back ('ok', summaries), ('usage', line) or ('crash', line)."""
+    """The child of an isolated job: say ('ready', None) once it listens for stop signals, train, and send back
+    ('ok', summaries), ('usage', line) or ('crash', line)."""
     stop = StopRequest()
     stop.install()
+    conn.send(("ready", None))
     try:
         conn.send(("ok", train(cfgs, stop)))
     except UsageError as e:
@@ -103,25 +105,26 @@ def _train_child(conn: Any, cfgs: list[Config]) -> None:
 
 def train_isolated(cfgs: list[Config], stop: StopRequest) -> list[dict]:
     """`train(cfgs)` in a fresh child process (spawned: no CUDA or thread state inherited), forwarding the
-    stop signal this process receives; the child's UsageError is raised here, and a crash or a kill is
-    ChildCrashed."""
+    stop signal this process receives once the child listens for it (a signal while it imports would kill it);
+    the child's UsageError is raised here, and a crash or a kill is ChildCrashed."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_train_child, args=(send, cfgs), name="resnet_ablate-train")
     child.start()
     send.close()
-    message, forwarded, closed = None, None, False
+    message, forwarded, closed, ready = None, None, False, False
     while not closed:  # until the child closes its end: after its message, or by dying
         if receive.poll(0.2):
             try:
                 message = receive.recv()
+                ready = ready or message[0] == "ready"
             except EOFError:
                 closed = True
-        if stop.reason in ("SIGTERM", "SIGUSR2") and stop.reason != forwarded and child.is_alive():
+        if ready and stop.reason in ("SIGTERM", "SIGUSR2") and stop.reason != forwarded and child.is_alive():
             os.kill(child.pid, signal.Signals[stop.reason])
             forwarded = stop.reason
     child.join()
-    if message is None:
+    if message is None or message[0] == "ready":
         raise ChildCrashed(_death(child.exitcode))
     kind, value = message
     if kind == "usage":
@@ -146,11 +149,16 @@ def _trainer_signals(stop: StopRequest) -> Iterator[dict[str, Any]]:
         yield {name: h for name, h in replaced.items() if name != "SIGINT"}
 
 
-def executor(launch: Launch, folder: Path) -> submitit.AutoExecutor:
-    """submitit's AutoExecutor for launcher=local|slurm|debug with the launch's parameters."""
+def check_launcher(launch: Launch) -> None:
+    """Before a launch takes its sweep folder: launcher=slurm needs sbatch on PATH."""
     if launch.launcher == "slurm" and shutil.which("sbatch") is None:
         raise UsageError("launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node "
                          "(or start a local cluster with slurm/start-local-slurm.sh)")
+
+
+def executor(launch: Launch, folder: Path) -> submitit.AutoExecutor:
+    """submitit's AutoExecutor for launcher=local|slurm|debug with the launch's parameters."""
+    check_launcher(launch)
     ex = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR, cluster=launch.launcher,
                                slurm_max_num_timeout=launch.max_num_timeout,
                                local_max_num_timeout=launch.max_num_timeout)

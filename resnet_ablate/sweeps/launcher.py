@@ -3,6 +3,8 @@ settings, expands the runs (`specs`), skips what is finished or still queued, wr
 sweep.yaml, and trains the rest in this process or submits them through submitit (`jobs`)."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,14 +14,16 @@ from omegaconf import OmegaConf
 from ..cli import EXIT_CRASHED, EXIT_PAUSED, EXIT_USAGE
 from ..folders import runfolder as rf
 from ..folders.jobstate import live_state, slurm_states
+from ..folders.kinds import check_run_folder, check_sweep_folder
 from ..folders.lock import describe, holder
 from ..folders.states import State, tally
-from ..folders.sweepfolder import latest_jobs, write_sweep
+from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
 from ..registry import UsageError, closest, unknown
 from ..training.config import Config, fields, run_dir, run_name
 from ..training.runtime import prepare_inputs
+from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
-from .jobs import RunCrashed, SweepJob, executor, outcome, record_jobs
+from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
@@ -49,11 +53,14 @@ def parse_launch(overrides: list[str]) -> Launch:
         raise unknown("sweep.method", launch.sweep.method, METHODS)
     if launch.launcher not in LAUNCHERS:
         raise unknown("launcher", launch.launcher, LAUNCHERS)
-    for name in ("array_parallelism", "runs_per_job"):
+    for name in ("array_parallelism", "runs_per_job", "max_runs"):
         if getattr(launch, name) < 1:
             raise UsageError(f"{name}={getattr(launch, name)} must be at least 1")
     if launch.sweep.trials < 0:
         raise UsageError(f"sweep.trials={launch.sweep.trials} must be at least 0")
+    if launch.sweep_dir.startswith("~"):
+        raise UsageError(f"sweep_dir={launch.sweep_dir}: the shell did not expand '~' here; write the path out, e.g. "
+                         f"sweep_dir={os.path.expanduser(launch.sweep_dir)}")
     if launch.launcher == "slurm":
         launch.slurm = load_profile(launch.profile, [o for o in overrides if key_of(o).startswith("slurm.")])
     return launch
@@ -76,15 +83,18 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
     return OmegaConf.to_object(conf)  # type: ignore[return-value]
 
 
-def result_state(cfg: Config, quiet: bool = False) -> State | None:
-    """done or fail for a run whose folder holds it finished with these settings, damaged for a folder whose
-    result.json or config.yaml cannot be read (said on stderr unless `quiet`), else None. A folder of other
-    settings is refused; one trained from another data_dir or init file is left to the trainer, which compares
-    the data themselves."""
-    folder = run_dir(cfg)
+def result_state(cfg: Config, quiet: bool = False, folder: Path | None = None) -> State | None:
+    """done or fail for a run whose folder holds it finished with these settings, damaged for a folder with a
+    file that cannot be read (as `status` and the report find it; said on stderr unless `quiet`), else None.
+    A folder of other settings, or another tool's, is refused; one trained from another data_dir or init file
+    is left to the trainer, which compares the data themselves. `folder`: the run's, when known (run_dir(cfg))."""
+    folder = folder or run_dir(cfg)
+    if not os.path.isdir(folder):
+        return None
     try:
+        check_run_folder(folder)
         check_settings(folder, cfg)
-        result = rf.read_result(folder)
+        result = rf.check_readable(folder)
         saved = read_config(folder)
     except rf.Damaged as e:
         if not quiet:
@@ -99,12 +109,26 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
     """Expand, report what is finished, and run or submit the rest; the exit code of `cli.py` (1 when a run
     crashed in a waited-for job, 75 when runs were stopped before their end)."""
     launch = parse_launch(launch_overrides)
+    if launch.launcher in ("local", "slurm"):
+        release_stop_signals()  # this process submits and waits, its jobs train: a SIGTERM ends it as any process
     plan = expand(launch, run_overrides)
     for note in plan.notes:
         print(note, flush=True)
-    states = {run_name(c): result_state(c) for c in plan.cfgs}
-    live = _live_runs(plan.folder, [c for c in plan.cfgs if states[run_name(c)] is None])
-    todo = [c for c in plan.cfgs if states[run_name(c)] is None and run_name(c) not in live]
+    record = plan.record(command, launch.launcher)
+    check_sweep_folder(record)
+    if not launch.dry_run:
+        check_launcher(launch)
+    with contextlib.nullcontext() if launch.dry_run else launching(plan.folder):
+        return _launch(launch, plan, record, command)
+
+
+def _launch(launch: Launch, plan: SweepPlan, record: SweepRecord, command: str) -> int:
+    """The launch proper, holding the sweep folder's lock (but for a dry run, which writes nothing): what is
+    finished, live or damaged, then run or submit the rest and record the jobs."""
+    runs = dict(zip(record.runs, plan.cfgs))  # by name, computed once (a name takes 0.1 ms, a sweep has thousands)
+    states = {name: result_state(c, folder=plan.folder / name) for name, c in runs.items()}
+    live = _live_runs(plan.folder, [name for name, state in states.items() if state is None])
+    todo = [c for name, c in runs.items() if states[name] is None and name not in live]
     _announce(launch, plan, states, live, todo)
     print(cost_line(todo, launch), flush=True)
     damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0
@@ -115,13 +139,13 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
         return 0
     prepare_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
-    write_sweep(plan.record(command, launch.launcher))
+    write_sweep(record)
     batches = pack(todo, launch.runs_per_job)
     if not batches:
-        return _summary(plan, {}, live, command) or damaged
+        return _summary(plan, runs, {}, live, command) or damaged
     job = SweepJob(launch.max_retries, isolate=launch.launcher in ("local", "slurm"))
     if executor_ is None:
-        return _summary(plan, _run_inline(job, batches), live, command) or damaged
+        return _summary(plan, runs, _run_inline(job, batches), live, command) or damaged
     if launch.launcher == "slurm":
         jobs = executor_.map_array(job, batches)
         record_jobs(plan.folder, launch.launcher, jobs, batches)
@@ -134,7 +158,7 @@ def launch_main(launch_overrides: list[str], run_overrides: list[str], command: 
         jobs = executor_.map_array(job, wave)
         record_jobs(plan.folder, launch.launcher, jobs, wave)
         crashed.update(_crashes([outcome(j) for j in jobs], wave))
-    return _summary(plan, crashed, live, command) or damaged
+    return _summary(plan, runs, crashed, live, command) or damaged
 
 
 def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], live: dict[str, tuple[State, str]],
@@ -153,7 +177,7 @@ def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], 
               "nets takes days per run; slurm.gpus_per_task=1 (slurm/default.yaml) gives each job a GPU", flush=True)
 
 
-def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, tuple[State, str]]:
+def _live_runs(folder: Path, unfinished: list[str]) -> dict[str, tuple[State, str]]:
     """Runs that are live, with that state (queued or running) and it in words: trained now by any process (the
     folder's lock is held; whatever launched it: 'running (pid ...)'), or whose latest SLURM job is still queued
     or running. Never started twice."""
@@ -161,10 +185,10 @@ def _live_runs(folder: Path, unfinished: list[Config]) -> dict[str, tuple[State,
     states = slurm_states(list(latest.values()), folder)
     live = {run: (state, str(state)) for run, r in latest.items()
             if (state := live_state(states.get(r["job_id"], ""))) is not None}
-    for cfg in unfinished:
-        who = holder(run_dir(cfg))
+    for name in unfinished:
+        who = holder(folder / name)
         if who is not None:
-            live[run_name(cfg)] = State.RUNNING, f"running ({describe(who)})"
+            live[name] = State.RUNNING, f"running ({describe(who)})"
     return live
 
 
@@ -189,12 +213,13 @@ def _crashes(outcomes: list[str | None], batches: list[list[Config]]) -> dict[st
     return {run_name(c): reason for reason, batch in zip(outcomes, batches) if reason for c in batch}
 
 
-def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, tuple[State, str]], command: str) -> int:
+def _summary(plan: SweepPlan, runs: dict[str, Config], crashed: dict[str, str], live: dict[str, tuple[State, str]],
+             command: str) -> int:
     """Print the crashed runs and the sweep's one summary line (how many runs are in each state, what to run
     next); return the exit code: 1 if a run crashed, 75 if some are to run (and not live), else 0."""
     for name, reason in crashed.items():
         print(f"crashed: {name}: {reason}", file=sys.stderr)
-    states = [_where(cfg, crashed, live) for cfg in plan.cfgs]
+    states = [_where(name, cfg, plan.folder / name, crashed, live) for name, cfg in runs.items()]
     if any(s.to_run for s in states):
         after = f"run the same command again to resume: {command}"
     elif any(s.live for s in states):
@@ -205,17 +230,17 @@ def _summary(plan: SweepPlan, crashed: dict[str, str], live: dict[str, tuple[Sta
     return EXIT_CRASHED if State.CRASHED in states else EXIT_PAUSED if any(s.to_run for s in states) else 0
 
 
-def _where(cfg: Config, crashed: dict[str, str], live: dict[str, tuple[State, str]]) -> State:
-    """Where a run stands after a launch: done, fail or damaged (its folder), crashed (its job, in this
-    launch), queued or running (a live job), paused (a checkpoint) or not started."""
-    state = result_state(cfg, quiet=True)
+def _where(name: str, cfg: Config, folder: Path, crashed: dict[str, str], live: dict[str, tuple[State, str]]) -> State:
+    """Where run `name` (in `folder`) stands after a launch: done, fail or damaged (its folder), crashed (its job,
+    in this launch), queued or running (a live job), paused (a checkpoint) or not started."""
+    state = result_state(cfg, quiet=True, folder=folder)
     if state is not None:
         return state
-    if run_name(cfg) in crashed:
+    if name in crashed:
         return State.CRASHED
-    if run_name(cfg) in live:
-        return live[run_name(cfg)][0]
-    return State.PAUSED if (run_dir(cfg) / rf.CHECKPOINT).is_file() else State.NOT_STARTED
+    if name in live:
+        return live[name][0]
+    return State.PAUSED if (folder / rf.CHECKPOINT).is_file() else State.NOT_STARTED
 
 
 def command_line(argv: list[str]) -> str:

@@ -60,6 +60,8 @@ class Launch:
     budget: str = opt("full", "full, or a reduced budget the spec names (fewer iterations/seeds)", "launcher")
     dry_run: bool = opt(False, "print the expanded runs and which are finished; submit nothing", "launcher")
     sweep_dir: str = opt("", "sweep folder; empty = <runs_root>/<ablation or sweep>[_<budget>]", "launcher")
+    max_runs: int = opt(10_000, "refuse a sweep of more runs than this (counted before it is expanded: a typo in a "
+                        "list or sweep.trials is one line, not minutes of expanding)", "launcher")
     array_parallelism: int = opt(16, "jobs running at once (SLURM array %N; local: jobs per wave)", "launcher")
     runs_per_job: int = opt(1, "runs trained together in one job (only runs sharing the lockstep settings "
                             f"{', '.join(LOCKSTEP)})", "launcher")

@@ -10,7 +10,6 @@ grid axes.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -26,15 +25,16 @@ from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
-from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from ..training.wide import wide_key
+from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
+from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
 from .settings import Launch, as_text, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")
 BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
-FOLDER_KEYS = ("run_dir", "sweep_dir")  # one run's folder, the sweep's folder: never per run of a sweep
+FOLDER_KEYS = ("run_dir", "sweep_dir", "runs_root")  # folders: the sweep's is given once, on the command line
 
 
 def sweep_values(value: str) -> list[str]:
@@ -239,11 +239,13 @@ class SweepPlan:
     cfgs: list[Config]
     search: dict[str, Any] = field(default_factory=dict)  # random: method, trials, seed and the distributions
     notes: list[str] = field(default_factory=list)  # settings ignored (another shortcut's parameters), once each
+    names: list[str] = field(default_factory=list)  # the runs' folder names, as cfgs (computed once: run_name)
 
     def record(self, command: str, launcher: str) -> SweepRecord:
         """The sweep.yaml this launch writes."""
         random = self.search or {"method": "grid"}
-        return SweepRecord(self.folder, self.name, self.layout, self.budget, tuple(run_name(c) for c in self.cfgs),
+        return SweepRecord(self.folder, self.name, self.layout, self.budget,
+                           tuple(self.names or (run_name(c) for c in self.cfgs)),
                            command, rf.git_commit(), launcher, method=random["method"],
                            trials=random.get("trials", 0), seed=random.get("seed", 0), search=random.get("search", {}))
 
@@ -255,28 +257,31 @@ def expand(launch: Launch, run_overrides: list[str]) -> SweepPlan:
         raise UsageError(f"budget={launch.budget} needs an ablation= spec that defines it")
     if any(key_of(o) == "run_dir" for o in run_overrides):
         raise UsageError("run_dir names one run's folder; a sweep puts its runs under sweep_dir= (or runs_root=)")
+    search = random_search(launch, spec, run_overrides)
+    grid = axes(run_overrides)
+    check_list_axes(grid)
+    check_size(spec, launch.budget, search.get("trials", 0), grid, launch.max_runs)  # before anything is built
     base = spec.runs(launch.budget) if spec else [[]]
     for key in (key_of(o) for overrides in base for o in overrides if key_of(o) in FOLDER_KEYS):
-        raise UsageError(f"{spec.path}: {key} may not be set in a spec (its runs would share one folder); "
-                         f"give sweep_dir= on the command line instead")
-    for overrides in base:
-        _parse_from(spec, overrides)
-    search = random_search(launch, spec, run_overrides)
+        raise UsageError(f"{spec.path}: {key} may not be set in a spec (a sweep's runs all live in its sweep "
+                         f"folder); give sweep_dir= on the command line instead")
+    _parse_from(spec, base)
     points = draw_trials(search["search"], search["trials"], search["seed"]) if search else [{}]
-    cfgs, notes = {}, []
-    for overrides, point, combo in itertools.product(base, points, itertools.product(*axes(run_overrides))):
-        cfg = parse([*overrides, *(f"{k}={v}" for k, v in point.items()), *combo], notes)
-        cfgs.setdefault(run_name(cfg), cfg)
+    notes: list[str] = []
+    runs = [[*overrides, *(f"{k}={v}" for k, v in point.items()), *combo]
+            for overrides, point, combo in itertools.product(base, points, itertools.product(*grid))]
+    named = check_collisions(parse_runs(runs, notes))
+    cfgs = list(named.values())
     if not cfgs:
         raise UsageError(f"{spec.path if spec else 'the command line'}: empty grid (a list of variants, grid "
                          f"values or seeds is empty); nothing to run")
     name = spec.name if spec else "sweep"
-    first = next(iter(cfgs.values()))
-    folder = Path(launch.sweep_dir or Path(first.runs_root) / (name if launch.budget == "full"
-                                                                else f"{name}_{launch.budget}"))
-    runs = [dataclasses.replace(c, runs_root=str(folder)) for c in cfgs.values()]
+    own = (name if launch.budget == "full" else f"{name}_{launch.budget}") if spec else sweep_name(cfgs)
+    folder = Path(launch.sweep_dir or Path(cfgs[0].runs_root) / own)
+    for cfg in cfgs:  # each a config of its own (parse_runs made them), so set in place: no copy of 10,000
+        cfg.runs_root = str(folder)
     layout = spec.layout if spec and spec.layout else "sweep" if search else None
-    return SweepPlan(name, layout, launch.budget, folder, runs, search, list(dict.fromkeys(notes)))
+    return SweepPlan(name, layout, launch.budget, folder, cfgs, search, list(dict.fromkeys(notes)), list(named))
 
 
 def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -> dict[str, Any]:
@@ -309,10 +314,10 @@ def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -
     return {"method": "random", "trials": trials, "seed": launch.sweep.seed, "search": search}
 
 
-def _parse_from(spec: Spec | None, overrides: list[str]) -> None:
+def _parse_from(spec: Spec | None, runs: list[list[str]]) -> None:
     """Check a spec's own run overrides, naming the spec file in the error."""
     try:
-        parse(overrides)
+        parse_runs(runs)
     except UsageError as e:
         raise UsageError(f"{spec.path if spec else ''}: {e}") from e
 

@@ -4,6 +4,7 @@ putting it into a run's state. A checkpoint claims the metrics and probe lines b
 them first (`writer.RunWriter.checkpoint`)."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,10 @@ def contents(state: RunState, writer: RunWriter) -> dict[str, Any]:
         "elapsed": writer.elapsed,  # training seconds so far (the run's clock, kept across resumes)
         "interval_seconds": writer.interval_seconds,  # of them, since the last metrics line (its img/s)
         "best": writer.best,  # the best test error so far (result.json's best_test_error)
+        "settings": writer.settings,  # the run's identity settings as config.yaml holds them (init by its hash,
+        # below): whose checkpoint this is, checked on resume
         **writer.inputs,  # data_fingerprint, init_sha256: what the run read besides its settings, checked on resume
+        "lines": writer.lines_record(),  # per .jsonl file: how many lines this checkpoint covers, and the last one
     }
 
 
@@ -41,13 +45,21 @@ def load(path: Path) -> dict[str, Any] | None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
-        raise Damaged(f"{path} is damaged ({type(e).__name__}: {first_line(e)}): delete it to train the run again "
-                      f"from iteration 0, or put back a good copy") from e
+        raise Damaged(f"{path} is damaged ({_problem(e)}): delete it to train the run again from iteration 0, or "
+                      f"put back a good copy") from e
     missing = [k for k in REQUIRED if k not in checkpoint] if isinstance(checkpoint, dict) else ["everything"]
     if missing:
         raise Damaged(f"{path} is not a checkpoint of this package (no {', '.join(missing)}): delete it to train the "
                       f"run again from iteration 0")
     return checkpoint
+
+
+def _problem(error: Exception) -> str:
+    """What torch found wrong with a checkpoint, in words of its own: a file holding objects besides tensors
+    and plain data is named as such (torch's line would advise weights_only=False, which runs the file's code)."""
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error):
+        return "it holds objects besides tensors and plain data, which are not loaded: that would run its code"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def restore(state: RunState, checkpoint: dict[str, Any], path: Path) -> None:

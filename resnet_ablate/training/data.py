@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
+import os
+import secrets
 import shutil
 import tarfile
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,13 +104,13 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
     pickle is read with an unpickler that builds only what a CIFAR batch holds (dicts, lists, bytes, numpy
     arrays), so a file in data_dir cannot run code."""
     try:
-        raw = path.read_bytes()
-        batch = safepickle.load(io.BytesIO(raw), safepickle.NUMPY_ARRAYS, encoding="bytes")
+        raw = path.read_bytes()  # a pickle holds its arrays: none may ask for more than the file's size
+        batch = safepickle.load(io.BytesIO(raw), safepickle.NUMPY_ARRAYS, encoding="bytes", max_bytes=len(raw))
         if not isinstance(batch, dict):
             raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
         images = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - a file from elsewhere: whatever its allowed globals raise (LookupError...)
         raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {first_line(e)})") from e
     if images.ndim != 2 or images.shape[1] != 3072 or len(labels) != len(images):
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
@@ -130,14 +130,14 @@ def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: i
 def _extract(archive: Path, root: Path, folder_name: str) -> None:
     """Extract `folder_name`/ from the archive into a temporary folder beside it and rename it into place when
     complete, so a truncated archive or a killed extraction never leaves a half folder that later runs
-    would take for the data set."""
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder_name}."))
+    would take for the data set. Only plain files and folders under `folder_name`/ are written, with the
+    process's umask (as every file the package writes), none larger than the real data set's
+    (`EXTRACT_LIMITS`); a member escaping `root`, a link or a device is refused as unsafe, and nothing is kept."""
+    tmp = root / f".{folder_name}.{secrets.token_hex(4)}.tmp"
     try:
+        tmp.mkdir()  # with the umask (tempfile.mkdtemp would make it 0700)
         with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuse links and paths outside root
-                tar.extractall(tmp, filter="data")
-            else:
-                tar.extractall(tmp)
+            _extract_members(tar, archive, tmp, folder_name)
         if not (tmp / folder_name).is_dir():
             raise UsageError(f"{archive} holds no {folder_name}/ folder")
         try:
@@ -152,6 +152,51 @@ def _extract(archive: Path, root: Path, folder_name: str) -> None:
         raise UsageError(f"cannot extract {archive}: {first_line(e)}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The most a member and a whole CIFAR folder may hold when extracted, about a tenth above the real data sets'
+# (CIFAR-10: five 31 MB training batches and a 31 MB test batch; CIFAR-100: a 155 MB training file, 31 MB test)
+EXTRACT_LIMITS = {"cifar-10-batches-py": (34_000_000, 205_000_000), "cifar-100-python": (171_000_000, 205_000_000)}
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, into: Path, folder_name: str) -> None:
+    """Write the archive's members under `folder_name`/ into `into`, one pass, each checked first (`_unsafe`,
+    the size limits); other plain members are skipped."""
+    member_limit, total_limit = EXTRACT_LIMITS[folder_name]
+    total = 0
+    for member in tar:
+        why = _unsafe(member)
+        if why:
+            raise UsageError(f"{archive}: unsafe member {member.name} ({why}); nothing was extracted: get the archive "
+                             f"from {URL} again")
+        parts = Path(member.name).parts
+        if not parts or parts[0] != folder_name:
+            continue
+        total += member.size
+        if member.size > member_limit or total > total_limit:
+            what = f"member {member.name} is {member.size:,} bytes" if member.size > member_limit else \
+                f"its members add up to more than {total_limit:,} bytes"
+            raise UsageError(f"{archive}: {what}, more than the real {folder_name}/ holds; nothing was extracted: get "
+                             f"the archive from {URL} again")
+        target = into.joinpath(*parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(member) as source, open(target, "xb") as out:  # open: mode 0666 less the umask
+            shutil.copyfileobj(source, out, 1 << 20)
+
+
+def _unsafe(member: tarfile.TarInfo) -> str:
+    """Why a member may not be extracted (a path leaving the folder, a link, a device), or ''."""
+    path = Path(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        return "a path outside data_dir"
+    if member.issym() or member.islnk():
+        return "a link"
+    if not (member.isfile() or member.isdir()):
+        return "a device or other special file"
+    return ""
 
 
 def _too_deep(name: str, root: Path) -> bool:
@@ -172,6 +217,8 @@ def locate(name: str, root: Path, download: bool, create: bool = True) -> Path:
     if _too_deep(name, root):
         raise UsageError(f"data_dir={root} is the {folder_name}/ folder itself; point data_dir at its parent, "
                          f"{root.parent}")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"data_dir {root} is a file, not a folder: {WHERE}, the folder holding {folder_name}/")
     if not root.is_dir() and not create:
         raise UsageError(f"data_dir {root} does not exist; create it (the data is fetched into it) or {WHERE}")
     if not archive.is_file() and download:

@@ -50,7 +50,7 @@ class TrainingRun:
             saved = self.writer.resume()
             if saved is not None:
                 checkpoint.restore(self.state, saved, self.writer.dir / CHECKPOINT)
-            self.writer.open(self.state.iteration)
+            self.writer.open(saved)
         except BaseException:
             self.writer.release()
             raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import re
 import types
 from typing import Any
@@ -186,7 +187,34 @@ def validate(cfg: Config) -> None:
     _validate_fidelity(cfg)
     _validate_data(cfg)
     _validate_transfer(cfg)
+    _validate_reach(cfg)
+    _validate_paths(cfg)
     require_logger(cfg.logger)
+
+
+def _validate_reach(cfg: Config) -> None:
+    """A batch no larger than the training set (where its size is known before loading; `runtime` checks the
+    others once loaded); probes at iterations the run reaches."""
+    images = train_images(cfg.dataset, cfg.val_split, cfg.synthetic_size)
+    _check(images is None or cfg.batch_size <= images,
+           f"batch_size={cfg.batch_size} is larger than the {images} training images of dataset={cfg.dataset}; use "
+           f"batch_size={images} or less")
+    late = [i for i in cfg.grad_probe_at if i > cfg.iterations]
+    _check(not late, f"grad_probe_at={list(cfg.grad_probe_at)}: {', '.join(map(str, late))} "
+                     f"{'lies' if len(late) == 1 else 'lie'} past iterations={cfg.iterations}, so no probe would be "
+                     f"taken there; use iterations 0..{cfg.iterations}")
+
+
+PATH_KEYS = ("data_dir", "init", "runs_root", "run_dir")
+
+
+def _validate_paths(cfg: Config) -> None:
+    """A path starting with '~' reached us unexpanded (quoted, or a shell that leaves it after '='): one line,
+    not a folder literally named '~'."""
+    for key in (k for k in PATH_KEYS if getattr(cfg, k).startswith("~")):
+        value = getattr(cfg, key)
+        raise UsageError(f"{key}={value}: the shell did not expand '~' here; write the path out, e.g. "
+                         f"{key}={os.path.expanduser(value)}")
 
 
 def _validate_fidelity(cfg: Config) -> None:

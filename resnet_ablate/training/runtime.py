@@ -5,22 +5,42 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import warnings
 
 import torch
 
 from ..models import transfer
-from ..registry import UsageError
+from ..registry import UsageError, first_line, unknown
 from . import data as datamod
 from .config import Config, data_root
 from .progress import data_line, say
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device `name` means (auto: a GPU when there is one); one line for a name that is none of auto, cpu,
+    cuda, cuda:N."""
+    if name not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", name) is None:
+        raise unknown("device", name, ["auto", "cpu", "cuda", "cuda:N"])
+    available, why = _cuda()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device={name} but no CUDA GPU is available; use device=cpu or device=auto")
+        return torch.device("cuda" if available else "cpu")
+    if name.startswith("cuda") and not available:
+        raise UsageError(f"device={name} but no CUDA GPU is available{f' (torch: {why})' if why else ''}; use "
+                         f"device=cpu or device=auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UsageError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0.."
+                         f"cuda:{torch.cuda.device_count() - 1}; use one of them or device=cuda")
     return torch.device(name)
+
+
+def _cuda() -> tuple[bool, str]:
+    """Whether a CUDA GPU is usable, and why not in torch's words: its warning (a failed CUDA initialization) is
+    kept for the one-line error rather than printed above it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    return available, first_line(str(caught[0].message)) if caught and not available else ""
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -65,6 +85,10 @@ def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.D
             cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
                                       cfg.synthetic_size, cfg.image_size, create).to(device)
             say(data_line(cfg, cache[key]))
+        if cfg.batch_size > len(cache[key].train):  # parse checks the sets whose size it knows; this, every one
+            raise UsageError(f"batch_size={cfg.batch_size} is larger than the {len(cache[key].train)} training images "
+                             f"of dataset={cfg.dataset} ({cache[key].source}); use batch_size={len(cache[key].train)} "
+                             f"or less")
     return cache
 
 

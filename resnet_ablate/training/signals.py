@@ -1,6 +1,11 @@
 """Stopping a training process cleanly: SIGTERM/SIGUSR2 (preemption, a time limit) or a first Ctrl-C ask the
 loop to checkpoint at the next iteration and stop; the runs are then paused and the same command resumes them.
-The job wrapper (`sweeps/jobs.py`) hands the signal on to submitit afterwards."""
+The job wrapper (`sweeps/jobs.py`) hands the signal on to submitit afterwards.
+
+A command-line process holds SIGTERM/SIGUSR2 from its first line (`hold_stop_signals`): one that comes while it
+starts (imports, data, model) is kept and taken up by the StopRequest once it listens, and one that comes while
+a stopped process exits is answered and ignored (`ignore_stop_signals` once its exit code is known), so either
+way the process exits 75, as a stop does."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +15,43 @@ import sys
 from typing import Any, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+_held: list[str] = []  # stop signals that came while no StopRequest listened, by name
+
+
+def hold_stop_signals() -> None:
+    """From now on, SIGTERM and SIGUSR2 are kept rather than fatal while no StopRequest listens (start-up, exit):
+    the next StopRequest to listen takes one up. For a process's first line; a library caller keeps its own."""
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, _hold)
+
+
+def release_stop_signals() -> None:
+    """Undo `hold_stop_signals` (a launcher that trains nothing itself dies of SIGTERM as any process): the
+    default handlers back, and a signal kept meanwhile raised again now."""
+    for sig in HELD_SIGNALS:
+        if signal.getsignal(sig) is _hold:
+            signal.signal(sig, signal.SIG_DFL)
+    for name in _held:
+        signal.raise_signal(signal.Signals[name])
+
+
+def ignore_stop_signals() -> None:
+    """For a command-line process about to exit with its code: SIGTERM and SIGUSR2 ignored from here on (Python
+    puts the default handlers back while it shuts down, so a held one would end the process with 143 there)."""
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _hold(num: int, _frame) -> None:
+    _held.append(signal.Signals(num).name)
+    _answer(f"{signal.Signals(num).name}: stopping (after a checkpoint, where training has begun); the same "
+            f"command resumes\n")
+
+
+def passes_on(handler: Any) -> bool:
+    """Whether a handler a StopRequest replaced is one to hand its signal on to (submitit's), not the hold."""
+    return callable(handler) and handler is not _hold
 
 
 class StopRequest:
@@ -33,6 +75,9 @@ class StopRequest:
         with contextlib.suppress(ValueError):  # not the main thread
             for sig in STOP_SIGNALS:
                 signal.signal(sig, handler)
+        if _held and self.reason is None:  # kept while the process started: stop at the first iteration
+            self.reason = _held[0]
+        _held.clear()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[dict[str, Any]]:

@@ -30,20 +30,20 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     result.json contents; finished runs are skipped, unfinished ones resume from their checkpoints."""
     started = time.perf_counter()
     _check_lockstep(cfgs)
-    device, precision = setup(cfgs[0])
-    say(device_line(device, precision, graphs=cfgs[0].cuda_graph))
-    datasets = load_data(cfgs, device)
-    runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
-    own = stop is None  # then this call takes the signals while it trains, and gives them back
+    own = stop is None  # then this call takes the signals from its start (a stop while it sets up pauses too)
     stop = StopRequest() if stop is None else stop
-    try:
-        for run in runs:
-            run.start()
-        with stop.installed() if own else contextlib.nullcontext():
+    with stop.installed() if own else contextlib.nullcontext():
+        device, precision = setup(cfgs[0])
+        say(device_line(device, precision, graphs=cfgs[0].cuda_graph))
+        datasets = load_data(cfgs, device)
+        runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
+        try:
+            for run in runs:
+                run.start()
             loop(runs, stop, started)
-    finally:  # a crash or a refusal gives the folders back at once (a retry in this process takes them again)
-        for run in runs:
-            run.writer.release()
+        finally:  # a crash or a refusal gives the folders back at once (a retry in this process takes them again)
+            for run in runs:
+                run.writer.release()
     return [run.summary() for run in runs]
 
 
