@@ -20,7 +20,8 @@ from resnet_ablate import run
 
 
 def measure(lrs: int, seeds: int) -> tuple[float, int, int]:
-    """(seconds, runs listed, exit code) of the grid's dry run, in a fresh temporary folder."""
+    """(seconds, runs listed, exit code) of the grid's dry run, in a fresh temporary folder (the listed runs are
+    its indented lines, after the header and the cost line)."""
     grid = [f"lr={','.join(f'{0.001 * (i + 1):.3f}' for i in range(lrs))}", f"seed={','.join(map(str, range(seeds)))}",
             *([f"max_runs={lrs * seeds}"] if lrs * seeds > 10_000 else [])]
     out = io.StringIO()
@@ -33,7 +34,7 @@ def measure(lrs: int, seeds: int) -> tuple[float, int, int]:
             seconds = time.perf_counter() - started
         finally:
             os.chdir(here)
-    return seconds, out.getvalue().count("\n") - 1, code
+    return seconds, sum(line.startswith("  ") for line in out.getvalue().splitlines()), code  # "  <state> <run>"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -294,7 +294,8 @@ def test_cli_reports_fidelity_keys_as_one_line(tmp_path):
     proc = run_cli(*TINY, "bn_batch=5", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: bn_batch=5 does not divide batch_size=8 into whole groups; use a divisor of 8"]
+        "error: bn_batch=5 does not divide batch_size=8 into whole groups; use a divisor of 8, or bn_batch=0 for one "
+        "BN over the batch"]
 
 
 # --- 3. recipes -------------------------------------------------------------------------------------------
@@ -559,8 +560,11 @@ def test_the_recipes_bn_group_is_half_the_batch_so_a_smaller_batch_keeps_working
     assert parse(["recipe=he2015", "batch_size=8"]).bn_batch == 4
     assert parse(["recipe=resnet1k", "depth=1001"]).bn_batch == 32 and parse(["recipe=fb_torch"]).bn_batch == 64
     assert parse(["batch_size=32", "bn_batch=8"]).bn_batch == 8  # the command line wins
-    with pytest.raises(UsageError, match=r"^bn_batch=16 does not divide batch_size=33 into whole groups"):
+    with pytest.raises(UsageError) as odd:
         parse(["batch_size=33"])
+    assert str(odd.value) == "bn_batch=16 does not divide batch_size=33 into whole groups; use a divisor of 33, or " \
+                             "bn_batch=0 for one BN over the batch (recipe he2016 sets the BN group to half the " \
+                             "batch: an even batch_size keeps it)"
     smoke = "dataset=synthetic depth=8 batch_size=32 iterations=100 milestones=[50,75] eval_every=50 warmup_iters=0 " \
             "threads=1".split()  # the README's smoke command
     assert (parse(smoke).bn_batch, parse(smoke).recipe) == (16, "he2016")

@@ -35,7 +35,8 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     sweep = expand(parse_launch([]), ["shortcut=identity,gating", "seed=0,1,2", "milestones=[16000,24000]"])
     assert [(c.shortcut, c.seed) for c in sweep.cfgs] == [(s, i) for s in ("identity", "gating") for i in range(3)]
     assert all(c.milestones == [16000, 24000] for c in sweep.cfgs)
-    folder = "runs/sweep_shortcut+seed_milestones=16000-24000"  # named from its grid: the keys varied, the rest set
+    folder = "runs/sweep_shortcut+seed_normalize=pixel_mean_milestones=16000-24000_bn_batch=64_precision=fp32"  # named
+    # from its grid: the keys varied, then the settings all runs share that differ from the keys' defaults
     assert (sweep.name, sweep.budget, sweep.layout, str(sweep.folder)) == ("sweep", "full", None, folder)
     assert {c.runs_root for c in sweep.cfgs} == {folder}
 

@@ -18,13 +18,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..registry import UsageError
-from ..training.config import MAX_NAME, Config, config_type, defaults, fields, fmt, identity_items, run_name, \
-    shortcut_keys
+from ..training.config import FAMILIES, MAX_NAME, Config, config_type, defaults, fields, fmt, identity_items, \
+    registered_keys, run_name
 from ..training.parse import parse, validate
 
-# Keys a run's other values are resolved from (a recipe's schedule, a shortcut's parameters): runs that differ
-# in one of these are parsed apart.
-RESOLVING = ("recipe", "dataset", "val_split", "synthetic_size", "depth", "batch_size", "shortcut")
+# Keys a run's other values are resolved from (a recipe's values, which registered entry's keys apply): runs that
+# differ in one of these are parsed apart.
+RESOLVING = ("recipe", "dataset", "val_split", "synthetic_size", "depth", "batch_size", "unit",
+             *(f.selector for f in FAMILIES))
 
 
 def check_size(spec: Any, budget: str, trials: int, grid: list[list[str]], bound: int) -> None:
@@ -62,7 +63,7 @@ def parse_runs(runs: list[list[str]], notes: list[str] | None = None) -> list[Co
     checked by `validate`."""
     templates: dict[tuple, tuple[dict[str, str], Config]] = {}
     values: dict[tuple[str, str], Any] = {}
-    owners = {k: o for k, (_, o, _) in shortcut_keys().items()}
+    owners = {k: (family.selector, key.owners) for k, (family, key) in registered_keys().items()}
     out = []
     for overrides in runs:
         given = _given(overrides)
@@ -82,13 +83,14 @@ def _given(overrides: list[str]) -> dict[str, str]:
 
 
 def _from_template(given0: dict[str, str], template: Config, given: dict[str, str],
-                   values: dict[tuple[str, str], Any], owners: dict[str, list[str]]) -> Config | None:
+                   values: dict[tuple[str, str], Any], owners: dict[str, tuple[str, tuple[str, ...]]]) -> Config | None:
     """`template` with the values `given` differs in; None where one does not convert (then `parse` says why).
-    `owners`: each shortcut parameter's shortcuts."""
+    `owners`: each registered key's selector (shortcut, optim, schedule) and the entries taking it."""
     changes = {}
     for key, text in given.items():
-        if text == given0[key] or (key in owners and template.shortcut not in owners[key]):
-            continue  # the same, or another shortcut's parameter (put back to its default by parse)
+        unused = key in owners and getattr(template, owners[key][0]) not in owners[key][1]
+        if text == given0[key] or unused:
+            continue  # the same, or a key of an entry not in use (put back to its default by parse)
         if (key, text) not in values:
             values[(key, text)] = _typed(key, text)
         if values[(key, text)] is _FAILED:
