@@ -39,7 +39,7 @@ from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.models.wide import slice_of, widen
 from resnet_ablate.folders import runfolder as rf
-from resnet_ablate.training.data import Sampler
+from resnet_ablate.training.datasets import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
 from resnet_ablate.training.state import RunState, build_state

@@ -36,7 +36,7 @@ from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.models.cifar import build_model, resolve_block
 from resnet_ablate.sweeps import cost
 from resnet_ablate.training.config import run_dir
-from resnet_ablate.training.data import load
+from resnet_ablate.training.datasets import load
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.signals import StopRequest
 from resnet_ablate.training.trainer import train

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Callable
 
-from .registry import UsageError, first_line
+from .errors import UsageError, first_line
 
 EXIT_CRASHED, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 75, 130, 141
 

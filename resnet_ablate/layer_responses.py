@@ -14,7 +14,7 @@ import torch
 
 from .cli import guarded
 from .folders import runfolder as rf
-from .registry import UsageError
+from .errors import UsageError
 from .training import checkpoint
 from .training.evaluate import responses
 from .training.runtime import resolve_device

@@ -9,10 +9,9 @@ import re
 import typing
 from typing import Any, Callable, Generic, Iterator, Mapping, NamedTuple, Sequence, TypeVar
 
-from .errors import UsageError, closest, first_line, unknown
+from .errors import UsageError, unknown
 
-__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters",
-           "UsageError", "closest", "first_line", "unknown"]  # the message helpers: from .errors, re-exported
+__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters"]
 
 T = TypeVar("T")
 

@@ -40,7 +40,7 @@ from .folders.kinds import REPORT, REPORT_MANIFEST, refuse_other_kinds
 from .folders.lock import describe
 from .folders.states import FINISHED, State
 from .folders.sweepfolder import SweepRecord
-from .registry import UsageError, unknown
+from .errors import UsageError, unknown
 
 FORMATS = ("png", "pdf")
 

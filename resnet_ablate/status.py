@@ -17,7 +17,7 @@ from .folders import runfolder as rf
 from .folders.jobstate import job_state, slurm_states
 from .folders.states import State, tally
 from .folders.sweepfolder import latest_jobs, read_sweep
-from .registry import UsageError
+from .errors import UsageError
 
 EXPLAINED = (State.FAIL, State.CRASHED, State.PAUSED, State.DAMAGED)  # states listed with their reason
 USAGE = "usage: python -m resnet_ablate.status <sweep folder>"

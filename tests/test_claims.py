@@ -14,7 +14,7 @@ from resnet_ablate.analysis import claims as judged
 from resnet_ablate.analysis.claimstats import (LEVEL, POWER, count_seeds, rank_link, rank_p, smallest_count_n,
                                                smallest_rank_n)
 from resnet_ablate.analysis.scan import group_by_settings, scan
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.report import write_report
 from resnet_ablate.sweeps.claimspec import read_claims
 from resnet_ablate.sweeps.specs import check_setting, load_spec

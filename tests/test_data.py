@@ -5,14 +5,14 @@ import torch
 import torch.nn.functional as F
 from helpers import run_cli, write_fake_cifar
 
-from resnet_ablate.training import data as datamod
-from resnet_ablate.registry import UsageError
+from resnet_ablate.training import datasets
+from resnet_ablate.errors import UsageError
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_reads_the_standard_python_layout(tmp_path, name, classes, capsys):
     written = write_fake_cifar(tmp_path, name)
-    train, test, n = datamod.read_cifar(name, tmp_path, download=False)
+    train, test, n = datasets.read_cifar(name, tmp_path, download=False)
     assert n == classes
     assert train.images.shape == (60 if name == "cifar10" else 12, 3, 32, 32) and train.images.dtype == torch.uint8
     np.testing.assert_array_equal(train.images.numpy(), written["train"][0])
@@ -24,7 +24,7 @@ def test_reads_the_standard_python_layout(tmp_path, name, classes, capsys):
 def test_reads_the_official_archive_without_checksum(tmp_path):
     written = write_fake_cifar(tmp_path, tar=True)
     assert not (tmp_path / "cifar-10-batches-py").exists()
-    train, test, _ = datamod.read_cifar("cifar10", tmp_path, download=False)
+    train, test, _ = datasets.read_cifar("cifar10", tmp_path, download=False)
     np.testing.assert_array_equal(test.labels.numpy(), written["test"][1])
     assert (tmp_path / "cifar-10-batches-py" / "data_batch_5").is_file()
 
@@ -32,14 +32,14 @@ def test_reads_the_official_archive_without_checksum(tmp_path):
 def test_pixels_are_in_cifar_order(tmp_path):
     """CIFAR rows are 1024 red, 1024 green, 1024 blue values, row-major: pixel (c, y, x) = row[c*1024 + y*32 + x]."""
     written = write_fake_cifar(tmp_path)
-    train, _, _ = datamod.read_cifar("cifar10", tmp_path, download=False)
+    train, _, _ = datasets.read_cifar("cifar10", tmp_path, download=False)
     flat = written["train"][0].reshape(-1, 3072)
     assert train.images[7, 2, 5, 9].item() == flat[7, 2 * 1024 + 5 * 32 + 9]
 
 
 def test_missing_data_offline_says_where_to_put_it(tmp_path):
     with pytest.raises(UsageError) as e:
-        datamod.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value) == (f"cifar10 not found in {tmp_path}: put cifar-10-python.tar.gz or its extracted "
                             f"cifar-10-batches-py/ folder there, or point data_dir= (or $RESNET_ABLATE_DATA) at "
                             f"where it is (download=false)")
@@ -61,17 +61,17 @@ def test_broken_batch_file_is_named(tmp_path):
     write_fake_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(UsageError, match="data_batch_3 is not a readable CIFAR batch file"):
-        datamod.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)
 
 
 def test_augment_equals_pad_crop_flip_of_the_normalised_image():
-    train, _, _ = datamod.synthetic(16)
-    data = datamod.Data(train, train, None, 10, *datamod.statistics(train.images, "channel"))
+    train, _, _ = datasets.synthetic(16)
+    data = datasets.Data(train, train, None, 10, *datasets.statistics(train.images, "channel"))
     g = torch.Generator().manual_seed(0)
     offsets = torch.randint(0, 9, (16, 2), generator=g)
     flips = torch.arange(16) % 2 == 1
-    out = datamod.augment(train.images, offsets, flips, data)
-    padded = F.pad(datamod.normalize_images(train.images, data), (4, 4, 4, 4))
+    out = datasets.augment(train.images, offsets, flips, data)
+    padded = F.pad(datasets.normalize_images(train.images, data), (4, 4, 4, 4))
     for i in range(16):
         oy, ox = offsets[i].tolist()
         ref = padded[i, :, oy:oy + 32, ox:ox + 32]
@@ -79,29 +79,29 @@ def test_augment_equals_pad_crop_flip_of_the_normalised_image():
 
 
 def test_pixel_mean_subtracts_the_mean_image():
-    train, _, _ = datamod.synthetic(64)
-    mean, std = datamod.statistics(train.images, "pixel_mean")
+    train, _, _ = datasets.synthetic(64)
+    mean, std = datasets.statistics(train.images, "pixel_mean")
     assert mean.shape == (3, 32, 32) and std.flatten().tolist() == [1.0]
-    data = datamod.Data(train, train, None, 10, mean, std)
-    assert datamod.normalize_images(train.images, data).mean(0).abs().max() < 1e-4
+    data = datasets.Data(train, train, None, 10, mean, std)
+    assert datasets.normalize_images(train.images, data).mean(0).abs().max() < 1e-4
 
 
 def test_val_split_is_fixed_and_disjoint():
-    train, _, _ = datamod.synthetic(200)
-    a, val = datamod.hold_out(train, 50)
-    b, val2 = datamod.hold_out(train, 50)
+    train, _, _ = datasets.synthetic(200)
+    a, val = datasets.hold_out(train, 50)
+    b, val2 = datasets.hold_out(train, 50)
     assert len(a) == 150 and len(val) == 50 and torch.equal(val.images, val2.images)
     both = torch.cat([a.images.flatten(1), val.images.flatten(1)])
     assert torch.unique(both, dim=0).shape[0] == 200
 
 
 def test_sampler_covers_each_epoch_once_and_resumes_exactly():
-    s = datamod.Sampler(10, 4, seed=3, device=torch.device("cpu"), augment=True)
+    s = datasets.Sampler(10, 4, seed=3, device=torch.device("cpu"), augment=True)
     first = torch.cat([s.next()[0] for _ in range(5)])  # 20 indices = two epochs
     assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
     state = s.state_dict()
     expected = [s.next() for _ in range(3)]
-    t = datamod.Sampler(10, 4, seed=99, device=torch.device("cpu"), augment=True)
+    t = datasets.Sampler(10, 4, seed=99, device=torch.device("cpu"), augment=True)
     t.load_state_dict(state)
     for got, want in zip([t.next() for _ in range(3)], expected):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
@@ -114,30 +114,30 @@ def test_batch_files_are_checked_against_the_official_md5_and_a_copy_still_loads
     import hashlib
     write_fake_cifar(tmp_path, name)
     folder = tmp_path / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
-    copy = datamod.load(name, tmp_path, False, "channel", 0, 0)
+    copy = datasets.load(name, tmp_path, False, "channel", 0, 0)
     assert copy.official is False and len(copy.train) > 0  # labelled, never refused
     assert "not the official files (md5 differ)" in copy.source
-    assert set(datamod.OFFICIAL_MD5[name]) == {p.name for p in folder.iterdir()}  # torchvision's list, every file
+    assert set(datasets.OFFICIAL_MD5[name]) == {p.name for p in folder.iterdir()}  # torchvision's list, every file
     sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
-    monkeypatch.setitem(datamod.OFFICIAL_MD5, name, sums)  # these fake files as if they were the official ones
-    official = datamod.load(name, tmp_path, False, "channel", 0, 0)
+    monkeypatch.setitem(datasets.OFFICIAL_MD5, name, sums)  # these fake files as if they were the official ones
+    official = datasets.load(name, tmp_path, False, "channel", 0, 0)
     assert official.official is True and "the official files (md5)" in official.source
     assert official.to(torch.device("cpu")).official is True
-    assert datamod.load("synthetic", tmp_path, False, "channel", 0, 64).official is False
+    assert datasets.load("synthetic", tmp_path, False, "channel", 0, 64).official is False
 
 
 def test_pixel_mean_is_subtracted_before_the_crop_so_it_stays_aligned_with_its_pixels():
     """Issue 28 item 9: normalise, then crop, then zero the padding (the mean image was subtracted after the
     crop, at the crop's coordinates)."""
-    train, _, _ = datamod.synthetic(16)
-    data = datamod.Data(train, train, None, 10, *datamod.statistics(train.images, "pixel_mean"))
+    train, _, _ = datasets.synthetic(16)
+    data = datasets.Data(train, train, None, 10, *datasets.statistics(train.images, "pixel_mean"))
     data.mean = data.mean + torch.arange(32.0)  # a mean image that differs from pixel to pixel
     g = torch.Generator().manual_seed(1)
     offsets = torch.randint(0, 9, (16, 2), generator=g)
     offsets[0] = torch.tensor([0, 8])  # the corners: padding on two sides
     flips = torch.arange(16) % 3 == 1  # the first one unflipped
-    out = datamod.augment(train.images, offsets, flips, data)
-    padded = F.pad(datamod.normalize_images(train.images, data), (4, 4, 4, 4))
+    out = datasets.augment(train.images, offsets, flips, data)
+    padded = F.pad(datasets.normalize_images(train.images, data), (4, 4, 4, 4))
     for i in range(16):
         oy, ox = offsets[i].tolist()
         ref = padded[i, :, oy:oy + 32, ox:ox + 32]
@@ -182,31 +182,31 @@ def test_a_hostile_archive_is_called_unsafe_and_nothing_is_extracted(member, why
         info[0].type = {"1": tarfile.LNKTYPE, "2": tarfile.SYMTYPE, "6": tarfile.FIFOTYPE}[kind[0]]
     archive = _archive(tmp_path, [_member("cifar-10-batches-py/", kind=tarfile.DIRTYPE), info])
     with pytest.raises(UsageError) as e:
-        datamod.locate("cifar10", tmp_path, download=False)
+        datasets.locate("cifar10", tmp_path, download=False)
     assert str(e.value).startswith(f"{archive}: unsafe member {name} ({why}); nothing was extracted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
     assert not (tmp_path.parent / "escaped").exists()
 
 
 def test_a_member_larger_than_the_real_data_sets_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(datamod.EXTRACT_LIMITS, "cifar-10-batches-py", (1000, 1500))  # real: 34 MB and 205 MB
+    monkeypatch.setitem(datasets.EXTRACT_LIMITS, "cifar-10-batches-py", (1000, 1500))  # real: 34 MB and 205 MB
     archive = _archive(tmp_path, [_member("cifar-10-batches-py/data_batch_1", b"\0" * 1001)])
     with pytest.raises(UsageError, match=f"{archive}: member cifar-10-batches-py/data_batch_1 is 1,001 bytes, more "
                                          f"than the real cifar-10-batches-py/ holds; nothing was extracted"):
-        datamod.locate("cifar10", tmp_path, download=False)
+        datasets.locate("cifar10", tmp_path, download=False)
     _archive(tmp_path, [_member(f"cifar-10-batches-py/data_batch_{i}", b"\0" * 800) for i in (1, 2)])
     with pytest.raises(UsageError, match="its members add up to more than 1,500 bytes"):
-        datamod.locate("cifar10", tmp_path, download=False)
+        datasets.locate("cifar10", tmp_path, download=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
 def test_the_real_caps_admit_the_real_sizes():
     """CIFAR-10's largest member is a 31,035,704-byte batch (10,000 rows of 3,072 bytes and their labels), its
     folder 186 MB; CIFAR-100's 155 MB training file, its folder 186 MB."""
-    assert datamod.EXTRACT_LIMITS["cifar-10-batches-py"][0] > 31_035_704 > 0.9 * datamod.EXTRACT_LIMITS[
+    assert datasets.EXTRACT_LIMITS["cifar-10-batches-py"][0] > 31_035_704 > 0.9 * datasets.EXTRACT_LIMITS[
         "cifar-10-batches-py"][0]
-    assert all(186_000_000 < total < 210_000_000 for _, total in datamod.EXTRACT_LIMITS.values())
-    assert 155_000_000 < datamod.EXTRACT_LIMITS["cifar-100-python"][0] < 175_000_000
+    assert all(186_000_000 < total < 210_000_000 for _, total in datasets.EXTRACT_LIMITS.values())
+    assert 155_000_000 < datasets.EXTRACT_LIMITS["cifar-100-python"][0] < 175_000_000
 
 
 def test_extracted_files_follow_the_umask(tmp_path):
@@ -215,7 +215,7 @@ def test_extracted_files_follow_the_umask(tmp_path):
     write_fake_cifar(tmp_path, tar=True)
     old = os.umask(0o077)
     try:
-        datamod.locate("cifar10", tmp_path, download=False)
+        datasets.locate("cifar10", tmp_path, download=False)
     finally:
         os.umask(old)
     folder = tmp_path / "cifar-10-batches-py"
@@ -226,7 +226,7 @@ def test_extracted_files_follow_the_umask(tmp_path):
 def test_a_data_dir_that_is_a_file_is_not_told_to_be_created(tmp_path):
     (tmp_path / "data").write_text("mine")
     with pytest.raises(UsageError) as e:
-        datamod.locate("cifar10", tmp_path / "data", download=True, create=False)
+        datasets.locate("cifar10", tmp_path / "data", download=True, create=False)
     assert str(e.value) == f"data_dir {tmp_path / 'data'} is a file, not a folder: point data_dir= (or " \
                            f"$RESNET_ABLATE_DATA) at where it is, the folder holding cifar-10-batches-py/"
 
@@ -255,5 +255,5 @@ def test_a_batch_of_allowed_globals_that_raises_or_asks_for_a_huge_array_is_one_
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(pickle.dumps({b"data": payload, b"labels": [1]}, protocol=2))
     with pytest.raises(UsageError) as e:
-        datamod.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value).startswith(f"{batch} is not a readable CIFAR batch file ({kind}")

@@ -17,7 +17,7 @@ from resnet_ablate.models.norm import GhostBatchNorm2d
 from resnet_ablate.models.probes import gradient_norms
 from resnet_ablate.models.responses import layer_responses
 from resnet_ablate.models.shortcuts import ExclusiveGating
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training import optim
 from resnet_ablate.analysis.scan import settings_of
 from resnet_ablate.analysis.tables import recipe_label
@@ -276,7 +276,7 @@ def test_packed_dropout_graphs_on_cuda_equal_the_runs_alone(tmp_path):
 
 @gpu
 def test_sampler_order_is_recorded_on_the_run_stream(monkeypatch):
-    from resnet_ablate.training.data import Sampler
+    from resnet_ablate.training.datasets import Sampler
     recorded = []
     monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: recorded.append(s))
     sampler = Sampler(10, 4, 0, torch.device("cuda"), True)

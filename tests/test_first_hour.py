@@ -23,12 +23,12 @@ from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.lr_find import RangeTest, edge_warning, suggest
 from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.transfer import read_state_dict
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps import launcher
 from resnet_ablate.sweeps.launcher import command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.sweeps.specs import draw_trials, expand
-from resnet_ablate.training import data as datamod
+from resnet_ablate.training import datasets
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.progress import cores, day_note, device_line
@@ -347,18 +347,18 @@ def test_a_truncated_archive_is_one_line_and_leaves_no_half_folder(tmp_path):
     whole = archive.read_bytes()
     archive.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(UsageError) as e:
-        datamod.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value).startswith(f"{archive} is truncated or damaged (EOFError: ")
     assert str(e.value).endswith("; delete it and download or copy it again") and "\n" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
     archive.write_bytes(whole)  # a good archive now extracts
-    assert len(datamod.read_cifar("cifar10", tmp_path, download=False)[0]) == 1000
+    assert len(datasets.read_cifar("cifar10", tmp_path, download=False)[0]) == 1000
 
 
 def test_data_dir_one_level_too_deep_says_point_at_the_parent(tmp_path):
     write_fake_cifar(tmp_path)
     with pytest.raises(UsageError) as e:
-        datamod.read_cifar("cifar10", tmp_path / "cifar-10-batches-py", download=False)
+        datasets.read_cifar("cifar10", tmp_path / "cifar-10-batches-py", download=False)
     assert str(e.value) == (f"data_dir={tmp_path / 'cifar-10-batches-py'} is the cifar-10-batches-py/ folder itself; "
                             f"point data_dir at its parent, {tmp_path}")
 

@@ -10,7 +10,7 @@ from resnet_ablate.models.imagenet import (TORCHVISION_ARCHS, ImageNetResNet, bu
                                     to_torchvision)
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.resnet import count_parameters
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.models.shortcuts import ExclusiveGating
 from resnet_ablate.training.state import build_network
 from resnet_ablate.training.trainer import train

@@ -14,7 +14,7 @@ from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import parse_launch

@@ -7,7 +7,7 @@ import torch
 from helpers import TINY, run_cli
 
 from resnet_ablate.lr_find import RangeTest, range_test, split_args, suggest
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_state
 

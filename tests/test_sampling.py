@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import TINY, metrics
 
-from resnet_ablate.training.data import Sampler
+from resnet_ablate.training.datasets import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
 from resnet_ablate.training.trainer import StopRequest, train

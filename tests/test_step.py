@@ -5,7 +5,7 @@ import torch
 from helpers import TINY, metrics, result
 
 from resnet_ablate.training.parse import parse
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training.compiled import compile_net
 from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
 from resnet_ablate.training.optim import lr_at, param_groups

@@ -12,7 +12,7 @@ from helpers import TINY, cli_env, merged, metrics, result, run_cli, write_fake_
 
 from resnet_ablate.training.config import from_yaml
 from resnet_ablate.training.parse import parse
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training.trainer import train
 
 

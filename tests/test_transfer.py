@@ -9,10 +9,10 @@ import torchvision
 from helpers import run_cli
 from PIL import Image
 
-from resnet_ablate.training import data as datamod
+from resnet_ablate.training import datasets
 from resnet_ablate.training.parse import parse
 from resnet_ablate.models.imagenet import to_torchvision
-from resnet_ablate.registry import UsageError
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training.state import build_state
 from resnet_ablate.training.evaluate import evaluate
 from resnet_ablate.training.trainer import train
@@ -37,7 +37,7 @@ def make_tree(root, classes=CLASSES, test_name="test", per_class=3, size=(40, 48
 
 def test_folder_is_decoded_once_resized_and_labelled(tmp_path):
     make_tree(tmp_path, test_name="val")
-    train_split, test_split, classes = datamod.read_folder(tmp_path, 32)
+    train_split, test_split, classes = datasets.read_folder(tmp_path, 32)
     assert classes == 3
     assert train_split.images.shape == (9, 3, 32, 32) and train_split.images.dtype == torch.uint8
     assert test_split.images.shape == (6, 3, 32, 32)
@@ -48,10 +48,10 @@ def test_folder_is_decoded_once_resized_and_labelled(tmp_path):
 
 def test_augment_crops_and_flips_at_the_image_size():
     images = torch.arange(2 * 3 * 48 * 48, dtype=torch.float32).view(2, 3, 48, 48).to(torch.uint8)
-    data = datamod.Data(None, None, None, 2, torch.zeros(3, 1, 1), torch.ones(3, 1, 1))  # type: ignore[arg-type]
-    centre = datamod.augment(images, torch.full((2, 2), 4), torch.zeros(2, dtype=torch.bool), data)
+    data = datasets.Data(None, None, None, 2, torch.zeros(3, 1, 1), torch.ones(3, 1, 1))  # type: ignore[arg-type]
+    centre = datasets.augment(images, torch.full((2, 2), 4), torch.zeros(2, dtype=torch.bool), data)
     assert torch.equal(centre, images.float())
-    flipped = datamod.augment(images, torch.tensor([[0, 8], [4, 4]]), torch.tensor([False, True]), data)
+    flipped = datasets.augment(images, torch.tensor([[0, 8], [4, 4]]), torch.tensor([False, True]), data)
     assert torch.equal(flipped[1], images[1].flip(-1).float())
     assert torch.equal(flipped[0, :, 4:, :44], images[0, :, :44, 4:].float())  # shifted by the pad of 4
     assert flipped[0, :, :4].abs().sum() == 0 and flipped[0, :, :, 44:].abs().sum() == 0
@@ -82,7 +82,7 @@ def test_bad_folder_says_what_is_wrong(tmp_path, setup, message):
     root = tmp_path / "tree"
     setup(root)
     with pytest.raises(UsageError) as e:
-        datamod.read_folder(root, 32)
+        datasets.read_folder(root, 32)
     assert str(e.value) == message.format(root=root)
 
 
@@ -115,7 +115,7 @@ def imagenet_run(tmp_path, *overrides):
     make_tree(tmp_path / "tree")
     cfg = parse(["dataset=folder", f"data_dir={tmp_path / 'tree'}", "arch=imagenet", "depth=18", "image_size=64",
                  *FAST, f"run_dir={tmp_path / 'run'}", *overrides])
-    data = datamod.load("folder", tmp_path / "tree", False, "channel", 0, 0, 64)
+    data = datasets.load("folder", tmp_path / "tree", False, "channel", 0, 0, 64)
     return build_state(cfg, torch.device("cpu"), data=data)
 
 

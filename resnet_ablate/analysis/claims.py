@@ -14,7 +14,7 @@ import numpy as np
 
 from ..folders import runfolder as rf
 from ..folders.states import State
-from ..registry import UsageError
+from ..errors import UsageError
 from ..sweeps import cost
 from ..sweeps.claimspec import COUNTING, METRICS, RECIPE, Arm, Claim, same_value
 from ..sweeps.plancost import SPEED_TABLES

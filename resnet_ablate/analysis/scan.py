@@ -21,7 +21,7 @@ from scipy import stats
 from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS
 from ..models.units import UNITS
-from ..registry import UsageError
+from ..errors import UsageError
 from ..folders import runfolder as rf
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import safepickle
-from ..registry import first_line
+from ..errors import first_line
 from .states import State
 from .sweepfolder import SUBMITIT_DIR
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..registry import UsageError
+from ..errors import UsageError
 from . import runfolder as rf
 from .sweepfolder import SWEEP_FILE, SweepRecord, check_same_sweep
 

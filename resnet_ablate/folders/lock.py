@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..registry import UsageError
+from ..errors import UsageError
 
 LOCK = ".lock"
 LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing

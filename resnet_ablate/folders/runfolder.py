@@ -42,7 +42,7 @@ from typing import Any, Callable, IO
 
 import yaml
 
-from ..registry import UsageError, first_line
+from ..errors import UsageError, first_line
 from .lock import LOCK, holder
 from .states import FINISHED, State
 

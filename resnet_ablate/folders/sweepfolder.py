@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..registry import UsageError, first_line, unknown
+from ..errors import UsageError, first_line, unknown
 from . import runfolder as rf
 from .lock import FolderLock
 

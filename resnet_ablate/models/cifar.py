@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..registry import UsageError, unknown
+from ..errors import UsageError, unknown
 from .resnet import ARCHS, Arch, ResNet, build
 from .shortcuts import Shortcut
 from .units import BLOCKS, EXPANSION, ResidualUnit

@@ -19,7 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..registry import Registry, UsageError
+from ..errors import UsageError
+from ..registry import Registry
 from .cifar import resolve_downsample as cifar_downsample
 from .resnet import ARCHS, Arch, ResNet, build
 from .shortcuts import SHORTCUTS, Identity, Shortcut, ZeroPad

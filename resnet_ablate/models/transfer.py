@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..registry import UsageError, first_line
+from ..errors import UsageError, first_line
 from .imagenet import from_torchvision
 from .resnet import ResNet
 

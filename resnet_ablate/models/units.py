@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..registry import Registry, UsageError, unknown
+from ..errors import UsageError, unknown
+from ..registry import Registry
 from .shortcuts import Shortcut
 
 UNITS: Registry[type["ResidualUnit"]] = Registry("unit")

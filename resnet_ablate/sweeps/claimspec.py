@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..registry import UsageError, unknown
+from ..errors import UsageError, unknown
 
 # kind: (what it means, how many arms it takes: (min, max or None))
 KINDS: dict[str, tuple[str, tuple[int, int | None]]] = {

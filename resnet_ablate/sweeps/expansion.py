@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..registry import UsageError
+from ..errors import UsageError
 from ..training.config import FAMILIES, MAX_NAME, Config, config_type, defaults, fields, fmt, identity_items, \
     registered_keys, run_name
 from ..training.parse import parse, validate

@@ -18,7 +18,7 @@ from ..folders.kinds import check_run_folder, check_sweep_folder
 from ..folders.lock import describe, holder
 from ..folders.states import State, tally
 from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
-from ..registry import UsageError, closest, unknown
+from ..errors import UsageError, closest, unknown
 from ..training.config import Config, fields, run_dir, run_name
 from ..training.runtime import prepare_inputs
 from ..training.signals import release_stop_signals

@@ -13,7 +13,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..registry import UsageError, first_line, parameters
+from ..errors import UsageError, first_line
+from ..registry import parameters
 from ..training.config import FAMILIES, opt
 from ..training.trainer import LOCKSTEP
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..folders import runfolder as rf
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
-from ..registry import UsageError, closest, unknown
+from ..errors import UsageError, closest, unknown
 from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..folders.runfolder import Damaged, write_atomic
-from ..registry import first_line
+from ..errors import first_line
 from .state import RunState
 
 if TYPE_CHECKING:

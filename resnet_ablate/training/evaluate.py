@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..models.probes import gradient_norms
 from ..models.responses import layer_responses
-from . import data as datamod
+from . import datasets
 from .state import RunState
 
 EVAL_BATCH = 1000
@@ -16,13 +16,13 @@ RESPONSE_IMAGES = 1000  # the first test images, unaugmented
 
 
 @torch.no_grad()
-def evaluate(state: RunState, split: datamod.Split) -> tuple[float, float]:
+def evaluate(state: RunState, split: datasets.Split) -> tuple[float, float]:
     """Loss and error (%) of the run's net over a whole split, in eval mode; training mode after."""
     state.model.eval()
     loss = torch.zeros((), device=state.device)
     wrong = torch.zeros((), device=state.device, dtype=torch.long)
     for i in range(0, len(split), EVAL_BATCH):
-        x = datamod.normalize_images(split.images[i : i + EVAL_BATCH], state.data)
+        x = datasets.normalize_images(split.images[i : i + EVAL_BATCH], state.data)
         y = split.labels[i : i + EVAL_BATCH]
         with state.autocast():
             out = state.model(x.contiguous(memory_format=torch.channels_last))
@@ -41,7 +41,7 @@ def probe(state: RunState) -> dict[str, list[float]]:
     """Per-unit input-gradient (L2 and RMS) and per-conv weight-gradient norms on a fixed batch (the first
     training images, unaugmented), always in fp32; the model and RNG streams are left as they were."""
     n = probe_batch(state.cfg.bn_batch)
-    x = datamod.normalize_images(state.data.train.images[:n], state.data)
+    x = datasets.normalize_images(state.data.train.images[:n], state.data)
     return gradient_norms(state.model, x.contiguous(memory_format=torch.channels_last), state.data.train.labels[:n])
 
 
@@ -49,7 +49,7 @@ def responses(state: RunState, source: str) -> dict:
     """The layer responses of the run's net (2015 Fig. 7) on the first RESPONSE_IMAGES test images, as
     responses.json holds them; `source` says whether the net is the final one (end) or a checkpoint's."""
     split = state.data.test
-    x = datamod.normalize_images(split.images[:RESPONSE_IMAGES], state.data)
+    x = datasets.normalize_images(split.images[:RESPONSE_IMAGES], state.data)
     stds = layer_responses(state.model, x.contiguous(memory_format=torch.channels_last))
     return {"iteration": state.iteration, "source": source, "split": "test", "images": min(len(split), RESPONSE_IMAGES),
             "std": stds}

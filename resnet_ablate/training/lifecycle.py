@@ -12,7 +12,7 @@ import torch
 from ..folders.runfolder import CHECKPOINT
 from ..folders.states import State
 from . import checkpoint
-from . import data as datamod
+from . import datasets
 from .config import Config, run_dir, run_name
 from .evaluate import evaluate, probe, responses
 from .optim import lr_at
@@ -25,7 +25,7 @@ from .writer import RunWriter, file_sha256, finite
 class TrainingRun:
     """One run in the loop: its config, its state (built when it trains), its writer and its state word."""
 
-    def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
+    def __init__(self, cfg: Config, data: datasets.Data, device: torch.device, precision: str) -> None:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
         inputs = {"data_fingerprint": data.fingerprint, "data_official": data.official,
                   "init_sha256": file_sha256(cfg.init)}

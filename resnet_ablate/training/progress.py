@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .config import Config, defaults, fields
-from .data import Data
+from .datasets import Data
 
 if TYPE_CHECKING:
     from .lifecycle import TrainingRun

@@ -11,8 +11,8 @@ import warnings
 import torch
 
 from ..models import transfer
-from ..registry import UsageError, first_line, unknown
-from . import data as datamod
+from ..errors import UsageError, first_line, unknown
+from . import datasets
 from .config import Config, data_root
 from .progress import data_line, say
 
@@ -75,14 +75,14 @@ def data_key(cfg: Config) -> tuple:
     return cfg.dataset, cfg.data_dir, cfg.normalize, cfg.val_split, cfg.synthetic_size, cfg.image_size
 
 
-def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datamod.Data]:
+def load_data(cfgs: list[Config], device: torch.device) -> dict[tuple, datasets.Data]:
     """Each distinct data set once, on the device, shared by the runs that use it."""
-    cache: dict[tuple, datamod.Data] = {}
+    cache: dict[tuple, datasets.Data] = {}
     for cfg in cfgs:
         key = data_key(cfg)
         if key not in cache:
             root, create = data_root(cfg)
-            cache[key] = datamod.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
+            cache[key] = datasets.load(cfg.dataset, root, cfg.download, cfg.normalize, cfg.val_split,
                                       cfg.synthetic_size, cfg.image_size, create).to(device)
             say(data_line(cfg, cache[key]))
         if cfg.batch_size > len(cache[key].train):  # parse checks the sets whose size it knows; this, every one
@@ -98,9 +98,9 @@ def prepare_inputs(cfgs: list[Config]) -> None:
     otherwise, so that a missing data set is one message and not 50 crashed jobs."""
     for cfg in {data_key(c): c for c in cfgs}.values():
         root, create = data_root(cfg)
-        if cfg.dataset in datamod.CIFAR:
-            datamod.locate(cfg.dataset, root, cfg.download, create)
+        if cfg.dataset in datasets.CIFAR:
+            datasets.locate(cfg.dataset, root, cfg.download, create)
         elif cfg.dataset == "folder":
-            datamod.folder_splits(root)
+            datasets.folder_splits(root)
     for path in sorted({c.init for c in cfgs if c.init}):
         transfer.read_state_dict(path)

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .data import Sampler
+from .datasets import Sampler
 
 FIELDS = 4  # index, crop row offset, crop column offset, flip
 

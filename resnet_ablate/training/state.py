@@ -17,7 +17,7 @@ from torch import nn
 from ..models import transfer
 from ..models.resnet import ResNet, build, count_parameters
 from ..models.shortcuts import Dropout, Shortcut
-from . import data as datamod
+from . import datasets
 from .config import Config, shortcut_keys
 from .optim import LearningRates, lr_at, make_optimizer, param_groups
 from .runtime import data_key, load_data
@@ -49,7 +49,7 @@ def precision_policy(precision: str, residual_fp32: bool = True) -> str:
 class RunState:
     """One run's model, optimizer, lr tensors, sampler, RNG streams, meters and iteration."""
 
-    def __init__(self, cfg: Config, data: datamod.Data, device: torch.device, precision: str) -> None:
+    def __init__(self, cfg: Config, data: datasets.Data, device: torch.device, precision: str) -> None:
         self.cfg, self.data, self.device, self.precision = cfg, data, device, precision
         torch.manual_seed(cfg.seed)
         model = build_network(cfg, data.num_classes)
@@ -123,7 +123,7 @@ class RunState:
         return self.augmented(*self.sampler.draw())
 
     def augmented(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = datamod.augment(self.data.train.images[idx], offsets, flips, self.data)
+        x = datasets.augment(self.data.train.images[idx], offsets, flips, self.data)
         return x.contiguous(memory_format=torch.channels_last), self.data.train.labels[idx]
 
     def buffered(self) -> bool:
@@ -199,7 +199,7 @@ class RunState:
 
 
 def build_state(cfg: Config, device: torch.device, precision: str = "fp32",
-                data: datamod.Data | None = None) -> RunState:
+                data: datasets.Data | None = None) -> RunState:
     """The one place a run's state is made (the trainer, lr_find, layer_responses, the tests): `cfg`'s net,
     optimizer, sampler and meters on `device`, training on `data` (packed runs share one copy) or, by default,
     on its data set loaded here."""

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.torch_version import TorchVersion
 
-from ..registry import first_line
+from ..errors import first_line
 from .compiled import compile_net
 from .state import RunState
 from .wide import WidePack, wide_pack

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Protocol
 
-from ..registry import UsageError
+from ..errors import UsageError
 
 
 class Tracker(Protocol):

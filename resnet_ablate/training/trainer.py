@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..folders.states import State
-from ..registry import UsageError
+from ..errors import UsageError
 from .config import Config
 from .evaluate import probe
 from .lifecycle import TrainingRun

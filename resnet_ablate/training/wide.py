@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.wide import WideError, slice_of, widen
-from . import data as datamod
+from . import datasets
 from .config import Config, identity_items
 from .optim import LearningRates, lr_at, make_optimizer
 from .sampling import FIELDS, BufferedSampler, split
@@ -211,7 +211,7 @@ class WidePack:
 
     def augmented(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """All K*B images augmented at once, then laid side by side as channels."""
-        x = datamod.augment(self.data.train.images[idx], offsets, flips, self.data)
+        x = datasets.augment(self.data.train.images[idx], offsets, flips, self.data)
         k, b, (c, h, w) = self.k, self.cfg.batch_size, x.shape[1:]
         x = x.view(k, b, c, h, w).permute(1, 3, 4, 0, 2).reshape(b, h, w, k * c).permute(0, 3, 1, 2)
         return x, self.data.train.labels[idx].view(k, b).t()

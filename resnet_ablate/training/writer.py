@@ -18,7 +18,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from ..folders import runfolder as rf
 from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
-from ..registry import UsageError, first_line
+from ..errors import UsageError, first_line
 from . import checkpoint, tracking
 from .config import Config, defaults, from_yaml, identity_items, to_yaml
 from .progress import metrics_line, say

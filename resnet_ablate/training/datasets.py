@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import safepickle
-from ..registry import UsageError, first_line
+from ..errors import UsageError, first_line
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
