@@ -423,7 +423,8 @@ def test_committed_reports_on_the_jpeg75_copy_show_no_paper_values():
     """Item 13: the results/ reports were rebuilt; their runs read a JPEG-75 copy, not the official files."""
     from helpers import REPO
     text = (REPO / "results" / "resnet20_cpu_2k" / "report" / "report.md").read_text()
-    assert "No paper value or Δ in every row that has one" in text and "8.75" not in text
+    tables = text.split("## Runs outside any sweep")[1]  # the Claims section above quotes the papers' words
+    assert "No paper value or Δ in every row that has one" in tables and "8.75" not in tables
 
 
 def test_a_run_named_with_an_unused_optimizers_key_groups_with_the_plain_run(tmp_path):
@@ -436,6 +437,16 @@ def test_a_run_named_with_an_unused_optimizers_key_groups_with_the_plain_run(tmp
     config.write_text(config.read_text().replace("- 0.999", "- 0.99"))  # as the old parse wrote betas=[0.9,0.99]
     groups = scan.group_by_settings(scan.scan(tmp_path).runs)
     assert [len(g.runs) for g in groups] == [2] and groups[0].settings["betas"] is None
+
+
+def test_a_caption_lists_no_key_that_the_runs_optimizer_or_schedule_does_not_use(tmp_path):
+    """sgd runs have no betas, eps or onecycle_pct: the caption's common settings must not list them empty."""
+    for seed in (0, 1):
+        make_run_folder(tmp_path / "runs" / f"r{seed}", ["depth=20", "recipe=default", f"seed={seed}"], "done", 8.0)
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    caption = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                   if "Common settings" in line)
+    assert "depth=20" in caption and not any(f"{key}=" in caption for key in ("betas", "eps", "onecycle_pct"))
 
 
 @pytest.fixture

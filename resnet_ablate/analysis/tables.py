@@ -296,7 +296,7 @@ def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str], variants: 
     plain = defaults()
     common = [f"{k}={cell(v)}" for k in config_keys() if k not in shown and k not in layout.variant
               for v in {g.settings[k] for g in kept} if len({g.settings[k] for g in kept}) == 1
-              and v != _as_setting(getattr(plain, k))]
+              and v is not None and v != _as_setting(getattr(plain, k))]  # None: a key the run's entry does not use
     sources = [paper.TABLES[t] for t in layout.tables]
     text = (f"Final test error (%), grouped by settings but the seed. n: finished runs; fail: runs with status "
             f"fail (diverged or above fail_threshold); median over all n runs, a failed run counting as above any "
