@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from helpers import run_cli, write_fake_cifar
 
-from resnet_ablate.training import datasets
+from resnet_ablate.training import cifar_archive, datasets
 from resnet_ablate.errors import UsageError
 
 
@@ -182,31 +182,31 @@ def test_a_hostile_archive_is_called_unsafe_and_nothing_is_extracted(member, why
         info[0].type = {"1": tarfile.LNKTYPE, "2": tarfile.SYMTYPE, "6": tarfile.FIFOTYPE}[kind[0]]
     archive = _archive(tmp_path, [_member("cifar-10-batches-py/", kind=tarfile.DIRTYPE), info])
     with pytest.raises(UsageError) as e:
-        datasets.locate("cifar10", tmp_path, download=False)
+        cifar_archive.locate("cifar10", tmp_path, download=False)
     assert str(e.value).startswith(f"{archive}: unsafe member {name} ({why}); nothing was extracted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
     assert not (tmp_path.parent / "escaped").exists()
 
 
 def test_a_member_larger_than_the_real_data_sets_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(datasets.EXTRACT_LIMITS, "cifar-10-batches-py", (1000, 1500))  # real: 34 MB and 205 MB
+    monkeypatch.setitem(cifar_archive.EXTRACT_LIMITS, "cifar-10-batches-py", (1000, 1500))  # real: 34 MB and 205 MB
     archive = _archive(tmp_path, [_member("cifar-10-batches-py/data_batch_1", b"\0" * 1001)])
     with pytest.raises(UsageError, match=f"{archive}: member cifar-10-batches-py/data_batch_1 is 1,001 bytes, more "
                                          f"than the real cifar-10-batches-py/ holds; nothing was extracted"):
-        datasets.locate("cifar10", tmp_path, download=False)
+        cifar_archive.locate("cifar10", tmp_path, download=False)
     _archive(tmp_path, [_member(f"cifar-10-batches-py/data_batch_{i}", b"\0" * 800) for i in (1, 2)])
     with pytest.raises(UsageError, match="its members add up to more than 1,500 bytes"):
-        datasets.locate("cifar10", tmp_path, download=False)
+        cifar_archive.locate("cifar10", tmp_path, download=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
 def test_the_real_caps_admit_the_real_sizes():
     """CIFAR-10's largest member is a 31,035,704-byte batch (10,000 rows of 3,072 bytes and their labels), its
     folder 186 MB; CIFAR-100's 155 MB training file, its folder 186 MB."""
-    assert datasets.EXTRACT_LIMITS["cifar-10-batches-py"][0] > 31_035_704 > 0.9 * datasets.EXTRACT_LIMITS[
+    assert cifar_archive.EXTRACT_LIMITS["cifar-10-batches-py"][0] > 31_035_704 > 0.9 * cifar_archive.EXTRACT_LIMITS[
         "cifar-10-batches-py"][0]
-    assert all(186_000_000 < total < 210_000_000 for _, total in datasets.EXTRACT_LIMITS.values())
-    assert 155_000_000 < datasets.EXTRACT_LIMITS["cifar-100-python"][0] < 175_000_000
+    assert all(186_000_000 < total < 210_000_000 for _, total in cifar_archive.EXTRACT_LIMITS.values())
+    assert 155_000_000 < cifar_archive.EXTRACT_LIMITS["cifar-100-python"][0] < 175_000_000
 
 
 def test_extracted_files_follow_the_umask(tmp_path):
@@ -215,7 +215,7 @@ def test_extracted_files_follow_the_umask(tmp_path):
     write_fake_cifar(tmp_path, tar=True)
     old = os.umask(0o077)
     try:
-        datasets.locate("cifar10", tmp_path, download=False)
+        cifar_archive.locate("cifar10", tmp_path, download=False)
     finally:
         os.umask(old)
     folder = tmp_path / "cifar-10-batches-py"
@@ -226,7 +226,7 @@ def test_extracted_files_follow_the_umask(tmp_path):
 def test_a_data_dir_that_is_a_file_is_not_told_to_be_created(tmp_path):
     (tmp_path / "data").write_text("mine")
     with pytest.raises(UsageError) as e:
-        datasets.locate("cifar10", tmp_path / "data", download=True, create=False)
+        cifar_archive.locate("cifar10", tmp_path / "data", download=True, create=False)
     assert str(e.value) == f"data_dir {tmp_path / 'data'} is a file, not a folder: point data_dir= (or " \
                            f"$RESNET_ABLATE_DATA) at where it is, the folder holding cifar-10-batches-py/"
 

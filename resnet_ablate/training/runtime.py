@@ -12,7 +12,7 @@ import torch
 
 from ..models import transfer
 from ..errors import UsageError, first_line, unknown
-from . import datasets
+from . import cifar_archive, datasets
 from .config import Config, data_root
 from .progress import data_line, say
 
@@ -98,8 +98,8 @@ def prepare_inputs(cfgs: list[Config]) -> None:
     otherwise, so that a missing data set is one message and not 50 crashed jobs."""
     for cfg in {data_key(c): c for c in cfgs}.values():
         root, create = data_root(cfg)
-        if cfg.dataset in datasets.CIFAR:
-            datasets.locate(cfg.dataset, root, cfg.download, create)
+        if cfg.dataset in cifar_archive.CIFAR:
+            cifar_archive.locate(cfg.dataset, root, cfg.download, create)
         elif cfg.dataset == "folder":
             datasets.folder_splits(root)
     for path in sorted({c.init for c in cfgs if c.init}):
