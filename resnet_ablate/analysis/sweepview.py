@@ -12,9 +12,10 @@ import pandas as pd
 from scipy import stats
 
 from ..folders.sweepfolder import SweepRecord
+from ..values import report_text
 from . import figures
 from .curves import curve_frame
-from .scan import SeedGroup, cell, group_keys, varying
+from .scan import SeedGroup, group_keys, varying
 from .tables import emit, text_cells
 
 BEST_CURVES = 3
@@ -83,7 +84,7 @@ def sweep_view(groups: list[SeedGroup], sweep: SweepRecord | None, out: Path, pr
         paths += figures.save(figures.metric_vs_params(finals, params, log, title), out / f"{prefix}-vs-params",
                               formats)
     best = sorted(groups, key=lambda g: np.mean(g.errors()) if g.errors() else math.inf)[:BEST_CURVES]
-    curves = curve_frame(best, lambda g: ", ".join(f"{k}={cell(g.settings[k])}" for k in params))
+    curves = curve_frame(best, lambda g: ", ".join(f"{k}={report_text(g.settings[k])}" for k in params))
     if not curves.empty:
         heading = ", ".join(filter(None, [title, f"best {len(best)} trials"]))
         paths += figures.save(figures.training_curves(curves, heading), out / f"{prefix}-best-curves", formats)
