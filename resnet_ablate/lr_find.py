@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .analysis import figures
+from .analysis import plotting
 from .cli import guarded
 from .folders import runfolder as rf
 from .folders.kinds import RANGE_TEST_FILES, check_range_test_folder
@@ -136,8 +136,8 @@ def step_line(done: int, steps: int, loss: float, batch_size: int, elapsed: floa
 
 def figure(lrs: list[float], losses: list[float], found: dict[str, float | None], title: str) -> Figure:
     """The smoothed loss against the lr (log axis), the lowest loss marked, the suggested lr as a dashed line."""
-    with figures.style():
-        fig = Figure(figsize=(figures.WIDTH, 2.6), layout="constrained")
+    with plotting.style():
+        fig = Figure(figsize=(plotting.WIDTH, 2.6), layout="constrained")
         ax = fig.subplots()
         ax.plot(lrs, losses, lw=1.5)
         best = lrs.index(found["min_loss_lr"])
@@ -145,7 +145,7 @@ def figure(lrs: list[float], losses: list[float], found: dict[str, float | None]
         if found["suggested_lr"] is not None:
             ax.axvline(found["suggested_lr"], ls="--", c="C3", lw=1, label=f"suggested lr {found['suggested_lr']:.3g}")
         ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)")
-        ax.set_title(figures.fit_title(title), fontsize="small")
+        ax.set_title(plotting.fit_title(title), fontsize="small")
         ax.legend(fontsize="x-small")
     return fig
 
@@ -180,7 +180,7 @@ def _main(argv: list[str]) -> int:
     found = suggest(lrs, losses, whole_range=len(lrs) == test.steps)
     warning = edge_warning(lrs, found, test)
     rf.write_json(folder / SUGGESTION, {**found, "steps_run": len(lrs), **vars(test), "warning": warning})
-    figure(lrs, losses, found, f"lr range test: {run_name(cfg)}").savefig(folder / FIGURE, dpi=figures.DPI)
+    figure(lrs, losses, found, f"lr range test: {run_name(cfg)}").savefig(folder / FIGURE, dpi=plotting.DPI)
     if warning:
         print(f"{warning}; curve and figure in {folder}")
         return 0

@@ -10,6 +10,7 @@ import typing
 from typing import Any, Callable, Generic, Iterator, Mapping, NamedTuple, Sequence, TypeVar
 
 from .errors import UsageError, unknown
+from .values import override_text
 
 __all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters"]
 
@@ -113,7 +114,7 @@ def check_value(key: str, value: Any, allowed: Range | None, choices: Sequence[s
     if choices is not None and value not in choices:
         raise unknown(key, value, choices)
     if allowed is not None and not isinstance(value, (bool, list, str)) and value not in allowed:
-        raise UsageError(f"{key}={value} is out of range; allowed: {allowed.allowed(key)}")
+        raise UsageError(f"{key}={override_text(value)} is out of range; allowed: {allowed.allowed(key)}")
 
 
 class Key(NamedTuple):

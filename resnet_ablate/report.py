@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .analysis.claimreport import claims_section
-from .analysis.curves import GRAD_MEASURES, draw_figures, gradient_spread, slug, spread_caption
+from .analysis.figures import draw_figures, slug
+from .analysis.frames import GRAD_MEASURES, gradient_spread, spread_caption
 from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells

@@ -62,13 +62,13 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["momentum=1"], "momentum=1.0 is out of range; allowed: 0 <= momentum < 1"),
     (["val_split=50000"], "val_split=50000 is out of range; allowed: 0..49999"),
     (["gate_init=ones"], "unknown gate_init 'ones'; allowed: he, zero"),
-    (["milestones=[48000,32000]"], "milestones=[48000, 32000] must be increasing positive iterations"),
+    (["milestones=[48000,32000]"], "milestones=[48000,32000] must be increasing positive iterations"),
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
     (["recipe=default", "dataset=synthetic", "synthetic_size=64", "batch_size=65"],
      "batch_size=65 is larger than the 64 training images of dataset=synthetic; use batch_size=64 or less"),
     (["recipe=default", "val_split=49990", "batch_size=11"], "batch_size=11 is larger than the 10 training images of dataset=cifar10"),
     (["iterations=30", "milestones=[20]", "warmup_iters=0", "grad_probe_at=[0,31,40]"],
-     "grad_probe_at=[0, 31, 40]: 31, 40 lie past iterations=30, so no probe would be taken there; use iterations 0..30"),
+     "grad_probe_at=[0,31,40]: 31, 40 lie past iterations=30, so no probe would be taken there; use iterations 0..30"),
     (["run_dir=~/t"], "run_dir=~/t: the shell did not expand '~' here; write the path out, e.g. run_dir="),
     (["data_dir=~/data"], "data_dir=~/data: the shell did not expand '~' here"),
 ])
@@ -99,7 +99,7 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
     text = help_text()
     for name in fields():
         assert f"  {name}=" in text
-    assert "depth=110  (int)" in text and "gate_bias=-6.0  (float)" in text and "milestones=[32000, 48000]" in text
+    assert "depth=110  (int)" in text and "gate_bias=-6.0  (float)" in text and "milestones=[32000,48000]" in text
     for registry in (SHORTCUTS, UNITS, OPTIMIZERS, SCHEDULES):
         assert f"[allowed: {', '.join(registry.names())}]" in text
     assert "  iterations=64000  (int)  training iterations  [allowed: > 0]" in text.splitlines()
@@ -127,10 +127,10 @@ def test_help_lists_each_optimizer_and_schedule_with_its_keys_under_it():
     assert lines[start + 1:start + 8] == [
         "    sgd: SGD with momentum (the papers), fused.",
         "      momentum=0.9  (float)  SGD momentum  [allowed: 0 <= momentum < 1]",
-        "      nesterov=False  (bool)  Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, plain "
+        "      nesterov=false  (bool)  Nesterov momentum (fb.resnet.torch train.lua:24; the papers: not stated, plain "
         "momentum)",
         "    adam: Adam, fused.",
-        "      betas=[0.9, 0.999]  (list[float])  moment decay rates",
+        "      betas=[0.9,0.999]  (list[float])  moment decay rates",
         "      eps=1e-08  (float)  denominator epsilon  [allowed: > 0]",
         "    adamw: AdamW: Adam with decoupled weight decay, fused."]
     assert lines[start + 8] == "      betas, eps: as adam"

@@ -278,7 +278,7 @@ def expected_code(cmds: list[Command], i: int, mode: str) -> int:
 @contextlib.contextmanager
 def registries_restored():
     """Registries as they were: a page's python blocks may register a shortcut or a unit."""
-    from resnet_ablate import run  # noqa: F401  (imports every registry)
+    from resnet_ablate import report, run  # noqa: F401  (imports every registry, the report's figures too)
     from resnet_ablate.registry import Registry
 
     found = {id(v): v for m in list(sys.modules.values()) if m and m.__name__.startswith("resnet_ablate")

@@ -438,7 +438,7 @@ def test_probe_reports_the_per_element_rms_beside_the_l2_norm():
 
 
 def test_spread_table_and_figures_use_the_rms_by_default(tmp_path):
-    from resnet_ablate.analysis.curves import gradient_spread, spread_caption
+    from resnet_ablate.analysis.frames import gradient_spread, spread_caption
     from resnet_ablate.analysis.scan import group_by_settings, scan
     folder = make_run_folder(tmp_path / "r", TINY)
     (folder / "probes.jsonl").write_text(json.dumps({"iteration": 0, "unit_input": [8.0, 2.0],

@@ -58,11 +58,11 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     (["optim=lamb"], f"unknown optim 'lamb'; allowed: {', '.join(OPTIMIZERS.names())}"),
     (["schedule=cos"], f"unknown schedule 'cos' (did you mean 'cosine'?); allowed: {', '.join(SCHEDULES.names())}"),
     (["optim=adam", "betas=[0.9]"], "betas=[0.9] must be two numbers in [0, 1)"),
-    (["optim=adamw", "betas=[0.9,1.0]"], "betas=[0.9, 1.0] must be two numbers in [0, 1)"),
+    (["optim=adamw", "betas=[0.9,1.0]"], "betas=[0.9,1.0] must be two numbers in [0, 1)"),
     (["onecycle_pct=1.5"], "onecycle_pct=1.5 is out of range; allowed: 0 < onecycle_pct < 1"),
     (["optim=adam", "eps=0"], "eps=0.0 is out of range; allowed: > 0"),
     (["nesterov=true", "momentum=0"], "nesterov=true needs momentum > 0"),
-    (["iterations=4000", "milestones=[2000,4000]"], "milestones=[2000, 4000] reach past iterations=4000"),
+    (["iterations=4000", "milestones=[2000,4000]"], "milestones=[2000,4000] reach past iterations=4000"),
 ])
 def test_bad_optimizer_settings_are_one_line(args, message):
     with pytest.raises(UsageError) as e:

@@ -15,7 +15,7 @@ from helpers import make_run_folder, run_cli
 from scipy import stats
 
 from resnet_ablate import report
-from resnet_ablate.analysis import curves, figures, paper, scan
+from resnet_ablate.analysis import figures, frames, paper, scan
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
@@ -228,14 +228,14 @@ def test_each_figure_is_written_in_both_formats(built):
 def test_figures_draw_one_line_per_variant_and_split(runs):
     found = scan.scan(runs / "tiny")
     groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
-    frame = curves.curve_frame(groups, lambda g: scan.variant_label(g.settings, {"unit", "shortcut"}))
+    frame = frames.curve_frame(groups, lambda g: scan.variant_label(g.settings, {"unit", "shortcut"}))
     assert set(frame["variant"]) == {"original, identity", "original, none", "full_preact, identity",
                                      "original, scaling (scale=0.5, residual_scale=1)"}
     ax = figures.training_curves(frame).axes[0]
     drawn = [line for line in ax.lines if len(line.get_xdata())]
     assert len(drawn) == 4 * 2 and {len(line.get_xdata()) for line in drawn} == {2}  # evaluations at 5 and 10
     assert sorted(line.get_linewidth() for line in drawn) == [0.7] * 4 + [1.6] * 4
-    probes = curves.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
+    probes = frames.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
     fig = figures.gradient_norms(probes)
     assert [ax.get_title() for ax in fig.axes] == ["total, iteration 0", "shortcut path, iteration 0",
                                                    "total, iteration 10", "shortcut path, iteration 10"]
@@ -246,7 +246,7 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
 def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs, built):
     found = scan.scan(runs / "tiny")
     groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
-    spread = curves.gradient_spread(groups)
+    spread = frames.gradient_spread(groups)
     assert set(spread["iteration"]) == {0, 10} and set(spread["n"]) == {2, 3}  # identity 3 seeds, plain/scaling 2
     for shortcut, label in (("identity", "original, identity"), ("none", "original, none")):
         probes = [json.loads(line) for s in range(3 if shortcut == "identity" else 2)
@@ -407,14 +407,14 @@ def test_the_spread_table_gives_per_stage_factors_in_total_and_through_the_short
                                                      "shortcut_path": path, "shortcut_path_rms": path,
                                                      "unit_shape": shapes, "conv_weight": [1.0]}) + "\n")
     groups = scan.group_by_settings(scan.scan(tmp_path).runs)
-    row = curves.gradient_spread(groups).iloc[0]
+    row = frames.gradient_spread(groups).iloc[0]
     assert [row[f"stage {k} shortcut"] for k in (1, 2, 3)] == pytest.approx([0.5, 0.5, 0.5])
     assert [row[f"stage {k} total"] for k in (1, 2, 3)] == pytest.approx([2.0, 2.0, 2.0])
-    assert row["first/last"] == 4.0 and list(curves.gradient_spread(groups).columns)[-4:] == ["n", "first/last",
+    assert row["first/last"] == 4.0 and list(frames.gradient_spread(groups).columns)[-4:] == ["n", "first/last",
                                                                                                "min", "max"]
-    frame = curves.probe_frame(groups, lambda g: "scaling")
+    frame = frames.probe_frame(groups, lambda g: "scaling")
     assert sorted(set(frame["path"])) == ["shortcut path", "total"] and frame["stage"].max() == 3
-    fig = figures.gradient_norms(frame, "t", note=curves.shortcut_note({"full_preact"}))
+    fig = figures.gradient_norms(frame, "t", note=figures.shortcut_note({"full_preact"}))
     assert len(fig.axes) == 2 and "pure identity path" in fig._suptitle.get_text().replace("\n", " ")
     assert len([line for line in fig.axes[1].lines if line.get_linestyle() == ":"]) == 2  # two stage changes
 
@@ -486,3 +486,33 @@ def test_an_empty_out_or_another_tools_folder_is_refused(out, message, two_runs,
     assert report.main([str(two_runs), "--out", out]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_figure_registered_outside_the_package_is_drawn_by_the_report(two_runs, tmp_path):
+    """Walk (c): a new figure is its drawing function and one entry; the report draws it for every scope with
+    nothing else changed, names its file as every figure's and lists it (report.md, .report-files)."""
+    from matplotlib.figure import Figure
+    for seed in (0, 1):
+        lines = [{"iteration": it, "test_error": 50.0 - it - seed, "train_error": 40.0} for it in (5, 10)]
+        (two_runs / f"r{seed}" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    drawn = []
+
+    def draw_test_errors(frame, scope):
+        drawn.append(sorted(frame.loc[frame["split"] == "test", "error"]))
+        fig = Figure()
+        fig.subplots().plot(frame["iteration"], frame["error"], "o")
+        return fig
+
+    entry = figures.FigureInfo(figures.VARIANTS, lambda scope: frames.curve_frame(scope.groups, scope.label),
+                               draw_test_errors)
+    figures.FIGURES.register("test_errors")(entry)
+    try:
+        assert report.main([str(two_runs), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    finally:
+        figures.FIGURES.unregister("test_errors")
+    out = tmp_path / "out"
+    assert drawn == [[39.0, 40.0, 44.0, 45.0]]  # one scope: both seeds' test errors at 5 and 10
+    assert (out / "runs-test_errors.png").stat().st_size > 1000
+    assert "![runs-test_errors](runs-test_errors.png)" in (out / "report.md").read_text()
+    assert "runs-test_errors.png" in (out / ".report-files").read_text().splitlines()
+    assert "test_errors" not in figures.FIGURES

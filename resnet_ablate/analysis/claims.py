@@ -21,6 +21,7 @@ from ..sweeps.plancost import SPEED_TABLES
 from ..sweeps.settings import available
 from ..sweeps.specs import load_spec
 from ..training.config import defaults
+from ..values import report_text, statistic
 from . import paper
 from .claimstats import (LEVEL, MAX_SEEDS, Link, Verdict, combine, count_link, rank_link, smallest_count_n,
                          smallest_rank_n)
@@ -273,22 +274,15 @@ def differing(rows: list[ClaimRow]) -> dict[int, str]:
         mine = [(i, r) for i, r in enumerate(rows) if r.claim is claim]
         if len(mine) > 1:
             keys = [k for k in group_keys() if len({str(r.context.get(k)) for _, r in mine}) > 1]
-            out.update({i: ", ".join(f"{k}={_text(r.context.get(k))}" for k in keys) for i, r in mine})
+            out.update({i: ", ".join(f"{k}={report_text(r.context.get(k))}" for k in keys) for i, r in mine})
     return out
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(_text, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def median_text(values: list[float]) -> str:
     """An arm's median (failures counted as the worst), 'fail' when it lands on a failed run."""
     if not values:
         return "not run"
-    m = float(np.median(values))
-    return "fail" if math.isinf(m) else f"{m:.4g}"
+    return statistic(float(np.median(values)), ".4g")
 
 
 def medians(row: ClaimRow) -> str:

@@ -1,120 +1,109 @@
-"""Figures in the papers' style: seaborn on matplotlib's object API (no pyplot, no global state), one
-paper column wide (3.3 in), saved as PNG and PDF at 300 dpi.
+"""The report's figures, one registered entry each (`FIGURES`, a `FigureInfo` per figure, beside its drawing
+function): which groups one figure compares (`per`: a `Grouping` splits the groups into the figures' `Scope`s),
+the data it draws (`frame`: a long-format frame from `frames`, one row per run and point), whether a scope has
+anything to draw (`shows`), and the drawing (`draw`). `draw_figures` draws every entry for every scope, so a
+new figure from an existing measurement is a drawing function and its entry, here.
 
-Each function takes a long-format frame (one row per run and point) and returns the Figure; the
-mean over seeds is the line and the band is over seeds. `save` writes it.
-"""
+Each drawing function takes the frame and returns the Figure in the house style (`plotting`): the mean over
+seeds is the line and the band is over seeds."""
 from __future__ import annotations
 
-import contextlib
-import math
-import textwrap
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
-import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
-from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import MaxNLocator
 
-WIDTH = 3.3  # inches: one column of a two-column paper
-DPI = 300
+from ..registry import Registry
+from . import frames
+from .plotting import WIDTH, fit_title, legend_below, means_and_bands, palette, save, style, thousands
+from .scan import SeedGroup, contexts, model_variant, shortcut_params, sort_key, variant_label, varying
+from .tables import PAPER_ITERATIONS, schedule
+
 SPLITS = {"test": ("", 1.6), "train": ((3, 1.5), 0.7)}  # test error bold and solid, training error thin and dashed
 MAX_PROBE_PANELS = 4
 
 
-@contextlib.contextmanager
-def style() -> Iterator[None]:
-    """Seaborn's paper context and ticks style, for the figures made inside only (lr_find's too)."""
-    with mpl.rc_context({**sns.plotting_context("paper", font_scale=0.85), **sns.axes_style("ticks")}):
-        yield
+@dataclass(frozen=True)
+class Scope:
+    """What one figure shows: the groups it compares, the settings that set them apart from the other
+    figures' groups (`context`, '' where none do; part of the file name), its title, the probe's measure
+    (--grad-measure) and the model-variant settings that differ between the groups (what a legend names)."""
+
+    groups: list[SeedGroup]
+    context: str
+    title: str
+    measure: str
+    keys: frozenset[str]
+
+    def label(self, g: SeedGroup) -> str:
+        """A group's legend entry: its model variant, naming only the settings that differ."""
+        return variant_label(g.settings, set(self.keys))
 
 
-def _palette(names: list) -> dict:
-    """One colour per name, colour-blind safe up to 10 names."""
-    colours = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
-    return dict(zip(names, colours))
+def _every(g: SeedGroup) -> bool:
+    return True
 
 
-def _aggregate(frame: pd.DataFrame, keys: list[str], x: str, y: str, band: str) -> pd.DataFrame:
-    """Mean of y over seeds per keys and x, with the band's bounds lo/hi: ±1 sd ("sd") or min-max ("range")."""
-    agg = frame.groupby([*keys, x], sort=False)[y].agg(["mean", "std", "min", "max"]).reset_index()
-    lo, hi = (agg["mean"] - agg["std"], agg["mean"] + agg["std"]) if band == "sd" else (agg["min"], agg["max"])
-    return agg.assign(lo=lo, hi=hi).sort_values([*keys, x])
+@dataclass(frozen=True)
+class Grouping:
+    """How the groups split into figures: one per combination of the settings outside `compared` (the
+    settings a figure's lines tell apart), among the groups `keeps` admits."""
+
+    compared: Callable[[], tuple[str, ...]]
+    keeps: Callable[[SeedGroup], bool] = _every
+
+    def scopes(self, groups: list[SeedGroup], title: str, measure: str) -> list[Scope]:
+        """The figures' scopes, each titled by the report's title, its context and a reduced budget."""
+        kept = [g for g in groups if self.keeps(g)]
+        return [Scope(gs, context, ", ".join(filter(None, [title, context, _budget(gs)])), measure,
+                      frozenset(varying(gs, model_variant()))) for context, gs in contexts(kept, self.compared())]
 
 
-def _means_and_bands(ax: Axes, frame: pd.DataFrame, x: str, y: str, hue: str, palette: dict, band: str,
-                     legend: bool, **line_kw) -> None:
-    """Mean lines over seeds (seaborn, one colour per hue) with shaded bands; aggregated once with pandas,
-    which is much faster than seaborn's per-point estimator for hundreds of runs."""
-    keys = [hue, *[v for v in (line_kw.get("style"), line_kw.get("size")) if v and v != hue]]
-    agg = _aggregate(frame, list(dict.fromkeys(keys)), x, y, band)
-    for (name, *_), part in agg.groupby(list(dict.fromkeys(keys)), sort=False):
-        if (part["hi"] > part["lo"]).any():
-            ax.fill_between(part[x], part["lo"], part["hi"], color=palette[name], alpha=0.2, linewidth=0)
-    sns.lineplot(data=agg, x=x, y="mean", hue=hue, hue_order=list(palette), palette=palette, estimator=None,
-                 sort=False, ax=ax, legend=legend, **line_kw)
+def _budget(groups: list[SeedGroup]) -> str:
+    """'reduced: N it' when the groups share a schedule shorter than the papers', else ''."""
+    its = {g.settings["iterations"] for g in groups}
+    return schedule(its.pop()) if len(its) == 1 and PAPER_ITERATIONS not in its else ""
 
 
-def _curves(ax: Axes, frame: pd.DataFrame, hue: str, palette: dict, legend: bool) -> None:
+def _not_empty(frame: pd.DataFrame) -> bool:
+    return not frame.empty
+
+
+@dataclass(frozen=True)
+class FigureInfo:
+    """A report figure, registered under the name its files carry (<prefix>-<name>[-<context>].<format>): its
+    grouping (`per`), its data for a scope (`frame`), whether that frame has anything to draw (`shows`), and
+    the drawing (`draw`, the frame and the scope to a Figure)."""
+
+    per: Grouping
+    frame: Callable[[Scope], pd.DataFrame]
+    draw: Callable[[pd.DataFrame, Scope], Figure]
+    shows: Callable[[pd.DataFrame], bool] = _not_empty
+
+
+FIGURES: Registry[FigureInfo] = Registry("figure")
+
+# the groupings: a figure per combination of the settings outside the model variant (its lines: the variants);
+# the same with the depths in one figure; plain nets and ResNets (identity shortcuts) of every depth in one
+VARIANTS = Grouping(model_variant)
+VARIANTS_BY_DEPTH = Grouping(lambda: (*model_variant(), "depth"))
+PLAIN_VS_RESNET = Grouping(lambda: ("depth", "shortcut", *shortcut_params()),
+                           lambda g: g.settings["shortcut"] in ("identity", "none"))
+
+
+def _curves(ax: Axes, frame: pd.DataFrame, hue: str, colours: dict, legend: bool) -> None:
     """Error vs iteration: mean over seeds with a ±1 sd band, test bold, training dashed."""
-    _means_and_bands(ax, frame, "iteration", "error", hue, palette, "sd", legend,
-                     style="split", style_order=list(SPLITS), dashes={k: v[0] for k, v in SPLITS.items()},
-                     size="split", size_order=list(SPLITS), sizes={k: v[1] for k, v in SPLITS.items()})
+    means_and_bands(ax, frame, "iteration", "error", hue, colours, "sd", legend,
+                    style="split", style_order=list(SPLITS), dashes={k: v[0] for k, v in SPLITS.items()},
+                    size="split", size_order=list(SPLITS), sizes={k: v[1] for k, v in SPLITS.items()})
     ax.set(xlabel="iterations", ylabel="error (%)")
-    _thousands(ax)
-
-
-def _is_heading(handle: Artist) -> bool:
-    """seaborn's sub-title entries ('split', the hue's name) are lines of width 0 without a marker."""
-    return isinstance(handle, Line2D) and handle.get_linewidth() == 0 and handle.get_marker() in ("None", "", None)
-
-
-def _sections(handles: list[Artist], labels: list[str]) -> list[list[tuple[Artist, str]]]:
-    """The legend's entries split into sections, each starting at a sub-title entry."""
-    sections: list[list[tuple[Artist, str]]] = []
-    for handle, label in zip(handles, labels):
-        if _is_heading(handle) or not sections:
-            sections.append([])
-        sections[-1].append((handle, label))
-    return sections
-
-
-def _legend_below(fig: Figure, ax: Axes, columns: int = 2) -> None:
-    """Move an axes' legend under the plot and grow the figure's height for it, so the plot keeps the
-    column's width and its own height. With several columns, each section (a sub-title and its entries,
-    e.g. 'split' with 'test' and 'train') fills a column of its own, so no entry lands under another's
-    heading; long labels get one column, the sections one below the other."""
-    handles, labels = ax.get_legend_handles_labels()
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()
-    sections = _sections(handles, labels)
-    if max(map(len, labels), default=0) > 24 or len(sections) < 2 or columns < 2:
-        entries, columns = [e for section in sections for e in section], 1
-    else:
-        rows = max(map(len, sections))
-        blank = (Line2D([], [], linestyle="none"), "")
-        entries = [e for section in sections for e in [*section, *[blank] * (rows - len(section))]]
-        columns = len(sections)
-    fig.set_figheight(fig.get_figheight() + 0.14 * math.ceil(len(entries) / columns))
-    fig.legend([h for h, _ in entries], [label for _, label in entries], loc="outside lower center", ncols=columns,
-               frameon=False, fontsize="x-small")
-
-
-def fit_title(text: str, width: float = WIDTH, size: str | float = "small") -> str:
-    """A title wrapped to the figure's width (at spaces), so that a long one is not clipped at the edges."""
-    points = FontProperties(size=size).get_size_in_points()
-    return "\n".join(textwrap.wrap(text, max(20, int(width * 72 / (0.6 * points))), break_on_hyphens=False))
-
-
-def _thousands(ax: Axes) -> None:
-    """Iteration ticks as 16k, 32k, ..."""
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
+    thousands(ax)
 
 
 def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
@@ -122,28 +111,14 @@ def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
     with style():
         fig = Figure(figsize=(WIDTH, 2.2), layout="constrained")
         ax = fig.subplots()
-        _curves(ax, frame, "variant", _palette(list(dict.fromkeys(frame["variant"]))), legend=True)
+        _curves(ax, frame, "variant", palette(list(dict.fromkeys(frame["variant"]))), legend=True)
         ax.set_title(fit_title(title), fontsize="small")
-        _legend_below(fig, ax)
+        legend_below(fig, ax)
     return fig
 
 
-def degradation(frame: pd.DataFrame, title: str = "") -> Figure:
-    """2015 Fig. 6: plain nets left, ResNets right; columns net (plain|ResNet), depth, seed, iteration,
-    split, error; one colour per depth, the same in both panels."""
-    frame = frame.assign(layers=frame["depth"].map(lambda d: f"{d}-layer"))
-    palette = _palette([f"{d}-layer" for d in sorted(frame["depth"].unique())])
-    with style():
-        fig = Figure(figsize=(WIDTH, 2.0), layout="constrained")
-        axes = fig.subplots(1, 2, sharey=True)
-        for ax, net in zip(axes, ("plain", "ResNet")):
-            part = frame[frame["net"] == net]
-            _curves(ax, part, "layers", {k: v for k, v in palette.items() if k in set(part["layers"])},
-                    legend=net == "ResNet")
-            ax.set_title(f"{net}", fontsize="small")
-        fig.suptitle(fit_title(title), fontsize="small")
-        _legend_below(fig, axes[1], columns=3)
-    return fig
+FIGURES.register("curves")(FigureInfo(VARIANTS, lambda s: frames.curve_frame(s.groups, s.label),
+                                      lambda frame, s: training_curves(frame, s.title)))
 
 
 def probe_iterations(iterations: list[int]) -> list[int]:
@@ -162,7 +137,7 @@ def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RM
     band = their range. `note` goes under the title (what the shortcut-path panels measure)."""
     frame = frame if "path" in frame else frame.assign(path="total")
     shown, paths = probe_iterations(frame["iteration"].tolist()), list(dict.fromkeys(frame["path"]))
-    palette = _palette(list(dict.fromkeys(frame["variant"])))
+    colours = palette(list(dict.fromkeys(frame["variant"])))
     with style():
         fig = Figure(figsize=(WIDTH * len(paths), 0.4 + 1.3 * len(shown)), layout="constrained")
         grid = fig.subplots(len(shown), len(paths), sharex=True, squeeze=False)
@@ -171,8 +146,8 @@ def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RM
                 part = frame[(frame["iteration"] == it) & (frame["path"] == path)]
                 part = part[part["norm"] > 0]  # log axis: a plain net has no shortcut path (zeros)
                 if not part.empty:
-                    _means_and_bands(ax, part, "unit", "norm", "variant", palette, "range", legend=ax is grid[0, 0],
-                                     marker=".")
+                    means_and_bands(ax, part, "unit", "norm", "variant", colours, "range", legend=ax is grid[0, 0],
+                                    marker=".")
                 _stage_lines(ax, part)
                 ax.set_yscale("log")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -180,7 +155,7 @@ def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RM
                 ax.set_title(f"iteration {it}" if len(paths) == 1 else f"{path}, iteration {it}", fontsize="small")
         text = fit_title(title, fig.get_figwidth())
         fig.suptitle(text + (f"\n{fit_title(note, fig.get_figwidth(), 'x-small')}" if note else ""), fontsize="small")
-        _legend_below(fig, grid[0, 0])
+        legend_below(fig, grid[0, 0])
     return fig
 
 
@@ -194,20 +169,90 @@ def _stage_lines(ax: Axes, part: pd.DataFrame) -> None:
             ax.axvline(unit - 0.5, color="0.6", linestyle=":", linewidth=0.8)
 
 
+def shortcut_note(units: set[str]) -> str:
+    """What the figure's shortcut-path panels measure, for nets of these units."""
+    pure = units <= {"full_preact"}
+    return ("right: through the shortcuts only (residual branches detached), the 2016 paper's Eq. 5 term; "
+            + ("full pre-activation units: a pure identity path, constant within a stage for identity shortcuts"
+               if pure else "after original units a ReLU follows every addition, so the path is not pure identity;"
+               " Eq. 5 holds for full pre-activation units")
+            + " (a plain net has none); dotted lines: zero-pad transitions, which change the RMS by geometry: "
+              "compare within a stage")
+
+
+def _gradnorm(frame: pd.DataFrame, scope: Scope) -> Figure:
+    """gradient_norms with the measure's axis label, and the note on the shortcut-path panels where drawn."""
+    shortcut_path = (frame["path"] != frames.PATHS[0]).any()
+    note = shortcut_note({g.settings["unit"] for g in scope.groups}) if shortcut_path else ""
+    return gradient_norms(frame, scope.title, frames.GRAD_MEASURES[scope.measure][2], note)
+
+
+FIGURES.register("gradnorm")(FigureInfo(VARIANTS, lambda s: frames.probe_frame(s.groups, s.label, s.measure),
+                                        _gradnorm))
+
+
 def layer_responses(frame: pd.DataFrame, title: str = "") -> Figure:
     """2015 Fig. 7: std of each 3x3 layer's response, top in layer order, bottom sorted in descending order;
     columns variant, seed, layer, rank, std; line = mean over seeds, band = their range."""
-    palette = _palette(list(dict.fromkeys(frame["variant"])))
+    colours = palette(list(dict.fromkeys(frame["variant"])))
     with style():
         fig = Figure(figsize=(WIDTH, 3.2), layout="constrained")
         axes = fig.subplots(2, 1)
         for ax, x, xlabel in zip(axes, ("layer", "rank"), ("layer index (original)", "layer index (sorted by std)")):
-            _means_and_bands(ax, frame, x, "std", "variant", palette, "range", legend=ax is axes[0])
+            means_and_bands(ax, frame, x, "std", "variant", colours, "range", legend=ax is axes[0])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(xlabel=xlabel, ylabel="std")
         fig.suptitle(fit_title(title), fontsize="small")
-        _legend_below(fig, axes[0], columns=3)
+        legend_below(fig, axes[0], columns=3)
     return fig
+
+
+def _response_label(g: SeedGroup, keys: set[str]) -> str:
+    """'plain-20', 'ResNet-56' as in 2015 Fig. 7 (other variants by their label), with the depth."""
+    paper_nets = keys <= {"shortcut"} and g.settings["shortcut"] in ("identity", "none")
+    return f"{_net(g) if paper_nets else variant_label(g.settings, keys)}-{g.settings['depth']}"
+
+
+def _responses(scope: Scope) -> pd.DataFrame:
+    """The response frame, plain nets first and shallow before deep, as the 2015 paper's Fig. 7."""
+    ordered = sorted(scope.groups, key=lambda g: (g.settings["shortcut"] != "none", g.settings["depth"]))
+    return frames.response_frame(ordered, lambda g: _response_label(g, scope.keys))
+
+
+FIGURES.register("responses")(FigureInfo(VARIANTS_BY_DEPTH, _responses,
+                                         lambda frame, s: layer_responses(frame, s.title)))
+
+def _net(g: SeedGroup) -> str:
+    return "plain" if g.settings["shortcut"] == "none" else "ResNet"
+
+
+def degradation(frame: pd.DataFrame, title: str = "") -> Figure:
+    """2015 Fig. 6: plain nets left, ResNets right; columns net (plain|ResNet), depth, seed, iteration,
+    split, error; one colour per depth, the same in both panels."""
+    frame = frame.assign(layers=frame["depth"].map(lambda d: f"{d}-layer"))
+    colours = palette([f"{d}-layer" for d in sorted(frame["depth"].unique())])
+    with style():
+        fig = Figure(figsize=(WIDTH, 2.0), layout="constrained")
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, net in zip(axes, ("plain", "ResNet")):
+            part = frame[frame["net"] == net]
+            _curves(ax, part, "layers", {k: v for k, v in colours.items() if k in set(part["layers"])},
+                    legend=net == "ResNet")
+            ax.set_title(f"{net}", fontsize="small")
+        fig.suptitle(fit_title(title), fontsize="small")
+        legend_below(fig, axes[1], columns=3)
+    return fig
+
+
+def _net_curves(scope: Scope) -> pd.DataFrame:
+    """Each group's curves with its net (plain | ResNet) and depth."""
+    curves = pd.concat([frames.curve_frame([g], _net).assign(depth=g.settings["depth"]) for g in scope.groups])
+    return curves.rename(columns={"variant": "net"})
+
+
+FIGURES.register("degradation")(FigureInfo(PLAIN_VS_RESNET, _net_curves,
+                                           lambda frame, s: degradation(frame, s.title),
+                                           lambda frame: set(frame["net"]) == {"plain", "ResNet"}))
 
 
 def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
@@ -217,42 +262,46 @@ def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
     with style():
         fig = Figure(figsize=(WIDTH, 2.1), layout="constrained")
         ax = fig.subplots()
-        sns.lineplot(data=frame, x="depth", y="error", hue="net", palette=_palette(list(dict.fromkeys(frame["net"]))),
+        sns.lineplot(data=frame, x="depth", y="error", hue="net", palette=palette(list(dict.fromkeys(frame["net"]))),
                      marker="o", errorbar="sd", err_style="bars", ax=ax)
         ax.set_xscale("log")
         ax.set_xticks(depths, [str(d) for d in depths])
         ax.minorticks_off()
         ax.set(xlabel="depth (layers)", ylabel="test error (%)")
         ax.set_title(fit_title(title), fontsize="small")
-        _legend_below(fig, ax)
+        legend_below(fig, ax)
     return fig
 
 
-def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], title: str = "") -> Figure:
-    """Final test error vs each searched parameter, one panel each (log x for those in `log`, strips for
-    categorical ones); columns the params and error, one row per run."""
-    with style():
-        fig = Figure(figsize=(max(WIDTH, 1.7 * len(params)), 2.0), layout="constrained")
-        axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
-        for ax, param in zip(axes, params):
-            numeric = pd.api.types.is_numeric_dtype(frame[param]) and not pd.api.types.is_bool_dtype(frame[param])
-            colour = sns.color_palette("colorblind")[0]
-            if numeric:
-                sns.scatterplot(data=frame, x=param, y="error", ax=ax, color=colour, s=18)
-            else:
-                sns.stripplot(data=frame.assign(**{param: frame[param].astype(str)}), x=param, y="error", ax=ax,
-                              color=colour, size=4)
-            if param in log:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set(xlabel=param, ylabel="test error (%)")
-        fig.suptitle(fit_title(title, fig.get_figwidth()), fontsize="small")
-    return fig
+def _finals(scope: Scope) -> pd.DataFrame:
+    """The final test error of every run that did not fail, with its net and depth."""
+    return pd.DataFrame([{"net": _net(g), "depth": g.settings["depth"], "seed": r.seed,
+                          "error": r.result["final_test_error"]} for g in scope.groups for r in g.runs
+                         if r.status == "done"], columns=["net", "depth", "seed", "error"])
 
 
-def save(fig: Figure, base: Path, formats: tuple[str, ...]) -> list[Path]:
-    """Write `fig` as base.<fmt> for each format at 300 dpi; returns the paths."""
-    paths = [base.parent / f"{base.name}.{fmt}" for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=DPI)
-    return paths
+FIGURES.register("depth")(FigureInfo(PLAIN_VS_RESNET, _finals, lambda frame, s: error_vs_depth(frame, s.title),
+                                     lambda frame: frame["depth"].nunique() > 1))
+
+
+def slug(text: str) -> str:
+    """A file-name part: runs of other characters than letters, digits, '.', '=' and '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "runs"
+
+
+def draw_figures(groups: list[SeedGroup], out: Path, prefix: str, title: str, formats: tuple[str, ...],
+                 measure: str = "rms") -> list[Path]:
+    """Every registered figure for every scope it has data for (gradient figures of the probe's `measure`);
+    returns the files. The figures of one grouping are drawn scope by scope, in the order registered."""
+    groups = sorted(groups, key=lambda g: sort_key(g.settings, model_variant()))  # legends in the papers' order
+    entries = {name: FIGURES.get(name) for name in FIGURES}
+    written: list[Path] = []
+    for per in dict.fromkeys(entry.per for entry in entries.values()):
+        for scope in per.scopes(groups, title, measure):
+            for name, entry in ((n, e) for n, e in entries.items() if e.per == per):
+                frame = entry.frame(scope)
+                if entry.shows(frame):
+                    base = out / slug("-".join(filter(None, [prefix, name, scope.context])))
+                    written += save(entry.draw(frame, scope), base, formats)
+    return written
+

@@ -27,6 +27,7 @@ from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
 from ..training.config import defaults, fields, registered_keys, shortcut_keys
+from ..values import report_text
 
 
 DATA = "data"  # the pseudo-setting for the data a run trained on (see `data_of`)
@@ -235,22 +236,11 @@ def papers_architecture(settings: dict[str, Any]) -> bool:
         return False
 
 
-def num(v: Any) -> str:
-    """A setting's value in a label or cell: floats as %g, tuples joined by ','."""
-    if isinstance(v, tuple):
-        return ",".join(map(num, v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def cell(v: Any) -> str:
-    return "" if v is None else num(v)
-
-
 def setting_text(settings: dict[str, Any]) -> str:
     """The shortcut's own parameters, e.g. 'scale=0.5, residual_scale=1'; its `secondary_params` (the gates'
     init and decay switches) only where they differ from their defaults."""
     keys, cls = shortcut_keys(), SHORTCUTS.get(settings["shortcut"])
-    return ", ".join(f"{k}={num(v)}" for k, v in settings.items() if k in keys and v is not None
+    return ", ".join(f"{k}={report_text(v)}" for k, v in settings.items() if k in keys and v is not None
                      and (k not in cls.secondary_params or v != keys[k][0]))
 
 
@@ -274,7 +264,7 @@ def contexts(groups: list[SeedGroup], variant: tuple[str, ...]) -> list[tuple[st
     for g in groups:
         parts.setdefault(context_of(g.settings, variant), []).append(g)
     differing = [k for k in group_keys() if k not in variant and len({g.settings[k] for g in groups}) > 1]
-    return [(", ".join(f"{k}={cell(gs[0].settings[k])}" for k in differing), gs) for gs in parts.values()]
+    return [(", ".join(f"{k}={report_text(gs[0].settings[k])}" for k in differing), gs) for gs in parts.values()]
 
 
 def varying(groups: list[SeedGroup], keys: tuple[str, ...]) -> set[str]:

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from scipy import stats
 
 from ..folders.sweepfolder import SweepRecord
-from . import figures
-from .curves import curve_frame
-from .scan import SeedGroup, cell, group_keys, varying
+from ..values import report_text
+from .figures import training_curves
+from .frames import curve_frame
+from .plotting import WIDTH, fit_title, save, style
+from .scan import SeedGroup, group_keys, varying
 from .tables import emit, text_cells
 
 BEST_CURVES = 3
@@ -62,6 +67,27 @@ def importance(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["parameter", "test", "statistic", "p", "trials"])
 
 
+def metric_vs_params(frame: pd.DataFrame, params: list[str], log: set[str], title: str = "") -> Figure:
+    """Final test error vs each searched parameter, one panel each (log x for those in `log`, strips for
+    categorical ones); columns the params and error, one row per run."""
+    with style():
+        fig = Figure(figsize=(max(WIDTH, 1.7 * len(params)), 2.0), layout="constrained")
+        axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
+        for ax, param in zip(axes, params):
+            numeric = pd.api.types.is_numeric_dtype(frame[param]) and not pd.api.types.is_bool_dtype(frame[param])
+            colour = sns.color_palette("colorblind")[0]
+            if numeric:
+                sns.scatterplot(data=frame, x=param, y="error", ax=ax, color=colour, s=18)
+            else:
+                sns.stripplot(data=frame.assign(**{param: frame[param].astype(str)}), x=param, y="error", ax=ax,
+                              color=colour, size=4)
+            if param in log:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set(xlabel=param, ylabel="test error (%)")
+        fig.suptitle(fit_title(title, fig.get_figwidth()), fontsize="small")
+    return fig
+
 
 def sweep_view(groups: list[SeedGroup], sweep: SweepRecord | None, out: Path, prefix: str, title: str,
                formats: tuple[str, ...]) -> list[str]:
@@ -80,11 +106,10 @@ def sweep_view(groups: list[SeedGroup], sweep: SweepRecord | None, out: Path, pr
     paths = []
     if not finals.empty:
         log = {k for k, space in search.items() if isinstance(space, dict) and space.get("dist") == "loguniform"}
-        paths += figures.save(figures.metric_vs_params(finals, params, log, title), out / f"{prefix}-vs-params",
-                              formats)
+        paths += save(metric_vs_params(finals, params, log, title), out / f"{prefix}-vs-params", formats)
     best = sorted(groups, key=lambda g: np.mean(g.errors()) if g.errors() else math.inf)[:BEST_CURVES]
-    curves = curve_frame(best, lambda g: ", ".join(f"{k}={cell(g.settings[k])}" for k in params))
+    curves = curve_frame(best, lambda g: ", ".join(f"{k}={report_text(g.settings[k])}" for k in params))
     if not curves.empty:
         heading = ", ".join(filter(None, [title, f"best {len(best)} trials"]))
-        paths += figures.save(figures.training_curves(curves, heading), out / f"{prefix}-best-curves", formats)
+        paths += save(training_curves(curves, heading), out / f"{prefix}-best-curves", formats)
     return lines + [f"![{p.stem}]({p.name})" for p in paths if p.suffix == f".{formats[0]}"] + [""]

@@ -16,8 +16,9 @@ from ..folders.sweepfolder import LAYOUTS as SWEEP_LAYOUTS
 from ..folders.sweepfolder import SweepRecord
 from ..training.config import defaults
 from ..training.recipes import RECIPES, train_images
+from ..values import report_text, statistic
 from . import paper
-from .scan import (SeedGroup, cell, config_keys, context_of, group_keys, model_variant, papers_architecture,
+from .scan import (SeedGroup, config_keys, context_of, group_keys, model_variant, papers_architecture,
                    setting_text, shortcut_params, sort_key, variant_label, varying, welch_p)
 
 PAPER_ITERATIONS = 64000
@@ -102,7 +103,7 @@ def recipe_label(settings: dict[str, Any]) -> str:
         return GAP_BASE
     if not recipe_diff(settings, GAP_OTHER):
         return GAP_OTHER
-    return f"{GAP_BASE} + " + ", ".join(f"{k}={cell(v)}" for k, v in diff.items())
+    return f"{GAP_BASE} + " + ", ".join(f"{k}={report_text(v)}" for k, v in diff.items())
 
 
 def applies(layout: Layout, groups: list[SeedGroup]) -> bool:
@@ -162,7 +163,7 @@ def left_out(layout: Layout, groups: list[SeedGroup]) -> list[str]:
 
 def _group_label(g: SeedGroup, keys: set[str]) -> str:
     """A group in words: its model variant, and depth and data set where those differ between groups."""
-    extra = [f"{k}={cell(g.settings[k])}" for k in ("depth", "dataset") if k in keys]
+    extra = [f"{k}={report_text(g.settings[k])}" for k in ("depth", "dataset") if k in keys]
     return ", ".join([variant_label(g.settings, keys), *extra])
 
 
@@ -207,7 +208,7 @@ def build_table(layout: Layout, groups: list[SeedGroup]) -> BuiltTable | None:
             row.update(base_diff=_minus(row["median"], other.get("median")), base_diff_mean=_minus(row["mean"],
                                                                                                   other.get("mean")))
         raw.append(row)
-        shown.append({**{k: cell(v) for k, v in row.items() if k in shown_keys}, **_stat_cells(row, layout)})
+        shown.append({**{k: report_text(v) for k, v in row.items() if k in shown_keys}, **_stat_cells(row, layout)})
     caption = _caption(layout, kept, shown_keys, any(r["variant_of"] for r in raw))
     if withheld:
         caption = _withheld_line(withheld, len(kept)) + " " + caption
@@ -274,9 +275,9 @@ def _stat_cells(row: dict[str, Any], layout: Layout) -> dict[str, str]:
                       if v is not None)
     variant = f"variant of: {row['variant_of'].split(': ', 1)[1]}" if row["variant_of"] else ""
     cells = {
-        "n": str(row["n"]), "fail": str(row["fail"]), "median": _fixed(row["median"]),
-        **({BEST_SEEN: _fixed(row["best_seen"])} if layout.best_seen else {}), "error (%)": error,
-        "min": _fixed(row["min"]), "paper": row["paper"] or variant, "Δ": delta, "p (Welch)": p,
+        "n": str(row["n"]), "fail": str(row["fail"]), "median": statistic(row["median"]),
+        **({BEST_SEEN: statistic(row["best_seen"])} if layout.best_seen else {}), "error (%)": error,
+        "min": statistic(row["min"]), "paper": row["paper"] or variant, "Δ": delta, "p (Welch)": p,
         "schedule": row["schedule"],
     }
     if layout.baseline_delta:
@@ -286,15 +287,10 @@ def _stat_cells(row: dict[str, Any], layout: Layout) -> dict[str, str]:
     return cells
 
 
-def _fixed(v: float | None) -> str:
-    """A statistic's cell: 2 decimals, `fail` for a median that lands on a failed run, blank for none."""
-    return "" if v is None else "fail" if math.isinf(v) else f"{v:.2f}"
-
-
 def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str], variants: bool = False) -> str:
     """What the table shows: its common settings, the statistics and the paper table used."""
     plain = defaults()
-    common = [f"{k}={cell(v)}" for k in config_keys() if k not in shown and k not in layout.variant
+    common = [f"{k}={report_text(v)}" for k in config_keys() if k not in shown and k not in layout.variant
               for v in {g.settings[k] for g in kept} if len({g.settings[k] for g in kept}) == 1
               and v is not None and v != _as_setting(getattr(plain, k))]  # None: a key the run's entry does not use
     sources = [paper.TABLES[t] for t in layout.tables]

@@ -18,9 +18,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError
-from ..training.config import FAMILIES, MAX_NAME, Config, config_type, defaults, fields, fmt, identity_items, \
+from ..training.config import FAMILIES, MAX_NAME, Config, config_type, defaults, fields, identity_items, \
     registered_keys, run_name
 from ..training.parse import parse, validate
+from ..values import name_token
 
 # Keys a run's other values are resolved from (a recipe's values, which registered entry's keys apply): runs that
 # differ in one of these are parsed apart.
@@ -156,7 +157,7 @@ def sweep_name(cfgs: list[Config]) -> str:
     the name, and so the folder; another grid gets its own."""
     first, plain = identity_items(cfgs[0]), identity_items(defaults())
     varying = [k for k, v in first.items() if any(getattr(c, k) != v for c in cfgs)]
-    shared = [f"{k}={fmt(v)}" for k, v in first.items() if k not in varying and v != plain[k]]
+    shared = [f"{k}={name_token(v)}" for k, v in first.items() if k not in varying and v != plain[k]]
     parts = ["sweep", *(["+".join(varying)] if varying else []), *shared]
     name = "_".join(parts)
     if len(name.encode()) <= MAX_NAME:

@@ -23,8 +23,9 @@ from ..training.config import Config, fields, run_dir, run_name
 from ..training.runtime import prepare_inputs
 from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
+from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
-from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile, as_text,
+from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, pack, parse_distribution
@@ -77,7 +78,7 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
         raise unknown("key", key, SLURM_FIELDS, where=str(path))
     conf = OmegaConf.structured(SlurmProfile)
     for key, value in data.items():
-        merge_override(conf, f"{key}={as_text(value)}", f"{path}: ")
+        merge_override(conf, f"{key}={override_text(value)}", f"{path}: ")
     for override in overrides:
         merge_override(conf, override.removeprefix("slurm."))
     return OmegaConf.to_object(conf)  # type: ignore[return-value]

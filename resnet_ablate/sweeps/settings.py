@@ -4,7 +4,6 @@ profiles use. The bottom of `sweeps/`: it imports no other module of it."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,6 +16,7 @@ from ..errors import UsageError, first_line
 from ..registry import parameters
 from ..training.config import FAMILIES, opt
 from ..training.trainer import LOCKSTEP
+from ..values import override_text
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")
 METHODS = ("grid", "random")
@@ -147,21 +147,17 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
-def as_text(value: Any) -> str:
-    """A YAML value back as the text of a `key=value` override."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def help_text() -> str:
     """The launcher keys with their defaults and meaning, for `--help`."""
     lines = ["launcher (sweeps: comma lists expand to a grid, e.g. shortcut=identity,gating seed=0,1,2):"]
     defaults = Launch()
     for name, f in LAUNCH_FIELDS.items():
         allowed = f"  [allowed: {', '.join(f.metadata['choices']())}]" if f.metadata["choices"] else ""
-        lines.append(f"  {name}={getattr(defaults, name)}  {f.metadata['help']}{allowed}")
+        lines.append(f"  {name}={override_text(getattr(defaults, name))}  {f.metadata['help']}{allowed}")
     lines.append("sweep (random search: search.KEY=DIST:LOW:HIGH, DIST uniform|loguniform|int, or "
                  "search.KEY=choice:A,B,...):")
-    lines += [f"  sweep.{name}={getattr(SweepSettings(), name)}  {f.metadata['help']}" for name, f in SWEEP_FIELDS.items()]
+    lines += [f"  sweep.{name}={override_text(getattr(SweepSettings(), name))}  {f.metadata['help']}"
+              for name, f in SWEEP_FIELDS.items()]
     lines.append("slurm (defaults from slurm/<profile>.yaml):")
     lines += [f"  slurm.{name}  {f.metadata['help']}" for name, f in SLURM_FIELDS.items()]
     return "\n".join(lines)

@@ -26,9 +26,10 @@ from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
 from ..training.wide import wide_key
+from ..values import override_text
 from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
-from .settings import Launch, as_text, available, find_file, key_of, load_mapping
+from .settings import Launch, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")
@@ -118,7 +119,7 @@ def draw_trials(search: dict[str, dict[str, Any]], trials: int, seed: int) -> li
 def _draw(space: dict[str, Any], rng: np.random.Generator) -> str:
     """One draw of a distribution (floats to 4 significant digits, so run names stay readable)."""
     if "choice" in space:
-        return as_text(space["choice"][int(rng.integers(len(space["choice"])))])
+        return override_text(space["choice"][int(rng.integers(len(space["choice"])))])
     low, high = space["low"], space["high"]
     if space["dist"] == "int":
         return str(int(rng.integers(int(low), int(high), endpoint=True)))
@@ -154,7 +155,7 @@ class Spec:
         extra = self.budget(budget)
         seeds = extra.get("seeds", self.seeds)
         points = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
-        return [[f"{k}={as_text(v)}" for k, v in {**self.overrides, **variant, **point, "seed": seed,
+        return [[f"{k}={override_text(v)}" for k, v in {**self.overrides, **variant, **point, "seed": seed,
                                                   **extra.get("overrides", {})}.items()]
                 for variant in self.variants for point in points for seed in seeds]
 
@@ -305,7 +306,7 @@ def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -
             raise UsageError(f"{key} is both searched (search.{key}) and set on the command line; drop one")
         for value in search[key].get("choice", []):
             try:
-                parse([f"{key}={as_text(value)}"])
+                parse([f"{key}={override_text(value)}"])
             except UsageError as e:
                 raise UsageError(f"search.{key}: {e}") from e
     trials = launch.sweep.trials or (spec.budget(launch.budget).get("trials", spec.trials) if spec else 0)

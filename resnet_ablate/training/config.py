@@ -25,6 +25,7 @@ from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS
 from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import Key, KeyedRegistry, Range, as_range, parameters
+from ..values import name_token
 from .optim import OPTIMIZERS, SCHEDULES
 from .recipes import DEFAULT_RECIPE, RECIPES
 from .tracking import TRACKERS
@@ -320,7 +321,8 @@ def run_name(cfg: Config) -> str:
     holds the full settings."""
     base = ("dataset", "depth", "unit", "shortcut", "seed")
     plain = defaults()
-    changed = [f"{k}={fmt(v)}" for k, v in identity_items(cfg).items() if k not in base and v != getattr(plain, k)]
+    changed = [f"{k}={name_token(v)}" for k, v in identity_items(cfg).items()
+               if k not in base and v != getattr(plain, k)]
     data = f"folder-{Path(cfg.data_dir).name}" if cfg.dataset == "folder" and cfg.data_dir else cfg.dataset
     head, tail = [data, f"d{cfg.depth}", cfg.unit, cfg.shortcut], f"s{cfg.seed}"
     name = "_".join([*head, *changed, tail])
@@ -333,13 +335,6 @@ def run_name(cfg: Config) -> str:
             break
         kept.append(part)
     return "_".join([*head, *kept, digest, tail])[:MAX_NAME]
-
-
-def fmt(value: Any) -> str:
-    """A value for a folder name or --help: lists joined by '-' (an empty one 'none'), a path by its file name."""
-    if isinstance(value, list):
-        return "-".join(map(str, value)) or "none"
-    return Path(value).name if isinstance(value, str) and os.sep in value else str(value)
 
 
 def run_dir(cfg: Config) -> Path:

@@ -20,6 +20,7 @@ from ..errors import UsageError
 from ..models import transfer
 from ..models.shortcuts import Shortcut
 from ..registry import Keyed, KeyedRegistry
+from ..values import override_text
 
 if TYPE_CHECKING:
     from .config import Config
@@ -86,7 +87,7 @@ class _AdamFamily(Optimizer):
 
     def check(self, cfg: Config) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise UsageError(f"betas={list(self.betas)} must be two numbers in [0, 1)")
+            raise UsageError(f"betas={override_text(self.betas)} must be two numbers in [0, 1)")
 
     def make(self, cls: type[torch.optim.Optimizer], groups: list[dict], lr: torch.Tensor) -> torch.optim.Optimizer:
         return cls(groups, lr=lr, betas=tuple(self.betas), eps=self.eps, fused=True,
@@ -120,8 +121,8 @@ class Step(Schedule):
             half, three_quarters = cfg.iterations // 2, cfg.iterations * 3 // 4
             scaled = f"milestones=[{half},{three_quarters}] (the papers' 1/2 and 3/4 of the run) or " \
                 if 0 < half < three_quarters else ""
-            raise UsageError(f"milestones={list(cfg.milestones)} reach past iterations={cfg.iterations}, so the lr "
-                             f"would never drop at {', '.join(map(str, late))}; set {scaled}milestones=[] for a "
+            raise UsageError(f"milestones={override_text(cfg.milestones)} reach past iterations={cfg.iterations}, so "
+                             f"the lr would never drop at {', '.join(map(str, late))}; set {scaled}milestones=[] for a "
                              f"constant lr")
 
     def lr(self, cfg: Config, iteration: int) -> float:

@@ -18,7 +18,8 @@ from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
 from ..models.units import UNITS, check_body
 from ..registry import check_value
-from .config import FAMILIES, Config, config_type, defaults, fields, fmt, registered_keys
+from ..values import override_text
+from .config import FAMILIES, Config, config_type, defaults, fields, registered_keys
 from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
@@ -154,7 +155,7 @@ def _validate_numbers(cfg: Config) -> None:
     for name, f in fields().items():
         value = getattr(cfg, name)
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise UsageError(f"{name}={fmt(value) if not isinstance(value, list) else value} is not a finite number")
+            raise UsageError(f"{name}={override_text(value)} is not a finite number")
         check_value(name, value, f.metadata["range"], None)
 
 
@@ -164,7 +165,7 @@ def _validate_schedule(cfg: Config) -> None:
            f"warmup_iters={cfg.warmup_iters} is not shorter than iterations={cfg.iterations}, so the run never "
            f"leaves warm-up; set warmup_iters=0 or fewer than {cfg.iterations}")
     _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
-           f"milestones={list(cfg.milestones)} must be increasing positive iterations")
+           f"milestones={override_text(cfg.milestones)} must be increasing positive iterations")
 
 
 def validate(cfg: Config) -> None:
@@ -200,7 +201,7 @@ def _validate_reach(cfg: Config) -> None:
            f"batch_size={cfg.batch_size} is larger than the {images} training images of dataset={cfg.dataset}; use "
            f"batch_size={images} or less")
     late = [i for i in cfg.grad_probe_at if i > cfg.iterations]
-    _check(not late, f"grad_probe_at={list(cfg.grad_probe_at)}: {', '.join(map(str, late))} "
+    _check(not late, f"grad_probe_at={override_text(cfg.grad_probe_at)}: {', '.join(map(str, late))} "
                      f"{'lies' if len(late) == 1 else 'lie'} past iterations={cfg.iterations}, so no probe would be "
                      f"taken there; use iterations 0..{cfg.iterations}")
 
@@ -258,7 +259,8 @@ def _validate_transfer(cfg: Config) -> None:
     _check(not cfg.stage_lr_mult or len(cfg.stage_lr_mult) == stages,
            f"stage_lr_mult needs {stages} values for arch={cfg.arch} (stem+stage1 ... stage{stages}), "
            f"got {len(cfg.stage_lr_mult)}")
-    _check(all(m > 0 for m in cfg.stage_lr_mult), f"stage_lr_mult={list(cfg.stage_lr_mult)} must be positive")
+    _check(all(m > 0 for m in cfg.stage_lr_mult),
+           f"stage_lr_mult={override_text(cfg.stage_lr_mult)} must be positive")
 
 
 def help_text() -> str:
@@ -283,7 +285,7 @@ def help_text() -> str:
 def _key_line(name: str, f: dataclasses.Field, text: str) -> str:
     """`name=DEFAULT  (type)  text  [allowed: ...]`."""
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    line = f"{name}={fmt(default) if not isinstance(default, list) else default}  ({_type_name(f)})  {text}"
+    line = f"{name}={override_text(default)}  ({_type_name(f)})  {text}"
     if f.metadata["choices"] is not None:
         line += f"  [allowed: {', '.join(f.metadata['choices']())}]"
     if f.metadata["range"] is not None:

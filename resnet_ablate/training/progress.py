@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..values import override_text
 from .config import Config, defaults, fields
 from .datasets import Data
 
@@ -81,12 +82,8 @@ def data_line(cfg: Config, data: Data) -> str:
 def changed_settings(cfg: Config) -> str:
     """The keys that differ from the defaults, as `key=value` (the full config is in config.yaml)."""
     plain = defaults()
-    changed = [f"{k}={_text(getattr(cfg, k))}" for k in fields() if getattr(cfg, k) != getattr(plain, k)]
+    changed = [f"{k}={override_text(getattr(cfg, k))}" for k in fields() if getattr(cfg, k) != getattr(plain, k)]
     return " ".join(changed) or "none (all defaults)"
-
-
-def _text(value: object) -> str:
-    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def run_lines(name: str, folder: Path, parameters: int, cfg: Config) -> list[str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..models.units import UNITS
+from ..values import override_text
 
 # Keys a recipe resolves for the run, not config keys: the schedule in epochs, the evaluation interval in epochs
 # and the number of BN groups a batch is split into.
@@ -89,9 +90,10 @@ class Recipe:
         """The recipe for --help: one line per value with its source."""
         text = [f"  {self.name}: {self.summary}"]
         text += [f"      {_shown_key(k, v.value)}  ({v.source})" for k, v in self.values.items()]
-        text += [f"      {k}={_show(v.value)} at depth {d}  ({v.source})"
+        text += [f"      {k}={override_text(v.value)} at depth {d}  ({v.source})"
                  for k, per_depth in self.by_depth.items() for d, v in per_depth.items()]
-        text += [f"      {k}={_show(v.value)} for pre-activation units  ({v.source})" for k, v in self.preact.items()]
+        text += [f"      {k}={override_text(v.value)} for pre-activation units  ({v.source})"
+                 for k, v in self.preact.items()]
         return text
 
 
@@ -101,11 +103,7 @@ def _shown_key(key: str, value: Any) -> str:
         return f"bn_batch=batch_size/{value}"
     if key == EVAL_EPOCHS:
         return f"eval_every={value} epoch{'s' if value != 1 else ''}"
-    return f"{key}={_show(value)}"
-
-
-def _show(value: Any) -> str:
-    return "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
+    return f"{key}={override_text(value)}"
 
 
 P15 = "P15 Sec. 4.2"

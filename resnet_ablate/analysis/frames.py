@@ -1,6 +1,6 @@
-"""The report's figures and the data behind them: each group's training curves and gradient probes in long
-form, the gradient-spread table, and every figure the groups have data for (curves, gradient norm per unit,
-plain vs ResNet, error vs depth), drawn by `figures`.
+"""The data behind the report's figures, as long-format frames (one row per run and point): each group's
+training curves (`metrics.jsonl`), gradient probes (`probes.jsonl`) and layer responses (`responses.json`);
+and the gradient-spread table. `figures` draws them.
 
 A probe line holds the input gradient of every unit twice (models/probes.py): in total, and through the
 shortcuts only (`shortcut_path*`: every residual branch detached where it merges, the term of the 2016 paper's
@@ -8,22 +8,13 @@ Eq. 5). Its `unit_shape` says where a stage changes the shape; a zero-pad transi
 geometry, so the per-stage numbers compare units of one shape only."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 from scipy import stats
 
 from ..folders import runfolder as rf
-from . import figures
-from .scan import SeedGroup, contexts, model_variant, shortcut_params, sort_key, variant_label, varying
-from .tables import PAPER_ITERATIONS, schedule
-
-
-def slug(text: str) -> str:
-    """A file-name part: runs of other characters than letters, digits, '.', '=' and '-' become '_'."""
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "runs"
+from .scan import SeedGroup, contexts, model_variant, sort_key, variant_label, varying
 
 
 def curve_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -> pd.DataFrame:
@@ -124,21 +115,6 @@ def gradient_spread(groups: list[SeedGroup], measure: str = "rms") -> pd.DataFra
     return frame.drop(columns="context") if not frame["context"].any() else frame
 
 
-def shortcut_note(units: set[str]) -> str:
-    """What the figure's shortcut-path panels measure, for nets of these units."""
-    pure = units <= {"full_preact"}
-    return ("right: through the shortcuts only (residual branches detached), the 2016 paper's Eq. 5 term; "
-            + ("full pre-activation units: a pure identity path, constant within a stage for identity shortcuts"
-               if pure else "after original units a ReLU follows every addition, so the path is not pure identity;"
-               " Eq. 5 holds for full pre-activation units")
-            + " (a plain net has none); dotted lines: zero-pad transitions, which change the RMS by geometry: "
-              "compare within a stage")
-
-
-def _net(g: SeedGroup) -> str:
-    return "plain" if g.settings["shortcut"] == "none" else "ResNet"
-
-
 def response_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -> pd.DataFrame:
     """responses.json of the groups' runs in long form: variant, seed, layer (forward order), rank (position
     when sorted by std, descending), std."""
@@ -151,55 +127,3 @@ def response_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -
             rows += [{"variant": label(g), "seed": r.seed, "layer": i + 1, "rank": ranks[i] + 1, "std": v}
                      for i, v in enumerate(stds)]
     return pd.DataFrame(rows, columns=["variant", "seed", "layer", "rank", "std"])
-
-
-def _response_label(g: SeedGroup, keys: set[str]) -> str:
-    """'plain-20', 'ResNet-56' as in 2015 Fig. 7 (other variants by their label), with the depth."""
-    paper_nets = keys <= {"shortcut"} and g.settings["shortcut"] in ("identity", "none")
-    return f"{_net(g) if paper_nets else variant_label(g.settings, keys)}-{g.settings['depth']}"
-
-
-def draw_figures(groups: list[SeedGroup], out: Path, prefix: str, title: str, formats: tuple[str, ...],
-                 measure: str = "rms") -> list[Path]:
-    """Every figure the groups have data for (gradient figures of the probe's `measure`); returns the files."""
-    written: list[Path] = []
-
-    def save(fig_name: str, context: str, fig) -> None:
-        base = out / slug("-".join(filter(None, [prefix, fig_name, context])))
-        written.extend(figures.save(fig, base, formats))
-
-    groups = sorted(groups, key=lambda g: sort_key(g.settings, model_variant()))  # legends in the papers' order
-    for context, gs in contexts(groups, model_variant()):
-        keys, heading = varying(gs, model_variant()), ", ".join(filter(None, [title, context, _budget(gs)]))
-        curves = curve_frame(gs, lambda g: variant_label(g.settings, keys))
-        if not curves.empty:
-            save("curves", context, figures.training_curves(curves, heading))
-        probes = probe_frame(gs, lambda g: variant_label(g.settings, keys), measure)
-        if not probes.empty:
-            note = shortcut_note({g.settings["unit"] for g in gs}) if (probes["path"] != PATHS[0]).any() else ""
-            save("gradnorm", context, figures.gradient_norms(probes, heading, GRAD_MEASURES[measure][2], note))
-    for context, gs in contexts(groups, (*model_variant(), "depth")):
-        keys = varying(gs, model_variant())
-        frame = response_frame(sorted(gs, key=lambda g: (g.settings["shortcut"] != "none", g.settings["depth"])),
-                               lambda g: _response_label(g, keys))
-        if not frame.empty:
-            heading = ", ".join(filter(None, [title, context, _budget(gs)]))
-            save("responses", context, figures.layer_responses(frame, heading))
-    nets = [g for g in groups if g.settings["shortcut"] in ("identity", "none")]
-    for context, gs in contexts(nets, ("depth", "shortcut", *shortcut_params())):
-        heading = ", ".join(filter(None, [title, context, _budget(gs)]))
-        curves = pd.concat([curve_frame([g], _net).assign(depth=g.settings["depth"]) for g in gs])
-        if set(curves["variant"]) == {"plain", "ResNet"}:
-            save("degradation", context, figures.degradation(curves.rename(columns={"variant": "net"}), heading))
-        finals = pd.DataFrame([{"net": _net(g), "depth": g.settings["depth"], "seed": r.seed,
-                                "error": r.result["final_test_error"]} for g in gs for r in g.runs
-                               if r.status == "done"], columns=["net", "depth", "seed", "error"])
-        if finals["depth"].nunique() > 1:
-            save("depth", context, figures.error_vs_depth(finals, heading))
-    return written
-
-
-def _budget(groups: list[SeedGroup]) -> str:
-    """'reduced: N it' when the groups share a schedule shorter than the papers', else ''."""
-    its = {g.settings["iterations"] for g in groups}
-    return schedule(its.pop()) if len(its) == 1 and PAPER_ITERATIONS not in its else ""
