@@ -3,12 +3,11 @@ hand-over, crash retries, status counts, and one-line errors for bad input."""
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
 import torch
-from helpers import TINY, make_run_folder, merged, metrics, result, run_cli
+from helpers import DONE, TINY, make_run_folder, merged, metrics, result, run_cli, signal_at_evaluation
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
@@ -20,7 +19,6 @@ from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
-DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 
 
@@ -123,16 +121,6 @@ def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tm
         assert metrics(folder / run_name(cfg)) == metrics(tmp_path / f"alone{seed}")
 
 
-def _signal_after_first_eval(folder, sig):
-    """Send `sig` to this process once the run in `folder` has written its first metrics line."""
-    def send():
-        deadline = time.time() + 120
-        while time.time() < deadline and not (folder / "metrics.jsonl").is_file():
-            time.sleep(0.01)
-        os.kill(os.getpid(), sig)
-    threading.Thread(target=send, daemon=True).start()
-
-
 def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
     """submitit's USR2 handler (here a stand-in that records and exits as submitit does) runs only after the
     trainer wrote its checkpoint; the requeued job resumes to the numbers of an undisturbed run."""
@@ -146,7 +134,7 @@ def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
     previous = signal.signal(signal.SIGUSR2, submitit_usr2)
     try:
         cfg = parse([*args, f"run_dir={tmp_path / 'cut'}"])
-        _signal_after_first_eval(tmp_path / "cut", signal.SIGUSR2)
+        signal_at_evaluation(tmp_path / "cut", signal.SIGUSR2)
         with pytest.raises(SystemExit):
             SweepJob(max_retries=0)([cfg])
     finally:
@@ -163,7 +151,7 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
     bypassed = []
     previous = signal.signal(signal.SIGTERM, lambda num, frame: bypassed.append(num))
     try:
-        _signal_after_first_eval(tmp_path / "cut", signal.SIGTERM)
+        signal_at_evaluation(tmp_path / "cut", signal.SIGTERM)
         out = SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'cut'}"])])
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -2,12 +2,12 @@
 resumes, bad settings are one line."""
 import pytest
 import torch
-from helpers import TINY, metrics
+from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, lr_at
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.trainer import StopRequest, train
+from resnet_ablate.training.trainer import train
 
 
 def _torch_lrs(make_scheduler, n: int, lr: float) -> list[float]:
@@ -47,9 +47,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     res = train([parse(whole)])[0]
     assert res["status"] in ("done", "fail") and res["final_test_error"] < 90
     split = [*TINY, *extra, f"run_dir={tmp_path / 'split'}"]
-    stop = StopRequest()
-    stop.reason = "test"  # checkpoint and pause at the first opportunity (iteration 1)
-    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1, "reason": "test"}
+    assert train([parse(split)], stop_now("test"))[0] == {"status": "paused", "iteration": 1, "reason": "test"}
     train([parse(split)])
     assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
 
