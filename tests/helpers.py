@@ -171,3 +171,18 @@ def wait_for_lines(folder: Path, lines: int, proc: subprocess.Popen, timeout: fl
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else f"exit code {proc.returncode}"
         assert time.time() < deadline, f"{folder}: no {lines} metrics lines after {timeout:g} s"
         time.sleep(0.02)
+
+
+def make_seed_runs(root: Path, name: str, settings: list[str], errors: list[float | None], **result_fields) -> None:
+    """Run folders `name`_s0, `name`_s1, ... under `root` built by hand (`make_run_folder`), seed i with final
+    error errors[i] (None: a failed run); extra keyword arguments go into every result.json."""
+    for seed, error in enumerate(errors):
+        make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
+                        error, **result_fields)
+
+
+def layout_table(root: Path, layout: str):
+    """The report's table of `layout` (analysis/tables.py) over the run folders under `root`."""
+    from resnet_ablate.analysis.scan import group_by_settings, scan
+    from resnet_ablate.analysis.tables import build_table, layouts
+    return build_table(layouts()[layout], group_by_settings(scan(root).runs))

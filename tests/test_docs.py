@@ -417,3 +417,10 @@ def test_the_states_table_says_what_the_state_module_says():
         else:
             in_module[name] += " " + line.strip()
     assert in_module == table
+
+
+def test_the_campaigns_2015_recipe_item_passes_recipe_he2015():
+    """Issue 28 item 4: results/CAMPAIGN.md's item 1 is labelled the 2015 recipe."""
+    commands = (REPO / "results" / "CAMPAIGN.md").read_text().replace("\\\n", " ").splitlines()
+    line = next(line for line in commands if "# item 1 " in line)
+    assert "recipe=he2015" in line and "normalize=" not in line

@@ -1,22 +1,25 @@
 """The launcher without SLURM: grids, specs, dry runs, skipping finished runs, packing, the job's signal
-hand-over, crash retries, status counts, and one-line errors for bad input."""
+hand-over, crash retries, status counts, one-line errors for bad input, and the lines that end a sweep (resume,
+report next, follow the live jobs; Ctrl-C stops the whole inline sweep)."""
 import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import DONE, TINY, make_run_folder, merged, metrics, result, run_cli, signal_at_evaluation
+from helpers import DONE, PAUSE, TINY, make_run_folder, merged, metrics, result, run_cli, signal_at_evaluation
 
 from resnet_ablate import run, status
+from resnet_ablate.folders.states import State
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
-from resnet_ablate.sweeps.launcher import parse_launch
+from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
@@ -410,3 +413,77 @@ def test_grouped_parsing_gives_the_configs_and_the_errors_of_parsing_each_run():
         with pytest.raises(UsageError) as grouped:
             parse_runs([[*DONE, "lr=0.1", "milestones=[20]", "momentum=0.9", "seed=0"], bad])
         assert str(grouped.value) == str(alone.value)
+
+
+def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*DONE, "seed=0,1", "launcher=inline"]
+    assert run.main([*args, PAUSE]) == 75
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"sweep sweep: 2 runs: 0 done, 0 fail, 2 paused; run the same command again to resume: "
+                    f"{command_line([*args, PAUSE])}")
+    assert run.main(args) == 0
+    folder = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[-1] == (f"sweep sweep: 2 runs: 2 done, 0 fail; next: python -m "
+                                                        f"resnet_ablate.report runs/{folder} --out reports/{folder}")
+
+
+def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monkeypatch, capsys):
+    """Runs in a queued or running SLURM job are neither paused nor to be resumed: exit 0, follow with status."""
+    monkeypatch.chdir(tmp_path)
+    plan = expand(parse_launch([]), [*DONE, "seed=0,1"])
+    live = {run_name(c): (State.QUEUED if c.seed else State.RUNNING, "") for c in plan.cfgs}
+    assert _summary(plan, {run_name(c): c for c in plan.cfgs}, {}, live, "cmd") == 0
+    assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 fail, 1 queued, 1 running; follow them with: "
+                                       f"python -m resnet_ablate.status {plan.folder}\n")
+
+
+def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = merged(DONE, "iterations=60", "seed=0,1", "launcher=inline")
+    cfgs = [parse([*DONE, "iterations=60", f"seed={s}"]) for s in (0, 1)]
+    signal_at_evaluation(tmp_path / "runs" / sweep_name(cfgs) / run_name(cfgs[0]), signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT)
+    assert run.main(args) == 75
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep sweep: 2 runs: 0 done, 0 fail, 1 paused, "
+                                                               "1 not started; run the same command again")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_dry_run_of_a_single_run_names_its_own_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("runs") / run_name(parse(DONE))
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: to train from the start; dry_run=true trains nothing\n"
+    assert not (tmp_path / "runs").exists()
+    assert run.main(DONE) == 0
+    capsys.readouterr()
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: finished (done): nothing to do; dry_run=true trains nothing\n"
+
+
+def test_a_command_line_sweep_header_has_no_layout_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "dry_run=true"]) == 0
+    folder = sweep_name([parse([*TINY, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[0] == (f"sweep sweep (budget full): 2 runs in runs/{folder}; 0 "
+                                                       f"finished, 0 queued or running, 2 to run")
+
+
+def test_missing_data_is_one_line_before_any_job_is_submitted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    args = ["depth=8", "iterations=10", "milestones=[5]", "warmup_iters=0", "seed=0,1", "data_dir=data",
+            "download=false"]
+    assert run.main([*args, "launcher=local"]) == 2
+    assert capsys.readouterr().err == ("error: cifar10 not found in data: put cifar-10-python.tar.gz or its "
+                                       "extracted cifar-10-batches-py/ folder there, or point data_dir= (or "
+                                       "$RESNET_ABLATE_DATA) at where it is (download=false)\n")
+    assert not list(tmp_path.glob("runs/*/.submitit"))
+
+
+def test_slurm_jobs_get_a_gpu_by_default_and_the_local_test_profile_says_it_has_none(tmp_path, monkeypatch, capsys):
+    assert load_profile("default", []).gpus_per_task == 1 and load_profile("local", []).gpus_per_task == 0
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 0
+    assert "note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs" in capsys.readouterr().out

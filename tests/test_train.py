@@ -172,3 +172,13 @@ def test_a_second_sigterm_while_a_stopped_run_exits_keeps_exit_75(tmp_path):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.002)
     assert proc.returncode == 75, proc.stderr.read()
+
+
+def test_time_limit_is_checked_every_iteration(tmp_path):
+    """time_limit_s stopped only at evaluations before (here it trained on to iteration 2000)."""
+    folder = tmp_path / "r"
+    (summary,) = train([parse([*TINY, "iterations=1000000", "eval_every=2000", "time_limit_s=0.5",
+                               f"run_dir={folder}"])])
+    assert summary["status"] == "paused" and summary["reason"] == "time_limit_s=0.5"
+    assert 1 <= summary["iteration"] < 2000
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["iteration"] == summary["iteration"]
