@@ -52,10 +52,9 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["depth"], "expected key=value, got 'depth'; see --help"),
     (["gate_bias=abc"], "bad value for gate_bias: 'abc' is not a valid float"),
     (["depth=1.5"], "bad value for depth: '1.5' is not a valid int"),
-    (["shortcut=foo"], "unknown shortcut 'foo'; allowed: identity, scaling, gating, shortcut_gating, conv1x1, "
-                       "dropout, none"),
-    (["unit=full_preac"], "unknown unit 'full_preac' (did you mean 'full_preact'?); allowed: original, "
-                          "bn_after_add, relu_before_add, relu_preact, full_preact"),
+    (["shortcut=foo"], f"unknown shortcut 'foo'; allowed: {', '.join(SHORTCUTS.names())}"),
+    (["unit=full_preac"], "unknown unit 'full_preac' (did you mean 'full_preact'?); allowed: "
+                          f"{', '.join(UNITS.names())}"),
     (["depth=57"], "depth 57 is neither 6n+2"),
     (["depth=24", "block=bottleneck"], "depth 24 is not 9n+2 for block=bottleneck"),
     (["dataset=mnist"], "unknown dataset 'mnist'; allowed: cifar10, cifar100, synthetic"),
@@ -81,8 +80,8 @@ def test_bad_input_gives_one_clear_line(overrides, message):
 
 
 @pytest.mark.parametrize("arg,fragment", [
-    ("shortcut=foo", "unknown shortcut 'foo'; allowed: identity, scaling"),
-    ("unit=foo", "unknown unit 'foo'; allowed: original"),
+    ("shortcut=foo", f"unknown shortcut 'foo'; allowed: {', '.join(SHORTCUTS.names())}"),
+    ("unit=foo", f"unknown unit 'foo'; allowed: {', '.join(UNITS.names())}"),
     ("depth=57", "depth 57 is neither 6n+2"),
     ("gate_bias=abc", "bad value for gate_bias: 'abc' is not a valid float"),
     ("seedd=1", "unknown key 'seedd' (did you mean 'seed'?)"),

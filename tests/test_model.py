@@ -71,15 +71,20 @@ def test_block_follows_the_papers_and_rejects_misfit_depths():
         resolve_block(24, "bottleneck")
 
 
+def test_the_papers_shortcuts_and_units_are_registered():
+    """2016 paper Fig. 2 / Table 1 and Fig. 4 / Table 2 (every registered entry is checked by the tests above)."""
+    assert {"identity", "scaling", "gating", "shortcut_gating", "conv1x1", "dropout", "none"} <= set(SHORTCUTS)
+    assert {"original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact"} <= set(UNITS)
+
+
 def test_unknown_names_list_the_allowed_ones():
     with pytest.raises(UsageError) as e:
         build_model(20, shortcut="gatting")
-    assert str(e.value) == (
-        "unknown shortcut 'gatting' (did you mean 'gating'?); allowed: "
-        "identity, scaling, gating, shortcut_gating, conv1x1, dropout, none, highway_gating")
-    with pytest.raises(UsageError, match="unknown unit 'foo'; allowed: original, bn_after_add, relu_before_add, "
-                                         "relu_preact, full_preact, no_relu_after_add"):
+    assert str(e.value) == f"unknown shortcut 'gatting' (did you mean 'gating'?); allowed: " \
+                           f"{', '.join(SHORTCUTS.names())}"
+    with pytest.raises(UsageError) as e:
         build_model(20, unit="foo")
+    assert str(e.value) == f"unknown unit 'foo'; allowed: {', '.join(UNITS.names())}"
     with pytest.raises(UsageError, match="unknown shortcut parameter 'gate_bais'"):
         build_model(20, shortcut="gating", gate_bais=-6)
 

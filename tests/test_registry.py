@@ -19,6 +19,8 @@ from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, Optimizer, Sched
 from resnet_ablate.training.parse import help_text, parse
 from resnet_ablate.training.state import build_network
 
+_GATES = [name for name in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(name))]  # the package's
+
 
 class ScaledResidual(Shortcut):
     """x + alpha * F(x): a variant that is not in the papers, registered by this test only."""
@@ -79,8 +81,8 @@ def _shortcut_with(param: str, default):
     ("init", "", "shortcut 'test_clash': parameter 'init' clashes with the config key 'init'; rename the parameter"),
     ("lr", 0.5, "shortcut 'test_clash': parameter 'lr' clashes with the config key 'lr'"),
     ("budget", "x", "shortcut 'test_clash': parameter 'budget' clashes with the launcher key 'budget'"),
-    ("gate_bias", 0.0, "shortcut 'test_clash': parameter 'gate_bias' (default 0.0) clashes with gating, "
-                       "shortcut_gating, highway_gating's gate_bias (default -6.0); rename it"),
+    ("gate_bias", 0.0, f"shortcut 'test_clash': parameter 'gate_bias' (default 0.0) clashes with {', '.join(_GATES)}'s "
+                       "gate_bias (default -6.0); rename it"),
 ])
 def test_a_clashing_parameter_fails_at_registration(param, default, message):
     with pytest.raises(UsageError) as e:
@@ -92,7 +94,7 @@ def test_a_clashing_parameter_fails_at_registration(param, default, message):
 def test_a_shared_parameter_with_the_same_default_is_one_key():
     SHORTCUTS.register("test_gate_like")(_shortcut_with("gate_bias", -6.0))
     try:
-        assert fields()["gate_bias"].metadata["help"].startswith("gating, shortcut_gating, highway_gating, test_gate_like:")
+        assert fields()["gate_bias"].metadata["help"].startswith(f"{', '.join([*_GATES, 'test_gate_like'])}:")
         assert parse(["shortcut=test_gate_like", "gate_bias=-2"]).gate_bias == -2.0
     finally:
         SHORTCUTS.unregister("test_gate_like")
@@ -208,8 +210,6 @@ def _optimizer_with(param: str, default):
     exec(f"def __init__(self, *, {param}={default!r}):\n    pass", {}, namespace)
     return type(f"With_{param}", (Lion,), {"__init__": namespace["__init__"], "param_help": {}, "param_range": {}})
 
-
-_GATES = [name for name in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(name))]
 
 
 @pytest.mark.parametrize("param, default, message", [
