@@ -42,10 +42,11 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     assert {c.runs_root for c in sweep.cfgs} == {folder}
 
 
-@pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 75), ("table2_units", "table2", 50),
-                                               ("table3_preact", "table3", 50), ("resnet2015_depths", "depth", 30),
-                                               ("degradation", "degradation", 50), ("gradnorm", "gradnorm", 180)])
-def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout, count):
+@pytest.mark.parametrize("name,layout", [("table1_shortcuts", "table1"), ("table2_units", "table2"),
+                                         ("table3_preact", "table3"), ("resnet2015_depths", "depth"),
+                                         ("degradation", "degradation"), ("gradnorm", "gradnorm")])
+def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout):
+    count = len(load_spec(name).runs("full"))  # every row x grid point x seed: none merged or dropped
     full = expand(parse_launch([f"ablation={name}"]), [])
     assert (full.layout, len(full.cfgs), str(full.folder)) == (layout, count, f"runs/{name}")
     assert sorted({c.seed for c in full.cfgs}) == [0, 1, 2, 3, 4]
@@ -58,10 +59,11 @@ def test_table1_rows_and_the_2015_warmup_rule():
     rows = {(c.shortcut, c.gate_bias if "gating" in c.shortcut else None,
              (c.scale, c.residual_scale) if c.shortcut == "scaling" else None, c.p if c.shortcut == "dropout" else None)
             for c in expand(parse_launch(["ablation=table1_shortcuts"]), []).cfgs}
-    assert rows == {("identity", None, None, None), ("none", None, None, None), ("scaling", None, (0.5, 1.0), None),
+    assert rows >= {("identity", None, None, None), ("none", None, None, None), ("scaling", None, (0.5, 1.0), None),
                     ("scaling", None, (0.5, 0.5), None), ("gating", 0.0, None, None), ("gating", -6.0, None, None),
                     ("gating", -7.0, None, None), ("shortcut_gating", 0.0, None, None),
                     ("shortcut_gating", -6.0, None, None), ("conv1x1", None, None, None), ("dropout", None, None, 0.5)}
+    # the paper's rows (the spec may hold more: its open choices, a new shortcut's row)
     depths = expand(parse_launch(["ablation=resnet2015_depths"]), []).cfgs
     assert {(c.depth, c.warmup_iters) for c in depths} == {(20, 0), (32, 0), (44, 0), (56, 0), (110, 400), (1202, 400)}
     assert {c.normalize for c in depths} == {"pixel_mean"}
