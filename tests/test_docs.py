@@ -176,8 +176,11 @@ class Sandbox:
         if folder is not None and not folder.exists():
             assert announced(folder, self.dry_output), \
                 f"{cmd.where}: `{cmd.text}` reads {folder}, which no command before it on this page made or named"
-            rc = call(module.main, args)
-            assert rc == 2, f"{cmd.where}: expected the one-line error of a missing {folder}, got exit code {rc}"
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                rc = call(module.main, args)
+            said = err.getvalue()
+            assert rc == 2 and said.startswith("error: ") and said.count("\n") == 1 and announced(folder, said), \
+                f"{cmd.where}: expected the one-line error of a missing {folder}, got exit code {rc}: {said}"
             return 0
         if name != "resnet_ablate.run" or "dry_run=true" not in args:
             self.dry_runs.clear()  # it may write: what a dry run said before may no longer hold

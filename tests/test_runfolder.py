@@ -476,7 +476,11 @@ def test_a_folder_whose_config_yaml_was_deleted_is_damaged_not_a_fresh_run(tmp_p
     assert run.main(_with("lr=0.05", f"run_dir={folder}")) == 2
     assert f"error: {folder} holds checkpoint.pt but no config.yaml: put back the run's config.yaml" in _error(capsys)
     assert status.main(["s"]) == 0
-    assert f"  damaged {folder.name}: s/{folder.name} holds checkpoint.pt but no config.yaml" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["s: 2 runs: 0 done, 0 fail, 1 paused, 1 damaged",
+                   f"  damaged {folder.name}: s/{folder.name} holds checkpoint.pt but no config.yaml: put back the "
+                   f"run's config.yaml, or remove the folder to train the run again",
+                   f"  paused {run_name(parse([*DONE, 'seed=1']))}: launch the sweep again to resume"]
     assert not (folder / "config.yaml").exists()
 
 
