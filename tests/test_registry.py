@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import DONE
 
 from resnet_ablate import run
 from resnet_ablate.errors import UsageError
@@ -44,8 +44,7 @@ def scaled_residual():
 
 def test_a_registered_shortcut_trains_from_the_command_line_with_its_parameter(scaled_residual, tmp_path, capsys):
     folder = tmp_path / "run"
-    assert run.main([*TINY, "shortcut=test_scaled_residual", "alpha=0.25", "fail_threshold=100",
-                     f"run_dir={folder}"]) == 0
+    assert run.main([*DONE, "shortcut=test_scaled_residual", "alpha=0.25", f"run_dir={folder}"]) == 0
     cfg = from_yaml(folder / "config.yaml")
     assert (cfg.shortcut, cfg.alpha) == ("test_scaled_residual", 0.25)
     assert json.loads((folder / "result.json").read_text())["status"] == "done"
@@ -148,8 +147,8 @@ def lion():
 
 def test_a_registered_optimizer_trains_from_the_command_line_with_its_key(lion, tmp_path):
     folder = tmp_path / "run"
-    assert run.main([*TINY, "optim=test_lion", "lion_beta=0.5", "lr=0.01", "weight_decay=0.0005",
-                     "fail_threshold=100", f"run_dir={folder}"]) == 0
+    assert run.main([*DONE, "optim=test_lion", "lion_beta=0.5", "lr=0.01", "weight_decay=0.0005",
+                     f"run_dir={folder}"]) == 0
     cfg = from_yaml(folder / "config.yaml")
     assert (cfg.optim, cfg.lion_beta) == ("test_lion", 0.5)
     assert _SignMomentum.steps == 30 == cfg.iterations  # every iteration stepped the plugin's optimizer

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TINY, merged, run_cli
+from helpers import DONE, TINY, merged, run_cli
 from scipy import stats
 
 from resnet_ablate import report, run
@@ -16,7 +16,7 @@ from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand
 
 SEARCH = ["search.lr=loguniform:0.001:0.1", "search.optim=choice:sgd,adamw"]
-SHORT = merged(TINY, "iterations=10", "milestones=[8]", "eval_every=5", "fail_threshold=100")
+SHORT = merged(DONE, "iterations=10", "milestones=[8]", "eval_every=5")
 
 
 def trials(*extra):
