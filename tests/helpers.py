@@ -1,5 +1,6 @@
 """Test helpers: fake CIFAR files in the real format, tiny training settings, running the CLI, reading and
-building run folders. Imported by the test modules as `helpers` (conftest.py holds only fixtures)."""
+building run folders, and the ways a test stops a run (after its first iteration, or at an evaluation).
+Imported by the test modules as `helpers` (conftest.py holds only fixtures)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,15 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+
+from resnet_ablate.training.signals import StopRequest
 
 # A tiny CPU run: depth-8 net on 128 synthetic images, a few dozen iterations; device pinned, so the
 # bitwise-equality tests never run under bf16 and cuDNN autotuning on a GPU machine. `recipe=default` keeps the
@@ -18,6 +25,8 @@ import numpy as np
 # a bare command trains he2016.
 TINY = ["dataset=synthetic", "depth=8", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "eval_every=10",
         "iterations=30", "milestones=[20]", "device=cpu", "recipe=default"]
+DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
+PAUSE = "time_limit_s=0.001"  # checked after every iteration: paused after iteration 1, checkpointed, no metrics line
 TIMING = ("img_per_s", "elapsed_s", "wall_time_s", "git_commit")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +116,73 @@ def make_run_folder(folder: Path, settings: list[str], status: str | None = "don
                   "status": status, "final_test_error": error}
         (folder / "result.json").write_text(json.dumps(result))
     return folder
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def metrics_lines(folder: Path) -> int:
+    """How many lines the run in `folder` has written to metrics.jsonl (0 before its first evaluation)."""
+    path = folder / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def stop_now(reason: str = "test stop") -> StopRequest:
+    """A stop request already made: train() checkpoints and pauses its runs after their first iteration."""
+    stop = StopRequest()
+    stop.reason = reason
+    return stop
+
+
+class StopAtEvaluation(StopRequest):
+    """A stop request (as a SIGTERM) that arrives once `folder` holds `lines` metrics lines: a run started fresh
+    pauses at that evaluation, checkpointed there. For train() in this process; a real signal to a process is
+    `signal_at_evaluation` or `wait_for_lines`."""
+
+    def __init__(self, folder: Path, lines: int = 1) -> None:
+        self.folder, self.lines = folder, lines
+        super().__init__()
+
+    @property
+    def reason(self) -> str | None:
+        return "SIGTERM" if metrics_lines(self.folder) >= self.lines else self._reason
+
+    @reason.setter
+    def reason(self, value: str | None) -> None:
+        self._reason = value
+
+
+def signal_at_evaluation(folder: Path, sig: int, lines: int = 1, timeout: float = 120) -> None:
+    """Send `sig` to this process (from a thread) once the run in `folder` has written `lines` metrics lines: the
+    signal handlers of whatever trains here (train(), a job, a sweep) get it as from outside."""
+    def send() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and metrics_lines(folder) < lines:
+            time.sleep(0.01)
+        os.kill(os.getpid(), sig)
+    threading.Thread(target=send, daemon=True).start()
+
+
+def wait_for_lines(folder: Path, lines: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the run that subprocess `proc` trains in `folder` has written `lines` metrics lines (then a
+    signal sent to it lands after that evaluation); fails if `proc` ends first or nothing comes in time."""
+    deadline = time.time() + timeout
+    while metrics_lines(folder) < lines:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else f"exit code {proc.returncode}"
+        assert time.time() < deadline, f"{folder}: no {lines} metrics lines after {timeout:g} s"
+        time.sleep(0.02)
+
+
+def make_seed_runs(root: Path, name: str, settings: list[str], errors: list[float | None], **result_fields) -> None:
+    """Run folders `name`_s0, `name`_s1, ... under `root` built by hand (`make_run_folder`), seed i with final
+    error errors[i] (None: a failed run); extra keyword arguments go into every result.json."""
+    for seed, error in enumerate(errors):
+        make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
+                        error, **result_fields)
+
+
+def layout_table(root: Path, layout: str):
+    """The report's table of `layout` (analysis/tables.py) over the run folders under `root`."""
+    from resnet_ablate.analysis.scan import group_by_settings, scan
+    from resnet_ablate.analysis.tables import build_table, layouts
+    return build_table(layouts()[layout], group_by_settings(scan(root).runs))

@@ -1,13 +1,14 @@
 """Config parsing, validation, names and --help; the CLI's one-line errors with exit code 2."""
 import pytest
-from helpers import run_cli
+from helpers import TINY, run_cli
 
+from resnet_ablate import run
 from resnet_ablate.errors import UsageError
 from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.registry import parameters
 from resnet_ablate.sweeps.settings import help_text as launch_help_text
-from resnet_ablate.training.config import FAMILIES, defaults, fields, from_yaml, run_name, to_yaml
+from resnet_ablate.training.config import FAMILIES, defaults, fields, from_yaml, registered_keys, run_name, to_yaml
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
 from resnet_ablate.training.parse import help_text, parse
 
@@ -51,10 +52,9 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["depth"], "expected key=value, got 'depth'; see --help"),
     (["gate_bias=abc"], "bad value for gate_bias: 'abc' is not a valid float"),
     (["depth=1.5"], "bad value for depth: '1.5' is not a valid int"),
-    (["shortcut=foo"], "unknown shortcut 'foo'; allowed: identity, scaling, gating, shortcut_gating, conv1x1, "
-                       "dropout, none"),
-    (["unit=full_preac"], "unknown unit 'full_preac' (did you mean 'full_preact'?); allowed: original, "
-                          "bn_after_add, relu_before_add, relu_preact, full_preact"),
+    (["shortcut=foo"], f"unknown shortcut 'foo'; allowed: {', '.join(SHORTCUTS.names())}"),
+    (["unit=full_preac"], "unknown unit 'full_preac' (did you mean 'full_preact'?); allowed: "
+                          f"{', '.join(UNITS.names())}"),
     (["depth=57"], "depth 57 is neither 6n+2"),
     (["depth=24", "block=bottleneck"], "depth 24 is not 9n+2 for block=bottleneck"),
     (["dataset=mnist"], "unknown dataset 'mnist'; allowed: cifar10, cifar100, synthetic"),
@@ -80,8 +80,8 @@ def test_bad_input_gives_one_clear_line(overrides, message):
 
 
 @pytest.mark.parametrize("arg,fragment", [
-    ("shortcut=foo", "unknown shortcut 'foo'; allowed: identity, scaling"),
-    ("unit=foo", "unknown unit 'foo'; allowed: original"),
+    ("shortcut=foo", f"unknown shortcut 'foo'; allowed: {', '.join(SHORTCUTS.names())}"),
+    ("unit=foo", f"unknown unit 'foo'; allowed: {', '.join(UNITS.names())}"),
     ("depth=57", "depth 57 is neither 6n+2"),
     ("gate_bias=abc", "bad value for gate_bias: 'abc' is not a valid float"),
     ("seedd=1", "unknown key 'seedd' (did you mean 'seed'?)"),
@@ -185,3 +185,101 @@ def test_keys_of_the_entry_in_use_are_kept():
     cfg = parse(["optim=adamw", "betas=[0.8,0.9]", "schedule=onecycle", "onecycle_pct=0.4"], notes)
     assert (cfg.betas, cfg.onecycle_pct, notes) == ([0.8, 0.9], 0.4, [])
     assert "betas=0.8-0.9" in run_name(cfg) and "onecycle_pct=0.4" in run_name(cfg)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["momentum=5"], "momentum=5.0 is out of range; allowed: 0 <= momentum < 1"),
+    (["weight_decay=-1"], "weight_decay=-1.0 is out of range; allowed: >= 0"),
+    (["bn_momentum=2"], "bn_momentum=2.0 is out of range; allowed: 0 < bn_momentum <= 1"),
+    (["fail_threshold=-1"], "fail_threshold=-1.0 is out of range; allowed: a test error in %, 0..100"),
+    (["time_limit_s=-5"], "time_limit_s=-5.0 is out of range; allowed: >= 0"),
+    (["seed=-1"], "seed=-1 is out of range; allowed: 0 <= seed < 2**32"),
+    (["heartbeat_s=-1"], "heartbeat_s=-1.0 is out of range"),
+    (["threads=-2"], "threads=-2 is out of range"),
+])
+def test_values_out_of_range_are_refused(overrides, message):
+    with pytest.raises(UsageError) as e:
+        parse(overrides)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+FLOAT_KEYS = [k for k, f in fields().items() if f.type in (float, "float")]  # core keys' types are strings
+
+
+def _in_use(key: str) -> list[str]:
+    """The settings under which `key` applies: its first owner chosen, for a registered entry's key."""
+    family, owned = registered_keys().get(key, (None, None))
+    return [f"{family.selector}={owned.owners[0]}"] if family else []
+
+
+def test_the_float_keys_include_the_ones_users_type():
+    assert {"lr", "warmup_lr", "weight_decay", "momentum", "gate_bias", "scale", "eps", "time_limit_s",
+            "fail_threshold"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_key_refuses_nan_and_inf(key, value):
+    with pytest.raises(UsageError, match=rf"^{key}={value} is not a finite number$"):
+        parse([*_in_use(key), f"{key}={value}"])
+
+
+def test_a_list_of_floats_refuses_nan():
+    with pytest.raises(UsageError, match=r"^betas=\[0.9,nan\] is not a finite number$"):
+        parse(["optim=adam", "betas=[0.9,nan]"])
+
+
+def test_the_same_key_twice_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["depth=20", "depth=32", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: depth is set twice (depth=20, depth=32); keep one\n"
+
+
+def test_parameters_of_another_shortcut_are_ignored_with_a_note_and_kept_out_of_the_name():
+    notes: list[str] = []
+    cfg = parse(["shortcut=identity", "gate_bias=-3", "p=0.9"], notes)
+    assert (cfg.gate_bias, cfg.p) == (-6.0, 0.5)
+    assert run_name(cfg) == run_name(parse([]))
+    assert notes == [f"note: gate_bias, p do not apply to shortcut=identity (gate_bias: {', '.join(_gates())}; "
+                     "p: dropout); ignored, and left out of the run name"]
+    assert parse(["shortcut=gating", "gate_bias=-3"], notes).gate_bias == -3.0 and len(notes) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bn_batch=3"], "bn_batch=3 does not divide batch_size=8 into whole groups"),
+    (["bn_batch=16"], "bn_batch=16 must be 0 (off) or 2..batch_size (8)"),
+    (["bn_batch=1"], "bn_batch=1 must be 0 (off) or 2..batch_size (8)"),
+    (["preact_shortcut_input=shared"], "preact_shortcut_input=shared applies to pre-activation units"),
+    (["preact_shortcut_input=both"], "unknown preact_shortcut_input 'both'"),
+])
+def test_fidelity_keys_refuse_bad_values_in_one_line(args, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse([*TINY, *args])
+
+
+def test_cli_reports_fidelity_keys_as_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "bn_batch=5"]) == 2
+    assert capsys.readouterr().err == "error: bn_batch=5 does not divide batch_size=8 into whole groups; use a " \
+                                      "divisor of 8, or bn_batch=0 for one BN over the batch\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_lists_the_fidelity_keys_with_their_sources():
+    text = help_text()
+    for key, source in (("recipe=", "recipes:"), ("bn_batch=", "README.md:62"),
+                        ("preact_shortcut_input=", "preresnet.lua:65-67"), ("gate_weight_decay=", "train.lua:26"),
+                        ("gate_init=", "gives b_g only")):
+        line = next(line for line in text.splitlines() if line.strip().startswith(key))
+        assert source in line or source in text, key
+
+
+def test_help_documents_ghost_bns_running_statistics_and_fbs_iterations_per_epoch():
+    """Issue 28 items 10 and 11: beside bn_batch, the running-statistics choice; beside the epochs, which count is used."""
+    text = help_text()
+    assert "running statistics: the groups' average (fb keeps each GPU's own and tests with GPU 1's)" in text
+    assert "64,063 full batches, where fb's 391 iterations per epoch (the last of 80 images) make 64,124" in text
+
+
+def test_run_name_is_unchanged_by_default_settings():
+    assert run_name(parse(TINY)) == run_name(parse([*TINY, "bn_batch=0", "recipe=default"]))

@@ -1,12 +1,17 @@
-"""The CIFAR reader on fake files in the real format, archives, missing data, and the tensor-op augmentation."""
+"""The CIFAR reader on fake files in the real format, archives (a truncated one is one line and leaves no half
+folder), missing or misplaced data, the tensor-op augmentation, the sampler's stream, and whether a run read the
+official files."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_cli, write_fake_cifar
+from helpers import DONE, TINY, needs_cuda, result, run_cli, write_fake_cifar
 
+from resnet_ablate import run
 from resnet_ablate.training import cifar_archive, datasets
 from resnet_ablate.errors import UsageError
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import train
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
@@ -257,3 +262,55 @@ def test_a_batch_of_allowed_globals_that_raises_or_asks_for_a_huge_array_is_one_
     with pytest.raises(UsageError) as e:
         datasets.read_cifar("cifar10", tmp_path, download=False)
     assert str(e.value).startswith(f"{batch} is not a readable CIFAR batch file ({kind}")
+
+
+def test_a_truncated_archive_is_one_line_and_leaves_no_half_folder(tmp_path):
+    write_fake_cifar(tmp_path, per_file=200, tar=True)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UsageError) as e:
+        datasets.read_cifar("cifar10", tmp_path, download=False)
+    assert str(e.value).startswith(f"{archive} is truncated or damaged (EOFError: ")
+    assert str(e.value).endswith("; delete it and download or copy it again") and "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]  # no half-extracted folder
+    archive.write_bytes(whole)  # a good archive now extracts
+    assert len(datasets.read_cifar("cifar10", tmp_path, download=False)[0]) == 1000
+
+
+def test_data_dir_one_level_too_deep_says_point_at_the_parent(tmp_path):
+    write_fake_cifar(tmp_path)
+    with pytest.raises(UsageError) as e:
+        datasets.read_cifar("cifar10", tmp_path / "cifar-10-batches-py", download=False)
+    assert str(e.value) == (f"data_dir={tmp_path / 'cifar-10-batches-py'} is the cifar-10-batches-py/ folder itself; "
+                            f"point data_dir at its parent, {tmp_path}")
+
+
+def test_a_data_dir_that_does_not_exist_is_reported_not_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["depth=8", "iterations=10", "milestones=[5]", "warmup_iters=0", "data_dir=nope"]) == 2
+    assert capsys.readouterr().err == ("error: data_dir nope does not exist; create it (the data is fetched into it) "
+                                       "or point data_dir= (or $RESNET_ABLATE_DATA) at where it is\n")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_run_records_whether_it_read_the_official_files(tmp_path):
+    """Issue 28 item 1: result.json's data_official (a copy loads all the same)."""
+    write_fake_cifar(tmp_path / "data")
+    args = [*DONE, "dataset=cifar10", f"data_dir={tmp_path / 'data'}", "iterations=2", "milestones=[1]",
+            "eval_every=2"]
+    (summary,) = train([parse([*args, f"run_dir={tmp_path / 'copy'}"])])
+    assert summary["data_official"] is False and result(tmp_path / "copy")["data_official"] is False
+    (synthetic,) = train([parse([*TINY, "iterations=2", "milestones=[1]", f"run_dir={tmp_path / 's'}"])])
+    assert synthetic["data_official"] is False
+
+
+@needs_cuda
+def test_sampler_order_is_recorded_on_the_run_stream(monkeypatch):
+    recorded = []
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: recorded.append(s))
+    sampler = datasets.Sampler(10, 4, 0, torch.device("cuda"), True)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        sampler.next()
+    assert recorded == [side]

@@ -176,8 +176,11 @@ class Sandbox:
         if folder is not None and not folder.exists():
             assert announced(folder, self.dry_output), \
                 f"{cmd.where}: `{cmd.text}` reads {folder}, which no command before it on this page made or named"
-            rc = call(module.main, args)
-            assert rc == 2, f"{cmd.where}: expected the one-line error of a missing {folder}, got exit code {rc}"
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                rc = call(module.main, args)
+            said = err.getvalue()
+            assert rc == 2 and said.startswith("error: ") and said.count("\n") == 1 and announced(folder, said), \
+                f"{cmd.where}: expected the one-line error of a missing {folder}, got exit code {rc}: {said}"
             return 0
         if name != "resnet_ablate.run" or "dry_run=true" not in args:
             self.dry_runs.clear()  # it may write: what a dry run said before may no longer hold
@@ -417,3 +420,10 @@ def test_the_states_table_says_what_the_state_module_says():
         else:
             in_module[name] += " " + line.strip()
     assert in_module == table
+
+
+def test_the_campaigns_2015_recipe_item_passes_recipe_he2015():
+    """Issue 28 item 4: results/CAMPAIGN.md's item 1 is labelled the 2015 recipe."""
+    commands = (REPO / "results" / "CAMPAIGN.md").read_text().replace("\\\n", " ").splitlines()
+    line = next(line for line in commands if "# item 1 " in line)
+    assert "recipe=he2015" in line and "normalize=" not in line

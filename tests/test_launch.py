@@ -1,26 +1,27 @@
 """The launcher without SLURM: grids, specs, dry runs, skipping finished runs, packing, the job's signal
-hand-over, crash retries, status counts, and one-line errors for bad input."""
+hand-over, crash retries, status counts, one-line errors for bad input, and the lines that end a sweep (resume,
+report next, follow the live jobs; Ctrl-C stops the whole inline sweep)."""
 import json
 import os
 import signal
-import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, make_run_folder, merged, metrics, result, run_cli
+from helpers import DONE, PAUSE, TINY, make_run_folder, merged, metrics, result, run_cli, signal_at_evaluation
 
 from resnet_ablate import run, status
+from resnet_ablate.folders.states import State
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
-from resnet_ablate.sweeps.launcher import parse_launch
+from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
 
-DONE = [*TINY, "fail_threshold=100"]  # tiny runs end above the papers' 20% "fail" line; count them as done
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 
 
@@ -41,10 +42,11 @@ def test_comma_lists_expand_but_bracket_lists_do_not():
     assert {c.runs_root for c in sweep.cfgs} == {folder}
 
 
-@pytest.mark.parametrize("name,layout,count", [("table1_shortcuts", "table1", 75), ("table2_units", "table2", 50),
-                                               ("table3_preact", "table3", 50), ("resnet2015_depths", "depth", 30),
-                                               ("degradation", "degradation", 50), ("gradnorm", "gradnorm", 180)])
-def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout, count):
+@pytest.mark.parametrize("name,layout", [("table1_shortcuts", "table1"), ("table2_units", "table2"),
+                                         ("table3_preact", "table3"), ("resnet2015_depths", "depth"),
+                                         ("degradation", "degradation"), ("gradnorm", "gradnorm")])
+def test_every_spec_expands_with_five_seeds_and_a_quick_budget(name, layout):
+    count = len(load_spec(name).runs("full"))  # every row x grid point x seed: none merged or dropped
     full = expand(parse_launch([f"ablation={name}"]), [])
     assert (full.layout, len(full.cfgs), str(full.folder)) == (layout, count, f"runs/{name}")
     assert sorted({c.seed for c in full.cfgs}) == [0, 1, 2, 3, 4]
@@ -57,10 +59,11 @@ def test_table1_rows_and_the_2015_warmup_rule():
     rows = {(c.shortcut, c.gate_bias if "gating" in c.shortcut else None,
              (c.scale, c.residual_scale) if c.shortcut == "scaling" else None, c.p if c.shortcut == "dropout" else None)
             for c in expand(parse_launch(["ablation=table1_shortcuts"]), []).cfgs}
-    assert rows == {("identity", None, None, None), ("none", None, None, None), ("scaling", None, (0.5, 1.0), None),
+    assert rows >= {("identity", None, None, None), ("none", None, None, None), ("scaling", None, (0.5, 1.0), None),
                     ("scaling", None, (0.5, 0.5), None), ("gating", 0.0, None, None), ("gating", -6.0, None, None),
                     ("gating", -7.0, None, None), ("shortcut_gating", 0.0, None, None),
                     ("shortcut_gating", -6.0, None, None), ("conv1x1", None, None, None), ("dropout", None, None, 0.5)}
+    # the paper's rows (the spec may hold more: its open choices, a new shortcut's row)
     depths = expand(parse_launch(["ablation=resnet2015_depths"]), []).cfgs
     assert {(c.depth, c.warmup_iters) for c in depths} == {(20, 0), (32, 0), (44, 0), (56, 0), (110, 400), (1202, 400)}
     assert {c.normalize for c in depths} == {"pixel_mean"}
@@ -123,16 +126,6 @@ def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tm
         assert metrics(folder / run_name(cfg)) == metrics(tmp_path / f"alone{seed}")
 
 
-def _signal_after_first_eval(folder, sig):
-    """Send `sig` to this process once the run in `folder` has written its first metrics line."""
-    def send():
-        deadline = time.time() + 120
-        while time.time() < deadline and not (folder / "metrics.jsonl").is_file():
-            time.sleep(0.01)
-        os.kill(os.getpid(), sig)
-    threading.Thread(target=send, daemon=True).start()
-
-
 def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
     """submitit's USR2 handler (here a stand-in that records and exits as submitit does) runs only after the
     trainer wrote its checkpoint; the requeued job resumes to the numbers of an undisturbed run."""
@@ -146,7 +139,7 @@ def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
     previous = signal.signal(signal.SIGUSR2, submitit_usr2)
     try:
         cfg = parse([*args, f"run_dir={tmp_path / 'cut'}"])
-        _signal_after_first_eval(tmp_path / "cut", signal.SIGUSR2)
+        signal_at_evaluation(tmp_path / "cut", signal.SIGUSR2)
         with pytest.raises(SystemExit):
             SweepJob(max_retries=0)([cfg])
     finally:
@@ -163,7 +156,7 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
     bypassed = []
     previous = signal.signal(signal.SIGTERM, lambda num, frame: bypassed.append(num))
     try:
-        _signal_after_first_eval(tmp_path / "cut", signal.SIGTERM)
+        signal_at_evaluation(tmp_path / "cut", signal.SIGTERM)
         out = SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'cut'}"])])
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -422,3 +415,77 @@ def test_grouped_parsing_gives_the_configs_and_the_errors_of_parsing_each_run():
         with pytest.raises(UsageError) as grouped:
             parse_runs([[*DONE, "lr=0.1", "milestones=[20]", "momentum=0.9", "seed=0"], bad])
         assert str(grouped.value) == str(alone.value)
+
+
+def test_a_sweep_ends_with_one_summary_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*DONE, "seed=0,1", "launcher=inline"]
+    assert run.main([*args, PAUSE]) == 75
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"sweep sweep: 2 runs: 0 done, 0 fail, 2 paused; run the same command again to resume: "
+                    f"{command_line([*args, PAUSE])}")
+    assert run.main(args) == 0
+    folder = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[-1] == (f"sweep sweep: 2 runs: 2 done, 0 fail; next: python -m "
+                                                        f"resnet_ablate.report runs/{folder} --out reports/{folder}")
+
+
+def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monkeypatch, capsys):
+    """Runs in a queued or running SLURM job are neither paused nor to be resumed: exit 0, follow with status."""
+    monkeypatch.chdir(tmp_path)
+    plan = expand(parse_launch([]), [*DONE, "seed=0,1"])
+    live = {run_name(c): (State.QUEUED if c.seed else State.RUNNING, "") for c in plan.cfgs}
+    assert _summary(plan, {run_name(c): c for c in plan.cfgs}, {}, live, "cmd") == 0
+    assert capsys.readouterr().out == ("sweep sweep: 2 runs: 0 done, 0 fail, 1 queued, 1 running; follow them with: "
+                                       f"python -m resnet_ablate.status {plan.folder}\n")
+
+
+def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = merged(DONE, "iterations=60", "seed=0,1", "launcher=inline")
+    cfgs = [parse([*DONE, "iterations=60", f"seed={s}"]) for s in (0, 1)]
+    signal_at_evaluation(tmp_path / "runs" / sweep_name(cfgs) / run_name(cfgs[0]), signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT)
+    assert run.main(args) == 75
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep sweep: 2 runs: 0 done, 0 fail, 1 paused, "
+                                                               "1 not started; run the same command again")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_dry_run_of_a_single_run_names_its_own_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("runs") / run_name(parse(DONE))
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: to train from the start; dry_run=true trains nothing\n"
+    assert not (tmp_path / "runs").exists()
+    assert run.main(DONE) == 0
+    capsys.readouterr()
+    assert run.main([*DONE, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"1 run in {folder}: finished (done): nothing to do; dry_run=true trains nothing\n"
+
+
+def test_a_command_line_sweep_header_has_no_layout_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "dry_run=true"]) == 0
+    folder = sweep_name([parse([*TINY, f"seed={s}"]) for s in (0, 1)])
+    assert capsys.readouterr().out.splitlines()[0] == (f"sweep sweep (budget full): 2 runs in runs/{folder}; 0 "
+                                                       f"finished, 0 queued or running, 2 to run")
+
+
+def test_missing_data_is_one_line_before_any_job_is_submitted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    args = ["depth=8", "iterations=10", "milestones=[5]", "warmup_iters=0", "seed=0,1", "data_dir=data",
+            "download=false"]
+    assert run.main([*args, "launcher=local"]) == 2
+    assert capsys.readouterr().err == ("error: cifar10 not found in data: put cifar-10-python.tar.gz or its "
+                                       "extracted cifar-10-batches-py/ folder there, or point data_dir= (or "
+                                       "$RESNET_ABLATE_DATA) at where it is (download=false)\n")
+    assert not list(tmp_path.glob("runs/*/.submitit"))
+
+
+def test_slurm_jobs_get_a_gpu_by_default_and_the_local_test_profile_says_it_has_none(tmp_path, monkeypatch, capsys):
+    assert load_profile("default", []).gpus_per_task == 1 and load_profile("local", []).gpus_per_task == 0
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 0
+    assert "note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs" in capsys.readouterr().out

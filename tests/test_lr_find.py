@@ -6,7 +6,8 @@ import pytest
 import torch
 from helpers import TINY, run_cli
 
-from resnet_ablate.lr_find import RangeTest, range_test, split_args, suggest
+from resnet_ablate import lr_find, zoo
+from resnet_ablate.lr_find import RangeTest, edge_warning, range_test, split_args, suggest
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_state
@@ -106,3 +107,35 @@ def test_lr_find_refuses_a_folder_of_the_users_files_or_of_other_settings(tmp_pa
     assert lr_find.main([*TINY, "steps=3", f"run_dir={tmp_path / 'f'}"]) == 0
     assert lr_find.main([*TINY, "steps=3", "lr=0.5", f"run_dir={tmp_path / 'f'}"]) == 2
     assert "holds a run with other settings (lr: 0.1 vs 0.5)" in capsys.readouterr().err
+
+
+def test_lr_find_suggests_the_closest_key_of_either_kind(capsys):
+    assert lr_find.main(["stpes=10"]) == 2
+    assert capsys.readouterr().err == "error: unknown key 'stpes' (did you mean 'steps'?); see --help for the keys\n"
+    assert zoo.main(["depth=20"]) == 2
+
+
+def test_lr_find_warns_at_the_edges_of_the_range_instead_of_suggesting_them():
+    lrs = [10 ** (k / 10 - 5) for k in range(30)]
+    falling = [3.0 - k / 30 for k in range(30)]
+    found = suggest(lrs, falling, whole_range=True)
+    assert found["suggested_lr"] is None and found["min_loss_lr"] == lrs[-1]
+    test = RangeTest(start_lr=lrs[0], end_lr=lrs[-1], steps=30)
+    assert edge_warning(lrs, found, test) == (f"warning: the loss was still falling at {lrs[-1]:.3g}, the end of the "
+                                              f"range; raise end_lr (or steps) to find its minimum")
+    rising = suggest(lrs, falling[::-1], whole_range=True)
+    assert edge_warning(lrs, rising, test) == ("warning: the loss is lowest at start_lr=1e-05; lower start_lr to find "
+                                               "its minimum")
+    stopped = suggest(lrs, falling, whole_range=False)  # it stopped when the loss rose: its minimum is real
+    assert stopped["suggested_lr"] == pytest.approx(lrs[-1] / 10) and edge_warning(lrs, stopped, test) is None
+
+
+def test_lr_find_figure_has_a_title_and_marks_the_suggestion(tmp_path):
+    lrs = [10 ** (k / 10 - 5) for k in range(30)]
+    losses = [2.0 - k / 20 if k < 20 else 1.0 + (k - 20) for k in range(30)]
+    found = suggest(lrs, losses)
+    fig = lr_find.figure(lrs, losses, found, "lr range test: cifar10_d56_original_identity_s0")
+    ax = fig.axes[0]
+    assert ax.get_title() == "lr range test: cifar10_d56_original_identity_s0"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"lowest loss at {lrs[20]:.3g}",
+                                                                   f"suggested lr {lrs[20] / 10:.3g}"]

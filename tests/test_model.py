@@ -1,4 +1,5 @@
-"""The model zoo: every shortcut x unit builds and trains, the papers' parameter counts, the unit rules."""
+"""The model zoo: every shortcut x unit builds and trains, the papers' parameter counts, the unit rules; the
+residual stream and the gates in fp32 under bf16, the gates' init, and the shared pre-activation of fb's units."""
 import itertools
 
 import pytest
@@ -70,15 +71,20 @@ def test_block_follows_the_papers_and_rejects_misfit_depths():
         resolve_block(24, "bottleneck")
 
 
+def test_the_papers_shortcuts_and_units_are_registered():
+    """2016 paper Fig. 2 / Table 1 and Fig. 4 / Table 2 (every registered entry is checked by the tests above)."""
+    assert {"identity", "scaling", "gating", "shortcut_gating", "conv1x1", "dropout", "none"} <= set(SHORTCUTS)
+    assert {"original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact"} <= set(UNITS)
+
+
 def test_unknown_names_list_the_allowed_ones():
     with pytest.raises(UsageError) as e:
         build_model(20, shortcut="gatting")
-    assert str(e.value) == (
-        "unknown shortcut 'gatting' (did you mean 'gating'?); allowed: "
-        "identity, scaling, gating, shortcut_gating, conv1x1, dropout, none, highway_gating")
-    with pytest.raises(UsageError, match="unknown unit 'foo'; allowed: original, bn_after_add, relu_before_add, "
-                                         "relu_preact, full_preact, no_relu_after_add"):
+    assert str(e.value) == f"unknown shortcut 'gatting' (did you mean 'gating'?); allowed: " \
+                           f"{', '.join(SHORTCUTS.names())}"
+    with pytest.raises(UsageError) as e:
         build_model(20, unit="foo")
+    assert str(e.value) == f"unknown unit 'foo'; allowed: {', '.join(UNITS.names())}"
     with pytest.raises(UsageError, match="unknown shortcut parameter 'gate_bais'"):
         build_model(20, shortcut="gating", gate_bais=-6)
 
@@ -150,3 +156,77 @@ def test_projection_bn_follows_the_unit():
 def test_bn_momentum_is_applied():
     model = build_model(8, bn_momentum=0.03)
     assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.03}
+
+
+@pytest.mark.parametrize("shortcut", SHORTCUTS.names())
+def test_unit_outputs_are_fp32_under_cpu_autocast_bf16(shortcut):
+    torch.manual_seed(0)
+    model = build_model(8, shortcut=shortcut)
+    outputs = []
+    for u in model.units():
+        u.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 3, 32, 32))
+    assert [o.dtype for o in outputs] == [torch.float32] * 3
+
+
+def test_gate_value_under_bf16_equals_the_fp32_one():
+    """1 - sigmoid(-6) is 0.99753 in fp32 and 0.99609 once rounded to bf16: the gate stays fp32."""
+    torch.manual_seed(0)
+    model = build_model(8, shortcut="gating", gate_bias=-6.0)
+    gates: dict[str, list[torch.Tensor]] = {"fp32": [], "bf16": []}
+    key = ["fp32"]
+    for m in model.modules():
+        if isinstance(m, ExclusiveGating):
+            m.gate.register_forward_hook(lambda _m, _a, out: gates[key[0]].append(torch.sigmoid(out)))
+    x = torch.randn(4, 3, 32, 32)
+    model(x)
+    key[0] = "bf16"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert all(g.dtype == torch.float32 for g in gates["bf16"])
+    # the gate reads the fp32 stream; its input differs only through the bf16 body of earlier units, so
+    # the first unit's gate (input: the stem's output) is compared exactly with gate_init=zero below
+    zero = build_model(8, shortcut="gating", gate_bias=-6.0, gate_init="zero")
+    seen = []
+    for m in zero.modules():
+        if isinstance(m, ExclusiveGating):
+            m.gate.register_forward_hook(lambda _m, _a, out: seen.append(torch.sigmoid(out)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zero(x)
+    expected = torch.sigmoid(torch.tensor(-6.0))
+    assert all(torch.equal(1 - g, torch.full_like(g, 1 - expected.item())) for g in seen)
+    assert (1 - expected).item() == pytest.approx(0.99753, abs=1e-5)
+    assert (1 - expected).bfloat16().float().item() != (1 - expected).item()  # what bf16 would have stored
+
+
+def test_gate_init_zero_starts_every_gate_at_sigmoid_of_its_bias():
+    torch.manual_seed(0)
+    he, zero = build_model(8, shortcut="gating"), build_model(8, shortcut="gating", gate_init="zero")
+    for a, b in zip((m for m in he.modules() if isinstance(m, ExclusiveGating)),
+                    (m for m in zero.modules() if isinstance(m, ExclusiveGating))):
+        assert a.gate.weight.abs().sum() > 0 and b.gate.weight.abs().sum() == 0
+        assert torch.equal(b.gate.bias, torch.full_like(b.gate.bias, -6.0))
+
+
+def test_preact_shortcut_input_shared_feeds_the_zero_pad_shortcut_the_shared_bn_relu():
+    """fb.resnet.torch's preresnet.lua: a stage's first unit is 'both_preact', the zero-pad shortcut reads BN-ReLU."""
+    torch.manual_seed(0)
+    raw = build_model(20, "full_preact").eval()
+    with torch.no_grad():
+        for m in raw.modules():  # BN with non-trivial statistics, so BN-ReLU(x) != x
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    shared = build_model(20, "full_preact", preact_shortcut_input="shared").eval()
+    shared.load_state_dict(raw.state_dict())
+    assert [u.shared_preact for u in raw.units()].count(True) == 0
+    assert [i for i, u in enumerate(shared.units()) if u.shared_preact] == [3, 6]  # stages 2 and 3, first units
+    x = torch.randn(4, 16, 32, 32)
+    with torch.no_grad():
+        for net, shortcut_input in ((raw, x), (shared, shared.stages[1][0].pre_act(x))):
+            unit = net.stages[1][0]
+            expected = unit.shortcut.project(shortcut_input) + unit.body(unit.pre_act(x))
+            torch.testing.assert_close(unit(x), expected)
+        images = torch.randn(4, 3, 32, 32)
+        assert (raw(images) - shared(images)).abs().max() > 1e-2

@@ -1,7 +1,7 @@
 """The open questions as registered variants: a Highway-style gate at matched parameter count, a unit without the
 ReLU after the addition, and the spec that trains them beside the paper's rows."""
 import torch
-from helpers import TINY, merged
+from helpers import DONE, merged
 from torch import nn
 
 from resnet_ablate.models.cifar import build_model
@@ -46,8 +46,8 @@ def test_no_relu_after_the_addition_lets_a_unit_output_negative_values():
 
 
 def test_the_highway_gate_trains_end_to_end(tmp_path):
-    cfg = parse(merged(TINY, "iterations=4", "milestones=[]", "eval_every=4", "unit=no_relu_after_add",
-                       "shortcut=highway_gating", "fail_threshold=100", f"run_dir={tmp_path / 'run'}"))
+    cfg = parse(merged(DONE, "iterations=4", "milestones=[]", "eval_every=4", "unit=no_relu_after_add",
+                       "shortcut=highway_gating", f"run_dir={tmp_path / 'run'}"))
     (result,) = train([cfg])
     assert result["status"] == "done" and 0 <= result["final_test_error"] <= 100
 

@@ -1,13 +1,18 @@
 """Optimizers and schedules: the lr function matches PyTorch's schedulers, every optimizer trains and
-resumes, bad settings are one line."""
+resumes, bad settings are one line (a schedule that would never take effect too); the parameter groups keep the
+gates out of weight decay on request, and Adam is capturable on CUDA only."""
+import types
+
 import pytest
 import torch
-from helpers import TINY, metrics
+from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.errors import UsageError
-from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, lr_at
+from resnet_ablate.models.cifar import build_model
+from resnet_ablate.models.shortcuts import ExclusiveGating
+from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, LearningRates, lr_at, make_optimizer, param_groups
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.trainer import StopRequest, train
+from resnet_ablate.training.trainer import train
 
 
 def _torch_lrs(make_scheduler, n: int, lr: float) -> list[float]:
@@ -47,9 +52,7 @@ def test_each_optimizer_and_schedule_trains_and_resumes_exactly(tmp_path, extra)
     res = train([parse(whole)])[0]
     assert res["status"] in ("done", "fail") and res["final_test_error"] < 90
     split = [*TINY, *extra, f"run_dir={tmp_path / 'split'}"]
-    stop = StopRequest()
-    stop.reason = "test"  # checkpoint and pause at the first opportunity (iteration 1)
-    assert train([parse(split)], stop)[0] == {"status": "paused", "iteration": 1, "reason": "test"}
+    assert train([parse(split)], stop_now("test"))[0] == {"status": "paused", "iteration": 1, "reason": "test"}
     train([parse(split)])
     assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
 
@@ -72,3 +75,46 @@ def test_bad_optimizer_settings_are_one_line(args, message):
 
 def test_milestones_past_the_run_bind_the_step_schedule_only():
     assert parse(["iterations=4000", "schedule=cosine"]).milestones == [32000, 48000]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["iterations=4000"], "milestones=[32000,48000] reach past iterations=4000, so the lr would never drop at "
+                          "32000, 48000; set milestones=[2000,3000] (the papers' 1/2 and 3/4 of the run) or "
+                          "milestones=[] for a constant lr"),
+    (["iterations=100", "milestones=[50,100]", "warmup_iters=0"], "milestones=[50,100] reach past iterations=100"),
+    (["iterations=300", "milestones=[100]"], "warmup_iters=400 is not shorter than iterations=300, so the run "
+                                             "never leaves warm-up; set warmup_iters=0 or fewer than 300"),
+])
+def test_a_schedule_that_never_takes_effect_is_refused(overrides, message):
+    with pytest.raises(UsageError) as e:
+        parse(overrides)
+    assert str(e.value).startswith(message)
+
+
+def test_gate_weight_decay_false_keeps_the_gate_out_of_decay():
+    args = [*TINY, "shortcut=gating"]
+    for flag, decayed in (("true", True), ("false", False)):
+        cfg = parse([*args, f"gate_weight_decay={flag}"])
+        model = build_model(8, shortcut="gating", gate_weight_decay=cfg.gate_weight_decay)
+        groups, _ = param_groups(model, cfg, LearningRates(0.1, torch.device("cpu")))
+        gate_ids = {id(p) for m in model.modules() if isinstance(m, ExclusiveGating) for p in m.gate.parameters()}
+        decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+        assert (gate_ids <= decay) is decayed and (not gate_ids & decay) is (not decayed)
+        assert len(gate_ids) == 6
+
+
+def test_adam_is_capturable_on_cuda_only(monkeypatch):
+    seen = []
+
+    class Fake:
+        def __init__(self, groups, **kwargs):
+            seen.append(kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", Fake)
+    monkeypatch.setattr(torch.optim, "AdamW", Fake)
+    for device in ("cuda", "cpu"):
+        for name in ("adam", "adamw"):
+            cfg = parse([*TINY, f"optim={name}"])
+            make_optimizer(cfg, [], types.SimpleNamespace(device=torch.device(device)))
+    assert [k["capturable"] for k in seen] == [True, True, False, False]
+    assert all(k["fused"] for k in seen)

@@ -95,3 +95,21 @@ def test_the_shortcut_probe_keeps_the_forward_values_dropout_masks_and_model_as_
     assert gradient_norms(model, torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)),
                           torch.arange(4)) == gradient_norms(  # the same masks on every call (and in both passes)
         model, torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.arange(4))
+
+
+def test_probe_runs_in_fp32_under_autocast_and_reads_once(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(8)
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    plain = gradient_norms(model, x, y)
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("the probe syncs once per tensor"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = gradient_norms(model, x, y)
+    assert under == plain
+
+
+def test_probe_reports_the_per_element_rms_beside_the_l2_norm():
+    torch.manual_seed(0)
+    out = gradient_norms(build_model(8), torch.randn(4, 3, 32, 32), torch.arange(4))
+    sizes = [4 * 16 * 32 * 32, 4 * 16 * 32 * 32, 4 * 32 * 16 * 16]  # inputs of the three units
+    assert out["unit_input_rms"] == pytest.approx([n / s ** 0.5 for n, s in zip(out["unit_input"], sizes)])

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import DONE
 
 from resnet_ablate import run
 from resnet_ablate.errors import UsageError
@@ -18,6 +18,8 @@ from resnet_ablate.training.config import fields, from_yaml, run_name
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, lr_at
 from resnet_ablate.training.parse import help_text, parse
 from resnet_ablate.training.state import build_network
+
+_GATES = [name for name in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(name))]  # the package's
 
 
 class ScaledResidual(Shortcut):
@@ -42,8 +44,7 @@ def scaled_residual():
 
 def test_a_registered_shortcut_trains_from_the_command_line_with_its_parameter(scaled_residual, tmp_path, capsys):
     folder = tmp_path / "run"
-    assert run.main([*TINY, "shortcut=test_scaled_residual", "alpha=0.25", "fail_threshold=100",
-                     f"run_dir={folder}"]) == 0
+    assert run.main([*DONE, "shortcut=test_scaled_residual", "alpha=0.25", f"run_dir={folder}"]) == 0
     cfg = from_yaml(folder / "config.yaml")
     assert (cfg.shortcut, cfg.alpha) == ("test_scaled_residual", 0.25)
     assert json.loads((folder / "result.json").read_text())["status"] == "done"
@@ -79,8 +80,8 @@ def _shortcut_with(param: str, default):
     ("init", "", "shortcut 'test_clash': parameter 'init' clashes with the config key 'init'; rename the parameter"),
     ("lr", 0.5, "shortcut 'test_clash': parameter 'lr' clashes with the config key 'lr'"),
     ("budget", "x", "shortcut 'test_clash': parameter 'budget' clashes with the launcher key 'budget'"),
-    ("gate_bias", 0.0, "shortcut 'test_clash': parameter 'gate_bias' (default 0.0) clashes with gating, "
-                       "shortcut_gating, highway_gating's gate_bias (default -6.0); rename it"),
+    ("gate_bias", 0.0, f"shortcut 'test_clash': parameter 'gate_bias' (default 0.0) clashes with {', '.join(_GATES)}'s "
+                       "gate_bias (default -6.0); rename it"),
 ])
 def test_a_clashing_parameter_fails_at_registration(param, default, message):
     with pytest.raises(UsageError) as e:
@@ -92,7 +93,7 @@ def test_a_clashing_parameter_fails_at_registration(param, default, message):
 def test_a_shared_parameter_with_the_same_default_is_one_key():
     SHORTCUTS.register("test_gate_like")(_shortcut_with("gate_bias", -6.0))
     try:
-        assert fields()["gate_bias"].metadata["help"].startswith("gating, shortcut_gating, highway_gating, test_gate_like:")
+        assert fields()["gate_bias"].metadata["help"].startswith(f"{', '.join([*_GATES, 'test_gate_like'])}:")
         assert parse(["shortcut=test_gate_like", "gate_bias=-2"]).gate_bias == -2.0
     finally:
         SHORTCUTS.unregister("test_gate_like")
@@ -146,8 +147,8 @@ def lion():
 
 def test_a_registered_optimizer_trains_from_the_command_line_with_its_key(lion, tmp_path):
     folder = tmp_path / "run"
-    assert run.main([*TINY, "optim=test_lion", "lion_beta=0.5", "lr=0.01", "weight_decay=0.0005",
-                     "fail_threshold=100", f"run_dir={folder}"]) == 0
+    assert run.main([*DONE, "optim=test_lion", "lion_beta=0.5", "lr=0.01", "weight_decay=0.0005",
+                     f"run_dir={folder}"]) == 0
     cfg = from_yaml(folder / "config.yaml")
     assert (cfg.optim, cfg.lion_beta) == ("test_lion", 0.5)
     assert _SignMomentum.steps == 30 == cfg.iterations  # every iteration stepped the plugin's optimizer
@@ -208,8 +209,6 @@ def _optimizer_with(param: str, default):
     exec(f"def __init__(self, *, {param}={default!r}):\n    pass", {}, namespace)
     return type(f"With_{param}", (Lion,), {"__init__": namespace["__init__"], "param_help": {}, "param_range": {}})
 
-
-_GATES = [name for name in SHORTCUTS if "gate_bias" in shortcut_parameters(SHORTCUTS.get(name))]
 
 
 @pytest.mark.parametrize("param, default, message", [

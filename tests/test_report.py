@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import make_run_folder, run_cli
+from helpers import layout_table, make_run_folder, make_seed_runs, run_cli
 from scipy import stats
 
 from resnet_ablate import report
@@ -301,16 +301,11 @@ def test_an_imagenet_run_beside_cifar_runs_does_not_block_the_report(tmp_path, c
 
 # --- issue 28: the data's identity, the precision trained, the open choices, fb's best error -----------------
 
-def _folders(root, name, settings, errors, **result_fields):
-    """Hand-written run folders with these final errors (None: failed), seeds 0, 1, ..."""
-    for seed, error in enumerate(errors):
-        make_run_folder(root / f"{name}_s{seed}", [*settings, f"seed={seed}"], "fail" if error is None else "done",
-                        error, **result_fields)
+_folders = make_seed_runs  # hand-written run folders with these final errors (None: failed), seeds 0, 1, ...
 
 
 def _t1(root):
-    from resnet_ablate.analysis.tables import build_table, layouts
-    return build_table(layouts()["table1"], scan.group_by_settings(scan.scan(root).runs))
+    return layout_table(root, "table1")
 
 
 def test_a_report_on_a_copy_of_cifar_shows_no_paper_value_and_says_why(tmp_path):
@@ -516,3 +511,37 @@ def test_a_figure_registered_outside_the_package_is_drawn_by_the_report(two_runs
     assert "![runs-test_errors](runs-test_errors.png)" in (out / "report.md").read_text()
     assert "runs-test_errors.png" in (out / ".report-files").read_text().splitlines()
     assert "test_errors" not in figures.FIGURES
+
+
+def test_report_answers_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        report.main(["--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m resnet_ablate.report")
+
+
+def _runs_of_table1(root):
+    """8 finished runs in the shape of Table 1: 4 shortcuts x 2 seeds, ResNet-110."""
+    for shortcut, extra in (("identity", []), ("gating", ["gate_bias=-6"]), ("scaling", ["scale=0.5"]),
+                            ("none", [])):
+        for seed in (0, 1):
+            make_run_folder(root / f"{shortcut}_s{seed}", [f"shortcut={shortcut}", *extra, f"seed={seed}"],
+                            error=6.0 + seed)
+
+
+def test_a_report_layout_lists_the_runs_it_leaves_out(tmp_path):
+    _runs_of_table1(tmp_path / "runs")
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--layout", "table2",
+                        "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert ("Left out of this table (layout table2 shows runs with the identity shortcut): 3 of 4 groups, 6 runs: "
+            "scaling (scale=0.5, residual_scale=1) (2 runs); gating (gate_bias=-6) (2 runs); none (2 runs).") in text
+    assert "## Runs outside any sweep" in text and "runs under" not in text
+
+
+def test_the_report_names_a_command_line_sweep_once(tmp_path):
+    folder = tmp_path / "runs" / "sweep"
+    _runs_of_table1(folder)
+    write_sweep(SweepRecord(folder, "sweep", runs=tuple(sorted(p.name for p in folder.iterdir()))))
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## command-line sweep\n" in text and "sweep sweep" not in text

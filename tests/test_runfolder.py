@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, cli_env, make_run_folder, metrics, result, write_fake_cifar
+from helpers import DONE, PAUSE, StopAtEvaluation, cli_env, make_run_folder, metrics, result, write_fake_cifar
 
 from resnet_ablate import lr_find, report, run, status
 from resnet_ablate.folders import runfolder as rf
@@ -23,27 +23,7 @@ from resnet_ablate.folders.lock import FolderLock, holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.trainer import StopRequest, train
-
-DONE = [*TINY, "fail_threshold=100"]
-PAUSE = "time_limit_s=0.001"  # stops after the first iteration, checkpointed, before any metrics line
-
-
-class StopAtFirstEvaluation(StopRequest):
-    """A stop request (as a SIGTERM) that arrives once `folder` holds a metrics line: a fresh run pauses at its
-    first evaluation, checkpointed there."""
-
-    def __init__(self, folder) -> None:
-        self.folder = folder
-        super().__init__()
-
-    @property
-    def reason(self):
-        return "SIGTERM" if (self.folder / "metrics.jsonl").is_file() else self._reason
-
-    @reason.setter
-    def reason(self, value) -> None:
-        self._reason = value
+from resnet_ablate.training.trainer import train
 
 
 def _with(*changes: str) -> list[str]:
@@ -62,8 +42,8 @@ def _error(capsys) -> str:
 def _paused(folder, *extra):
     """A run paused at iteration 10 (checkpoint and one metrics line) in `folder`; its settings."""
     args = [*DONE, *extra, f"run_dir={folder}"]
-    assert train([parse(args)], StopAtFirstEvaluation(folder))[0] == {"status": "paused", "iteration": 10,
-                                                                      "reason": "SIGTERM"}
+    assert train([parse(args)], StopAtEvaluation(folder))[0] == {"status": "paused", "iteration": 10,
+                                                                 "reason": "SIGTERM"}
     return args
 
 
@@ -176,7 +156,7 @@ def test_resuming_or_reusing_a_folder_with_other_data_is_refused(tmp_path, capsy
               "warmup_iters=0", "milestones=[15]", "fail_threshold=100"]
     paused = tmp_path / "paused"
     assert train([parse([*common, f"data_dir={one}", f"run_dir={paused}"])],
-                 StopAtFirstEvaluation(paused))[0]["status"] == "paused"
+                 StopAtEvaluation(paused))[0]["status"] == "paused"
     finished = tmp_path / "finished"
     train([parse([*common, f"data_dir={one}", f"run_dir={finished}"])])
     capsys.readouterr()
@@ -496,7 +476,11 @@ def test_a_folder_whose_config_yaml_was_deleted_is_damaged_not_a_fresh_run(tmp_p
     assert run.main(_with("lr=0.05", f"run_dir={folder}")) == 2
     assert f"error: {folder} holds checkpoint.pt but no config.yaml: put back the run's config.yaml" in _error(capsys)
     assert status.main(["s"]) == 0
-    assert f"  damaged {folder.name}: s/{folder.name} holds checkpoint.pt but no config.yaml" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["s: 2 runs: 0 done, 0 fail, 1 paused, 1 damaged",
+                   f"  damaged {folder.name}: s/{folder.name} holds checkpoint.pt but no config.yaml: put back the "
+                   f"run's config.yaml, or remove the folder to train the run again",
+                   f"  paused {run_name(parse([*DONE, 'seed=1']))}: launch the sweep again to resume"]
     assert not (folder / "config.yaml").exists()
 
 
@@ -551,23 +535,6 @@ def test_run_dir_dot_in_a_folder_with_the_users_own_config_yaml_is_refused_witho
 
 
 # 17. Every line a checkpoint covers is there after a resume; a restart from 0 keeps none of the old lines.
-
-class StopAtEvaluation(StopAtFirstEvaluation):
-    """A stop request that arrives once `folder` holds `lines` metrics lines."""
-
-    def __init__(self, folder, lines) -> None:
-        self.lines = lines
-        super().__init__(folder)
-
-    @property
-    def reason(self):
-        path = self.folder / "metrics.jsonl"
-        return "SIGTERM" if path.is_file() and len(path.read_text().splitlines()) >= self.lines else self._reason
-
-    @reason.setter
-    def reason(self, value) -> None:
-        self._reason = value
-
 
 def test_a_torn_covered_last_line_is_put_back_from_the_checkpoint(tmp_path, capsys):
     train([parse([*DONE, f"run_dir={tmp_path / 'ref'}"])])

@@ -2,12 +2,12 @@
 ends in mid-batch, and the checkpoint's sampler state is the one the Sampler would have at that batch."""
 import pytest
 import torch
-from helpers import TINY, metrics
+from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.training.datasets import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
-from resnet_ablate.training.trainer import StopRequest, train
+from resnet_ablate.training.trainer import train
 
 CPU = torch.device("cpu")
 
@@ -62,8 +62,6 @@ def test_buffered_and_eager_sampling_train_identical_runs_and_resume(tmp_path):
     train([parse([*args, f"run_dir={tmp_path / 'buffered'}"])])
     assert metrics(tmp_path / "buffered") == metrics(tmp_path / "eager")
     cut = parse([*args, f"run_dir={tmp_path / 'cut'}"])
-    stop = StopRequest()
-    stop.reason = "test stop"  # checkpoint after iteration 1, one row into the buffer
-    assert train([cut], stop)[0]["status"] == "paused"
+    assert train([cut], stop_now())[0]["status"] == "paused"
     train([parse([*args, "sampling=eager", f"run_dir={tmp_path / 'cut'}"])])  # resumed with the other sampling
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "eager")

@@ -218,7 +218,8 @@ def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path
     for code, out, err in outs:
         assert (code == 0 and ("submitted 2 jobs" in out or "0 finished, 2 queued or running, 0 to run" in out)) or \
             (code == 2 and err.startswith("error: s is being launched by another process (pid ")), (code, out, err)
-    _wait(lambda: all(s == "done" for s, _ in status.run_states(tmp_path / "s").values()), "both runs to finish")
+    done = {run_name(parse([*TINY, f"seed={s}", "fail_threshold=100"])): ("done", "") for s in (0, 1)}
+    _wait(lambda: status.run_states(tmp_path / "s") == done, "both runs to finish")  # all() of no runs was True
 
 
 def test_a_cancelled_job_is_called_cancelled(slurm, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from helpers import TINY
 from torch.profiler import ProfilerActivity, profile
 
 from resnet_ablate.models.norm import GhostBatchNorm2d
+from resnet_ablate.models.shortcuts import SHORTCUTS
 from resnet_ablate.models.units import ResidualUnit
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -25,7 +26,7 @@ def _unit_outputs(args: list[str], bf16: bool) -> list[torch.Tensor]:
     return outputs
 
 
-@pytest.mark.parametrize("shortcut", ["identity", "gating", "scaling", "dropout", "conv1x1", "none"])
+@pytest.mark.parametrize("shortcut", SHORTCUTS.names())
 def test_residual_stream_is_bf16_when_switched_off_and_fp32_by_default(shortcut):
     assert {o.dtype for o in _unit_outputs([f"shortcut={shortcut}"], bf16=True)} == {torch.float32}
     assert {o.dtype for o in _unit_outputs([f"shortcut={shortcut}", "residual_fp32=false"], bf16=True)} == \

@@ -1,14 +1,17 @@
 """The fast path's pieces on CPU: undoing a graph capture's warm-up, the lr-as-tensor schedule, and
-packed runs that keep their own seeds, data order, dropout draws and run folders."""
+packed runs that keep their own seeds, data order, dropout draws and run folders; which packed graphs share one
+RNG stream (by torch version), and on a GPU, graphs with dropout, ghost BN and every optimizer captured."""
+import types
+
 import pytest
 import torch
-from helpers import TINY, metrics, result
+from helpers import TINY, metrics, needs_cuda, result
 
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.compiled import compile_net
-from resnet_ablate.training.step import eager_step, make_stepper, restore, snapshot
-from resnet_ablate.training.optim import lr_at, param_groups
+from resnet_ablate.training.step import eager_step, make_stepper, one_rng_stream, restore, snapshot
+from resnet_ablate.training.optim import OPTIMIZERS, lr_at, param_groups
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.trainer import train
 
@@ -147,3 +150,39 @@ def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch
         r.follow_schedule()
         r.step()
     assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values()))
+
+
+def _fake_runs(*draws: bool):
+    return [types.SimpleNamespace(draws_random=lambda d=d: d) for d in draws]
+
+
+def test_packed_graphs_that_draw_random_numbers_share_one_stream_before_torch_2_13():
+    assert one_rng_stream(_fake_runs(True, True), "2.11.0+cu126")
+    assert one_rng_stream(_fake_runs(True, False, True), "2.12.1")
+    assert not one_rng_stream(_fake_runs(True, True), "2.13.0")
+    assert not one_rng_stream(_fake_runs(True, True), "2.14.1+cu130")
+    assert not one_rng_stream(_fake_runs(True, False), "2.11.0")  # one drawing graph cannot race
+    assert not one_rng_stream(_fake_runs(True), "2.11.0")
+
+
+@needs_cuda
+def test_packed_dropout_graphs_on_cuda_equal_the_runs_alone(tmp_path):
+    """On a GPU: packed runs with dropout (graphs on streams, or one stream on torch < 2.13) give the numbers
+    each gives alone."""
+    args = [a for a in TINY if a != "device=cpu"] + ["device=cuda", "precision=fp32", "deterministic=true",
+                                                     "shortcut=dropout"]
+    train([parse([*args, f"seed={s}", f"run_dir={tmp_path / 'p' / str(s)}"]) for s in (0, 1)])
+    for s in (0, 1):
+        train([parse([*args, f"seed={s}", f"run_dir={tmp_path / 'a' / str(s)}"])])
+        assert metrics(tmp_path / "p" / str(s)) == metrics(tmp_path / "a" / str(s))
+
+
+@needs_cuda
+@pytest.mark.parametrize("optim_name", OPTIMIZERS.names())
+def test_ghost_bn_and_adam_are_captured_in_the_cuda_graph(tmp_path, capsys, optim_name):
+    """On a GPU: ghost BN (no host sync, static shapes) and every optimizer (Adam's capturable) train inside the
+    captured graph, with no fallback to eager (result.json's capture_s exists only for graphs)."""
+    args = [a for a in TINY if a != "device=cpu"] + ["device=cuda", "bn_batch=4", f"optim={optim_name}", "lr=0.01"]
+    (summary,) = train([parse([*args, f"run_dir={tmp_path / 'r'}"])])
+    assert "capture failed" not in capsys.readouterr().out
+    assert summary["capture_s"] > 0 and summary["status"] in ("done", "fail")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import TINY, merged, run_cli
+from helpers import DONE, TINY, merged, run_cli
 from scipy import stats
 
 from resnet_ablate import report, run
@@ -16,7 +16,7 @@ from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand
 
 SEARCH = ["search.lr=loguniform:0.001:0.1", "search.optim=choice:sgd,adamw"]
-SHORT = merged(TINY, "iterations=10", "milestones=[8]", "eval_every=5", "fail_threshold=100")
+SHORT = merged(DONE, "iterations=10", "milestones=[8]", "eval_every=5")
 
 
 def trials(*extra):
@@ -144,3 +144,20 @@ def test_report_figures_are_written_and_not_empty(swept):
 def _value(config_yaml: str, key: str) -> str:
     """A top-level value from a run's config.yaml text."""
     return next(line.split(": ", 1)[1] for line in config_yaml.splitlines() if line.startswith(f"{key}: "))
+
+
+def test_the_readme_random_sweep_example_now_names_its_milestones(tmp_path, monkeypatch, capsys):
+    """The README's random-sweep example kept the 64k milestones with iterations=4000 (lr never dropped)."""
+    monkeypatch.chdir(tmp_path)
+    old = ["depth=20", "iterations=4000", "search.lr=loguniform:0.001:1", "search.optim=choice:sgd,adamw",
+           "sweep.trials=16", "sweep.seed=0", "dry_run=true"]
+    assert run.main(old) == 2
+    assert "milestones=[32000,48000] reach past iterations=4000" in capsys.readouterr().err
+    assert run.main([*old, "milestones=[2000,3000]"]) == 0
+
+
+def test_random_trial_i_does_not_depend_on_the_number_of_trials():
+    space = {"lr": {"dist": "loguniform", "low": 1e-4, "high": 1.0}, "optim": {"choice": ["sgd", "adamw"]},
+             "depth": {"dist": "int", "low": 1, "high": 3}}
+    assert draw_trials(space, 4, seed=0) == draw_trials(space, 8, seed=0)[:4] == draw_trials(space, 16, seed=0)[:4]
+    assert draw_trials(space, 4, seed=0) != draw_trials(space, 4, seed=1)

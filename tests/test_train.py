@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, cli_env, merged, metrics, result, run_cli, write_fake_cifar
+from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_lines, write_fake_cifar
 
 from resnet_ablate.training.config import from_yaml
 from resnet_ablate.training.parse import parse
@@ -65,16 +65,6 @@ def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
         train([parse(tiny)])
 
 
-def _wait_for_lines(path, n, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.is_file() and len(path.read_text().splitlines()) >= n:
-            return
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.02)
-    raise AssertionError("run made no progress")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume."""
@@ -83,7 +73,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     cut = [*args, f"run_dir={tmp_path / 'cut'}"]
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *cut], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
-    _wait_for_lines(tmp_path / "cut" / "metrics.jsonl", 2, proc)
+    wait_for_lines(tmp_path / "cut", 2, proc)
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     assert not (tmp_path / "cut" / "result.json").exists()
@@ -173,7 +163,7 @@ def test_a_second_sigterm_while_a_stopped_run_exits_keeps_exit_75(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *merged(TINY, "iterations=100000"),
                              "heartbeat_s=0", f"run_dir={tmp_path / 'r'}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env())
-    _wait_for_lines(tmp_path / "r" / "metrics.jsonl", 1, proc)
+    wait_for_lines(tmp_path / "r", 1, proc)
     proc.send_signal(signal.SIGTERM)
     for line in proc.stdout:
         if "stopped at iteration" in line:
@@ -182,3 +172,13 @@ def test_a_second_sigterm_while_a_stopped_run_exits_keeps_exit_75(tmp_path):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.002)
     assert proc.returncode == 75, proc.stderr.read()
+
+
+def test_time_limit_is_checked_every_iteration(tmp_path):
+    """time_limit_s stopped only at evaluations before (here it trained on to iteration 2000)."""
+    folder = tmp_path / "r"
+    (summary,) = train([parse([*TINY, "iterations=1000000", "eval_every=2000", "time_limit_s=0.5",
+                               f"run_dir={folder}"])])
+    assert summary["status"] == "paused" and summary["reason"] == "time_limit_s=0.5"
+    assert 1 <= summary["iteration"] < 2000
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["iteration"] == summary["iteration"]

@@ -181,3 +181,13 @@ def test_stage_lr_multipliers_scale_each_groups_lr(tmp_path):
     run.follow_schedule()  # the schedule's /10 reaches every group, in place
     assert sorted(round(t.item(), 6) for t in run.lrs.tensors.values()) == [0.0002, 0.002, 0.006, 0.01, 0.02]
     assert all(g["lr"] is run.lrs.tensor(m) for g, m in zip(run.optimizer.param_groups, run.group_multipliers))
+
+
+@pytest.mark.parametrize("content,kind", [(b"hello\n", "KeyError"), (bytes(range(256)) * 8, "UnpicklingError")])
+def test_an_init_file_that_is_no_state_dict_is_one_short_line(tmp_path, content, kind):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as e:
+        read_state_dict(str(path))
+    assert str(e.value) == (f"init={path} is not a state_dict file (torch.load could not read it: {kind}); save one "
+                            f"with torch.save(model.state_dict(), PATH)")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY, metrics
+from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.wide import slice_of, widen
@@ -14,7 +14,6 @@ from resnet_ablate.sweeps.specs import pack
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.runtime import data_key, load_data
-from resnet_ablate.training.signals import StopRequest
 from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 
@@ -110,8 +109,7 @@ def test_wide_pack_trains_records_its_mode_and_a_run_resumes_alone(tmp_path):
     results = train(whole)
     assert [(r["pack_mode"], r["pack_runs"]) for r in results] == [("wide", 2), ("wide", 2)]
     cut = [parse([*args, f"seed={s}", f"run_dir={tmp_path / 'cut' / str(s)}"]) for s in (0, 1)]
-    stop = StopRequest()
-    stop.reason = "test stop"  # checkpoint both after iteration 1
+    stop = stop_now()  # checkpoint both after iteration 1
     assert [r["status"] for r in train(cut, stop)] == ["paused", "paused"]
     saved = torch.load(tmp_path / "cut" / "0" / "checkpoint.pt", weights_only=False)
     alone = _runs([], [0])[0].state_dict()
@@ -123,9 +121,7 @@ def test_wide_pack_trains_records_its_mode_and_a_run_resumes_alone(tmp_path):
     train([cut[1]], stop)  # nothing to do: finished
     lone = parse([*TINY, "iterations=20", "milestones=[10]", "seed=0", f"run_dir={tmp_path / 'lone'}"])
     paused = parse([*args, "seed=0", f"run_dir={tmp_path / 'lone'}"])
-    stop = StopRequest()
-    stop.reason = "test stop"
-    train([paused, parse([*args, "seed=1", f"run_dir={tmp_path / 'lone1'}"])], stop)
+    train([paused, parse([*args, "seed=1", f"run_dir={tmp_path / 'lone1'}"])], stop_now())
     (resumed,) = train([lone])  # run 0 of a wide pack, resumed alone
     assert resumed["status"] in ("done", "fail") and resumed["iterations"] == 20 and resumed["pack_mode"] == "alone"
     rows = metrics(tmp_path / "lone")
