@@ -276,11 +276,15 @@ def test_invalid_slurm_profile_is_one_line_exit_2(profile, message, tmp_path, mo
     assert err.startswith(f"error: {tmp_path / 'slurm' / 'mine.yaml'}: {message}") and err.count("\n") == 1
 
 
-def test_missing_sbatch_is_one_line_exit_2_without_traceback(tmp_path):
-    proc = run_cli(*TINY, "launcher=slurm", cwd=tmp_path, env_path="/nonexistent")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr == "error: launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node " \
-                          "(or start a local cluster with slurm/start-local-slurm.sh)\n"
+def test_missing_sbatch_is_one_line_exit_2_without_traceback(tmp_path, monkeypatch, capsys):
+    """In-process through run.main, sbatch hidden from PATH (tests/test_config.py runs the CLI as a real process)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert run.main([*TINY, "launcher=slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err == "error: launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node " \
+                  "(or start a local cluster with slurm/start-local-slurm.sh)\n"
     assert list(tmp_path.iterdir()) == []
 
 
