@@ -107,3 +107,12 @@ def make_run_folder(folder: Path, settings: list[str], status: str | None = "don
                   "status": status, "final_test_error": error}
         (folder / "result.json").write_text(json.dumps(result))
     return folder
+
+
+def use_cli_env(monkeypatch, *paths: Path) -> None:
+    """Give this process the environment `cli_env()` gives a CLI subprocess (one thread, this checkout first on
+    PYTHONPATH), with `paths` after it: for a launch run in-process whose jobs are processes of their own
+    (submitit's local jobs and sbatch inherit it), so that they import this checkout and the plugins there."""
+    env = cli_env()
+    monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), *map(str, paths)]))

@@ -8,10 +8,11 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, make_run_folder, merged, metrics, result, run_cli
+from helpers import TINY, make_run_folder, merged, metrics, result, use_cli_env
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.sweepfolder import read_sweep
+from resnet_ablate.models.shortcuts import SHORTCUTS
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
@@ -174,34 +175,45 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
 
 
 CRASHING_PLUGIN = """
-from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+import sys
 
-@SHORTCUTS.register("crashes")
-class Crashes(Shortcut):
-    def merge(self, s, f):
-        raise RuntimeError("boom")
+# not in the processes that train nothing (submitit's job controller, multiprocessing's resource tracker): no torch
+if not any(helper in arg for arg in sys.orig_argv for helper in ("submitit.local._local", "resource_tracker")):
+    from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+
+    @SHORTCUTS.register("crashes")
+    class Crashes(Shortcut):
+        def merge(self, s, f):
+            raise RuntimeError("boom")
 """
 
 
-def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path, monkeypatch):
+def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path, monkeypatch, capsys):
     """A crash is retried max_retries times (each attempt a fresh training process), then reported; a damaged
-    checkpoint is a one-line error at once, not retried."""
+    checkpoint is a one-line error at once, not retried. The launch runs here, through run.main; its jobs and
+    their training processes are processes of their own."""
     (tmp_path / "plugin").mkdir()
-    (tmp_path / "plugin" / "sitecustomize.py").write_text(CRASHING_PLUGIN)  # registered in every process
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(CRASHING_PLUGIN)  # registered in the jobs' processes
+    use_cli_env(monkeypatch, tmp_path / "plugin")
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text("variants: [{shortcut: identity}, {shortcut: crashes}, {lr: 0.05}]\n")
     ok, damaged = (parse([*DONE, *extra, f"runs_root={tmp_path / 'runs'}"]) for extra in ([], ["lr=0.05"]))
     folder = tmp_path / "runs" / "spec"
     make_run_folder(folder / run_name(damaged), [*DONE, "lr=0.05"], status=None)
     (folder / run_name(damaged) / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
-                   cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr
+    exec(CRASHING_PLUGIN, {})  # and here, where the launch expands the spec
+    try:
+        code = run.main([*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local",
+                         "max_retries=1"])
+    finally:
+        SHORTCUTS.unregister("crashes")
+    err = capsys.readouterr().err
+    assert code == 1, err
     bad = next(name for name in status.run_states(folder) if "_crashes_" in name)
     assert f"crashed: {bad}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: ChildCrashed: " \
-           f"RuntimeError: boom" in proc.stderr
+           f"RuntimeError: boom" in err
     assert f"crashed: {run_name(damaged)}: resnet_ablate.errors.UsageError: " \
-           f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in proc.stderr
+           f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in err
     assert json.loads((folder / run_name(ok) / "result.json").read_text())["status"] == "done"
     states = status.run_states(folder)
     assert states[run_name(ok)] == ("done", "")
