@@ -113,6 +113,6 @@ def use_cli_env(monkeypatch, *paths: Path) -> None:
     """Give this process the environment `cli_env()` gives a CLI subprocess (one thread, this checkout first on
     PYTHONPATH), with `paths` after it: for a launch run in-process whose jobs are processes of their own
     (submitit's local jobs and sbatch inherit it), so that they import this checkout and the plugins there."""
-    env = cli_env()
-    monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), *map(str, paths)]))
+    monkeypatch.setenv("OMP_NUM_THREADS", cli_env()["OMP_NUM_THREADS"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), *map(str, paths),
+                                                                    os.environ.get("PYTHONPATH")])))

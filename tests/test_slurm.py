@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli
+from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli, use_cli_env
 
 from resnet_ablate import status
 from resnet_ablate.folders import runfolder as rf
-from resnet_ablate.folders.jobstate import ended_cause
+from resnet_ablate.folders.jobstate import ended_cause, live_state, slurm_states
 from resnet_ablate.folders.lock import holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -102,12 +103,32 @@ def _jobs(folder):
     return [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
 
 
-def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def _ended(folder) -> bool:
+    """Whether SLURM has every job of `folder` ended (a job ends a moment after its runs wrote result.json)."""
+    return not any(live_state(state) for state in slurm_states(_jobs(folder), folder).values())
+
+
+def _launch(args, capsys) -> tuple[int, str, str]:
+    """A launch in this process, through run.main (its jobs are SLURM's; the launch from a process of its own:
+    test_the_same_sweep_launched_twice_at_once_is_submitted_once): exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = run_main(args)
+    return code, *capsys.readouterr()
+
+
+@pytest.fixture
+def launch_env(tmp_path, monkeypatch):
+    """Launches from tmp_path in this process, with the environment its jobs inherit through sbatch as a CLI
+    subprocess's (this checkout first on PYTHONPATH, one thread)."""
+    use_cli_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_array_runs_status_counts_and_resubmission_skips(slurm, launch_env, tmp_path, capsys):
     args = [*TINY, "seed=0,1", *JOB]
-    proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "submitted 2 jobs" in proc.stdout
+    code, out, err = _launch(args, capsys)
+    assert code == 0, err
+    assert "submitted 2 jobs" in out
     folder = _sweep_folder(tmp_path, TINY)
     jobs = _jobs(folder)
     array = jobs[0]["job_id"].split("_")[0]
@@ -118,19 +139,19 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
         assert res["status"] == "done" and res["iterations"] == 30
     shown = run_cli(str(folder), cwd=tmp_path, module="resnet_ablate.status")
     assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
-    again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in again.stdout
-    assert "submitted" not in again.stdout and _jobs(folder) == jobs
+    _wait(lambda: _ended(folder), "the jobs to end")
+    code, out, err = _launch(args, capsys)
+    assert code == 0, err
+    assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in out
+    assert "submitted" not in out and _jobs(folder) == jobs
 
 
-def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, tmp_path, monkeypatch):
+def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, launch_env, tmp_path, capsys):
     """Job 0 is requeued by `scontrol requeue` (SIGTERM, then SIGKILL after KillWait), job 1 gets SIGUSR2 as
     before a time limit (submitit requeues it); both must end with an undisturbed run's metrics."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = merged(TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10")
-    proc = run_cli(*args, "seed=0,1", *JOB, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = _launch([*args, "seed=0,1", *JOB], capsys)
+    assert code == 0, err
     folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
@@ -138,9 +159,9 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
         metrics_file = run / "metrics.jsonl"
         _wait(lambda: metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 2, f"{run.name} to start")
         subprocess.run([*command, job_id], check=True, timeout=30)
-    ref = run_cli(*args, "seed=0,1", "fail_threshold=100", "launcher=inline", f"sweep_dir={tmp_path / 'ref'}",
-                  cwd=tmp_path)  # undisturbed references, trained while the cluster works
-    assert ref.returncode == 0, ref.stderr
+    code, _, err = _launch([*args, "seed=0,1", "fail_threshold=100", "launcher=inline", f"sweep_dir={tmp_path / 'ref'}"],
+                           capsys)  # undisturbed references, trained here while the cluster works
+    assert code == 0, err
     _wait(lambda: all((r / "result.json").is_file() for r in runs), "the requeued runs to finish")
     logs = [(folder / ".submitit" / f"{job_id}_0_log.out").read_text() for job_id in ids]
     assert all("resuming from iteration" in log for log in logs)
@@ -157,12 +178,11 @@ def _trainer(run: Path) -> int:
     return holder(run)["pid"]
 
 
-def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, tmp_path, monkeypatch):
+def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, launch_env, tmp_path, capsys):
     """Job 0's training process is killed with SIGKILL (as the out-of-memory killer does): max_retries covers it,
     the run resumes and finishes. Job 1 is killed whole: status says killed by SIGKILL, and resumable."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = merged(TINY, "iterations=300", "milestones=[150]", "eval_every=10")
-    assert run_cli(*args, "seed=0,1", *JOB, "max_retries=1", cwd=tmp_path).returncode == 0
+    assert _launch([*args, "seed=0,1", *JOB, "max_retries=1"], capsys)[0] == 0
     folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
@@ -182,8 +202,9 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     assert reason.startswith(f"job {ids[1]} ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9)")
     assert "its log says: srun: error: " in reason and reason.endswith("resumable from its checkpoint: launch the "
                                                                       "sweep again")
-    again = run_cli(*args, "seed=0,1", *JOB, "dry_run=true", cwd=tmp_path)
-    assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in again.stdout
+    _wait(lambda: _ended(folder), "the jobs to end")
+    _, out, _ = _launch([*args, "seed=0,1", *JOB, "dry_run=true"], capsys)
+    assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in out
 
 
 SLOW_SUBMIT = """
@@ -221,18 +242,19 @@ def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path
     _wait(lambda: all(s == "done" for s, _ in status.run_states(tmp_path / "s").values()), "both runs to finish")
 
 
-def test_a_cancelled_job_is_called_cancelled(slurm, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_a_cancelled_job_is_called_cancelled(slurm, launch_env, tmp_path, capsys):
+    """Job 0 is cancelled while it trains; job 1 (only the other half of the array) is cancelled at once, so that
+    job 0 trains alone."""
     args = merged(TINY, "iterations=100000", "milestones=[50000]", "eval_every=10")
-    assert run_cli(*args, "seed=0,1", *JOB, "sweep_dir=s", cwd=tmp_path).returncode == 0
+    assert _launch([*args, "seed=0,1", *JOB, "sweep_dir=s"], capsys)[0] == 0
     folder = tmp_path / "s"
+    subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
     job = _jobs(folder)[0]["job_id"]
     run = folder / _jobs(folder)[0]["runs"][0]
     _trainer(run)
     subprocess.run(["scancel", job], check=True, timeout=30)
     _wait(lambda: status.run_states(folder)[run.name][0] == "crashed", "the cancelled job to be reported")
     assert status.run_states(folder)[run.name][1].startswith(f"job {job} ended CANCELLED: cancelled (scancel)")
-    subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
     _wait(lambda: not any(s in ("queued", "running") for s, _ in status.run_states(folder).values()), "the jobs to end")
     _wait(_cluster_up, "the node to take jobs again")  # it completes the cancelled ones first
 
