@@ -134,10 +134,21 @@ def _signal_after_first_eval(folder, sig):
     threading.Thread(target=send, daemon=True).start()
 
 
-def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
+SIGNALLED = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory):
+    """SIGNALLED's run trained by a job without a signal, once for both signal tests: its folder."""
+    folder = tmp_path_factory.mktemp("undisturbed") / "whole"
+    SweepJob(max_retries=0)([parse([*SIGNALLED, f"run_dir={folder}"])])
+    return folder
+
+
+def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path, undisturbed):
     """submitit's USR2 handler (here a stand-in that records and exits as submitit does) runs only after the
     trainer wrote its checkpoint; the requeued job resumes to the numbers of an undisturbed run."""
-    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    args = SIGNALLED
     calls = []
 
     def submitit_usr2(num, frame):
@@ -154,13 +165,12 @@ def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
         signal.signal(signal.SIGUSR2, previous)
     assert len(calls) == 1 and 10 <= calls[0] < 120 and not (tmp_path / "cut" / "result.json").exists()
     assert SweepJob(max_retries=0)([cfg])[0]["status"] == "done"
-    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert metrics(tmp_path / "cut") == metrics(undisturbed)
 
 
-def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
+def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path, undisturbed):
     """SIGTERM, with submitit's no-op handler in place: checkpoint at once, then train on to the end."""
-    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    args = SIGNALLED
     bypassed = []
     previous = signal.signal(signal.SIGTERM, lambda num, frame: bypassed.append(num))
     try:
@@ -169,9 +179,8 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert bypassed == [signal.SIGTERM] and out[0]["status"] == "done"
-    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
-    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+    assert metrics(tmp_path / "cut") == metrics(undisturbed)
+    assert result(tmp_path / "cut") == result(undisturbed)
 
 
 CRASHING_PLUGIN = """
