@@ -124,12 +124,44 @@ def launch_env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def test_array_runs_status_counts_and_resubmission_skips(slurm, launch_env, tmp_path, capsys):
-    args = [*TINY, "seed=0,1", *JOB]
-    code, out, err = _launch(args, capsys)
-    assert code == 0, err
-    assert "submitted 2 jobs" in out
-    folder = _sweep_folder(tmp_path, TINY)
+SLOW_SUBMIT = """
+import time
+import submitit
+
+submit = submitit.AutoExecutor.map_array
+
+def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
+    time.sleep(5)
+    return submit(self, *args, **kwargs)
+
+submitit.AutoExecutor.map_array = slow
+"""
+
+
+TWICE = [*TINY, "seed=0,1", *JOB]
+
+
+@pytest.fixture(scope="module")
+def launched_twice(slurm, tmp_path_factory):
+    """TWICE's sweep launched by two processes at the same moment, each taking 5 s to submit (SLOW_SUBMIT, in
+    those processes and the jobs they submit): (the folder they ran in, [(exit code, stdout, stderr)] of each).
+    One sweep for the two tests that look at what became of it."""
+    root = tmp_path_factory.mktemp("twice")
+    (root / "plugin").mkdir()
+    (root / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
+    env = {**cli_env(), "PYTHONPATH": os.pathsep.join([str(REPO), str(root / "plugin")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *TWICE], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    return root, [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+def test_array_runs_status_counts_and_resubmission_skips(launched_twice, monkeypatch, capsys):
+    """The sweep's two runs are one job array; status counts them; launching it again submits nothing."""
+    root, outs = launched_twice
+    use_cli_env(monkeypatch)
+    monkeypatch.chdir(root)
+    assert sum("submitted 2 jobs" in out for code, out, _ in outs if code == 0) == 1, outs
+    folder = _sweep_folder(root, TINY)
     jobs = _jobs(folder)
     array = jobs[0]["job_id"].split("_")[0]
     assert [j["job_id"] for j in jobs] == [f"{array}_0", f"{array}_1"] and all(j["launcher"] == "slurm" for j in jobs)
@@ -137,10 +169,10 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, launch_env, tmp_
     for seed in (0, 1):
         res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json").read_text())
         assert res["status"] == "done" and res["iterations"] == 30
-    shown = run_cli(str(folder), cwd=tmp_path, module="resnet_ablate.status")
+    shown = run_cli(str(folder), cwd=root, module="resnet_ablate.status")
     assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
     _wait(lambda: _ended(folder), "the jobs to end")
-    code, out, err = _launch(args, capsys)
+    code, out, err = _launch(TWICE, capsys)
     assert code == 0, err
     assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in out
     assert "submitted" not in out and _jobs(folder) == jobs
@@ -207,39 +239,20 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, l
     assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in out
 
 
-SLOW_SUBMIT = """
-import time
-import submitit
-
-submit = submitit.AutoExecutor.map_array
-
-def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
-    time.sleep(5)
-    return submit(self, *args, **kwargs)
-
-submitit.AutoExecutor.map_array = slow
-"""
-
-
-def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path, monkeypatch):
+def test_the_same_sweep_launched_twice_at_once_is_submitted_once(launched_twice):
     """Two launches of one sweep at the same moment, each taking 5 s to submit: the sweep folder's lock lets one
     check and submit; the other is refused in one line, or (when it comes after) finds the jobs queued. One
     array, two jobs."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    (tmp_path / "plugin").mkdir()
-    (tmp_path / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
-    args = [*TINY, "seed=0,1", *JOB, "sweep_dir=s"]
-    procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    jobs = _jobs(tmp_path / "s")
+    root, outs = launched_twice
+    folder = _sweep_folder(root, TINY)
+    jobs = _jobs(folder)
     assert len(jobs) == 2 and len({j["job_id"].split("_")[0] for j in jobs}) == 1, outs
     assert sum("submitted 2 jobs" in out for _, out, _ in outs) == 1, outs
     for code, out, err in outs:
         assert (code == 0 and ("submitted 2 jobs" in out or "0 finished, 2 queued or running, 0 to run" in out)) or \
-            (code == 2 and err.startswith("error: s is being launched by another process (pid ")), (code, out, err)
-    _wait(lambda: all(s == "done" for s, _ in status.run_states(tmp_path / "s").values()), "both runs to finish")
+            (code == 2 and err.startswith(f"error: runs/{folder.name} is being launched by another process (pid ")), \
+            (code, out, err)
+    _wait(lambda: all(s == "done" for s, _ in status.run_states(folder).values()), "both runs to finish")
 
 
 def test_a_cancelled_job_is_called_cancelled(slurm, launch_env, tmp_path, capsys):
