@@ -186,3 +186,12 @@ def layout_table(root: Path, layout: str):
     from resnet_ablate.analysis.scan import group_by_settings, scan
     from resnet_ablate.analysis.tables import build_table, layouts
     return build_table(layouts()[layout], group_by_settings(scan(root).runs))
+
+
+def use_cli_env(monkeypatch, *paths: Path) -> None:
+    """Give this process the environment `cli_env()` gives a CLI subprocess (one thread, this checkout first on
+    PYTHONPATH), with `paths` after it: for a launch run in-process whose jobs are processes of their own
+    (submitit's local jobs and sbatch inherit it), so that they import this checkout and the plugins there."""
+    monkeypatch.setenv("OMP_NUM_THREADS", cli_env()["OMP_NUM_THREADS"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), *map(str, paths),
+                                                                    os.environ.get("PYTHONPATH")])))

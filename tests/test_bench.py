@@ -1,5 +1,7 @@
 """The speed benchmark runs end to end (tiny CPU settings; its numbers are not asserted, only its table), and its
-kernel count prints one line per mode in the documented form, wide packing well under alone per run-step."""
+kernel count prints one line per mode in the documented form, wide packing well under alone per run-step. The
+speed benchmark runs in-process through its main() (the expansion benchmark as a script, in a process of its own)."""
+import importlib.util
 import re
 import subprocess
 import sys
@@ -9,12 +11,26 @@ from helpers import REPO, cli_env
 BENCH = REPO / "bench" / "train_speed.py"
 
 
-def test_benchmark_writes_its_table(tmp_path):
-    cmd = [sys.executable, str(BENCH), "--device", "cpu", "--depths", "8", "--packs", "2", "--warmup", "2",
-           "--iterations", "2", "--batch-size", "8", "--synthetic-size", "64", "--no-1001", "--out", str(tmp_path),
-           "--repeats", "1", "--setups", "tutorial", "eager", "graph", "ghost_bn", "streams", "wide"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
+def _train_speed():
+    """bench/train_speed.py imported as a module (it puts its folder on sys.path itself, for opcount.py)."""
+    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _run_train_speed(monkeypatch, *args: str) -> int:
+    """`python bench/train_speed.py args` through its main(), sys.argv as a script gets it."""
+    monkeypatch.setattr(sys, "argv", [str(BENCH), *args])
+    return _train_speed().main()
+
+
+def test_benchmark_writes_its_table(tmp_path, monkeypatch, capsys):
+    code = _run_train_speed(monkeypatch, "--device", "cpu", "--depths", "8", "--packs", "2", "--warmup", "2",
+                            "--iterations", "2", "--batch-size", "8", "--synthetic-size", "64", "--no-1001", "--out",
+                            str(tmp_path), "--repeats", "1", "--setups", "tutorial", "eager", "graph", "ghost_bn",
+                            "streams", "wide")
+    assert code == 0, capsys.readouterr().err
     (table,) = tmp_path.glob("*.md")
     rows = [line.split(" | ") for line in table.read_text().splitlines() if line.startswith("| ResNet-8 |")]
     assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
@@ -25,12 +41,12 @@ def test_benchmark_writes_its_table(tmp_path):
     assert all(float(r[5].replace(",", "")) > 0 for r in rows)
 
 
-def test_op_count_prints_one_line_per_mode_and_wide_cuts_the_ops_per_run():
-    cmd = [sys.executable, str(BENCH), "--count-ops", "--device", "cpu", "--count-depth", "8", "--count-runs", "4",
-           "--count-modes", "alone", "streams", "wide"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("ops_per_run_step")]
+def test_op_count_prints_one_line_per_mode_and_wide_cuts_the_ops_per_run(monkeypatch, capsys):
+    code = _run_train_speed(monkeypatch, "--count-ops", "--device", "cpu", "--count-depth", "8", "--count-runs", "4",
+                            "--count-modes", "alone", "streams", "wide")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("ops_per_run_step")]
     found = [re.fullmatch(r"ops_per_run_step depth=(\d+) mode=(\S+) runs=(\d+) ops=(\d+)", line).groups()
              for line in lines]
     assert [(d, m, r) for d, m, r, _ in found] == [("8", "alone", "1"), ("8", "streams", "4"), ("8", "wide", "4")]
@@ -41,14 +57,7 @@ def test_op_count_prints_one_line_per_mode_and_wide_cuts_the_ops_per_run():
 def test_bench_rows_are_the_median_of_repeats_with_precision_bn_group_capture_and_compile_time():
     """(Replaces test_fidelity.py's test_bench_rows_are_the_median_of_repeats_with_capture_time: the rows now name
     their precision and BN group and carry the compile time.)"""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    bench = _train_speed()
     rates = iter([(300.0, None, 2.0, None), (100.0, None, 1.0, None), (200.0, 1.5, 3.0, 40.0)])
     measured = bench._median_of(lambda: next(rates), 3)
     assert measured == (200.0, 1.5, 3.0, 40.0, [100.0, 200.0, 300.0])

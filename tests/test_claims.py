@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO, TINY, make_run_folder, run_cli
+from helpers import REPO, TINY, make_run_folder
 from scipy import stats
 
 from resnet_ablate.analysis import claims as judged
@@ -16,6 +16,7 @@ from resnet_ablate.analysis.claimstats import (LEVEL, POWER, count_seeds, rank_l
 from resnet_ablate.analysis.scan import group_by_settings, scan
 from resnet_ablate.errors import UsageError
 from resnet_ablate.report import write_report
+from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.claimspec import read_claims
 from resnet_ablate.sweeps.specs import check_setting, load_spec
 
@@ -165,13 +166,16 @@ def test_bad_claims_are_one_line_errors_naming_the_file(tmp_path, edit, message)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_bad_claim_stops_the_launch_in_one_line(tmp_path):
+def test_a_bad_claim_stops_the_launch_in_one_line(tmp_path, monkeypatch, capsys):
+    """In-process through run.main (tests/test_config.py runs the CLI as a real process)."""
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"claims": [{"id": "c", "claim": "x", "paper": "p", "source": "s",
                                                 "kind": "lower", "arms": {"a": IDENTITY}}]}))
-    proc = run_cli(f"ablation={path}", "dry_run=true", cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert f"{path}: claim c: a 'lower' claim compares at least 2 arms, got 1" in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    assert run_main([f"ablation={path}", "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0
+    assert f"{path}: claim c: a 'lower' claim compares at least 2 arms, got 1" in err
 
 
 REQUIRED = {

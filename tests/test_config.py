@@ -86,16 +86,29 @@ def test_bad_input_gives_one_clear_line(overrides, message):
     ("gate_bias=abc", "bad value for gate_bias: 'abc' is not a valid float"),
     ("seedd=1", "unknown key 'seedd' (did you mean 'seed'?)"),
 ])
-def test_cli_errors_exit_2_with_one_line_and_no_traceback(tmp_path, arg, fragment):
-    proc = run_cli(arg, cwd=tmp_path)
+def test_cli_errors_exit_2_with_one_line_and_no_traceback(tmp_path, monkeypatch, capsys, arg, fragment):
+    """In-process through run.main (the real process's exit path: the next test)."""
+    monkeypatch.chdir(tmp_path)
+    assert run.main([arg]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and fragment in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    """The run CLI as a process: `python -m resnet_ablate.run` turns a bad key into exit code 2 and one line (no
+    import-time warning above it, no traceback)."""
+    proc = run_cli("shortcut=foo", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and fragment in proc.stderr
+    assert proc.stderr.startswith("error: ") and "unknown shortcut 'foo'; allowed: identity, scaling" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "runs").exists()
 
 
-def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
+def test_help_lists_every_key_type_default_and_registry_names(capsys):
     text = help_text()
     for name in fields():
         assert f"  {name}=" in text
@@ -103,8 +116,8 @@ def test_help_lists_every_key_type_default_and_registry_names(tmp_path):
     for registry in (SHORTCUTS, UNITS, OPTIMIZERS, SCHEDULES):
         assert f"[allowed: {', '.join(registry.names())}]" in text
     assert "  iterations=64000  (int)  training iterations  [allowed: > 0]" in text.splitlines()
-    proc = run_cli("--help", cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.strip() == f"{text}\n{launch_help_text()}"  # then the launcher's
+    assert run.main(["--help"]) == 0
+    assert capsys.readouterr().out.strip() == f"{text}\n{launch_help_text()}"  # then the launcher's
 
 
 def test_run_name_shows_what_differs_from_the_defaults():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DONE, TINY, needs_cuda, result, run_cli, write_fake_cifar
+from helpers import DONE, TINY, needs_cuda, result, write_fake_cifar
 
 from resnet_ablate import run
 from resnet_ablate.training import cifar_archive, datasets
@@ -50,16 +50,18 @@ def test_missing_data_offline_says_where_to_put_it(tmp_path):
                             f"where it is (download=false)")
 
 
-def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch):
+def test_failed_download_is_one_line_at_the_cli(tmp_path, monkeypatch, capsys):
+    """In-process through run.main (tests/test_config.py runs the CLI as a real process)."""
     env_blocked = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     for k, v in env_blocked.items():
         monkeypatch.setenv(k, v)
-    proc = run_cli("depth=8", f"data_dir={tmp_path}", "iterations=1", "warmup_iters=0", "milestones=[]", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith(f"error: cifar10 is not in {tmp_path} and could not be downloaded from "
-                                  "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
-    assert "put cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder there" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["depth=8", f"data_dir={tmp_path}", "iterations=1", "warmup_iters=0", "milestones=[]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cifar10 is not in {tmp_path} and could not be downloaded from "
+                          "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    assert "put cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder there" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_broken_batch_file_is_named(tmp_path):

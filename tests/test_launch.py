@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DONE, PAUSE, TINY, make_run_folder, merged, metrics, result, run_cli, signal_at_evaluation
+from helpers import DONE, PAUSE, TINY, make_run_folder, merged, metrics, result, signal_at_evaluation, use_cli_env
 
 from resnet_ablate import run, status
 from resnet_ablate.folders.states import State
 from resnet_ablate.folders.sweepfolder import read_sweep
+from resnet_ablate.models.shortcuts import SHORTCUTS
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
@@ -126,10 +127,21 @@ def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tm
         assert metrics(folder / run_name(cfg)) == metrics(tmp_path / f"alone{seed}")
 
 
-def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
+SIGNALLED = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory):
+    """SIGNALLED's run trained by a job without a signal, once for both signal tests: its folder."""
+    folder = tmp_path_factory.mktemp("undisturbed") / "whole"
+    SweepJob(max_retries=0)([parse([*SIGNALLED, f"run_dir={folder}"])])
+    return folder
+
+
+def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path, undisturbed):
     """submitit's USR2 handler (here a stand-in that records and exits as submitit does) runs only after the
     trainer wrote its checkpoint; the requeued job resumes to the numbers of an undisturbed run."""
-    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    args = SIGNALLED
     calls = []
 
     def submitit_usr2(num, frame):
@@ -146,13 +158,12 @@ def test_job_hands_sigusr2_to_submitit_after_checkpointing(tmp_path):
         signal.signal(signal.SIGUSR2, previous)
     assert len(calls) == 1 and 10 <= calls[0] < 120 and not (tmp_path / "cut" / "result.json").exists()
     assert SweepJob(max_retries=0)([cfg])[0]["status"] == "done"
-    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert metrics(tmp_path / "cut") == metrics(undisturbed)
 
 
-def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
+def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path, undisturbed):
     """SIGTERM, with submitit's no-op handler in place: checkpoint at once, then train on to the end."""
-    args = [*DONE, "iterations=120", "milestones=[60]", "eval_every=10"]
+    args = SIGNALLED
     bypassed = []
     previous = signal.signal(signal.SIGTERM, lambda num, frame: bypassed.append(num))
     try:
@@ -161,40 +172,50 @@ def test_job_checkpoints_on_sigterm_and_trains_on_under_submitit(tmp_path):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert bypassed == [signal.SIGTERM] and out[0]["status"] == "done"
-    SweepJob(max_retries=0)([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
-    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+    assert metrics(tmp_path / "cut") == metrics(undisturbed)
+    assert result(tmp_path / "cut") == result(undisturbed)
 
 
 CRASHING_PLUGIN = """
-from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+import sys
 
-@SHORTCUTS.register("crashes")
-class Crashes(Shortcut):
-    def merge(self, s, f):
-        raise RuntimeError("boom")
+# not in the processes that train nothing (submitit's job controller, multiprocessing's resource tracker): no torch
+if not any(helper in arg for arg in sys.orig_argv for helper in ("submitit.local._local", "resource_tracker")):
+    from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
+
+    @SHORTCUTS.register("crashes")
+    class Crashes(Shortcut):
+        def merge(self, s, f):
+            raise RuntimeError("boom")
 """
 
 
-def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path, monkeypatch):
+def test_local_executor_retries_a_crash_then_reports_it_and_status_counts(tmp_path, monkeypatch, capsys):
     """A crash is retried max_retries times (each attempt a fresh training process), then reported; a damaged
-    checkpoint is a one-line error at once, not retried."""
+    checkpoint is a one-line error at once, not retried. The launch runs here, through run.main; its jobs and
+    their training processes are processes of their own."""
     (tmp_path / "plugin").mkdir()
-    (tmp_path / "plugin" / "sitecustomize.py").write_text(CRASHING_PLUGIN)  # registered in every process
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
+    (tmp_path / "plugin" / "sitecustomize.py").write_text(CRASHING_PLUGIN)  # registered in the jobs' processes
+    use_cli_env(monkeypatch, tmp_path / "plugin")
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text("variants: [{shortcut: identity}, {shortcut: crashes}, {lr: 0.05}]\n")
     ok, damaged = (parse([*DONE, *extra, f"runs_root={tmp_path / 'runs'}"]) for extra in ([], ["lr=0.05"]))
     folder = tmp_path / "runs" / "spec"
     make_run_folder(folder / run_name(damaged), [*DONE, "lr=0.05"], status=None)
     (folder / run_name(damaged) / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local", "max_retries=1",
-                   cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr
+    exec(CRASHING_PLUGIN, {})  # and here, where the launch expands the spec
+    try:
+        code = run.main([*DONE, "ablation=spec.yaml", f"runs_root={tmp_path / 'runs'}", "launcher=local",
+                         "max_retries=1"])
+    finally:
+        SHORTCUTS.unregister("crashes")
+    err = capsys.readouterr().err
+    assert code == 1, err
     bad = next(name for name in status.run_states(folder) if "_crashes_" in name)
     assert f"crashed: {bad}: resnet_ablate.sweeps.jobs.RunCrashed: crashed 2 times, last: ChildCrashed: " \
-           f"RuntimeError: boom" in proc.stderr
+           f"RuntimeError: boom" in err
     assert f"crashed: {run_name(damaged)}: resnet_ablate.errors.UsageError: " \
-           f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in proc.stderr
+           f"{folder / run_name(damaged) / 'checkpoint.pt'} is damaged" in err
     assert json.loads((folder / run_name(ok) / "result.json").read_text())["status"] == "done"
     states = status.run_states(folder)
     assert states[run_name(ok)] == ("done", "")
@@ -269,11 +290,15 @@ def test_invalid_slurm_profile_is_one_line_exit_2(profile, message, tmp_path, mo
     assert err.startswith(f"error: {tmp_path / 'slurm' / 'mine.yaml'}: {message}") and err.count("\n") == 1
 
 
-def test_missing_sbatch_is_one_line_exit_2_without_traceback(tmp_path):
-    proc = run_cli(*TINY, "launcher=slurm", cwd=tmp_path, env_path="/nonexistent")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr == "error: launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node " \
-                          "(or start a local cluster with slurm/start-local-slurm.sh)\n"
+def test_missing_sbatch_is_one_line_exit_2_without_traceback(tmp_path, monkeypatch, capsys):
+    """In-process through run.main, sbatch hidden from PATH (tests/test_config.py runs the CLI as a real process)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert run.main([*TINY, "launcher=slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err == "error: launcher=slurm but 'sbatch' is not on PATH: run this on a SLURM login node " \
+                  "(or start a local cluster with slurm/start-local-slurm.sh)\n"
     assert list(tmp_path.iterdir()) == []
 
 

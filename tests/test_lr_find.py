@@ -13,17 +13,19 @@ from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_state
 
 
-def test_range_test_writes_curve_suggestion_and_figure(tmp_path):
-    proc = run_cli(*TINY, "steps=60", "end_lr=100", f"run_dir={tmp_path / 'f'}", cwd=tmp_path,
-                   module="resnet_ablate.lr_find")
-    assert proc.returncode == 0, proc.stderr
+def test_range_test_writes_curve_suggestion_and_figure(tmp_path, monkeypatch, capsys):
+    """In-process through lr_find.main (test_cli_bad_key_exits_2 runs the CLI as a real process)."""
+    monkeypatch.chdir(tmp_path)
+    code = lr_find.main([*TINY, "steps=60", "end_lr=100", f"run_dir={tmp_path / 'f'}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "f" / "lr_find.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in rows]
     assert lrs[0] == pytest.approx(1e-5) and lrs == sorted(lrs) and 3 <= len(rows) <= 60
     found = json.loads((tmp_path / "f" / "lr_find.json").read_text())
     best = min(rows, key=lambda r: r["loss"])
     assert found["min_loss_lr"] == best["lr"] and found["suggested_lr"] == pytest.approx(best["lr"] / 10)
-    assert f"suggested lr {found['suggested_lr']:.3g}" in proc.stdout
+    assert f"suggested lr {found['suggested_lr']:.3g}" in out
     assert (tmp_path / "f" / "lr_find.png").stat().st_size > 10_000
 
 
@@ -82,22 +84,21 @@ def test_range_test_is_quiet_with_heartbeat_off(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_lr_find_refuses_a_run_folder_and_leaves_it_as_it_was(tmp_path):
+def test_lr_find_refuses_a_run_folder_and_leaves_it_as_it_was(tmp_path, monkeypatch, capsys):
     from resnet_ablate.training.trainer import train
 
     folder = tmp_path / "r"
     train([parse([*TINY, "fail_threshold=100", f"run_dir={folder}"])])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    proc = run_cli(*TINY, "steps=5", f"run_dir={folder}", cwd=tmp_path, module="resnet_ablate.lr_find")
-    assert proc.returncode == 2
-    assert proc.stderr == f"error: run_dir={folder} is a run folder (it holds metrics.jsonl), not a range-test folder: " \
-                          f"choose another run_dir\n"
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert lr_find.main([*TINY, "steps=5", f"run_dir={folder}"]) == 2
+    assert capsys.readouterr().err == f"error: run_dir={folder} is a run folder (it holds metrics.jsonl), not a " \
+                                      f"range-test folder: choose another run_dir\n"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_lr_find_refuses_a_folder_of_the_users_files_or_of_other_settings(tmp_path, capsys):
-    from resnet_ablate import lr_find
-
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.yaml").write_text("my: settings\n")
     assert lr_find.main([*TINY, "steps=5", f"run_dir={tmp_path / 'mine'}"]) == 2

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli
+from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli, use_cli_env
 
 from resnet_ablate import status
 from resnet_ablate.folders import runfolder as rf
-from resnet_ablate.folders.jobstate import ended_cause
+from resnet_ablate.folders.jobstate import ended_cause, live_state, slurm_states
 from resnet_ablate.folders.lock import holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
+from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.expansion import sweep_name
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse
@@ -102,13 +103,65 @@ def _jobs(folder):
     return [json.loads(line) for line in (folder / ".submitit" / "jobs.jsonl").read_text().splitlines()]
 
 
-def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = [*TINY, "seed=0,1", *JOB]
-    proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "submitted 2 jobs" in proc.stdout
-    folder = _sweep_folder(tmp_path, TINY)
+def _ended(folder) -> bool:
+    """Whether SLURM has every job of `folder` ended (a job ends a moment after its runs wrote result.json)."""
+    return not any(live_state(state) for state in slurm_states(_jobs(folder), folder).values())
+
+
+def _launch(args, capsys) -> tuple[int, str, str]:
+    """A launch in this process, through run.main (its jobs are SLURM's; the launch from a process of its own:
+    test_the_same_sweep_launched_twice_at_once_is_submitted_once): exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = run_main(args)
+    return code, *capsys.readouterr()
+
+
+@pytest.fixture
+def launch_env(tmp_path, monkeypatch):
+    """Launches from tmp_path in this process, with the environment its jobs inherit through sbatch as a CLI
+    subprocess's (this checkout first on PYTHONPATH, one thread)."""
+    use_cli_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+
+
+SLOW_SUBMIT = """
+import time
+import submitit
+
+submit = submitit.AutoExecutor.map_array
+
+def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
+    time.sleep(5)
+    return submit(self, *args, **kwargs)
+
+submitit.AutoExecutor.map_array = slow
+"""
+
+
+TWICE = [*TINY, "seed=0,1", *JOB]
+
+
+@pytest.fixture(scope="module")
+def launched_twice(slurm, tmp_path_factory):
+    """TWICE's sweep launched by two processes at the same moment, each taking 5 s to submit (SLOW_SUBMIT, in
+    those processes and the jobs they submit): (the folder they ran in, [(exit code, stdout, stderr)] of each).
+    One sweep for the two tests that look at what became of it."""
+    root = tmp_path_factory.mktemp("twice")
+    (root / "plugin").mkdir()
+    (root / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
+    env = {**cli_env(), "PYTHONPATH": os.pathsep.join([str(REPO), str(root / "plugin")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *TWICE], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    return root, [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+def test_array_runs_status_counts_and_resubmission_skips(launched_twice, monkeypatch, capsys):
+    """The sweep's two runs are one job array; status counts them; launching it again submits nothing."""
+    root, outs = launched_twice
+    use_cli_env(monkeypatch)
+    monkeypatch.chdir(root)
+    assert sum("submitted 2 jobs" in out for code, out, _ in outs if code == 0) == 1, outs
+    folder = _sweep_folder(root, TINY)
     jobs = _jobs(folder)
     array = jobs[0]["job_id"].split("_")[0]
     assert [j["job_id"] for j in jobs] == [f"{array}_0", f"{array}_1"] and all(j["launcher"] == "slurm" for j in jobs)
@@ -116,21 +169,21 @@ def test_array_runs_status_counts_and_resubmission_skips(slurm, tmp_path, monkey
     for seed in (0, 1):
         res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json").read_text())
         assert res["status"] == "done" and res["iterations"] == 30
-    shown = run_cli(str(folder), cwd=tmp_path, module="resnet_ablate.status")
+    shown = run_cli(str(folder), cwd=root, module="resnet_ablate.status")
     assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
-    again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in again.stdout
-    assert "submitted" not in again.stdout and _jobs(folder) == jobs
+    _wait(lambda: _ended(folder), "the jobs to end")
+    code, out, err = _launch(TWICE, capsys)
+    assert code == 0, err
+    assert f"2 runs in runs/{folder.name}; 2 finished, 0 queued or running, 0 to run" in out
+    assert "submitted" not in out and _jobs(folder) == jobs
 
 
-def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, tmp_path, monkeypatch):
+def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, launch_env, tmp_path, capsys):
     """Job 0 is requeued by `scontrol requeue` (SIGTERM, then SIGKILL after KillWait), job 1 gets SIGUSR2 as
     before a time limit (submitit requeues it); both must end with an undisturbed run's metrics."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = merged(TINY, "shortcut=dropout", "iterations=300", "milestones=[150]", "eval_every=10")
-    proc = run_cli(*args, "seed=0,1", *JOB, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = _launch([*args, "seed=0,1", *JOB], capsys)
+    assert code == 0, err
     folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
@@ -138,9 +191,9 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
         metrics_file = run / "metrics.jsonl"
         _wait(lambda: metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 2, f"{run.name} to start")
         subprocess.run([*command, job_id], check=True, timeout=30)
-    ref = run_cli(*args, "seed=0,1", "fail_threshold=100", "launcher=inline", f"sweep_dir={tmp_path / 'ref'}",
-                  cwd=tmp_path)  # undisturbed references, trained while the cluster works
-    assert ref.returncode == 0, ref.stderr
+    code, _, err = _launch([*args, "seed=0,1", "fail_threshold=100", "launcher=inline", f"sweep_dir={tmp_path / 'ref'}"],
+                           capsys)  # undisturbed references, trained here while the cluster works
+    assert code == 0, err
     _wait(lambda: all((r / "result.json").is_file() for r in runs), "the requeued runs to finish")
     logs = [(folder / ".submitit" / f"{job_id}_0_log.out").read_text() for job_id in ids]
     assert all("resuming from iteration" in log for log in logs)
@@ -157,12 +210,11 @@ def _trainer(run: Path) -> int:
     return holder(run)["pid"]
 
 
-def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, tmp_path, monkeypatch):
+def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, launch_env, tmp_path, capsys):
     """Job 0's training process is killed with SIGKILL (as the out-of-memory killer does): max_retries covers it,
     the run resumes and finishes. Job 1 is killed whole: status says killed by SIGKILL, and resumable."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = merged(TINY, "iterations=300", "milestones=[150]", "eval_every=10")
-    assert run_cli(*args, "seed=0,1", *JOB, "max_retries=1", cwd=tmp_path).returncode == 0
+    assert _launch([*args, "seed=0,1", *JOB, "max_retries=1"], capsys)[0] == 0
     folder = _sweep_folder(tmp_path, args)
     ids = [j["job_id"] for j in _jobs(folder)]
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
@@ -182,58 +234,41 @@ def test_a_killed_training_process_is_retried_and_a_killed_job_says_why(slurm, t
     assert reason.startswith(f"job {ids[1]} ended FAILED: killed by SIGKILL (the out-of-memory killer, or a kill -9)")
     assert "its log says: srun: error: " in reason and reason.endswith("resumable from its checkpoint: launch the "
                                                                       "sweep again")
-    again = run_cli(*args, "seed=0,1", *JOB, "dry_run=true", cwd=tmp_path)
-    assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in again.stdout
+    _wait(lambda: _ended(folder), "the jobs to end")
+    _, out, _ = _launch([*args, "seed=0,1", *JOB, "dry_run=true"], capsys)
+    assert f"2 runs in runs/{folder.name}; 1 finished, 0 queued or running, 1 to run" in out
 
 
-SLOW_SUBMIT = """
-import time
-import submitit
-
-submit = submitit.AutoExecutor.map_array
-
-def slow(self, *args, **kwargs):  # sbatch on a busy login node: seconds between the check and the record
-    time.sleep(5)
-    return submit(self, *args, **kwargs)
-
-submitit.AutoExecutor.map_array = slow
-"""
-
-
-def test_the_same_sweep_launched_twice_at_once_is_submitted_once(slurm, tmp_path, monkeypatch):
+def test_the_same_sweep_launched_twice_at_once_is_submitted_once(launched_twice):
     """Two launches of one sweep at the same moment, each taking 5 s to submit: the sweep folder's lock lets one
     check and submit; the other is refused in one line, or (when it comes after) finds the jobs queued. One
     array, two jobs."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    (tmp_path / "plugin").mkdir()
-    (tmp_path / "plugin" / "sitecustomize.py").write_text(SLOW_SUBMIT)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugin"))
-    args = [*TINY, "seed=0,1", *JOB, "sweep_dir=s"]
-    procs = [subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *args], cwd=tmp_path, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    jobs = _jobs(tmp_path / "s")
+    root, outs = launched_twice
+    folder = _sweep_folder(root, TINY)
+    jobs = _jobs(folder)
     assert len(jobs) == 2 and len({j["job_id"].split("_")[0] for j in jobs}) == 1, outs
     assert sum("submitted 2 jobs" in out for _, out, _ in outs) == 1, outs
     for code, out, err in outs:
         assert (code == 0 and ("submitted 2 jobs" in out or "0 finished, 2 queued or running, 0 to run" in out)) or \
-            (code == 2 and err.startswith("error: s is being launched by another process (pid ")), (code, out, err)
+            (code == 2 and err.startswith(f"error: runs/{folder.name} is being launched by another process (pid ")), \
+            (code, out, err)
     done = {run_name(parse([*TINY, f"seed={s}", "fail_threshold=100"])): ("done", "") for s in (0, 1)}
-    _wait(lambda: status.run_states(tmp_path / "s") == done, "both runs to finish")  # all() of no runs was True
+    _wait(lambda: status.run_states(folder) == done, "both runs to finish")  # all() of no runs was True
 
 
-def test_a_cancelled_job_is_called_cancelled(slurm, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_a_cancelled_job_is_called_cancelled(slurm, launch_env, tmp_path, capsys):
+    """Job 0 is cancelled while it trains; job 1 (only the other half of the array) is cancelled at once, so that
+    job 0 trains alone."""
     args = merged(TINY, "iterations=100000", "milestones=[50000]", "eval_every=10")
-    assert run_cli(*args, "seed=0,1", *JOB, "sweep_dir=s", cwd=tmp_path).returncode == 0
+    assert _launch([*args, "seed=0,1", *JOB, "sweep_dir=s"], capsys)[0] == 0
     folder = tmp_path / "s"
+    subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
     job = _jobs(folder)[0]["job_id"]
     run = folder / _jobs(folder)[0]["runs"][0]
     _trainer(run)
     subprocess.run(["scancel", job], check=True, timeout=30)
     _wait(lambda: status.run_states(folder)[run.name][0] == "crashed", "the cancelled job to be reported")
     assert status.run_states(folder)[run.name][1].startswith(f"job {job} ended CANCELLED: cancelled (scancel)")
-    subprocess.run(["scancel", _jobs(folder)[1]["job_id"]], timeout=30)
     _wait(lambda: not any(s in ("queued", "running") for s, _ in status.run_states(folder).values()), "the jobs to end")
     _wait(_cluster_up, "the node to take jobs again")  # it completes the cancelled ones first
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import DONE, TINY, merged, run_cli
+from helpers import DONE, TINY, merged
 from scipy import stats
 
 from resnet_ablate import report, run
@@ -73,12 +73,15 @@ def test_bad_search_is_one_line_exit_2(args, message, tmp_path, monkeypatch, cap
     assert message in err and err.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
-def test_bad_spec_distribution_through_the_cli_is_one_line_exit_2(tmp_path):
+def test_bad_spec_distribution_through_the_cli_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    """In-process through run.main (tests/test_config.py runs the CLI as a real process)."""
     (tmp_path / "bad.yaml").write_text("search:\n  lr: {dist: loguniform, low: 0.1}\ntrials: 2\n")
-    proc = run_cli("ablation=bad.yaml", *TINY, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == ("error: bad.yaml: search.lr: loguniform needs numbers low and high (and no other keys), "
-                           "got {'dist': 'loguniform', 'low': 0.1}\n")
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["ablation=bad.yaml", *TINY]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("error: bad.yaml: search.lr: loguniform needs numbers low and high (and no other keys), "
+                   "got {'dist': 'loguniform', 'low': 0.1}\n")
 
 
 def test_dry_run_lists_every_trial_and_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_lines, write_fake_cifar
 
+from resnet_ablate.run import main as run_main
 from resnet_ablate.training.config import from_yaml
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
@@ -65,12 +66,22 @@ def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
         train([parse(tiny)])
 
 
+KILLED = merged(TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20")
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The undisturbed run of KILLED's settings, trained once for both signals."""
+    folder = tmp_path_factory.mktemp("whole") / "run"
+    train([parse([*KILLED, f"run_dir={folder}"])])
+    return folder
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
-    """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume."""
-    args = merged(TINY, "shortcut=dropout", "iterations=160", "milestones=[80]", "eval_every=20")
-    train([parse([*args, f"run_dir={tmp_path / 'whole'}"])])
-    cut = [*args, f"run_dir={tmp_path / 'cut'}"]
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, capsys, whole, sig):
+    """SIGKILL: resume from the last checkpoint; SIGTERM: checkpoint at once, then resume. The killed run is a
+    process of its own; the same command resumes it here, through run.main."""
+    cut = [*KILLED, f"run_dir={tmp_path / 'cut'}"]
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *cut], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env())
     wait_for_lines(tmp_path / "cut", 2, proc)
@@ -81,11 +92,13 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, sig):
     assert 20 <= state["iteration"] < 160  # SIGKILL may land between a metrics line and its checkpoint
     if sig == signal.SIGTERM:
         assert proc.returncode == 75  # stopped before the end: its own exit code
-    resumed = run_cli(*cut, cwd=tmp_path)
-    assert proc.returncode is not None and resumed.returncode == 0
-    assert f"resuming from iteration {state['iteration']}" in resumed.stdout
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
-    assert result(tmp_path / "cut") == result(tmp_path / "whole")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    resumed = run_main(cut)
+    assert proc.returncode is not None and resumed == 0
+    assert f"resuming from iteration {state['iteration']}" in capsys.readouterr().out
+    assert metrics(tmp_path / "cut") == metrics(whole)
+    assert result(tmp_path / "cut") == result(whole)
 
 
 def test_time_limit_pauses_and_the_same_command_resumes(tmp_path):

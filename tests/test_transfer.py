@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import run_cli
 from PIL import Image
 
+from resnet_ablate.run import main as run_main
 from resnet_ablate.training import datasets
 from resnet_ablate.training.parse import parse
 from resnet_ablate.models.imagenet import to_torchvision
@@ -86,14 +86,17 @@ def test_bad_folder_says_what_is_wrong(tmp_path, setup, message):
     assert str(e.value) == message.format(root=root)
 
 
-def test_bad_folder_is_one_line_at_the_cli(tmp_path):
+def test_bad_folder_is_one_line_at_the_cli(tmp_path, monkeypatch, capsys):
+    """In-process through run.main (tests/test_config.py runs the CLI as a real process)."""
     root = tmp_path / "tree"
     for split in ("train", "val"):
         (root / split).mkdir(parents=True)
-    proc = run_cli("dataset=folder", f"data_dir={root}", "depth=8", "iterations=1", "warmup_iters=0", "milestones=[]",
-                   cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr == f"error: {root}/train: Couldn't find any class folder in {root}/train.\n"
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["dataset=folder", f"data_dir={root}", "depth=8", "iterations=1", "warmup_iters=0",
+                     "milestones=[]"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err == f"error: {root}/train: Couldn't find any class folder in {root}/train.\n"
 
 
 def test_folder_settings_are_checked():
