@@ -465,6 +465,23 @@ def test_a_relaunch_while_slurm_jobs_are_live_says_to_follow_them(tmp_path, monk
                                        f"python -m resnet_ablate.status {plan.folder}\n")
 
 
+def test_a_finished_run_whose_slurm_job_still_shows_running_counts_once(tmp_path, monkeypatch, capsys):
+    """A job is RUNNING in sacct for a moment after its run wrote result.json: the relaunch counts that run as
+    finished only (it said '2 finished, 2 queued or running' of a 2-run sweep)."""
+    from resnet_ablate.folders.sweepfolder import append_job
+    from resnet_ablate.sweeps import launcher
+    monkeypatch.chdir(tmp_path)
+    args = [*DONE, "seed=0,1"]
+    assert run.main([*args, "launcher=inline"]) == 0
+    folder = tmp_path / "runs" / SEEDS_FOLDER
+    append_job(folder, "77_0", "slurm", [run_name(parse([*DONE, "seed=0"]))])
+    monkeypatch.setattr(launcher, "slurm_states", lambda records, folder: {"77_0": "RUNNING"})
+    capsys.readouterr()
+    assert run.main([*args, "dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "2 finished, 0 queued or running, 0 to run" in out, out
+
+
 def test_ctrl_c_stops_an_inline_sweep_rather_than_only_its_current_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = merged(DONE, "iterations=60", "seed=0,1", "launcher=inline")

@@ -179,10 +179,12 @@ def _announce(launch: Launch, plan: SweepPlan, states: dict[str, State | None], 
 
 
 def _live_runs(folder: Path, unfinished: list[str]) -> dict[str, tuple[State, str]]:
-    """Runs that are live, with that state (queued or running) and it in words: trained now by any process (the
-    folder's lock is held; whatever launched it: 'running (pid ...)'), or whose latest SLURM job is still queued
-    or running. Never started twice."""
-    latest = latest_jobs(folder)
+    """The unfinished runs that are live, with that state (queued or running) and it in words: trained now by any
+    process (the folder's lock is held; whatever launched it: 'running (pid ...)'), or whose latest SLURM job is
+    still queued or running. Never started twice; a finished run is never live (its job may show RUNNING in
+    sacct for a moment after its result.json)."""
+    wanted = set(unfinished)
+    latest = {run: r for run, r in latest_jobs(folder).items() if run in wanted}
     states = slurm_states(list(latest.values()), folder)
     live = {run: (state, str(state)) for run, r in latest.items()
             if (state := live_state(states.get(r["job_id"], ""))) is not None}
