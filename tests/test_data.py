@@ -71,6 +71,15 @@ def test_broken_batch_file_is_named(tmp_path):
         datasets.read_cifar("cifar10", tmp_path, download=False)
 
 
+def _assert_pad_crop_flip_of_the_normalised_images(out, images, offsets, flips, data):
+    """Each augmented image is its normalised image, zero-padded by 4, cropped at its offset, flipped if asked."""
+    padded = F.pad(datasets.normalize_images(images, data), (4, 4, 4, 4))
+    for i in range(len(images)):
+        oy, ox = offsets[i].tolist()
+        ref = padded[i, :, oy:oy + 32, ox:ox + 32]
+        torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
+
+
 def test_augment_equals_pad_crop_flip_of_the_normalised_image():
     train, _, _ = datasets.synthetic(16)
     data = datasets.Data(train, train, None, 10, *datasets.statistics(train.images, "channel"))
@@ -78,11 +87,7 @@ def test_augment_equals_pad_crop_flip_of_the_normalised_image():
     offsets = torch.randint(0, 9, (16, 2), generator=g)
     flips = torch.arange(16) % 2 == 1
     out = datasets.augment(train.images, offsets, flips, data)
-    padded = F.pad(datasets.normalize_images(train.images, data), (4, 4, 4, 4))
-    for i in range(16):
-        oy, ox = offsets[i].tolist()
-        ref = padded[i, :, oy:oy + 32, ox:ox + 32]
-        torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
+    _assert_pad_crop_flip_of_the_normalised_images(out, train.images, offsets, flips, data)
 
 
 def test_pixel_mean_subtracts_the_mean_image():
@@ -144,11 +149,7 @@ def test_pixel_mean_is_subtracted_before_the_crop_so_it_stays_aligned_with_its_p
     offsets[0] = torch.tensor([0, 8])  # the corners: padding on two sides
     flips = torch.arange(16) % 3 == 1  # the first one unflipped
     out = datasets.augment(train.images, offsets, flips, data)
-    padded = F.pad(datasets.normalize_images(train.images, data), (4, 4, 4, 4))
-    for i in range(16):
-        oy, ox = offsets[i].tolist()
-        ref = padded[i, :, oy:oy + 32, ox:ox + 32]
-        torch.testing.assert_close(out[i], ref.flip(-1) if flips[i] else ref)
+    _assert_pad_crop_flip_of_the_normalised_images(out, train.images, offsets, flips, data)
     assert (out[0, :, :4, :] == 0).all() and (out[0, :, :, -4:] == 0).all()  # zeros in normalised space
 
 
