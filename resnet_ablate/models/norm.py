@@ -4,7 +4,7 @@ Both papers trained with 128 images on 2 GPUs, so each BN saw 64 images (2015: "
 on two GPUs"; 2016: the same); resnet-1k-layers used batch 64 on 2 GPUs (README.md:62), 32 per BN. One BN
 over the whole batch regularises less. A `GhostBatchNorm2d` normalises each group of `ghost` images with
 that group's mean and biased variance, as a BN on one of k = batch / N devices would: one batch-norm call per
-group (cuDNN's on a GPU), with no running statistics of its own.
+group (cuDNN's on a GPU), which also updates the running statistics.
 
 Running statistics, one rule: the update each of the k per-device BNs would make, averaged, i.e. what k
 BNs whose buffers are averaged after every step hold (the update is linear, so averaging after each step
@@ -13,8 +13,11 @@ equals this). With momentum m, per channel:
     running_mean <- (1 - m) running_mean + m * mean over groups of the group means   (= the batch mean)
     running_var  <- (1 - m) running_var  + m * mean over groups of the groups' unbiased variances
 
-computed from one fp32 reduction over the groups, outside autograd. Everything has static shapes and stays on
-the device (no host sync), so it runs inside a CUDA graph; the output has the input's dtype, as BN.
+The batch-norm kernels apply it themselves, from the statistics of the pass that normalises (no second pass
+over the input): group i of k updates the buffers with momentum a_i = m / (k - (k - 1 - i) m), which weighs
+every group's statistics m / k and the old value 1 - m once all k have run (`group_momenta`). Everything has
+static shapes and stays on the device (no host sync), so it runs inside a CUDA graph; the output has the
+input's dtype, as BN.
 """
 from __future__ import annotations
 
@@ -46,21 +49,20 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if b % self.ghost:
             raise ValueError(f"ghost batch norm: a batch of {b} images does not split into groups of {self.ghost}")
-        if self.track_running_stats:
-            self._track(x)
-        return torch.cat([F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps)
-                          for part in x.split(self.ghost)])
+        track = self.track_running_stats
+        if track:
+            self.num_batches_tracked.add_(1)
+        momenta = group_momenta(self.momentum, b // self.ghost)
+        return torch.cat([F.batch_norm(part, self.running_mean if track else None, self.running_var if track else None,
+                                       self.weight, self.bias, True, momentum, self.eps)
+                          for part, momentum in zip(x.split(self.ghost), momenta)])
 
-    @torch.no_grad()
-    def _track(self, x: torch.Tensor) -> None:
-        """The running-statistics rule of the module docstring (`momentum` must be a number, as the package sets)."""
-        b, c = x.shape[:2]
-        groups = x.to(self.running_mean.dtype).reshape(b // self.ghost, self.ghost, c, *x.shape[2:])
-        var, mean = torch.var_mean(groups, dim=(1, 3, 4), correction=0)
-        per_group = self.ghost * x.shape[2] * x.shape[3]
-        self.num_batches_tracked.add_(1)
-        self.running_mean.lerp_(mean.mean(0), self.momentum)
-        self.running_var.lerp_((var * (per_group / max(per_group - 1, 1))).mean(0), self.momentum)
+
+def group_momenta(momentum: float, k: int) -> list[float]:
+    """The momentum of each of k groups' sequential in-kernel updates that makes them the one averaged update of
+    the module docstring: a_i = m / (k - (k - 1 - i) m), so that prod(1 - a_i) = 1 - m and each group weighs m / k
+    (`momentum` must be a number, as the package sets: None, BN's cumulative average, has no such schedule)."""
+    return [momentum / (k - (k - 1 - i) * momentum) for i in range(k)]
 
 
 def use_ghost_bn(model: nn.Module, ghost: int) -> nn.Module:
