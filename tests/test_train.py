@@ -12,6 +12,7 @@ from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_li
 
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training.config import from_yaml
+from resnet_ablate.training import failrule
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.trainer import train
@@ -122,9 +123,44 @@ def test_divergence_is_recorded_as_fail_and_keeps_what_was_written(tmp_path):
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["iteration"] == 10
 
 
-def test_high_final_error_is_fail(tiny):
+def test_a_reduced_run_is_not_fail_above_fail_threshold_only_at_chance(tmp_path, monkeypatch):
+    """30 of the schedule's 64,000 iterations: the reduced rule, so fail_threshold=0 does not make it fail; a
+    chance line below its error (the rule's constant, patched) does."""
+    res = train([parse([*TINY, "fail_threshold=0", f"run_dir={tmp_path / 'a'}"])])[0]
+    assert (res["status"], res["reason"], res["fail_rule"]) == ("done", "", "reduced")
+    monkeypatch.setattr(failrule, "CHANCE_FRACTION", 0.0)
+    res = train([parse([*TINY, "fail_threshold=0", f"run_dir={tmp_path / 'b'}"])])[0]
+    assert (res["status"], res["fail_rule"]) == ("fail", "reduced") and "at chance" in res["reason"]
+
+
+def test_a_run_of_its_whole_schedule_is_fail_above_fail_threshold(tiny, monkeypatch):
+    monkeypatch.setattr(failrule, "full_iterations", lambda settings, default: settings["iterations"])
     res = train([parse([*tiny, "fail_threshold=0"])])[0]
-    assert res["status"] == "fail" and res["reason"].startswith("final test error")
+    assert (res["status"], res["fail_rule"]) == ("fail", "paper") and res["reason"].startswith("final test error")
+
+
+@pytest.mark.parametrize("args,full", [(["recipe=he2015"], 64000), (["recipe=he2016", "depth=164"], 64000),
+                                       (["recipe=fb_torch"], 64063), (["recipe=default"], 64000),
+                                       (["recipe=he2015", "batch_size=64"], 64000)])
+def test_the_whole_schedule_is_the_recipes_and_fewer_iterations_are_reduced(args, full):
+    cfg = vars(parse(args))
+    assert failrule.full_iterations(cfg, 64000) == full and failrule.fail_rule(cfg, 64000) == "paper"
+    assert failrule.fail_rule({**cfg, "iterations": full - 1}, 64000) == "reduced"
+
+
+def test_chance_scales_with_the_class_count_and_older_records_are_judged_by_the_same_rule():
+    assert (failrule.chance_error(10), failrule.chance_error(100)) == (88.0, 96.8)
+    reduced = vars(parse(["recipe=he2015", "iterations=2000", "milestones=[1000,1500]"]))
+    old = {"status": "fail", "reason": "final test error 25.57% is above fail_threshold 20.0%", "final_test_error": 25.57}
+    assert failrule.judged(old, reduced, 64000) == {**old, "status": "done", "reason": "", "fail_rule": "reduced"}
+    at_chance = {"status": "done", "reason": "", "final_test_error": 89.1}
+    assert failrule.judged(at_chance, reduced, 64000)["status"] == "fail"
+    diverged = {"status": "fail", "reason": "diverged: training loss is nan in iterations 1..10", "final_test_error": 9.0}
+    assert failrule.judged(diverged, reduced, 64000)["status"] == "fail"
+    full = vars(parse(["recipe=he2015"]))
+    assert failrule.judged(old, full, 64000)["status"] == "fail"
+    recorded = {**old, "fail_rule": "paper"}
+    assert failrule.judged(recorded, reduced, 64000) == recorded
 
 
 def test_trains_on_fake_cifar_in_the_real_format(tmp_path):

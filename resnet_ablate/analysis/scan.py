@@ -27,6 +27,7 @@ from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
 from ..training.config import defaults, fields, registered_keys, shortcut_keys
+from ..training.failrule import judged
 from ..values import report_text
 
 
@@ -135,6 +136,8 @@ def read_run(folder: Path, sweep: SweepRecord | None) -> RunRecord:
     for name in (rf.METRICS, rf.PROBES):  # the curves read these lines later: a damaged one lists the folder here
         _read(folder, lambda: rf.read_jsonl(folder / name))
     result = _read(folder, lambda: rf.read_result(folder))
+    if result is not None:
+        result = judged(result, {**settings, "recipe": config.get("recipe", "default")}, defaults().iterations)
     if result is None:
         state, _ = rf.folder_state(folder)
         who = holder(folder) if state is State.RUNNING else None

@@ -295,7 +295,8 @@ def _caption(layout: Layout, kept: list[SeedGroup], shown: list[str], variants: 
               and v is not None and v != _as_setting(getattr(plain, k))]  # None: a key the run's entry does not use
     sources = [paper.TABLES[t] for t in layout.tables]
     text = (f"Final test error (%), grouped by settings but the seed. n: finished runs; fail: runs with status "
-            f"fail (diverged or above fail_threshold); median over all n runs, a failed run counting as above any "
+            f"fail (diverged, above fail_threshold, or at chance after a reduced schedule: fail_rule); median over "
+            f"all n runs, a failed run counting as above any "
             f"error (the 2016 paper's median of 5, failures included; 'fail' when it lands on a failed run); "
             f"error (mean ± sample sd) and min (best) over the runs that did not fail ('over k of n' where some "
             f"failed). p: Welch's t-test vs the baseline row ({layout.baseline}) with the same other settings, over "

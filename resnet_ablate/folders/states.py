@@ -3,8 +3,8 @@ docs alike. The table (in the order of `State` and of every count line):
 
     state        meaning
     done         finished: result.json says done
-    fail         finished: result.json says fail (diverged, or its final test error is above fail_threshold);
-                 a result, not an error
+    fail         finished: result.json says fail (diverged, or its final test error is above fail_threshold, or
+                 at chance after a reduced schedule: training/failrule.py); a result, not an error
     crashed      its job ended with an error or was killed, without a result: the line says why; launching the
                  sweep again resumes it from its checkpoint (or trains it from the start where it has none)
     paused       a checkpoint, no result, and nobody trains it (stopped by Ctrl-C, SIGTERM, time_limit_s or a

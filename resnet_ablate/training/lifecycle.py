@@ -1,7 +1,7 @@
 """The life of one run in the training loop, a `TrainingRun`: start (a finished run is left alone, an
 unfinished one resumes from its checkpoint, a new one starts its folder), then at each evaluation measure and
 settle (checkpoint, pause on a stop), and finish with result.json: done, or fail for a run that diverges or
-ends above `fail_threshold`. Its state word is `folders/states.py`'s: running while it trains, then paused,
+ends above `fail_threshold` (at chance, after a reduced schedule: `failrule.py`). Its state word is `folders/states.py`'s: running while it trains, then paused,
 done or fail."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from ..folders.runfolder import CHECKPOINT
 from ..folders.states import State
 from . import checkpoint
 from . import datasets
-from .config import Config, run_dir, run_name
+from .config import Config, defaults, run_dir, run_name
+from .failrule import fail_rule, failure
 from .evaluate import evaluate, probe, responses
 from .optim import lr_at
 from .progress import run_lines, say
@@ -112,17 +113,19 @@ class TrainingRun:
 
     def finish(self, status: State, reason: str = "", record_responses: bool = True) -> None:
         """Write responses.json (the final net's layer responses; not for a diverged one, whose numbers mean
-        nothing) and result.json: done (fail when above `fail_threshold`), or fail with the reason."""
+        nothing) and result.json: done, or fail with the reason (`failrule.py`: the rule recorded as `fail_rule`)."""
         last = self.writer.last_row
         final = last.get("test_error")
-        if status is State.DONE and final is not None and final > self.cfg.fail_threshold:
-            status, reason = State.FAIL, f"final test error {final:.2f}% is above fail_threshold " \
-                                         f"{self.cfg.fail_threshold}%"
+        rule = fail_rule(vars(self.cfg), defaults().iterations)
+        if status is State.DONE and final is not None:
+            reason = failure(rule, final, self.cfg.fail_threshold, self.data.num_classes)
+            status = State.FAIL if reason else status
         self.status = status
         if record_responses:
             self.writer.write_responses(responses(self.state, "end"))
         self.writer.write_result({
-            "status": status.value, "reason": reason, "name": self.writer.name, "final_test_error": final,
+            "status": status.value, "reason": reason, "fail_rule": rule, "name": self.writer.name,
+            "final_test_error": final,
             "final_test_loss": last.get("test_loss"), "best_test_error": finite(self.writer.best),
             "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
