@@ -70,3 +70,22 @@ def test_gradnorm_spec_measures_full_preact_units_beside_the_original_ones():
     """Issue 28 item 8: Eq. 5 holds for a pure identity path."""
     plan = expand(parse_launch(["ablation=gradnorm", "budget=cpu_init"]), [])
     assert {c.unit for c in plan.cfgs} == {"original", "full_preact"} and len(plan.cfgs) == 6 * 3 * 2 * 2
+
+
+def test_the_cpu_prefix_budget_trains_the_first_500_iterations_of_the_paper_schedule_at_depths_20_and_56():
+    spec = load_spec("degradation")
+    runs = spec.runs("cpu_prefix")
+    assert len(runs) == 2 * 2 * 5 == len({tuple(r) for r in runs})
+    settings = [dict(item.split("=", 1) for item in r) for r in runs]
+    assert {(s["depth"], s["shortcut"]) for s in settings} == {(d, c) for d in ("20", "56") for c in ("none", "identity")}
+    assert all((s["iterations"], s["milestones"], s["eval_every"], s["recipe"]) == ("500", "[]", "100", "he2015")
+               for s in settings)
+
+
+def test_a_budget_grid_key_outside_the_spec_grid_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("grid: {depth: [8, 14]}\nbudgets:\n  small:\n    grid: {width: [2]}\n")
+    assert run.main([*TINY, "ablation=mine.yaml", "budget=small", "dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: mine.yaml: budgets.small.grid.width is not a key of the spec's grid (depth); a budget's grid " \
+                  "replaces the values of those\n"

@@ -35,7 +35,8 @@ def check_size(spec: Any, budget: str, trials: int, grid: list[list[str]], bound
     parts = []
     if spec is not None:
         seeds = spec.budget(budget).get("seeds", spec.seeds)
-        parts.append(("spec runs", len(spec.variants) * math.prod(len(v) for v in spec.grid.values()) * len(seeds)))
+        parts.append(("spec runs", len(spec.variants) * math.prod(len(v) for v in spec.grid_of(budget).values())
+                      * len(seeds)))
     parts += [("random trials", trials)] if trials else []
     parts += [(f"values of {axis[0].split('=', 1)[0]}", len(axis)) for axis in grid if len(axis) > 1]
     total = math.prod(n for _, n in parts)

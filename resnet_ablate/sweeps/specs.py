@@ -33,7 +33,7 @@ from .settings import Launch, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")
-BUDGET_KEYS = ("description", "overrides", "seeds", "trials")
+BUDGET_KEYS = ("description", "overrides", "grid", "seeds", "trials")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 FOLDER_KEYS = ("run_dir", "sweep_dir", "runs_root")  # folders: the sweep's is given once, on the command line
 
@@ -150,11 +150,15 @@ class Spec:
             raise unknown("budget", budget, ["full", *self.budgets], of=f"for {self.name}")
         return self.budgets.get(budget, {})
 
+    def grid_of(self, budget: str) -> dict[str, list]:
+        """The grid under `budget`: a budget's `grid` replaces the values of some of the spec's axes."""
+        return {**self.grid, **self.budget(budget).get("grid", {})}
+
     def runs(self, budget: str) -> list[list[str]]:
         """Every run of the spec under `budget` as run overrides (later ones win)."""
-        extra = self.budget(budget)
+        extra, grid = self.budget(budget), self.grid_of(budget)
         seeds = extra.get("seeds", self.seeds)
-        points = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
         return [[f"{k}={override_text(v)}" for k, v in {**self.overrides, **variant, **point, "seed": seed,
                                                   **extra.get("overrides", {})}.items()]
                 for variant in self.variants for point in points for seed in seeds]
@@ -189,6 +193,12 @@ def load_spec(name: str) -> Spec:
     for key, values in spec.grid.items():
         _expect(path, f"grid.{key}", values, list, "a list")
     for budget, settings in budgets.items():
+        for key, values in _expect(path, f"budgets.{budget}.grid", settings.get("grid", {}), dict,
+                                   "a mapping of the spec's grid keys to lists").items():
+            if key not in spec.grid:
+                raise UsageError(f"{path}: budgets.{budget}.grid.{key} is not a key of the spec's grid "
+                                 f"({', '.join(spec.grid) or 'none'}); a budget's grid replaces the values of those")
+            _expect(path, f"budgets.{budget}.grid.{key}", values, list, "a list")
         _expect(path, f"budgets.{budget}.seeds", settings.get("seeds", []), list, "a list of seeds")
         _expect(path, f"budgets.{budget}.trials", settings.get("trials", 0), int, "a number of trials")
     return spec
