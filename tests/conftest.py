@@ -1,13 +1,25 @@
 """Fixtures; the helpers the test modules import are in helpers.py."""
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
 from helpers import TINY
 
+from resnet_ablate.training import datacache
+
 # Tiny nets gain nothing from intra-op threads, and two threads on a shared 2-core machine were measured
 # >10x slower than one; tests and the CLI subprocesses they start use one.
 torch.set_num_threads(1)
+
+# The tests never read or write the user's data cache (training/datacache.py): each test process has its own,
+# which the CLI subprocesses it starts inherit.
+os.environ[datacache.ENV] = tempfile.mkdtemp(prefix="resnet-ablate-test-cache-")
+atexit.register(shutil.rmtree, os.environ[datacache.ENV], ignore_errors=True)
 
 
 @pytest.fixture

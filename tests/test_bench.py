@@ -73,3 +73,29 @@ def test_expansion_benchmark_lists_its_grid(tmp_path):
                           capture_output=True, text=True, env=cli_env(), timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("12 runs: dry run in ") and proc.stdout.endswith(" s (exit code 0)\n")
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_step_ratio_benchmark_prints_its_three_steps_ratios_and_op_counts(capsys):
+    assert _bench_module("step_ratio").main(["--depth", "8", "--batch", "16", "--rounds", "3", "--warmup", "1",
+                                             "--images", "64"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if "median step" in line] == ["he2016", "he2016", "tutorial"]
+    assert re.search(r"he2016 / he2016 bn_batch=0: median ratio \d\.\d{3}", out)
+    assert re.search(r"he2016 / tutorial: median ratio \d\.\d{3}", out)
+    ops = re.search(r"ops per step \(leaf operators\): he2016 (\d+), bn_batch=0 (\d+)", out)
+    assert int(ops[1]) > int(ops[2]) > 0  # ghost BN's second group costs ops; one BN fewer
+
+
+def test_the_data_check_benchmark_times_an_empty_and_a_filled_cache(tmp_path, capsys):
+    from helpers import write_fake_cifar
+    write_fake_cifar(tmp_path)
+    assert _bench_module("data_checks").main(["--data", str(tmp_path), "--pairs", "2"]) == 0
+    assert re.search(r"first \(empty cache\) median [\d.]+ s, second \(cached\) median [\d.]+ s, median ratio [\d.]+",
+                     capsys.readouterr().out)

@@ -1,6 +1,9 @@
 """The CIFAR reader on fake files in the real format, archives (a truncated one is one line and leaves no half
 folder), missing or misplaced data, the tensor-op augmentation, the sampler's stream, and whether a run read the
 official files."""
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch.nn.functional as F
 from helpers import DONE, TINY, needs_cuda, result, write_fake_cifar
 
 from resnet_ablate import run
-from resnet_ablate.training import cifar_archive, datasets
+from resnet_ablate.training import cifar_archive, datacache, datasets
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
@@ -317,3 +320,99 @@ def test_sampler_order_is_recorded_on_the_run_stream(monkeypatch):
     with torch.cuda.stream(side):
         sampler.next()
     assert recorded == [side]
+
+
+# --- issue 33: the data checks once per machine (training/datacache.py) --------------------------------------
+
+class _Counting:
+    """Counts the md5s, fingerprints and statistics the loader computes."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = {"md5": 0, "fingerprint": 0, "statistics": 0}
+        for name in self.calls:
+            real = getattr(datasets, name)
+            monkeypatch.setattr(datasets, name, self._counted(name, real))
+
+    def _counted(self, name, real):
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return real(*args, **kwargs)
+        return counted
+
+    def since(self, before: dict) -> dict:
+        return {k: v - before[k] for k, v in self.calls.items()}
+
+
+def _same_data(a: datasets.Data, b: datasets.Data) -> bool:
+    return all(torch.equal(x, y) for x, y in [(a.train.images, b.train.images), (a.train.labels, b.train.labels),
+                                              (a.test.images, b.test.images), (a.mean, b.mean), (a.std, b.std)]) \
+        and (a.fingerprint, a.official, a.source) == (b.fingerprint, b.official, b.source)
+
+
+def test_a_second_load_computes_no_md5_fingerprint_or_mean_and_writes_nothing_in_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(datacache.ENV, str(tmp_path / "cache"))
+    write_fake_cifar(tmp_path / "data")
+    before = sorted(p.name for p in (tmp_path / "data" / "cifar-10-batches-py").iterdir())
+    count = _Counting(monkeypatch)
+    first = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    assert count.calls == {"md5": 6, "fingerprint": 1, "statistics": 1}
+    second = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    assert count.calls["md5"] == 6 and count.calls["statistics"] == 1  # none the second time
+    assert count.calls["fingerprint"] == 2  # the cached arrays are verified, never trusted
+    assert _same_data(first, second)
+    assert sorted(p.name for p in (tmp_path / "data" / "cifar-10-batches-py").iterdir()) == before
+    assert [p.parent.name for p in (tmp_path / "cache").rglob("checks.json")] != []
+
+
+def test_the_mean_is_keyed_on_val_split_and_normalize_the_files_on_size_mtime_and_inode(tmp_path, monkeypatch):
+    monkeypatch.setenv(datacache.ENV, str(tmp_path / "cache"))
+    write_fake_cifar(tmp_path / "data")
+    count = _Counting(monkeypatch)
+    datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    seen = dict(count.calls)
+    held_out = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 10, 0)
+    assert count.since(seen) == {"md5": 0, "fingerprint": 1, "statistics": 1}
+    torch.testing.assert_close(held_out.mean, datasets.statistics(held_out.train.images, "pixel_mean")[0])
+    seen = dict(count.calls)
+    datasets.load("cifar10", tmp_path / "data", False, "channel", 10, 0)
+    assert count.since(seen) == {"md5": 0, "fingerprint": 1, "statistics": 1}
+    batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_3"
+    os.utime(batch, ns=(batch.stat().st_atime_ns, batch.stat().st_mtime_ns + 1))  # same bytes, touched
+    seen = dict(count.calls)
+    datasets.load("cifar10", tmp_path / "data", False, "channel", 10, 0)
+    assert count.since(seen)["md5"] == 6
+
+
+@pytest.mark.parametrize("damage", ["garbage checks", "truncated arrays", "an altered image", "a wrong mean type"])
+def test_a_damaged_entry_is_ignored_and_rewritten_never_trusted(damage, tmp_path, monkeypatch):
+    monkeypatch.setenv(datacache.ENV, str(tmp_path / "cache"))
+    write_fake_cifar(tmp_path / "data")
+    good = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    (entry,) = [p.parent for p in (tmp_path / "cache").rglob("checks.json")]
+    if damage == "garbage checks":
+        (entry / "checks.json").write_text('{"md5": {"data_ba')
+    elif damage == "truncated arrays":
+        (entry / "arrays.npz").write_bytes((entry / "arrays.npz").read_bytes()[:1000])
+    elif damage == "an altered image":
+        with np.load(entry / "arrays.npz") as npz:
+            arrays = {k: npz[k].copy() for k in npz.files}
+        arrays["train_images"][0, 0, 0, 0] ^= 1
+        np.savez(entry / "arrays.npz", **arrays)
+    else:
+        checks = json.loads((entry / "checks.json").read_text())
+        (entry / "checks.json").write_text(json.dumps({**checks, "stats": []}))
+    count = _Counting(monkeypatch)
+    again = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    assert count.calls["md5"] == 6 and _same_data(again, good)  # read from the files again
+    datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    assert count.calls["md5"] == 6  # and the entry rewritten
+
+
+def test_a_cache_that_cannot_be_written_is_one_note_and_the_data_loads(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(datacache.ENV, str(tmp_path / "file"))  # a file where the cache folder should be
+    write_fake_cifar(tmp_path / "data")
+    data = datasets.load("cifar10", tmp_path / "data", False, "pixel_mean", 0, 0)
+    assert len(data.train) == 60
+    out = capsys.readouterr().out
+    assert out.count("note: the data cache in") == 1 and f"set {datacache.ENV}= to a writable folder" in out

@@ -7,7 +7,8 @@ resized once); a batch is drawn, normalised, cropped and flipped on the data's d
 that is already there is read as it is (shapes and counts validated), so faithful copies such as a re-encoded
 CIFAR-10 load too; only an archive `cifar_archive` downloads has its checksum checked before use. Every batch
 file read is also compared with the official md5 sums (`OFFICIAL_MD5`): a label, never a refusal, which a run
-records as `data_official` and the report needs before it compares a number with the papers'.
+records as `data_official` and the report needs before it compares a number with the papers'. A CIFAR folder's
+decoded arrays and checks are kept in a cache outside it (`datacache.py`), so later processes skip them.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from .. import safepickle
 from ..errors import UsageError, first_line
+from . import datacache
 from .cifar_archive import CIFAR, locate
 
 if TYPE_CHECKING:
@@ -103,7 +105,12 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise UsageError(f"{path}: labels outside 0..{num_classes - 1}")
-    return images, labels, hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return images, labels, md5(raw)
+
+
+def md5(raw: bytes) -> str:
+    """A batch file's md5, compared with OFFICIAL_MD5."""
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
 def _read_split(folder: Path, files: list[str], label_key: bytes, num_classes: int) -> tuple[Split, dict[str, str]]:
@@ -122,13 +129,59 @@ def read_cifar(name: str, root: Path, download: bool = True, create: bool = True
 def read_cifar_folder(name: str, folder: Path) -> tuple[Split, Split, int, bool]:
     """Train and test splits of CIFAR-10/100 from an extracted folder, and whether every batch file is the
     official one (its md5 in OFFICIAL_MD5): a copy that is not loads all the same, labelled."""
+    train, test, classes, md5s = _read_cifar_files(name, folder)
+    _note_counts(folder, train, test)
+    return train, test, classes, md5s == OFFICIAL_MD5[name]
+
+
+def _read_cifar_files(name: str, folder: Path) -> tuple[Split, Split, int, dict[str, str]]:
+    """The batch files of a CIFAR folder as splits, and each file's md5."""
     _, _, _, train_files, test_files, label_key, classes = CIFAR[name]
     train, train_md5 = _read_split(folder, train_files, label_key, classes)
     test, test_md5 = _read_split(folder, test_files, label_key, classes)
+    return train, test, classes, {**train_md5, **test_md5}
+
+
+def _note_counts(folder: Path, train: Split, test: Split) -> None:
     if (len(train), len(test)) != OFFICIAL_COUNTS:
         print(f"note: {folder} holds {len(train)} training and {len(test)} test images "
               f"(official: {OFFICIAL_COUNTS[0]} and {OFFICIAL_COUNTS[1]})", flush=True)
-    return train, test, classes, {**train_md5, **test_md5} == OFFICIAL_MD5[name]
+
+
+def _cifar_checked(name: str, folder: Path, normalize: str, val_split: int) -> Data:
+    """A CIFAR folder read and checked (md5s, fingerprint, statistics), from the cache where it holds an
+    entry for these files as they are now; what was computed is written back for the next process."""
+    _, _, _, train_files, test_files, _, classes = CIFAR[name]
+    entry = datacache.entry_dir(folder, [*train_files, *test_files])
+    cached = datacache.read(entry, lambda arrays: fingerprint(*_splits(arrays), classes))
+    changed = cached is None
+    if cached is None:
+        train, test, _, md5s = _read_cifar_files(name, folder)
+        checks = {"md5": md5s, "fingerprint": fingerprint(train, test, classes), "stats": {}}
+        arrays = {"train_images": train.images.numpy(), "train_labels": train.labels.numpy(),
+                  "test_images": test.images.numpy(), "test_labels": test.labels.numpy()}
+    else:
+        (train, test), (arrays, checks) = _splits(cached[0]), (None, cached[1])
+    _note_counts(folder, train, test)
+    _check_val_split(val_split, train)
+    train, val = hold_out(train, val_split)
+    key = datacache.stats_key(normalize, val_split)
+    if key in checks["stats"]:
+        mean, std = (torch.tensor(v, dtype=torch.float32) for v in checks["stats"][key])
+    else:
+        mean, std = statistics(train.images, normalize)
+        checks["stats"][key], changed = [mean.tolist(), std.tolist()], True
+    if changed:
+        datacache.write(entry, arrays, checks)
+    official = checks["md5"] == OFFICIAL_MD5[name]
+    source = f"{folder.resolve()}; " + ("the official files (md5)" if official else
+                                        "not the official files (md5 differ): no comparison with the papers")
+    return Data(train, test, val, classes, mean, std, checks["fingerprint"], source, official)
+
+
+def _splits(arrays: dict[str, np.ndarray]) -> tuple[Split, Split]:
+    return (Split(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])),
+            Split(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"])))
 
 
 def synthetic(size: int, num_classes: int = 10) -> tuple[Split, Split, int]:
@@ -209,22 +262,22 @@ def statistics(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torc
 def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split: int, synthetic_size: int,
          image_size: int = 32, create: bool = True) -> Data:
     """The data set with its training split's normalisation statistics, on the CPU (`create`: see `locate`)."""
-    official = False
+    if dataset in CIFAR:
+        return _cifar_checked(dataset, locate(dataset, data_dir, download, create), normalize, val_split)
     if dataset == "synthetic":
         (train, test, classes), source = synthetic(synthetic_size), "generated, seed 12345"
-    elif dataset == "folder":
-        (train, test, classes), source = read_folder(data_dir, image_size), str(data_dir.resolve())
     else:
-        folder = locate(dataset, data_dir, download, create)
-        train, test, classes, official = read_cifar_folder(dataset, folder)
-        source = f"{folder.resolve()}; " + ("the official files (md5)" if official else
-                                            "not the official files (md5 differ): no comparison with the papers")
-    if val_split >= len(train):
-        raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
+        (train, test, classes), source = read_folder(data_dir, image_size), str(data_dir.resolve())
+    _check_val_split(val_split, train)
     identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
-    return Data(train, test, val, classes, mean, std, identity, source, official)
+    return Data(train, test, val, classes, mean, std, identity, source)
+
+
+def _check_val_split(val_split: int, train: Split) -> None:
+    if val_split >= len(train):
+        raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
 
 
 def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:
