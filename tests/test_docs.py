@@ -200,7 +200,7 @@ class Sandbox:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if mode == "dry":  # each script's first measurement: the bench's loops and op count, the checks' first runs
-            for name in ("tutorial_loop", "trainer", "count_main", "runs"):
+            for name in ("tutorial_loop", "trainer", "count_main", "runs", "package_step", "timed_load"):
                 if hasattr(module, name):
                     mp.setattr(module, name, stop)
         mp.setattr(sys, "argv", [script, *args])
