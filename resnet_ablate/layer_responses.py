@@ -1,5 +1,5 @@
-"""`python -m resnet_ablate.layer_responses RUN_DIR [RUN_DIR ...] [device=cpu]`: the layer responses of the
-2015 paper's Fig. 7 (`models/responses.py`) from a run folder's checkpoint, written to its responses.json.
+"""Measures the layer responses of the 2015 paper's Fig. 7 (`models/responses.py`) from each run folder's
+checkpoint and writes them to its responses.json.
 
 A finished run records them itself at its end (source: end); this is for a paused or killed run, or a run
 folder written before they were recorded (source: checkpoint, at the checkpoint's iteration, which for a
@@ -41,7 +41,7 @@ def measure(folder: Path, device: torch.device) -> str:
 
 def _main(argv: list[str]) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
-        print(f"{USAGE}\n\n{__doc__.splitlines()[0]}")
+        print(f"{USAGE}\n\n{__doc__.strip()}")
         return 0 if argv else 2
     device = resolve_device(next((a.split("=", 1)[1] for a in argv if a.startswith("device=")), "auto"))
     for folder in (Path(a) for a in argv if not a.startswith("device=")):

@@ -163,7 +163,7 @@ class Sandbox:
         data, unless as-written or --help; a status/report of a folder that only a dry run named is expected to
         find it missing."""
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(f"{name}.__main__" if name == "resnet_ablate" else name)
         except ModuleNotFoundError as e:
             pytest.fail(f"{cmd.where}: `{cmd.text}`: no module {name} ({e})")
         helping = any(a in ("-h", "--help") for a in args)
