@@ -47,12 +47,22 @@ FORMATS = ("png", "pdf")
 
 
 def sections(found: Scan) -> list[tuple[str, SweepRecord | None, list[RunRecord]]]:
-    """The runs split by sweep (runs outside any sweep last), each with a name for its files."""
+    """The runs split by sweep (runs outside any sweep last), each with a name of its own for its files: the
+    sweep's name, or its folder's for a command-line sweep (all named 'sweep'), numbered where two coincide."""
     parts: dict[Path | None, list[RunRecord]] = {}
     for run in found.runs:
         parts.setdefault(run.sweep.folder if run.sweep else None, []).append(run)
-    named = [(runs[0].sweep.name, runs[0].sweep, runs) for key, runs in parts.items() if key is not None]
-    return named + ([("runs", None, parts[None])] if None in parts else [])
+    named = [(_file_name(runs[0].sweep), runs[0].sweep, runs) for key, runs in parts.items() if key is not None]
+    named += [("runs", None, parts[None])] if None in parts else []
+    seen: dict[str, int] = {}
+    for i, (name, sweep, runs) in enumerate(named):
+        seen[name] = seen.get(name, 0) + 1
+        named[i] = (name if seen[name] == 1 else f"{name}-{seen[name]}", sweep, runs)
+    return named
+
+
+def _file_name(sweep: SweepRecord) -> str:
+    return sweep.folder.name if sweep.name == "sweep" else sweep.name
 
 
 def _unread(found: Scan) -> list[str]:
@@ -92,8 +102,9 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
     if not spread.empty:
         lines += emit(text_cells(spread), spread, spread_caption(measure), out / f"{prefix}-gradnorm",
                       "Gradient spread" + suffix)
-    paths = draw_figures(groups, out, prefix, title, formats, measure)
-    return lines + [f"![{p.stem}]({p.name})" for p in paths if p.suffix == f".{formats[0]}"] + [""]
+    for paths, caption in draw_figures(groups, out, prefix, title, formats, measure):
+        lines += [f"![{paths[0].stem}]({paths[0].name})", *([f"*{caption}*"] if caption else []), ""]
+    return lines
 
 
 def _data_note(found: Scan) -> list[str]:

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 from helpers import TINY, make_run_folder
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PathCollection
 
 from resnet_ablate import report
 from resnet_ablate.analysis import figures
@@ -51,3 +52,54 @@ def test_spread_table_and_figures_use_the_rms_by_default(tmp_path):
     assert spread[0].split(",")[-4:] == ["n", "first/last", "min", "max"] and spread[1].split(",")[-4:-2] == ["1", "2.0"]
     assert "per-element RMS" in (tmp_path / "out" / "runs-gradnorm.md").read_text()
     assert (tmp_path / "out" / "runs-gradnorm.png").is_file()
+
+
+def _drawn(ax) -> bool:
+    """Whether an axes holds data a reader sees: a line of two finite points or more, a marker at a finite
+    point, scattered points or bars (a band alone is not: a band at one point is a sliver)."""
+    for line in ax.lines:
+        x, y = (pd.to_numeric(pd.Series(v), errors="coerce") for v in line.get_data())
+        finite = int((x.notna() & y.notna()).sum())
+        if line.get_visible() and (finite >= 2 and line.get_linestyle() not in ("None", "")
+                                   or finite >= 1 and line.get_marker() not in ("None", "", None)):
+            return True
+    return bool(ax.patches) or any(isinstance(c, (PathCollection, LineCollection)) for c in ax.collections)
+
+
+def _runs_for_every_figure(root):
+    """Plain nets and ResNets of two depths, two seeds: one evaluation each (the case that drew empty panels),
+    with gradient probes and layer responses."""
+    for depth in (8, 14):
+        for shortcut in ("none", "identity"):
+            for seed in (0, 1):
+                folder = make_run_folder(root / f"{shortcut}_d{depth}_s{seed}",
+                                         [*TINY, f"depth={depth}", f"shortcut={shortcut}", f"seed={seed}"],
+                                         "done", 40.0 + seed)
+                (folder / "metrics.jsonl").write_text(json.dumps(
+                    {"iteration": 30, "train_error": 50.0 + seed, "test_error": 40.0 + seed, "train_loss": 1.5,
+                     "test_loss": 1.4}) + "\n")
+                units = (depth - 2) // 2
+                path = [0.0] * units if shortcut == "none" else [1.0] * units
+                (folder / "probes.jsonl").write_text(json.dumps(
+                    {"iteration": 0, "unit_input": [1.0 + u for u in range(units)],
+                     "unit_input_rms": [1.0 + u for u in range(units)], "shortcut_path": path,
+                     "shortcut_path_rms": path, "conv_weight": [1.0]}) + "\n")
+                (folder / "responses.json").write_text(json.dumps(
+                    {"source": "end", "iteration": 30, "std": [1.0 + layer for layer in range(depth - 2)]}))
+
+
+def test_every_registered_figure_draws_data_in_every_panel_also_from_runs_evaluated_once(tmp_path):
+    _runs_for_every_figure(tmp_path / "runs")
+    groups = sorted(group_by_settings(scan(tmp_path / "runs").runs),
+                    key=lambda g: figures.sort_key(g.settings, figures.model_variant()))
+    drawn = set()
+    for name in figures.FIGURES:
+        entry = figures.FIGURES.get(name)
+        for scope in entry.per.scopes(groups, "t", "rms"):
+            frame = entry.frame(scope)
+            if entry.shows(frame):
+                fig = entry.draw(frame, scope)
+                empty = [ax.get_title() or str(i) for i, ax in enumerate(fig.axes) if not _drawn(ax)]
+                assert not empty, f"figure {name}, scope {scope.context!r}: empty panels {empty}"
+                drawn.add(name)
+    assert drawn == set(figures.FIGURES), f"figures never drawn from these runs: {set(figures.FIGURES) - drawn}"

@@ -7,6 +7,7 @@ call) plus hand-written folders for the paper's settings and for broken, partial
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -412,8 +413,10 @@ def test_the_spread_table_gives_per_stage_factors_in_total_and_through_the_short
                                                                                                "min", "max"]
     frame = frames.probe_frame(groups, lambda g: "scaling")
     assert sorted(set(frame["path"])) == ["shortcut path", "total"] and frame["stage"].max() == 3
-    fig = figures.gradient_norms(frame, "t", note=figures.shortcut_note({"full_preact"}))
-    assert len(fig.axes) == 2 and "pure identity path" in fig._suptitle.get_text().replace("\n", " ")
+    fig = figures.gradient_norms(frame, "t")
+    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "t"  # what the panels measure is the caption's
+    caption = figures.FIGURES.get("gradnorm").caption(frame, figures.Scope(groups, "", "t", "rms", frozenset()))
+    assert "pure identity path" in caption and caption.startswith("Per-unit input-gradient grad. RMS (log scale)")
     assert len([line for line in fig.axes[1].lines if line.get_linestyle() == ":"]) == 2  # two stage changes
 
 
@@ -548,3 +551,19 @@ def test_the_report_names_a_command_line_sweep_once(tmp_path):
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## command-line sweep\n" in text and "sweep sweep" not in text
+
+
+def test_two_command_line_sweeps_in_one_report_each_get_their_own_figures(tmp_path):
+    """Both were named 'sweep', so both sections drew into sweep-curves.png and showed the last one's curves."""
+    for folder, shortcut in (("sweep_shortcut_a", "identity"), ("sweep_shortcut_b", "none")):
+        for seed in (0, 1):
+            run = make_run_folder(tmp_path / "runs" / folder / f"r{seed}", [*TINY, f"shortcut={shortcut}", f"seed={seed}"],
+                                  "done", 40.0 + seed)
+            (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": it, "train_error": 50.0 - it,
+                                                                   "test_error": 45.0 - it}) + "\n" for it in (5, 10)))
+        write_sweep(SweepRecord(tmp_path / "runs" / folder, "sweep", runs=("r0", "r1")))
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    images = re.findall(r"!\[[^]]*\]\(([^)]*curves[^)]*)\)", text)
+    assert len(images) == len(set(images)) == 2 and all((tmp_path / "out" / i).is_file() for i in images)
+    assert [i.split("-curves")[0] for i in images] == ["sweep_shortcut_a", "sweep_shortcut_b"]

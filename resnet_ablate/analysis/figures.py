@@ -1,11 +1,12 @@
 """The report's figures, one registered entry each (`FIGURES`, a `FigureInfo` per figure, beside its drawing
 function): which groups one figure compares (`per`: a `Grouping` splits the groups into the figures' `Scope`s),
 the data it draws (`frame`: a long-format frame from `frames`, one row per run and point), whether a scope has
-anything to draw (`shows`), and the drawing (`draw`). `draw_figures` draws every entry for every scope, so a
-new figure from an existing measurement is a drawing function and its entry, here.
+anything to draw (`shows`), the drawing (`draw`) and its caption in report.md (`caption`: the legend's
+explanation, the budget, what the panels measure, so the panels keep their room). `draw_figures` draws every
+entry for every scope, so a new figure from an existing measurement is a drawing function and its entry, here.
 
 Each drawing function takes the frame and returns the Figure in the house style (`plotting`): the mean over
-seeds is the line and the band is over seeds."""
+seeds is the line and the band is over seeds; a run with one evaluation is a point, never an empty panel."""
 from __future__ import annotations
 
 import re
@@ -33,13 +34,15 @@ MAX_PROBE_PANELS = 4
 class Scope:
     """What one figure shows: the groups it compares, the settings that set them apart from the other
     figures' groups (`context`, '' where none do; part of the file name), its title, the probe's measure
-    (--grad-measure) and the model-variant settings that differ between the groups (what a legend names)."""
+    (--grad-measure), the model-variant settings that differ between the groups (what a legend names) and a
+    reduced schedule they share ('' for the papers'; the caption says it)."""
 
     groups: list[SeedGroup]
     context: str
     title: str
     measure: str
     keys: frozenset[str]
+    budget: str = ""
 
     def label(self, g: SeedGroup) -> str:
         """A group's legend entry: its model variant, naming only the settings that differ."""
@@ -59,10 +62,11 @@ class Grouping:
     keeps: Callable[[SeedGroup], bool] = _every
 
     def scopes(self, groups: list[SeedGroup], title: str, measure: str) -> list[Scope]:
-        """The figures' scopes, each titled by the report's title, its context and a reduced budget."""
+        """The figures' scopes, each titled by the report's title and its context."""
         kept = [g for g in groups if self.keeps(g)]
-        return [Scope(gs, context, ", ".join(filter(None, [title, context, _budget(gs)])), measure,
-                      frozenset(varying(gs, model_variant()))) for context, gs in contexts(kept, self.compared())]
+        return [Scope(gs, context, ", ".join(filter(None, [title, context])), measure,
+                      frozenset(varying(gs, model_variant())), _budget(gs))
+                for context, gs in contexts(kept, self.compared())]
 
 
 def _budget(groups: list[SeedGroup]) -> str:
@@ -75,6 +79,26 @@ def _not_empty(frame: pd.DataFrame) -> bool:
     return not frame.empty
 
 
+def _no_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    return ""
+
+
+def seeds_text(frame: pd.DataFrame, line: list[str]) -> str:
+    """'3 seeds' or '1-5 seeds' per line of the figure (a line: one value of each column in `line`)."""
+    n = frame.groupby(line)["seed"].nunique()
+    low, high = (int(n.min()), int(n.max())) if len(n) else (0, 0)
+    return f"{low} seed{'s' * (high != 1)}" if low == high else f"{low}-{high} seeds"
+
+
+def budget_text(scope: Scope) -> str:
+    return f" Budget: {scope.budget}, a prefix of the papers' 64k iterations." if scope.budget else ""
+
+
+def points_text(frame: pd.DataFrame, line: list[str], x: str = "iteration") -> str:
+    single = frame.groupby(line)[x].nunique()
+    return " Lines with one evaluation are drawn as points." if len(single) and (single == 1).any() else ""
+
+
 @dataclass(frozen=True)
 class FigureInfo:
     """A report figure, registered under the name its files carry (<prefix>-<name>[-<context>].<format>): its
@@ -85,6 +109,7 @@ class FigureInfo:
     frame: Callable[[Scope], pd.DataFrame]
     draw: Callable[[pd.DataFrame, Scope], Figure]
     shows: Callable[[pd.DataFrame], bool] = _not_empty
+    caption: Callable[[pd.DataFrame, Scope], str] = _no_caption
 
 
 FIGURES: Registry[FigureInfo] = Registry("figure")
@@ -117,8 +142,14 @@ def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def _curves_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    return (f"Error (%) against iterations: test error bold and solid, training error thin and dashed; line = mean "
+            f"over {seeds_text(frame, ['variant'])}, band = ±1 sd.{budget_text(scope)}"
+            f"{points_text(frame, ['variant', 'split'])}")
+
+
 FIGURES.register("curves")(FigureInfo(VARIANTS, lambda s: frames.curve_frame(s.groups, s.label),
-                                      lambda frame, s: training_curves(frame, s.title)))
+                                      lambda frame, s: training_curves(frame, s.title), caption=_curves_caption))
 
 
 def probe_iterations(iterations: list[int]) -> list[int]:
@@ -130,12 +161,13 @@ def probe_iterations(iterations: list[int]) -> list[int]:
     return [its[round(i * step)] for i in range(MAX_PROBE_PANELS)]
 
 
-def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RMS", note: str = "") -> Figure:
+def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RMS") -> Figure:
     """Per-unit input-gradient RMS or norm (log scale) vs unit index, one row of panels per probed iteration and
-    one column per `path` in the frame (total; shortcut path, beside it); columns variant, seed, iteration,
-    unit, norm, and optionally path and stage (dotted lines where the stage changes); line = mean over seeds,
-    band = their range. `note` goes under the title (what the shortcut-path panels measure)."""
+    one column per `path` in the frame that has a value (total; shortcut path, beside it: a plain net has none);
+    columns variant, seed, iteration, unit, norm, and optionally path and stage (dotted lines where the stage
+    changes); line = mean over seeds, band = their range. What the panels measure is the caption's."""
     frame = frame if "path" in frame else frame.assign(path="total")
+    frame = frame[frame["norm"] > 0]  # log axis: a plain net has no shortcut path (zeros)
     shown, paths = probe_iterations(frame["iteration"].tolist()), list(dict.fromkeys(frame["path"]))
     colours = palette(list(dict.fromkeys(frame["variant"])))
     with style():
@@ -144,7 +176,6 @@ def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RM
         for row, it in zip(grid, shown):
             for ax, path in zip(row, paths):
                 part = frame[(frame["iteration"] == it) & (frame["path"] == path)]
-                part = part[part["norm"] > 0]  # log axis: a plain net has no shortcut path (zeros)
                 if not part.empty:
                     means_and_bands(ax, part, "unit", "norm", "variant", colours, "range", legend=ax is grid[0, 0],
                                     marker=".")
@@ -153,8 +184,7 @@ def gradient_norms(frame: pd.DataFrame, title: str = "", ylabel: str = "grad. RM
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set(ylabel=ylabel if ax is row[0] else "", xlabel="unit index (input → output)")
                 ax.set_title(f"iteration {it}" if len(paths) == 1 else f"{path}, iteration {it}", fontsize="small")
-        text = fit_title(title, fig.get_figwidth())
-        fig.suptitle(text + (f"\n{fit_title(note, fig.get_figwidth(), 'x-small')}" if note else ""), fontsize="small")
+        fig.suptitle(fit_title(title, fig.get_figwidth()), fontsize="small")
         legend_below(fig, grid[0, 0])
     return fig
 
@@ -172,7 +202,7 @@ def _stage_lines(ax: Axes, part: pd.DataFrame) -> None:
 def shortcut_note(units: set[str]) -> str:
     """What the figure's shortcut-path panels measure, for nets of these units."""
     pure = units <= {"full_preact"}
-    return ("right: through the shortcuts only (residual branches detached), the 2016 paper's Eq. 5 term; "
+    return ("Right: through the shortcuts only (residual branches detached), the 2016 paper's Eq. 5 term; "
             + ("full pre-activation units: a pure identity path, constant within a stage for identity shortcuts"
                if pure else "after original units a ReLU follows every addition, so the path is not pure identity;"
                " Eq. 5 holds for full pre-activation units")
@@ -180,15 +210,19 @@ def shortcut_note(units: set[str]) -> str:
               "compare within a stage")
 
 
-def _gradnorm(frame: pd.DataFrame, scope: Scope) -> Figure:
-    """gradient_norms with the measure's axis label, and the note on the shortcut-path panels where drawn."""
-    shortcut_path = (frame["path"] != frames.PATHS[0]).any()
-    note = shortcut_note({g.settings["unit"] for g in scope.groups}) if shortcut_path else ""
-    return gradient_norms(frame, scope.title, frames.GRAD_MEASURES[scope.measure][2], note)
+def _gradnorm_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    """What the panels measure, and the note on the shortcut-path panels where drawn."""
+    shortcut_path = ((frame["path"] != frames.PATHS[0]) & (frame["norm"] > 0)).any()
+    note = f" {shortcut_note({g.settings['unit'] for g in scope.groups})}." if shortcut_path else ""
+    return (f"Per-unit input-gradient {frames.GRAD_MEASURES[scope.measure][2]} (log scale), input to output, a row "
+            f"per probed iteration; line = mean over {seeds_text(frame, ['variant'])}, band = their range.{note}"
+            f"{budget_text(scope)}")
 
 
-FIGURES.register("gradnorm")(FigureInfo(VARIANTS, lambda s: frames.probe_frame(s.groups, s.label, s.measure),
-                                        _gradnorm))
+FIGURES.register("gradnorm")(FigureInfo(
+    VARIANTS, lambda s: frames.probe_frame(s.groups, s.label, s.measure),
+    lambda frame, s: gradient_norms(frame, s.title, frames.GRAD_MEASURES[s.measure][2]),
+    lambda frame: (frame["norm"] > 0).any(), _gradnorm_caption))
 
 
 def layer_responses(frame: pd.DataFrame, title: str = "") -> Figure:
@@ -219,8 +253,15 @@ def _responses(scope: Scope) -> pd.DataFrame:
     return frames.response_frame(ordered, lambda g: _response_label(g, scope.keys))
 
 
+def _responses_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    return (f"As the 2015 paper's Fig. 7: the std of each 3x3 layer's response at the run's end, top in layer "
+            f"order, bottom sorted in descending order; line = mean over {seeds_text(frame, ['variant'])}, band = "
+            f"their range.{budget_text(scope)}")
+
+
 FIGURES.register("responses")(FigureInfo(VARIANTS_BY_DEPTH, _responses,
-                                         lambda frame, s: layer_responses(frame, s.title)))
+                                         lambda frame, s: layer_responses(frame, s.title),
+                                         caption=_responses_caption))
 
 def _net(g: SeedGroup) -> str:
     return "plain" if g.settings["shortcut"] == "none" else "ResNet"
@@ -250,9 +291,16 @@ def _net_curves(scope: Scope) -> pd.DataFrame:
     return curves.rename(columns={"variant": "net"})
 
 
+def _degradation_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    return (f"As the 2015 paper's Fig. 6: plain nets left, ResNets (identity shortcuts) right, a colour per depth; "
+            f"thin dashed: training error, bold: test error; line = mean over {seeds_text(frame, ['net', 'depth'])}, "
+            f"band = ±1 sd.{budget_text(scope)}{points_text(frame, ['net', 'depth', 'split'])}")
+
+
 FIGURES.register("degradation")(FigureInfo(PLAIN_VS_RESNET, _net_curves,
                                            lambda frame, s: degradation(frame, s.title),
-                                           lambda frame: set(frame["net"]) == {"plain", "ResNet"}))
+                                           lambda frame: set(frame["net"]) == {"plain", "ResNet"},
+                                           _degradation_caption))
 
 
 def error_vs_depth(frame: pd.DataFrame, title: str = "") -> Figure:
@@ -280,8 +328,13 @@ def _finals(scope: Scope) -> pd.DataFrame:
                          if r.status == "done"], columns=["net", "depth", "seed", "error"])
 
 
+def _depth_caption(frame: pd.DataFrame, scope: Scope) -> str:
+    return (f"Final test error against depth (log axis) of the runs that did not fail; points = mean over "
+            f"{seeds_text(frame, ['net', 'depth'])}, bars = ±1 sd.{budget_text(scope)}")
+
+
 FIGURES.register("depth")(FigureInfo(PLAIN_VS_RESNET, _finals, lambda frame, s: error_vs_depth(frame, s.title),
-                                     lambda frame: frame["depth"].nunique() > 1))
+                                     lambda frame: frame["depth"].nunique() > 1, _depth_caption))
 
 
 def slug(text: str) -> str:
@@ -290,18 +343,19 @@ def slug(text: str) -> str:
 
 
 def draw_figures(groups: list[SeedGroup], out: Path, prefix: str, title: str, formats: tuple[str, ...],
-                 measure: str = "rms") -> list[Path]:
+                 measure: str = "rms") -> list[tuple[list[Path], str]]:
     """Every registered figure for every scope it has data for (gradient figures of the probe's `measure`);
-    returns the files. The figures of one grouping are drawn scope by scope, in the order registered."""
+    returns each figure's files with its caption. The figures of one grouping are drawn scope by scope, in the
+    order registered."""
     groups = sorted(groups, key=lambda g: sort_key(g.settings, model_variant()))  # legends in the papers' order
     entries = {name: FIGURES.get(name) for name in FIGURES}
-    written: list[Path] = []
+    written: list[tuple[list[Path], str]] = []
     for per in dict.fromkeys(entry.per for entry in entries.values()):
         for scope in per.scopes(groups, title, measure):
             for name, entry in ((n, e) for n, e in entries.items() if e.per == per):
                 frame = entry.frame(scope)
                 if entry.shows(frame):
                     base = out / slug("-".join(filter(None, [prefix, name, scope.context])))
-                    written += save(entry.draw(frame, scope), base, formats)
+                    written.append((save(entry.draw(frame, scope), base, formats), entry.caption(frame, scope)))
     return written
 

@@ -47,9 +47,12 @@ def _aggregate(frame: pd.DataFrame, keys: list[str], x: str, y: str, band: str) 
 def means_and_bands(ax: Axes, frame: pd.DataFrame, x: str, y: str, hue: str, palette: dict, band: str,
                      legend: bool, **line_kw) -> None:
     """Mean lines over seeds (seaborn, one colour per hue) with shaded bands; aggregated once with pandas,
-    which is much faster than seaborn's per-point estimator for hundreds of runs."""
+    which is much faster than seaborn's per-point estimator for hundreds of runs. Where a line has one point
+    (a run evaluated once), every line gets markers: a line of one point draws nothing."""
     keys = [hue, *[v for v in (line_kw.get("style"), line_kw.get("size")) if v and v != hue]]
     agg = _aggregate(frame, list(dict.fromkeys(keys)), x, y, band)
+    if (agg.groupby(list(dict.fromkeys(keys)), sort=False)[x].nunique() == 1).any():
+        line_kw = {"marker": "o", "markersize": 3, **line_kw}
     for (name, *_), part in agg.groupby(list(dict.fromkeys(keys)), sort=False):
         if (part["hi"] > part["lo"]).any():
             ax.fill_between(part[x], part["lo"], part["hi"], color=palette[name], alpha=0.2, linewidth=0)
