@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError, first_line
+from ..packing import LOCKSTEP
 from ..registry import parameters
 from ..training.config import FAMILIES, opt
-from ..training.trainer import LOCKSTEP
 from ..values import override_text
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")

@@ -197,6 +197,9 @@ class Family:
 
 FAMILIES = (Family("shortcut", SHORTCUTS), Family("optim", OPTIMIZERS, after="warmup_lr"),
             Family("schedule", SCHEDULES, after="warmup_lr"))
+# The core keys that name a registered entry, with its registry: where packing reads what the entries declare they
+# can do.
+ENTRIES = {"arch": ARCHS, "unit": UNITS, "shortcut": SHORTCUTS, "optim": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 def _state() -> tuple[int, ...]:
