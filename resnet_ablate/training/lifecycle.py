@@ -65,6 +65,24 @@ class TrainingRun:
         say(f"[{self.writer.name}] already finished ({found['status']}) in {self.writer.dir}; nothing to do")
         return True
 
+    @property
+    def name(self) -> str:
+        return self.writer.name
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    @property
+    def lr(self) -> float:
+        """The lr the run trains at now."""
+        return self.state.lrs.value
+
+    @property
+    def elapsed(self) -> float:
+        """The run's training clock (seconds, its earlier processes' included)."""
+        return self.writer.elapsed
+
     def at_boundary(self) -> bool:
         it = self.state.iteration
         return it % self.cfg.eval_every == 0 or it == self.cfg.iterations
