@@ -1,8 +1,10 @@
 """Name -> entry maps, so every component is chosen by name on the command line; what an entry declares it can do
-(its capabilities, which the fast paths read); and the config keys that registered entries declare: a `KeyedRegistry` entry's keyword-only parameters are keys, each with its default, --help text
+(its capabilities, which the fast paths read); which plugin registered it; and the config keys that registered
+entries declare: a `KeyedRegistry` entry's keyword-only parameters are keys, each with its default, --help text
 and allowed values (`Range`, choices) declared on the entry. Torch-free."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -12,9 +14,20 @@ from typing import Any, Callable, Generic, Iterator, Mapping, NamedTuple, Sequen
 from .errors import UsageError, unknown
 from .values import override_text
 
-__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters"]
+__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters", "providing"]
 
 T = TypeVar("T")
+_PROVIDERS: list[str] = []  # the plugin being loaded (`providing`), innermost last
+
+
+@contextlib.contextmanager
+def providing(plugin: str) -> Iterator[None]:
+    """Record `plugin` as the provider of every entry registered while the block runs (`plugins.load`)."""
+    _PROVIDERS.append(plugin)
+    try:
+        yield
+    finally:
+        _PROVIDERS.pop()
 
 
 class Registry(Generic[T]):
@@ -32,6 +45,7 @@ class Registry(Generic[T]):
         self.capabilities = dict(capabilities or {})
         self._items: dict[str, T] = {}
         self._abilities: dict[str, frozenset[str]] = {}
+        self._providers: dict[str, str] = {}
         self._checks: list[Callable[[str, T], None]] = []
 
     def register(self, name: str, **capabilities: bool) -> Callable[[T], T]:
@@ -47,6 +61,8 @@ class Registry(Generic[T]):
                 check(name, obj)
             self._items[name] = obj
             self._abilities[name] = frozenset(flag for flag, value in capabilities.items() if value)
+            if _PROVIDERS:
+                self._providers[name] = _PROVIDERS[-1]
             self.version += 1
             return obj
 
@@ -56,6 +72,7 @@ class Registry(Generic[T]):
         """Remove `name` (a plugin that is unloaded, or a test's temporary entry)."""
         del self._items[name]
         self._abilities.pop(name, None)
+        self._providers.pop(name, None)
         self.version += 1
 
     def can(self, name: str, capability: str) -> bool:
@@ -63,6 +80,10 @@ class Registry(Generic[T]):
         if capability not in self.capabilities:
             raise KeyError(f"{self.kind}: no capability '{capability}'")
         return capability in self._abilities.get(name, frozenset())
+
+    def provider(self, name: str) -> str | None:
+        """The plugin that registered `name` (`providing`); None for the package's own entries or a script's."""
+        return self._providers.get(name)
 
     def add_check(self, check: Callable[[str, T], None]) -> None:
         """Run `check(name, obj)` on every entry, those already registered first."""
