@@ -26,7 +26,7 @@ from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
-from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
+from .launchkeys import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, parse_distribution

@@ -10,7 +10,7 @@ from .. import packing
 from ..folders import runfolder as rf
 from ..training.config import ENTRIES, Config, run_dir
 from . import cost
-from .settings import SOURCE, Launch
+from .launchkeys import SOURCE, Launch
 
 SPEED_TABLES = SOURCE / "bench" / "results"
 

@@ -27,7 +27,7 @@ from ..training.recipes import RECIPES
 from ..values import override_text
 from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
-from .settings import Launch, available, find_file, key_of, load_mapping
+from .launchkeys import Launch, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")

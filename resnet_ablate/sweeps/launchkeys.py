@@ -1,4 +1,4 @@
-"""The launcher's own settings (`launcher=`, `ablation=`, `slurm.*`, `sweep.*`, ...; `search.*` is parsed by
+"""The launcher's own keys (`launcher=`, `ablation=`, `slurm.*`, `sweep.*`, ...; `search.*` is parsed by
 `specs`), apart from the run keys they share the command line with, and the small YAML helpers specs and
 profiles use. The bottom of `sweeps/`: it imports no other module of it."""
 from __future__ import annotations
