@@ -50,7 +50,7 @@ class TrainingRun:
             saved = self.writer.resume()
             if saved is not None:
                 checkpoint.restore(self.state, saved, self.writer.dir / CHECKPOINT)
-            self.writer.open(saved)
+            self.writer.start_from(saved)
         except BaseException:
             self.writer.release()
             raise

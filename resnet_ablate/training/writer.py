@@ -188,7 +188,7 @@ class RunWriter:
             say(f"[{self.name}] {self.dir} has {len(rows)} metrics lines (up to iteration {rows[-1]['iteration']}) "
                 f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them")
 
-    def open(self, saved: dict | None) -> None:
+    def start_from(self, saved: dict | None) -> None:
         """Make the .jsonl files hold the lines the checkpoint `saved` covers, no more (a killed predecessor's
         lines past it are dropped; a fresh start, None, keeps none) and no fewer (a covered last line that is
         torn or gone is put back from the checkpoint; other lost ones are said). Both files are read first, so a
