@@ -11,6 +11,8 @@ from contracts import Entry, all_registered, combinations, entries
 from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.models.shortcuts import Shortcut
+from resnet_ablate.packing import why_not_wide
+from resnet_ablate.training.config import ENTRIES
 from resnet_ablate.models.wide import slice_of
 from resnet_ablate.training.optim import Optimizer
 from resnet_ablate.training.parse import parse
@@ -116,8 +118,15 @@ def check_wide_equals_alone(args: list[str], capsys) -> str:
 @pytest.mark.parametrize("parts", [*entries("shortcut", "unit", "optim", plugins=PLUGINS),
                                    *combinations("shortcut", "unit", "optim")])
 def test_a_wide_pack_equals_its_runs_alone(parts, capsys):
+    """Wide where the entries declare what a wide net relies on, else streams; equal to alone either way."""
     with all_registered(parts) as args:
-        check_wide_equals_alone([*TINY, *args], capsys)
+        packable = why_not_wide([parse([*TINY, *args])], ENTRIES) is None
+        assert check_wide_equals_alone([*TINY, *args], capsys) == ("wide" if packable else "streams")
+
+
+def test_a_wide_pack_with_ghost_bn_equals_its_runs_alone(capsys):
+    """Ghost BN (BN statistics over groups of the batch) is a setting, not an entry: the same check."""
+    assert check_wide_equals_alone([*TINY, "bn_batch=4"], capsys) == "wide"
 
 
 def test_a_shortcut_that_declares_channelwise_but_mixes_channels_fails_the_contract(capsys):

@@ -93,4 +93,3 @@ def _time_limit(active: list[TrainingRun], stop: StopRequest, projected: float) 
     limit = active[0].cfg.time_limit_s
     if limit and not stop.reason and projected > limit:
         stop.reason = f"time_limit_s={limit:g}"
-
