@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import DONE, TINY, use_cli_env
+from helpers import DONE, REPO, TINY, use_cli_env
 
 from resnet_ablate import plugins, report, run, status
 from resnet_ablate.training.config import ENTRIES, run_name
@@ -127,14 +127,14 @@ def test_a_plugin_trains_in_slurm_jobs(site, tmp_path, monkeypatch):
     use_cli_env(monkeypatch, site)
     monkeypatch.chdir(tmp_path)
     job = ["launcher=slurm", "profile=local", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10",
-           f"slurm.extra.comment=resnet-ablate-tests:{Path(__file__).resolve().parents[1]}"]
+           f"slurm.extra.comment=resnet-ablate-tests:{REPO}"]
     with installed(site, "ablate_extra"):
         assert run.main([*DONE, "shortcut=channel_centred", "seed=0,1", *job, f"sweep_dir={sweep}"]) == 0
+        names = [run_name(parse([*DONE, "shortcut=channel_centred", f"seed={s}"])) for s in (0, 1)]
     deadline = time.time() + 240
     while time.time() < deadline and not all(s == "done" for s, _ in status.run_states(sweep).values()):
         time.sleep(0.5)
     assert {s for s, _ in status.run_states(sweep).values()} == {"done"}
-    for seed in (0, 1):
-        folder = sweep / run_name(parse([*DONE, "shortcut=channel_centred", f"seed={seed}"]))
+    for folder in (sweep / name for name in names):
         assert json.loads((folder / "result.json").read_text())["iterations"] == 30
         assert "plugins:\n  shortcut: ablate-extra 0.1\n" in (folder / "config.yaml").read_text()
