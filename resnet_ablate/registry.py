@@ -1,8 +1,10 @@
-"""Name -> entry maps, so every component is chosen by name on the command line; and the config keys that
-registered entries declare: a `KeyedRegistry` entry's keyword-only parameters are keys, each with its default,
---help text and allowed values (`Range`, choices) declared on the entry. Torch-free."""
+"""Name -> entry maps, so every component is chosen by name on the command line; what an entry declares it can do
+(its capabilities, which the fast paths read); which plugin registered it; and the config keys that registered
+entries declare: a `KeyedRegistry` entry's keyword-only parameters are keys, each with its default, --help text
+and allowed values (`Range`, choices) declared on the entry. Torch-free."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -12,24 +14,45 @@ from typing import Any, Callable, Generic, Iterator, Mapping, NamedTuple, Sequen
 from .errors import UsageError, unknown
 from .values import override_text
 
-__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters"]
+__all__ = ["Key", "Keyed", "KeyedRegistry", "Range", "Registry", "check_value", "parameters", "providing"]
 
 T = TypeVar("T")
+_PROVIDERS: list[str] = []  # the plugin being loaded (`providing`), innermost last
+
+
+@contextlib.contextmanager
+def providing(plugin: str) -> Iterator[None]:
+    """Record `plugin` as the provider of every entry registered while the block runs (`plugins.load`)."""
+    _PROVIDERS.append(plugin)
+    try:
+        yield
+    finally:
+        _PROVIDERS.pop()
 
 
 class Registry(Generic[T]):
     """A named collection of factories (classes or functions), registered with a decorator. `checks` run on
     every new entry (and, when added, on the entries already there), so a bad plugin fails at registration.
-    `version` counts the changes, so what is derived from the entries can be cached per state."""
+    `version` counts the changes, so what is derived from the entries can be cached per state.
 
-    def __init__(self, kind: str) -> None:
+    `capabilities` names what an entry may declare it can do, each with what it promises (the fast paths that
+    rely on it read it with `can`): `@SHORTCUTS.register("identity", channelwise=True)`. An entry that declares
+    nothing can do nothing: the safe answer, so a new entry is never taken down a path it was not checked for."""
+
+    def __init__(self, kind: str, capabilities: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.version = 0
+        self.capabilities = dict(capabilities or {})
         self._items: dict[str, T] = {}
+        self._abilities: dict[str, frozenset[str]] = {}
+        self._providers: dict[str, str] = {}
         self._checks: list[Callable[[str, T], None]] = []
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: make `obj` available as `name`."""
+    def register(self, name: str, **capabilities: bool) -> Callable[[T], T]:
+        """Decorator: make `obj` available as `name`, able to do the `capabilities` declared true."""
+        for flag in capabilities.keys() - self.capabilities.keys():
+            raise TypeError(f"{self.kind} '{name}': unknown capability '{flag}'; allowed: "
+                            f"{', '.join(self.capabilities) or 'none'}")
 
         def add(obj: T) -> T:
             if name in self._items:
@@ -37,6 +60,9 @@ class Registry(Generic[T]):
             for check in self._checks:
                 check(name, obj)
             self._items[name] = obj
+            self._abilities[name] = frozenset(flag for flag, value in capabilities.items() if value)
+            if _PROVIDERS:
+                self._providers[name] = _PROVIDERS[-1]
             self.version += 1
             return obj
 
@@ -45,7 +71,19 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove `name` (a plugin that is unloaded, or a test's temporary entry)."""
         del self._items[name]
+        self._abilities.pop(name, None)
+        self._providers.pop(name, None)
         self.version += 1
+
+    def can(self, name: str, capability: str) -> bool:
+        """Whether entry `name` declared `capability` (False for one it did not, or a name not registered)."""
+        if capability not in self.capabilities:
+            raise KeyError(f"{self.kind}: no capability '{capability}'")
+        return capability in self._abilities.get(name, frozenset())
+
+    def provider(self, name: str) -> str | None:
+        """The plugin that registered `name` (`providing`); None for the package's own entries or a script's."""
+        return self._providers.get(name)
 
     def add_check(self, check: Callable[[str, T], None]) -> None:
         """Run `check(name, obj)` on every entry, those already registered first."""
@@ -160,8 +198,8 @@ class KeyedRegistry(Registry[type]):
     allowed numbers (an interval, see `Range`) and `param_choices` its allowed names. A parameter several
     entries take is one key, with one default; what a declaration gets wrong fails at registration."""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
+    def __init__(self, kind: str, capabilities: Mapping[str, str] | None = None) -> None:
+        super().__init__(kind, capabilities)
         self._keys: tuple[int, dict[str, Key]] = (-1, {})
         self.add_check(self._declares_keys)
 

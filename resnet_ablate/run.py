@@ -23,7 +23,7 @@ from .folders import runfolder as rf  # noqa: E402
 from .folders.kinds import check_run_folder  # noqa: E402
 from .folders.lock import describe, holder  # noqa: E402
 from .folders.states import State  # noqa: E402
-from .sweeps import launcher, settings  # noqa: E402
+from .sweeps import launcher, launchkeys  # noqa: E402
 from .sweeps.specs import is_sweep  # noqa: E402
 from .training.config import Config, run_dir  # noqa: E402
 from .training.parse import check_unique, help_text, parse  # noqa: E402
@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print(f"{help_text()}\n{settings.help_text()}")
+        print(f"{help_text()}\n{launchkeys.help_text()}")
         return 0
     check_unique(argv)
     launch_overrides, run_overrides = launcher.split_overrides(argv)
-    if is_sweep([o for o in launch_overrides if settings.key_of(o) != "dry_run"], run_overrides):
+    if is_sweep([o for o in launch_overrides if launchkeys.key_of(o) != "dry_run"], run_overrides):
         return launcher.launch_main(launch_overrides, run_overrides, launcher.command_line(argv))
     notes: list[str] = []
     cfg = parse(run_overrides, notes)

@@ -26,7 +26,7 @@ from helpers import REPO, write_fake_cifar
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COPIED = ("ablations", "slurm", "bench", "results")  # what the docs' relative paths name, from the repo root
 MARK = re.compile(r"<!--\s*(?:doc-test:\s*(?P<mode>as-written)|not-run:\s*(?P<why>.*?))\s*-->")
-COMMAND_LANGS, TEXT_LANGS = ("bash", "console"), ("text", "yaml", "")
+COMMAND_LANGS, TEXT_LANGS = ("bash", "console"), ("text", "yaml", "toml", "")
 OWN_COMMAND = re.compile(r"python3? (-m resnet_ablate\b|bench/)")
 OPTIONS_WITH_VALUES = {"--out", "--layout", "--formats", "--grad-measure"}  # report's; its runs_dir is positional
 

@@ -21,7 +21,7 @@ from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
-from resnet_ablate.sweeps.specs import expand, load_spec, pack, sweep_values
+from resnet_ablate.sweeps.specs import expand, load_spec, sweep_values
 
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 
@@ -105,14 +105,6 @@ def test_dry_run_lists_runs_and_finished_ones_and_writes_nothing(tmp_path, monke
     assert [line.split()[0] for line in out[2:]] == ["-", "done", "-"]
     assert [line.split()[1] for line in out[2:]] == [run_name(parse([*DONE, f"seed={s}"])) for s in range(3)]
     assert names(tmp_path / "s") == before and not (tmp_path / "s" / ".submitit").exists()
-
-
-def test_runs_per_job_packs_only_runs_that_can_step_together():
-    cfgs = [parse([*TINY, f"seed={s}", f"batch_size={b}"]) for b in (8, 16) for s in range(3)]
-    packed = pack(cfgs, 2)
-    assert [[(c.batch_size, c.seed) for c in g] for g in packed] == [[(8, 0), (8, 1)], [(8, 2)], [(16, 0), (16, 1)],
-                                                                      [(16, 2)]]
-    assert pack(cfgs, 1) == [[c] for c in cfgs]
 
 
 def test_packed_job_through_submitit_debug_gives_the_numbers_of_separate_runs(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from torch import nn
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, HighwayGating
 from resnet_ablate.models.units import UNITS
-from resnet_ablate.sweeps.settings import Launch
+from resnet_ablate.sweeps.launchkeys import Launch
 from resnet_ablate.sweeps.specs import expand
 from resnet_ablate.training.config import run_name
 from resnet_ablate.training.parse import parse

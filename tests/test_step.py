@@ -1,6 +1,7 @@
-"""The fast path's pieces on CPU: undoing a graph capture's warm-up, the lr-as-tensor schedule, and
-packed runs that keep their own seeds, data order, dropout draws and run folders; which packed graphs share one
-RNG stream (by torch version), and on a GPU, graphs with dropout, ghost BN and every optimizer captured."""
+"""The fast path's pieces on CPU: the lr-as-tensor schedule, and packed runs that keep their own seeds, data
+order, dropout draws and run folders; which packed graphs share one RNG stream (by torch version), and on a GPU,
+graphs with dropout, ghost BN and every optimizer captured. That a graph capture's warm-up is undone by `restore`
+is a contract over every optimizer (test_contracts.py)."""
 import types
 
 import pytest
@@ -10,7 +11,7 @@ from helpers import TINY, metrics, needs_cuda, result
 from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.compiled import compile_net
-from resnet_ablate.training.step import eager_step, make_stepper, one_rng_stream, restore, snapshot
+from resnet_ablate.training.step import eager_step, make_stepper, one_rng_stream
 from resnet_ablate.training.optim import OPTIMIZERS, lr_at, param_groups
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.trainer import train
@@ -22,29 +23,6 @@ def _run(args: list[str]) -> RunState:
 
 def _weights(run: RunState) -> list[torch.Tensor]:
     return [t.clone() for t in run.model.state_dict().values()]
-
-
-@pytest.mark.parametrize("optim", ["sgd", "adam", "adamw"])
-def test_warm_up_then_restore_trains_exactly_like_a_fresh_run(tmp_path, optim):
-    """GraphStep warms up on junk batches and captures before training; restoring the snapshot (fresh
-    optimizer state zeroed) must leave a run that trains to the same weights, bit for bit."""
-    args = [*TINY, "shortcut=dropout", f"optim={optim}", "lr=0.01", f"run_dir={tmp_path / 'r'}"]
-    plain, warmed = _run(args), _run(args)
-    saved = snapshot(warmed)
-    assert not warmed.optimizer.state  # no momentum / moment buffers before the first step
-    junk = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    with warmed.own_rng():  # as GraphStep warms up: on the run's own streams (dropout draws from them)
-        for _ in range(3):
-            warmed.train_step(*junk)
-    assert len(warmed.optimizer.state) == len(list(warmed.model.parameters()))
-    restore(warmed, saved)
-    assert warmed.loss_sum.item() == 0 and warmed.err_sum.item() == 0
-    for run in (plain, warmed):
-        for i in range(12):
-            run.iteration = i
-            eager_step([run])
-    assert all(torch.equal(a, b) for a, b in zip(_weights(plain), _weights(warmed)))
-    assert plain.loss_sum.item() == warmed.loss_sum.item()
 
 
 def test_lr_tensor_follows_the_schedule_and_drives_the_update(tmp_path):

@@ -1,6 +1,7 @@
 """The package's import graph runs one way: no module imports, directly or through others, a module that
 imports it back (imports under TYPE_CHECKING, used only for type hints, do not count)."""
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "resnet_ablate"
@@ -78,3 +79,27 @@ def test_the_folder_formats_and_status_import_no_torch_nor_training_models_or_sw
     assert sorted(m for m in reached if m.startswith(heavy)) == []
     assert sorted(m for m in reached if {"torch", "torchvision", "numpy"} & _third_party(MODULES[m])) == []
     assert "resnet_ablate.folders.runfolder" in reached and "resnet_ablate.folders.jobstate" in reached
+
+
+def test_the_code_map_lists_every_module_below_what_it_imports():
+    """docs/extending.md's code map: every module of the package, each in a row at or below the rows of the
+    modules it imports (imports run one way, from the bottom of the list up)."""
+    table = (PACKAGE.parent / "docs" / "extending.md").read_text().split("## Code map", 1)[1]
+    rows = [re.findall(r"`([\w/]+\.py)`", line.split("|")[1]) for line in table.splitlines() if line.startswith("| `")]
+    row = {f"resnet_ablate.{path[:-3].replace('/', '.')}": i for i, paths in enumerate(rows) for path in paths}
+    modules = {m for m, p in MODULES.items() if p.name != "__init__.py"}
+    assert sorted(modules - row.keys()) == [] and sorted(row.keys() - modules) == []
+    upward = [f"{m} imports {d}" for m in modules for d in _imports(MODULES[m]) if d in row and row[d] > row[m]]
+    assert sorted(upward) == []
+
+
+def test_packing_and_plugins_import_no_torch():
+    """What packs with what, and the plugin loader, are read by torch-free tools (the cost line's arithmetic)."""
+    graph = {m: _imports(p) for m, p in MODULES.items()}
+    for start in ("resnet_ablate.packing", "resnet_ablate.plugins"):
+        reached, todo = {start}, [start]
+        while todo:
+            for nxt in graph[todo.pop()] - reached:
+                reached.add(nxt)
+                todo.append(nxt)
+        assert sorted(m for m in reached if {"torch", "numpy"} & _third_party(MODULES[m])) == [], start

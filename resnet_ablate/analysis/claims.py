@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..sweeps import cost
 from ..sweeps.claimspec import COUNTING, METRICS, RECIPE, Arm, Claim, same_value
 from ..sweeps.plancost import SPEED_TABLES
-from ..sweeps.settings import available
+from ..sweeps.launchkeys import available
 from ..sweeps.specs import load_spec
 from ..training.config import defaults
 from ..values import report_text, statistic

@@ -26,7 +26,7 @@ from ..folders import runfolder as rf
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
-from ..training.config import defaults, fields, registered_keys, shortcut_keys
+from ..training.config import defaults, fields, missing_entry, registered_keys, shortcut_keys
 from ..training.failrule import judged
 from ..values import report_text
 
@@ -113,8 +113,9 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or schedule's) set to None."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
-    if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
-        raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
+    problem = missing_entry(config)
+    if problem is not None:
+        raise Broken(f"config.yaml: {problem}")
     foreign = {k for k, (family, key) in registered_keys().items() if out[family.selector] not in key.owners}
     return {k: (None if k in foreign else v) for k, v in out.items()}
 

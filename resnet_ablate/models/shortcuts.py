@@ -13,7 +13,9 @@ then works on that projected signal s, so at those units:
 
 A new variant is one registered subclass of `Shortcut`; its keyword-only arguments (each with a default)
 are its parameters, and registering the class makes each a config key (`shortcut=NAME PARAM=VALUE`), with
-its line of `--help` from `param_help` and its allowed values from `param_range` / `param_choices`.
+its line of `--help` from `param_help` and its allowed values from `param_range` / `param_choices`. A variant
+whose merge works channel by channel declares it (`channelwise=True` at registration): only then do its runs
+pack as one wide net.
 
 The merge runs in fp32 whatever autocast is around (`Shortcut.forward`; `residual_fp32=false` turns this off): under bf16 the convolutions may be
 bf16, but the identity path is then never rounded (ResNet-110 would round it 54 times) and gating keeps
@@ -32,7 +34,10 @@ from torch import nn
 from ..errors import unknown
 from ..registry import Keyed, KeyedRegistry, parameters
 
-SHORTCUTS = KeyedRegistry("shortcut")
+SHORTCUTS = KeyedRegistry("shortcut", capabilities={
+    "channelwise": "its merge works channel by channel: it mixes channels only inside layers of its own "
+                   "(convolutions, BN), which a wide net makes grouped, so K runs side by side as channels merge "
+                   "each as alone (pack_mode=wide)"})
 
 
 class ZeroPad(nn.Module):
@@ -109,7 +114,7 @@ class Shortcut(nn.Module, Keyed):
         raise NotImplementedError
 
 
-@SHORTCUTS.register("identity")
+@SHORTCUTS.register("identity", channelwise=True)
 class Identity(Shortcut):
     """Fig. 2(a): h(x) = x, the original ResNet shortcut."""
 
@@ -117,7 +122,7 @@ class Identity(Shortcut):
         return s + f
 
 
-@SHORTCUTS.register("scaling")
+@SHORTCUTS.register("scaling", channelwise=True)
 class Scaling(Shortcut):
     """Fig. 2(b): constant scaling, lambda*x + beta*F(x); Table 1 rows (0.5, 1) and (0.5, 0.5)."""
 
@@ -183,7 +188,7 @@ class _Gate(Shortcut):
         return f"gate_bias={self.gate_bias}, gate_init={self.gate_init}, gate_weight_decay={self.gate_weight_decay}"
 
 
-@SHORTCUTS.register("gating")
+@SHORTCUTS.register("gating", channelwise=True)
 class ExclusiveGating(_Gate):
     """Fig. 2(c): exclusive gating, (1-g)*x + g*F(x) (the Highway Network form)."""
 
@@ -191,7 +196,7 @@ class ExclusiveGating(_Gate):
         return (1 - g) * s + g * f
 
 
-@SHORTCUTS.register("shortcut_gating")
+@SHORTCUTS.register("shortcut_gating", channelwise=True)
 class ShortcutOnlyGating(_Gate):
     """Fig. 2(d): shortcut-only gating, (1-g)*x + F(x)."""
 
@@ -199,7 +204,7 @@ class ShortcutOnlyGating(_Gate):
         return (1 - g) * s + f
 
 
-@SHORTCUTS.register("conv1x1")
+@SHORTCUTS.register("conv1x1", channelwise=True)
 class Conv1x1(Shortcut):
     """Fig. 2(e): h(x) = 1x1 conv(x) at every unit (option C of the 2015 paper), + F(x).
 
@@ -214,7 +219,7 @@ class Conv1x1(Shortcut):
         return s + f
 
 
-@SHORTCUTS.register("dropout")
+@SHORTCUTS.register("dropout", channelwise=True)
 class Dropout(Shortcut):
     """Fig. 2(f): dropout on the shortcut, dropout(x) + F(x).
 
@@ -239,7 +244,7 @@ class Dropout(Shortcut):
         return f"p={self.p}, inverted={self.inverted}"
 
 
-@SHORTCUTS.register("none")
+@SHORTCUTS.register("none", channelwise=True)
 class NoShortcut(Shortcut):
     """No shortcut: the unit outputs F(x) alone, i.e. the plain net of the same depth."""
 
@@ -268,7 +273,7 @@ def bind_shortcut(name: str, params: dict[str, Any]) -> Callable[..., Shortcut]:
     return SHORTCUTS.bind(name, params)
 
 
-@SHORTCUTS.register("highway_gating")
+@SHORTCUTS.register("highway_gating", channelwise=True)
 class HighwayGating(ExclusiveGating):
     """Exclusive gating, (1-g)*x + g*F(x), with a Highway-style gate at matched parameter count: g comes from a
     stack of two 3x3 convs (conv-BN-ReLU-conv + b_g, sigmoid), the parameters of a basic unit's residual

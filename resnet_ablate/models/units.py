@@ -4,7 +4,7 @@ A unit is a body of convolutions (basic: two 3x3; bottleneck: 1x1, 3x3, 1x1 with
 BN-ReLU between them, and a shortcut that merges the input with the body's output. The variants
 differ only in where BN and ReLU sit around that: `pre` (before the first conv), `last` (after the
 last conv, before the merge) and `post` (after the merge). A new variant is one registered subclass
-that sets these three.
+that sets these three (and declares `channelwise=True` at registration, as these do: it packs as one wide net).
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from ..errors import UsageError, unknown
 from ..registry import Registry
 from .shortcuts import Shortcut
 
-UNITS: Registry[type["ResidualUnit"]] = Registry("unit")
+UNITS: Registry[type["ResidualUnit"]] = Registry("unit", capabilities={
+    "channelwise": "its wiring works channel by channel: it mixes channels only inside its convolutions and BN, "
+                   "which a wide net makes grouped (pack_mode=wide)"})
 PREACT_INPUTS = ("raw", "shared")
 BLOCKS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
@@ -125,7 +127,7 @@ class ResidualUnit(nn.Module):
         return self.post_act(self.shortcut(s, self.body(a)))
 
 
-@UNITS.register("original")
+@UNITS.register("original", channelwise=True)
 class Original(ResidualUnit):
     """Fig. 4(a), the 2015 unit: conv-BN-ReLU-conv-BN, add, ReLU."""
 
@@ -133,21 +135,21 @@ class Original(ResidualUnit):
     post = ("relu",)
 
 
-@UNITS.register("bn_after_add")
+@UNITS.register("bn_after_add", channelwise=True)
 class BNAfterAddition(ResidualUnit):
     """Fig. 4(b): conv-BN-ReLU-conv, add, BN-ReLU (BN alters the shortcut signal)."""
 
     post = ("bn", "relu")
 
 
-@UNITS.register("relu_before_add")
+@UNITS.register("relu_before_add", channelwise=True)
 class ReLUBeforeAddition(ResidualUnit):
     """Fig. 4(c): conv-BN-ReLU-conv-BN-ReLU, add (the residual can only be non-negative)."""
 
     last = ("bn", "relu")
 
 
-@UNITS.register("relu_preact")
+@UNITS.register("relu_preact", channelwise=True)
 class ReLUPreactivation(ResidualUnit):
     """Fig. 4(d): ReLU-conv-BN-ReLU-conv-BN, add (ReLU-only pre-activation)."""
 
@@ -155,14 +157,14 @@ class ReLUPreactivation(ResidualUnit):
     last = ("bn",)
 
 
-@UNITS.register("full_preact")
+@UNITS.register("full_preact", channelwise=True)
 class FullPreactivation(ResidualUnit):
     """Fig. 4(e): BN-ReLU-conv-BN-ReLU-conv, add (full pre-activation, a clean identity path)."""
 
     pre = ("bn", "relu")
 
 
-@UNITS.register("no_relu_after_add")
+@UNITS.register("no_relu_after_add", channelwise=True)
 class NoReLUAfterAddition(ResidualUnit):
     """The original unit without its ReLU after the addition: conv-BN-ReLU-conv-BN, add. A Highway network's
     merge (nothing after the gated sum); the 2025 re-run of Table 1's gating in ablations/open_questions.yaml."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..packing import step_mode
+
 # name: (bf16 dense TFLOP/s, fp32 non-tensor TFLOP/s, memory TB/s), NVIDIA datasheets (SXM parts)
 GPU_SPECS = {
     "H200": (989.0, 67.0, 4.8),
@@ -182,14 +184,6 @@ def _row_key(s: Mapping[str, Any]) -> dict[str, str]:
     return {"arch": str(s.get("arch", "cifar")), "depth": str(s["depth"]), "precision": precision_of(s),
             "bn_batch": str(s.get("bn_batch", 0)), "batch_size": str(s.get("batch_size", 128)),
             "mode": step_mode(s)}
-
-
-def step_mode(s: Mapping[str, Any]) -> str:
-    """How a run steps, as the speed table names it: eager (cuda_graph=false), wide (pack_mode=wide: one wide net
-    per pack) or graph (one CUDA graph per run, packs on streams)."""
-    if not s.get("cuda_graph", True):
-        return "eager"
-    return "wide" if s.get("pack_mode", "streams") == "wide" else "graph"
 
 
 def measured_rate(s: Mapping[str, Any], gpu: str, pack: int, rows: list[dict[str, str]]) -> tuple[float, int] | None:

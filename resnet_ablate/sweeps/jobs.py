@@ -21,7 +21,7 @@ from ..errors import UsageError, first_line
 from ..training.config import Config, run_name
 from ..training.signals import StopRequest, passes_on
 from ..training.trainer import train
-from .settings import Launch
+from .launchkeys import Launch
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # local jobs have no scheduler limit; submitit's default is 2 minutes
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .. import packing
 from ..cli import EXIT_CRASHED, EXIT_PAUSED, EXIT_USAGE
 from ..folders import runfolder as rf
 from ..folders.jobstate import live_state, slurm_states
@@ -25,10 +26,10 @@ from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
-from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
+from .launchkeys import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
                        available, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
-from .specs import SweepPlan, expand, pack, parse_distribution
+from .specs import SweepPlan, expand, parse_distribution
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -141,7 +142,7 @@ def _launch(launch: Launch, plan: SweepPlan, record: SweepRecord, command: str) 
     prepare_inputs(todo)
     executor_ = None if launch.launcher == "inline" else executor(launch, plan.folder)
     write_sweep(record)
-    batches = pack(todo, launch.runs_per_job)
+    batches = packing.jobs(todo, launch.runs_per_job)
     if not batches:
         return _summary(plan, runs, {}, live, command) or damaged
     job = SweepJob(launch.max_retries, isolate=launch.launcher in ("local", "slurm"))

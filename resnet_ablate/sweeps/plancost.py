@@ -6,22 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import packing
 from ..folders import runfolder as rf
-from ..training.config import Config, run_dir
+from ..training.config import ENTRIES, Config, run_dir
 from . import cost
-from .settings import SOURCE, Launch
-from .specs import pack
+from .launchkeys import SOURCE, Launch
 
 SPEED_TABLES = SOURCE / "bench" / "results"
 
 
 def _progress(cfg: Config) -> dict[str, Any]:
-    """A run's settings with `done_iterations`: its last evaluation's iteration (0 when none)."""
+    """A run's settings as it will step (`packing.stepped`) with `done_iterations`: its last evaluation's
+    iteration (0 when none)."""
     try:
         done = rf.read_jsonl(run_dir(cfg) / rf.METRICS)
     except rf.Damaged:
         done = []
-    return {**vars(cfg), "done_iterations": done[-1]["iteration"] if done else 0}
+    return {**packing.stepped(cfg, ENTRIES), "done_iterations": done[-1]["iteration"] if done else 0}
 
 
 def cost_line(todo: list[Config], launch: Launch) -> str:
@@ -34,7 +35,7 @@ def cost_line(todo: list[Config], launch: Launch) -> str:
                 f"only")
     rows = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
     gpu = cost.choose_gpu(launch.slurm.constraint, rows)
-    packs = [[_progress(c) for c in batch] for batch in pack(todo, launch.runs_per_job)]
+    packs = [[_progress(c) for c in batch] for batch in packing.jobs(todo, launch.runs_per_job)]
     limit_s = launch.slurm.time * 60 - launch.slurm.signal_delay_s - cost.STARTUP_S
     if limit_s <= 0:
         return (f"cost: slurm.time={launch.slurm.time} min leaves no time to train after the "

@@ -24,12 +24,10 @@ from ..errors import UsageError, closest, unknown
 from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
-from ..training.trainer import LOCKSTEP
-from ..training.wide import wide_key
 from ..values import override_text
 from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
-from .settings import Launch, available, find_file, key_of, load_mapping
+from .launchkeys import Launch, available, find_file, key_of, load_mapping
 
 SPEC_KEYS = ("description", "layout", "overrides", "variants", "grid", "seeds", "budgets", "search", "trials",
              "claims")
@@ -331,13 +329,3 @@ def _parse_from(spec: Spec | None, runs: list[list[str]]) -> None:
         parse_runs(runs)
     except UsageError as e:
         raise UsageError(f"{spec.path if spec else ''}: {e}") from e
-
-
-def pack(cfgs: list[Config], runs_per_job: int) -> list[list[Config]]:
-    """Runs packed `runs_per_job` to a job; only runs sharing the LOCKSTEP settings share a job, and with
-    pack_mode=wide only runs that can train as one wide net (`wide_key`: the same settings but the seed)."""
-    by_key: dict[tuple, list[Config]] = {}
-    for cfg in cfgs:
-        key = tuple(str(getattr(cfg, k)) for k in LOCKSTEP)
-        by_key.setdefault(key + (wide_key(cfg) if cfg.pack_mode == "wide" else ()), []).append(cfg)
-    return [g[i:i + runs_per_job] for g in by_key.values() for i in range(0, len(g), runs_per_job)]

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 
+from .. import plugins
 from ..errors import UsageError
 from ..models.cifar import DOWNSAMPLES
 from ..models.resnet import ARCHS
@@ -39,6 +41,7 @@ LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 SECTIONS = ("model", "data", "recipe", "run")
 MAX_NAME = 200  # bytes of a run folder's name: below the 255 of common file systems, with room for prefixes
+PLUGINS = "plugins"  # config.yaml's record of the plugins that provided a run's entries (`plugin_record`)
 
 
 def opt(default: Any, help: str, section: str, identity: bool = True,
@@ -197,9 +200,14 @@ class Family:
 
 FAMILIES = (Family("shortcut", SHORTCUTS), Family("optim", OPTIMIZERS, after="warmup_lr"),
             Family("schedule", SCHEDULES, after="warmup_lr"))
+# The core keys that name a registered entry, with its registry: where packing reads what the entries declare they
+# can do, and the entries a run records the plugins of.
+ENTRIES = {"arch": ARCHS, "unit": UNITS, "shortcut": SHORTCUTS, "optim": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 def _state() -> tuple[int, ...]:
+    """The registries' state, which every key is read through: the installed plugins are loaded first."""
+    plugins.load()
     return tuple(f.registry.version for f in FAMILIES)
 
 
@@ -341,11 +349,33 @@ def run_dir(cfg: Config) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / run_name(cfg)
 
 
+def plugin_record(cfg: Config) -> dict[str, str]:
+    """The plugins that provided the entries `cfg` names, by key: {'shortcut': 'ablate-extra 0.1'}."""
+    return {key: who for key, registry in ENTRIES.items() if (who := registry.provider(getattr(cfg, key)))}
+
+
+def missing_entry(saved: dict[str, Any]) -> str | None:
+    """For a run's config.yaml as data: its first entry that is not registered here, in one line naming the plugin
+    to install where the run recorded one (`plugins.missing`); None when every entry it names is registered."""
+    plugins.load()
+    record = saved.get(PLUGINS) if isinstance(saved.get(PLUGINS), dict) else {}
+    for key, registry in ENTRIES.items():
+        name = saved.get(key)
+        if isinstance(name, str) and name not in registry:
+            return plugins.missing(key, name, record.get(key))
+    return None
+
+
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """config.yaml's settings, and under `plugins:` the plugins that provided the run's entries (not a setting:
+    what a reader that lacks one needs to install)."""
+    record = plugin_record(cfg)
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg)) + (yaml.safe_dump({PLUGINS: record}) if record else "")
 
 
 def from_yaml(path: Path) -> Config:
     """A config as written to a run folder (unknown keys from newer versions are an error)."""
-    conf = OmegaConf.merge(OmegaConf.structured(config_type()), OmegaConf.load(path))
+    saved = OmegaConf.load(path)
+    saved.pop(PLUGINS, None)
+    conf = OmegaConf.merge(OmegaConf.structured(config_type()), saved)
     return OmegaConf.to_object(conf)  # type: ignore[return-value]

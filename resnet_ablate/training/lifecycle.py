@@ -51,7 +51,7 @@ class TrainingRun:
             saved = self.writer.resume()
             if saved is not None:
                 checkpoint.restore(self.state, saved, self.writer.dir / CHECKPOINT)
-            self.writer.open(saved)
+            self.writer.start_from(saved)
         except BaseException:
             self.writer.release()
             raise
@@ -65,6 +65,24 @@ class TrainingRun:
         self.status, self.writer.result = State(found["status"]), found
         say(f"[{self.writer.name}] already finished ({found['status']}) in {self.writer.dir}; nothing to do")
         return True
+
+    @property
+    def name(self) -> str:
+        return self.writer.name
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    @property
+    def lr(self) -> float:
+        """The lr the run trains at now."""
+        return self.state.lrs.value
+
+    @property
+    def elapsed(self) -> float:
+        """The run's training clock (seconds, its earlier processes' included)."""
+        return self.writer.elapsed
 
     def at_boundary(self) -> bool:
         it = self.state.iteration

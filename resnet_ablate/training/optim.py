@@ -3,8 +3,9 @@ registry as a shortcut is, and the parameter groups and lr tensors the optimizer
 
 An entry's keyword-only parameters (each with a default) are its config keys, declared as a shortcut's are
 (`param_help`, `param_range`, `param_choices`); keys of an entry that is not in use are ignored with a note.
-A new optimizer is one registered subclass of `Optimizer` (`build` makes the torch optimizer), a new schedule
-one of `Schedule` (`lr` of an iteration after warm-up). The lr is a pure function of the iteration (so resuming
+A new optimizer is one registered subclass of `Optimizer` (`build` makes the torch optimizer), declaring at
+registration what the fast paths rely on (`elementwise`, `zero_state`, `capturable`: an optimizer that declares
+none steps its runs alone and eagerly); a new schedule one of `Schedule` (`lr` of an iteration after warm-up). The lr is a pure function of the iteration (so resuming
 needs no scheduler state), and the optimizers are fused and read a device lr tensor (so a captured CUDA graph
 holds the whole update and still sees schedule changes).
 """
@@ -25,7 +26,14 @@ from ..values import override_text
 if TYPE_CHECKING:
     from .config import Config
 
-OPTIMIZERS = KeyedRegistry("optimizer")
+OPTIMIZERS = KeyedRegistry("optimizer", capabilities={
+    "elementwise": "its update of each element reads that element's gradient and state only (no norm, mean or "
+                   "sort over a tensor), so one optimizer over K runs' tensors side by side updates each run as its "
+                   "own (pack_mode=wide)",
+    "zero_state": "its fresh state is zeros, which its first step treats as no state (momentum 0.9*0 + g = g), so "
+                  "zeroing undoes a graph capture's warm-up and makes a wide pack's state",
+    "capturable": "its step can be captured in a CUDA graph: no host synchronisation, counters on the device "
+                  "(capturable=True on CUDA)"})
 SCHEDULES = KeyedRegistry("schedule")
 
 
@@ -54,7 +62,7 @@ class Schedule(Keyed):
         raise NotImplementedError
 
 
-@OPTIMIZERS.register("sgd")
+@OPTIMIZERS.register("sgd", elementwise=True, zero_state=True, capturable=True)
 class SGD(Optimizer):
     """SGD with momentum (the papers), fused."""
 
@@ -94,7 +102,7 @@ class _AdamFamily(Optimizer):
                    capturable=lr.device.type == "cuda")
 
 
-@OPTIMIZERS.register("adam")
+@OPTIMIZERS.register("adam", elementwise=True, zero_state=True, capturable=True)
 class Adam(_AdamFamily):
     """Adam, fused."""
 
@@ -102,7 +110,7 @@ class Adam(_AdamFamily):
         return self.make(torch.optim.Adam, groups, lr)
 
 
-@OPTIMIZERS.register("adamw")
+@OPTIMIZERS.register("adamw", elementwise=True, zero_state=True, capturable=True)
 class AdamW(_AdamFamily):
     """AdamW: Adam with decoupled weight decay, fused."""
 

@@ -12,16 +12,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from ..values import override_text
 from .config import Config, defaults, fields
 from .datasets import Data
-
-if TYPE_CHECKING:
-    from .lifecycle import TrainingRun
 
 DAY_S = 86400.0
 ESTIMATE_FROM, ESTIMATE_TO = 10, 40  # the over-a-day estimate times these iterations after the (re)start
@@ -102,15 +99,32 @@ def day_note(seconds_per_iteration: float, iterations: int, done: int, images_pe
             f"days; a GPU, a smaller depth, fewer iterations or a spec's budget=quick make it shorter")
 
 
+class Watched(Protocol):
+    """What the heartbeat reads of a run (a `lifecycle.TrainingRun`): its settings and device, its name, where it
+    stands and its clock."""
+
+    cfg: Config
+    device: torch.device
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def elapsed(self) -> float: ...
+
+
 class Heartbeat:
     """Called once per iteration by the loop: a progress line per run every `heartbeat_s` seconds (reset by each
     evaluation line), and once, after the first few dozen iterations, the over-a-day note. It counts its own
     steps, since packed runs may have resumed from different iterations."""
 
-    def __init__(self, runs: list[TrainingRun]) -> None:
+    def __init__(self, runs: list[Watched]) -> None:
         self.every, self.device = runs[0].cfg.heartbeat_s, runs[0].device
         self.started = time.perf_counter()  # elapsed = the run's clock (as the writer keeps it) + time since now
-        self.base = {id(r): r.writer.elapsed for r in runs}
+        self.base = {id(r): r.elapsed for r in runs}
         self.steps, self.last_steps, self.last_time = 0, 0, self.started
         self.estimate_from: float | None = None
 
@@ -119,7 +133,7 @@ class Heartbeat:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def tick(self, runs: list[TrainingRun], evaluating: bool) -> None:
+    def tick(self, runs: list[Watched], evaluating: bool) -> None:
         """After an iteration of `runs`; no heartbeat when it ends at an evaluation (which prints its own line)."""
         self.steps += 1
         if self.steps in (ESTIMATE_FROM, ESTIMATE_TO):
@@ -135,13 +149,13 @@ class Heartbeat:
         """An evaluation line was just printed: the next heartbeat is a full interval away."""
         self.last_time, self.last_steps = time.perf_counter(), self.steps
 
-    def _line(self, run: TrainingRun, per_iteration: float, now: float) -> None:
-        cfg, it = run.cfg, run.state.iteration
+    def _line(self, run: Watched, per_iteration: float, now: float) -> None:
+        cfg, it = run.cfg, run.iteration
         elapsed = self.base.get(id(run), 0.0) + now - self.started
-        say(progress_line([f"[{run.writer.name}] it {it}/{cfg.iterations} lr {run.state.lrs.value:.4g}"],
+        say(progress_line([f"[{run.name}] it {it}/{cfg.iterations} lr {run.lr:.4g}"],
                           cfg.batch_size / max(per_iteration, 1e-9), elapsed, per_iteration * (cfg.iterations - it)))
 
-    def _estimate(self, runs: list[TrainingRun]) -> None:
+    def _estimate(self, runs: list[Watched]) -> None:
         """Time steps ESTIMATE_FROM..ESTIMATE_TO (the first ones carry start-up costs), then note a run that
         would take more than a day."""
         now = self._now()
@@ -149,7 +163,7 @@ class Heartbeat:
             self.estimate_from = now
             return
         per_iteration = (now - self.estimate_from) / (ESTIMATE_TO - ESTIMATE_FROM)
-        cfg, done = runs[0].cfg, min(r.state.iteration for r in runs)
+        cfg, done = runs[0].cfg, min(r.iteration for r in runs)
         note = day_note(per_iteration, cfg.iterations, done, cfg.batch_size * len(runs))
         if note:
             say(note)

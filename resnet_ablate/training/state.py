@@ -69,6 +69,11 @@ class RunState:
         self.loss_sum = torch.zeros((), device=device)
         self.err_sum = torch.zeros((), device=device, dtype=torch.long)
 
+    @property
+    def runs(self) -> list[RunState]:
+        """The runs a step of this part steps: this one (a wide pack's are K)."""
+        return [self]
+
     def draws_random(self) -> bool:
         """Whether a training step draws random numbers inside the net (the dropout shortcut)."""
         return any(isinstance(m, (Dropout, nn.Dropout)) for m in self.model.modules())

@@ -12,17 +12,53 @@ for kernels that each do K runs' work (equal to alone to rounding; see `wide.py`
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, ContextManager, Protocol
 
 import torch
+from torch import nn
 from torch.torch_version import TorchVersion
 
 from ..errors import first_line
+from ..packing import why_no_graph
 from .compiled import compile_net
+from .config import ENTRIES, Config
 from .state import RunState
-from .wide import WidePack, wide_pack
+from .wide import wide_pack
 
 WARMUP_STEPS = 3  # eager iterations on a side stream before capture (cuDNN/cuBLAS handles, autograd state)
-Part = RunState | WidePack
+
+
+class Part(Protocol):
+    """What the step drives: one run (`state.RunState`) or K runs as one wide net (`wide.WidePack`), alike, so
+    that the step never asks which it has. `runs` are the runs it steps (a run alone: itself)."""
+
+    cfg: Config
+    device: torch.device
+    model: nn.Module
+    net: Callable[[torch.Tensor], torch.Tensor]  # what the training forward calls (`compile=true`: compiled)
+    optimizer: torch.optim.Optimizer
+    sampler: Any
+    runs: list[RunState]
+
+    def buffered(self) -> bool: ...
+    def follow_schedule(self) -> None: ...
+    def autocast(self) -> ContextManager: ...
+    def own_rng(self) -> ContextManager: ...
+    def rng_state(self) -> Any: ...
+    def set_rng_state(self, state: Any) -> None: ...
+    def batch_shape(self) -> tuple[int, ...]: ...
+    def label_shape(self) -> tuple[int, ...]: ...
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def device_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def augmented(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None: ...
+    def zero_grad(self) -> None: ...
+    def step(self) -> None: ...
+    def draws_random(self) -> bool: ...
+    def step_tensors(self) -> list[torch.Tensor]: ...
+
+
+Saved = tuple[dict[int, torch.Tensor], Any, set[int]]
 
 
 def eager_step(runs: list[RunState]) -> None:
@@ -32,17 +68,23 @@ def eager_step(runs: list[RunState]) -> None:
         run.step()
 
 
-def snapshot(part: Part) -> tuple[dict[int, torch.Tensor], object]:
-    """Copies of the state tensors and the RNG streams (warm-up draws dropout masks from them)."""
-    return {id(t): t.detach().clone() for t in part.step_tensors()}, part.rng_state()
+def snapshot(part: Part) -> Saved:
+    """Copies of the state tensors and the RNG streams (warm-up draws dropout masks from them), and which
+    parameters have optimizer state."""
+    return {id(t): t.detach().clone() for t in part.step_tensors()}, part.rng_state(), set(map(id, part.optimizer.state))
 
 
-def restore(part: Part, saved: tuple[dict[int, torch.Tensor], object]) -> None:
-    """Put the state back in place (addresses kept, as a captured graph needs) and rewind the RNG
-    streams; optimizer state that did not exist before, i.e. fresh momentum or moment buffers, becomes
-    zero, which the optimizers' first step treats exactly as a missing buffer (0.9·0 + g = g)."""
-    tensors, rng = saved
+def restore(part: Part, saved: Saved) -> None:
+    """Put the state back in place (addresses kept, as a captured graph needs) and rewind the RNG streams.
+    Optimizer state that did not exist before (fresh momentum or moment buffers) becomes zero for an optimizer
+    that declares `zero_state` (its first step treats zeros as no state, 0.9·0 + g = g; the addresses stay), and
+    is dropped for one that does not (its next step makes it afresh: eager steps only, as `make_stepper`
+    captures no graph of such an optimizer)."""
+    tensors, rng, had_state = saved
     part.set_rng_state(rng)
+    if not ENTRIES["optim"].can(part.cfg.optim, "zero_state"):
+        for fresh in [p for p in part.optimizer.state if id(p) not in had_state]:
+            del part.optimizer.state[fresh]
     with torch.no_grad():
         for t in part.step_tensors():
             if id(t) in tensors:
@@ -136,7 +178,7 @@ class Stepper:
         """One iteration of the active runs (a wide pack steps all of its runs: its shapes never change)."""
         live = {id(r) for r in active}
         for part in self.parts:
-            if isinstance(part, RunState) and id(part) not in live:
+            if not any(id(r) in live for r in part.runs):
                 continue
             if self.graphs is not None:
                 self.graphs[id(part)]()
@@ -152,8 +194,9 @@ class Stepper:
 
 def make_stepper(runs: list[RunState]) -> Stepper:
     """The step for these runs: wide when asked and possible (else streams, with a note), compiled when asked
-    (else, or after a failed compile, the eager net with a warning), graphs on CUDA when `cuda_graph` is on. A
-    capture that fails (an op the graph cannot hold) falls back to eager for all parts with one warning line."""
+    (else, or after a failed compile, the eager net with a warning), graphs on CUDA when `cuda_graph` is on and
+    the optimizer can be captured (else eager, with a note). A capture that fails (an op the graph cannot hold)
+    falls back to eager for all parts with one warning line."""
     if not runs:
         return Stepper([], "alone", 0, None)
     cfg = runs[0].cfg
@@ -168,7 +211,12 @@ def make_stepper(runs: list[RunState]) -> Stepper:
             parts, mode = [pack], "wide"
     stepper = Stepper(parts, mode, len(runs), compile_parts(parts) if cfg.compile else None)
     if runs[0].device.type == "cuda" and cfg.cuda_graph:
-        stepper.graphs, stepper.capture_s = capture(parts)
+        reason = why_no_graph(cfg, ENTRIES)
+        if reason is None:
+            stepper.graphs, stepper.capture_s = capture(parts)
+        else:
+            print(f"note: cuda_graph=true cannot capture the step of these runs ({reason}); they step eagerly",
+                  flush=True)
     return stepper
 
 
@@ -200,7 +248,7 @@ def capture(parts: list[Part]) -> tuple[dict[int, GraphStep] | None, float | Non
     """Each part's graph, and the seconds warm-up and capture took; (None, None) after a failed capture, which
     restores every part and says so in one line."""
     started = time.perf_counter()
-    runs = [r for p in parts for r in (p.runs if isinstance(p, WidePack) else [p])]
+    runs = [r for p in parts for r in p.runs]
     shared = torch.cuda.Stream(parts[0].device) if one_rng_stream(runs) else None
     if shared is not None:
         print(f"note: torch {torch.__version__} < {PER_GRAPH_RNG} shares one RNG state between CUDA graphs; the "

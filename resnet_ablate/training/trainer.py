@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..folders.states import State
-from ..errors import UsageError
+from ..packing import check_lockstep
 from .config import Config
 from .evaluate import probe
 from .lifecycle import TrainingRun
@@ -20,16 +20,12 @@ from .runtime import data_key, load_data, setup
 from .signals import StopRequest
 from .step import make_stepper
 
-# Settings packed runs must share: they step together on one device.
-LOCKSTEP = ("device", "precision", "cuda_graph", "batch_size", "iterations", "eval_every", "deterministic",
-            "threads", "pack_mode", "compile", "sampling")
-
 
 def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     """Train the runs of `cfgs` together on one device (one run is the common case) and return their
     result.json contents; finished runs are skipped, unfinished ones resume from their checkpoints."""
     started = time.perf_counter()
-    _check_lockstep(cfgs)
+    check_lockstep(cfgs)
     own = stop is None  # then this call takes the signals from its start (a stop while it sets up pauses too)
     stop = StopRequest() if stop is None else stop
     with stop.installed() if own else contextlib.nullcontext():
@@ -97,10 +93,3 @@ def _time_limit(active: list[TrainingRun], stop: StopRequest, projected: float) 
     limit = active[0].cfg.time_limit_s
     if limit and not stop.reason and projected > limit:
         stop.reason = f"time_limit_s={limit:g}"
-
-
-def _check_lockstep(cfgs: list[Config]) -> None:
-    for key in LOCKSTEP:
-        values = {str(getattr(c, key)) for c in cfgs}
-        if len(values) > 1:
-            raise UsageError(f"packed runs must share {key} (got {', '.join(sorted(values))})")

@@ -23,33 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.wide import WideError, slice_of, widen
+from ..packing import why_not_wide
 from . import datasets
-from .config import Config, identity_items
+from .config import ENTRIES
 from .optim import LearningRates, lr_at, make_optimizer
 from .sampling import FIELDS, BufferedSampler, split
 from .state import RunState
 
-# Settings the runs of one wide pack may differ in: what only sets the starting point. Every other setting that
-# names what is trained, and the data's folder, must be the same (the launcher packs by `wide_key`).
-PER_RUN = ("seed", "init")
-
-
-def wide_key(cfg: Config) -> tuple:
-    """What runs must share to train as one wide net."""
-    return tuple((k, str(v)) for k, v in identity_items(cfg).items() if k not in PER_RUN) + (("data_dir", cfg.data_dir),)
-
 
 def why_not(runs: list[RunState]) -> str | None:
-    """Why these runs cannot train as one wide net, or None when they can."""
-    keys = [dict(wide_key(r.cfg)) for r in runs]
-    differ = [k for k in keys[0] if len({key[k] for key in keys}) > 1]
-    if differ:
-        return f"they differ in {', '.join(differ)}"
+    """Why these runs cannot train as one wide net (`packing.why_not_wide`, and what their states tell), or None."""
+    reason = why_not_wide([r.cfg for r in runs], ENTRIES)
+    if reason is not None:
+        return reason
     iterations = sorted({r.iteration for r in runs})
     if len(iterations) > 1:
         return f"they stand at different iterations ({', '.join(map(str, iterations))})"
-    if runs[0].cfg.freeze:
-        return "freeze= keeps BN layers in eval mode, which the wide net does not"
     if runs[0].draws_random() and runs[0].device.type == "cuda" and runs[0].cfg.cuda_graph:
         return "the dropout shortcut draws each run's masks on the run's own RNG stream, which one CUDA graph cannot switch"
     return None
@@ -100,8 +89,8 @@ class EagerSamplers:
 
 
 class WidePack:
-    """K runs as one wide net, with RunState's step interface (`step`, `train_step`, `batch`, `device_batch`,
-    `follow_schedule`, `step_tensors`, ...), so the eager loop and the CUDA graph step drive it as one run."""
+    """K runs as one wide net, with a run's step interface (`step.Part`, which `RunState` has too), so the eager
+    loop and the CUDA graph step drive it as one run."""
 
     def __init__(self, runs: list[RunState]) -> None:
         first = runs[0]
@@ -173,7 +162,7 @@ class WidePack:
                             view.copy_(own[key])
                     run.optimizer.state[part] = views
 
-    # --- RunState's step interface ---------------------------------------------------------------------------
+    # --- the step interface (`step.Part`) ---------------------------------------------------------------------
     def buffered(self) -> bool:
         return isinstance(self.sampler, WideSampler)
 

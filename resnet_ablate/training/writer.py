@@ -20,7 +20,7 @@ from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
 from ..errors import UsageError, first_line
 from . import checkpoint, tracking
-from .config import Config, defaults, from_yaml, identity_items, to_yaml
+from .config import Config, defaults, from_yaml, identity_items, missing_entry, to_yaml
 from .progress import metrics_line, say
 from .state import RunState
 
@@ -48,10 +48,15 @@ def file_sha256(path: str) -> str | None:
 
 def read_config(folder: Path) -> Config | None:
     """The folder's config.yaml, None when there is none; rf.Damaged when it cannot be read as a config, and a
-    UsageError for one the package did not write that holds other keys than a run's (the user's own file)."""
+    UsageError for one the package did not write that holds other keys than a run's (the user's own file), or
+    that names an entry not registered here (a plugin that is not installed: the line names it)."""
     path = folder / rf.CONFIG
-    if rf.read_config_mapping(folder) is None:  # also: the checksum line, where there is one
+    saved = rf.read_config_mapping(folder)  # also: the checksum line, where there is one
+    if saved is None:
         return None
+    problem = missing_entry(saved)
+    if problem is not None:
+        raise UsageError(f"{folder}: {problem}")
     try:
         return from_yaml(path)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as e:
@@ -183,7 +188,7 @@ class RunWriter:
             say(f"[{self.name}] {self.dir} has {len(rows)} metrics lines (up to iteration {rows[-1]['iteration']}) "
                 f"but no {rf.CHECKPOINT}: training again from iteration 0, which replaces them")
 
-    def open(self, saved: dict | None) -> None:
+    def start_from(self, saved: dict | None) -> None:
         """Make the .jsonl files hold the lines the checkpoint `saved` covers, no more (a killed predecessor's
         lines past it are dropped; a fresh start, None, keeps none) and no fewer (a covered last line that is
         torn or gone is put back from the checkpoint; other lost ones are said). Both files are read first, so a

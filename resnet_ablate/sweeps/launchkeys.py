@@ -1,4 +1,4 @@
-"""The launcher's own settings (`launcher=`, `ablation=`, `slurm.*`, `sweep.*`, ...; `search.*` is parsed by
+"""The launcher's own keys (`launcher=`, `ablation=`, `slurm.*`, `sweep.*`, ...; `search.*` is parsed by
 `specs`), apart from the run keys they share the command line with, and the small YAML helpers specs and
 profiles use. The bottom of `sweeps/`: it imports no other module of it."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError, first_line
+from ..packing import LOCKSTEP
 from ..registry import parameters
 from ..training.config import FAMILIES, opt
-from ..training.trainer import LOCKSTEP
 from ..values import override_text
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")
