@@ -32,7 +32,7 @@ from typing import Iterator
 from .analysis.claimreport import claims_section
 from .analysis.figures import draw_figures, slug
 from .analysis.frames import GRAD_MEASURES, gradient_spread, spread_caption
-from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
+from .analysis.scan import DATA, RunRecord, Scan, copy_lines, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
 from .cli import guarded
@@ -88,6 +88,7 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
         lines += emit(table.shown, table.frame, table.caption, out / f"{prefix}-{lay.name}", lay.title + suffix,
                       tex=True)
         lines += left_out(lay, groups)
+    lines += copy_lines(runs)
     spread = gradient_spread(groups, measure)
     if not spread.empty:
         lines += emit(text_cells(spread), spread, spread_caption(measure), out / f"{prefix}-gradnorm",

@@ -5,9 +5,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
-from helpers import REPO, TINY, make_run_folder
+from helpers import REPO, TINY, layout_table, make_run_folder
 from scipy import stats
 
 from resnet_ablate.analysis import claims as judged
@@ -15,6 +16,7 @@ from resnet_ablate.analysis.claimstats import (LEVEL, POWER, count_seeds, rank_l
                                                smallest_rank_n)
 from resnet_ablate.analysis.scan import group_by_settings, scan
 from resnet_ablate.errors import UsageError
+from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.report import write_report
 from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.claimspec import read_claims
@@ -58,6 +60,56 @@ def test_held_and_not_held_from_three_seeds_each(tmp_path):
     reverse = judge_one(claim("lower", {"plain": PLAIN, "identity": IDENTITY}), groups)
     assert reverse.verdict == "not held" and reverse.outcome.p == pytest.approx(1 / 20)
     assert "plain 9.1" in judged.observed(reverse) and "identity 5.1" in judged.observed(reverse)
+
+
+def test_a_seed_in_two_sweep_folders_counts_once(tmp_path, monkeypatch):
+    """The same 3 seeds per arm in two sweeps (the specs overlap by design): pooled, 6 copies per arm read
+    "held" at p = 0.015; counted once they are 3 per arm, p = 0.10, undecided. The report lists each copy not
+    counted under the table, flagging a copy whose numbers differ; the tables' sd and Welch p count it once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ablations").mkdir()
+    (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": [
+        {"id": "c", "claim": "identity below plain", "paper": "p", "source": "s", "kind": "lower", "where": WHERE,
+         "arms": {"identity": IDENTITY, "plain": PLAIN}}]}))
+    errors = {"identity": [5.0, 5.1, 5.3], "none": [5.2, 5.4, 5.5]}  # identity's rank sum 7: 2 of 20 splits
+    for sweep in ("sweep_a", "sweep_b"):
+        make_runs(tmp_path / "runs" / sweep, errors)
+        write_sweep(SweepRecord(tmp_path / "runs" / sweep, sweep, "table1"))
+    differ = tmp_path / "runs" / "sweep_b" / "none__s2" / "result.json"
+    differ.write_text(differ.read_text().replace('"final_test_error": 5.5', '"final_test_error": 5.6'))
+    found = scan(tmp_path / "runs")
+    assert len(found.runs) == 12
+    row = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), group_by_settings(found.runs))
+    assert row.verdict == "undecided" and row.outcome.p == pytest.approx(2 / 20)
+    assert judged.arms_text(row) == "3 per arm"
+    text = write_report(found, tmp_path / "out", None, ("png",))
+    claims_part = text.split("## Claims", 1)[1].split("\n## ", 1)[0]
+    (shown,) = [line for line in claims_part.splitlines() if line.startswith("| mine: identity below plain")]
+    assert "**undecided**" in shown and "3 per arm" in shown
+    copies = [line for line in claims_part.splitlines() if line.startswith("- not counted")]
+    assert len(copies) == 6 and all("/sweep_b/" in line.rsplit(": ", 1)[1] for line in copies)
+    (flagged,) = [line for line in copies if "differ" in line]
+    assert "final_test_error 5.6 vs 5.5" in flagged and flagged.endswith(str(differ.parent))
+    table = layout_table(tmp_path / "runs", "table1").frame
+    plain = table[table["shortcut"] == "none"].iloc[0]
+    assert plain["n"] == 3 and plain["std"] == pytest.approx(np.std(errors["none"], ddof=1))
+    assert plain["p_welch"] == pytest.approx(stats.ttest_ind(errors["none"], errors["identity"],
+                                                             equal_var=False).pvalue)
+
+
+def test_a_copy_inside_one_sweep_is_listed_under_its_tables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "runs" / "s"
+    make_runs(sweep / "first", {"identity": [5.0, 5.1], "none": [9.0]})
+    make_runs(sweep / "second", {"identity": [5.0]})
+    write_sweep(SweepRecord(sweep, "s", "table1"))
+    text = write_report(scan(tmp_path / "runs"), tmp_path / "out", None, ("png",))
+    section = text.split("## sweep s", 1)[1]
+    assert "1 finished run not counted: each a copy of a run above" in section
+    assert f"- not counted (a copy of {sweep / 'first' / 'identity__s0'}, the same settings and seed 0; the same " \
+           f"numbers): {sweep / 'second' / 'identity__s0'}" in section
+    table = pd.read_csv(tmp_path / "out" / "s-table1.csv")
+    assert table.set_index("shortcut")["n"].to_dict() == {"identity": 2, "none": 1}
 
 
 def test_two_seeds_per_arm_never_decide_and_the_advice_says_how_many_would(tmp_path, monkeypatch):

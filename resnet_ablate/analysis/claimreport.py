@@ -8,7 +8,7 @@ import pandas as pd
 
 from .claims import ClaimRow, arms_text, differing, judge_all, medians, observed, spec_claims
 from .claimstats import LEVEL, POWER, TEST
-from .scan import Scan, group_by_settings
+from .scan import Scan, copy_lines, group_by_settings
 from .tables import markdown
 
 CSV = "claims.csv"
@@ -39,7 +39,7 @@ def claims_section(found: Scan, out: Path) -> list[str]:
                   f"claim's arm; {len(claims)} claims read).", ""]
     else:
         shown = pd.DataFrame([_cells(r) for r in records])
-        lines += [markdown(shown), "", CAPTION, "", "The papers' words:", ""]
+        lines += [markdown(shown), "", CAPTION, "", *copy_lines(found.runs), "The papers' words:", ""]
         shown_claims = {(r.claim.spec, r.claim.id): r.claim for r in rows}.values()
         lines += [f"- {c.spec}/{c.id}: {c.paper} ({c.source})" + (f". Note: {c.note}" if c.note else "")
                   for c in shown_claims]
