@@ -25,6 +25,7 @@ from ..values import report_text, statistic
 from . import paper
 from .claimstats import (LEVEL, MAX_SEEDS, Link, Verdict, combine, count_link, rank_link, smallest_count_n,
                          smallest_rank_n)
+from .frames import stages
 from .scan import SeedGroup, context_of, group_keys, shortcut_params
 from .tables import PAPER_ITERATIONS, recipe_diff, recipe_keys, recipe_values, schedule
 
@@ -87,17 +88,20 @@ def metric_value(run, metric: str) -> float | None:
 
 
 def _shortcut_path_ratio(run) -> float | None:
-    """First/last-unit gradient RMS through the shortcuts within each of the 3 stages of a CIFAR net, at
-    initialisation; the geometric mean over the stages."""
+    """First/last-unit gradient RMS through the shortcuts within each stretch of units whose inputs have one
+    shape (`frames.stages`: a stage's units and the next stage's zero-pad transition, which reads that shape), at
+    initialisation; the geometric mean over the stretches of two units or more. Units of two shapes are never
+    compared: a transition changes the RMS by geometry alone."""
     rows = [p for p in rf.read_jsonl(run.path / rf.PROBES) if p["iteration"] == 0 and p.get(SHORTCUT_PATH_KEY)]
     if not rows or run.settings.get("arch", "cifar") != "cifar":
         return None
-    norms = rows[0][SHORTCUT_PATH_KEY]
-    per = len(norms) // 3
-    if per < 2 or len(norms) % 3 or any(v <= 0 for v in norms):
+    norms, shapes = rows[0][SHORTCUT_PATH_KEY], rows[0].get("unit_shape") or []
+    if len(shapes) != len(norms) or any(v <= 0 for v in norms):
         return None
-    ratios = [norms[i * per] / norms[i * per + per - 1] for i in range(3)]
-    return float(np.exp(np.mean(np.log(ratios))))
+    stage = stages(shapes)
+    stretches = [[v for v, s in zip(norms, stage) if s == k] for k in sorted(set(stage))]
+    ratios = [units[0] / units[-1] for units in stretches if len(units) > 1]
+    return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
 
 def _matches(settings: dict[str, Any], select: dict[str, Any]) -> bool:

@@ -43,8 +43,8 @@ METRICS: dict[str, tuple[str, bool]] = {
     "train_error": ("final training error (%), the last evaluation's", True),
     "response_std": ("mean over the 3x3 layers of the response std (responses.json, 2015 Fig. 7)", False),
     "shortcut_path_ratio": ("first/last-unit RMS of the gradient through the shortcuts only (probes.jsonl "
-                            "shortcut_path_rms at iteration 0), within each stage, geometric mean over stages",
-                            False),
+                            "shortcut_path_rms at iteration 0), within each stretch of units whose inputs have "
+                            "one shape, geometric mean over the stretches", False),
 }
 CLAIM_KEYS = ("id", "claim", "paper", "source", "kind", "metric", "where", "arms", "vary", "margin", "bounds", "note")
 REQUIRED = ("id", "claim", "paper", "source", "kind", "arms")
