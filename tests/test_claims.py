@@ -14,13 +14,14 @@ from helpers import REPO, TINY, layout_table, make_run_folder
 from scipy import stats
 
 from resnet_ablate.analysis import claims as judged
-from resnet_ablate.analysis.claimstats import (LEVEL, POWER, count_seeds, rank_link, rank_p, smallest_count_n,
-                                               smallest_rank_n)
+from resnet_ablate.analysis.claimstats import (LEVEL, POWER, adjust, count_seeds, decision_level, rank_link, rank_p,
+                                               smallest_count_n, smallest_rank_n)
 from resnet_ablate.analysis.scan import group_by_settings, scan
 from resnet_ablate.errors import UsageError
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.probes import gradient_norms
+from resnet_ablate.report import main as report_main
 from resnet_ablate.report import write_report
 from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.claimspec import read_claims
@@ -170,6 +171,83 @@ def test_close_and_trend_claims(tmp_path):
     assert "identity 5.2 → plain 5.5 → scaled 7.2" in judged.observed(rising)
 
 
+def test_holm_and_benjamini_hochberg_adjust_as_their_closed_forms():
+    ps = [0.01, 0.04, 0.03, 0.005]
+    # Holm, sorted 0.005, 0.01, 0.03, 0.04: 4 x 0.005, 3 x 0.01, 2 x 0.03, max(1 x 0.04, 0.06): monotone
+    assert adjust(ps, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Benjamini-Hochberg: 4/1 x 0.005, 4/2 x 0.01, 4/3 x 0.03, 4/4 x 0.04, each the smallest from its rank up
+    assert adjust(ps, "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert adjust(ps, "none") == ps and adjust([0.3], "holm") == [0.3] and adjust([], "holm") == []
+    assert adjust([0.6, 0.7], "holm") == [1.0, 1.0]  # at most 1
+    assert decision_level("holm", 10) == decision_level("bh", 10) == LEVEL / 10 and decision_level("none", 10) == LEVEL
+
+
+def test_the_family_of_claims_is_corrected_and_a_claim_with_no_run_is_not_in_it(tmp_path, monkeypatch):
+    """Alone, 5 of 5 failed runs hold a "fails" claim at p = 1/32; judged beside a claim at p = 0.05 (3 seeds per
+    arm, every run apart), Holm asks 0.025 of the smaller p, and both are undecided: 6 runs would decide the
+    count at 0.025 (2^-6 = 0.016), as would 6 per arm the comparison (Noether at 0.025). Beside a claim at
+    1/252 the count holds at Holm's second step (0.05 / 1). A claim whose arms did not run is not in the family.
+    Uncorrected, both hold."""
+    monkeypatch.setattr(judged, "SPEED_TABLES", tmp_path / "no-tables")
+    groups = make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [("fail", 30.0)] * 5,
+                                           "scaling": [9.0, 9.1, 9.2]})
+    fails = claim("fails", {"plain": PLAIN})
+    lower = claim("lower", {"identity": IDENTITY, "scaled": SCALED})
+    unrun = claim("lower", {"gated": {"shortcut": "gating"}, "dropout": {"shortcut": "dropout"}})
+    (alone,) = judged.judge_all([fails], groups, set())
+    assert alone.verdict == "held" and alone.outcome.p == alone.outcome.p_adjusted == pytest.approx(1 / 32)
+    rows = judged.judge_all([fails, lower, unrun], groups, {"spec"})
+    assert [r.verdict for r in rows] == ["undecided", "undecided", "not run"] and {r.family for r in rows} == {2}
+    assert rows[0].outcome.p == pytest.approx(1 / 32) and rows[0].outcome.p_adjusted == pytest.approx(2 / 32)
+    assert rows[1].outcome.p == pytest.approx(1 / 20) and rows[1].outcome.p_adjusted == pytest.approx(2 / 32)
+    assert rows[0].seeds == 6 and rows[0].advice.startswith("6 per arm (held): +1 runs")
+    assert rows[1].seeds == 6 and rows[1].advice.startswith("6 per arm (held): +6 runs")
+    assert rows[2].seeds == smallest_rank_n(LEVEL / 3) == 4  # it would join a family of 3
+    assert [r.verdict for r in judged.judge_all([fails, lower], groups, set(), "none")] == ["held", "held"]
+    strong = make_runs(tmp_path / "more", {"identity": [5.0, 5.1, 5.2, 5.3, 5.4], "none": [("fail", 30.0)] * 5,
+                                           "scaling": [9.0, 9.1, 9.2, 9.3, 9.4]})
+    assert [r.verdict for r in judged.judge_all([fails, lower], strong, set())] == ["held", "held"]
+
+
+def test_the_report_states_the_family_and_its_correction(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ablations").mkdir()
+    both = [{"id": "below", "claim": "identity below plain", "paper": "p", "source": "s", "kind": "lower",
+             "where": WHERE, "arms": {"identity": IDENTITY, "plain": PLAIN}},
+            {"id": "above", "claim": "plain above identity", "paper": "p", "source": "s", "kind": "higher",
+             "where": WHERE, "arms": {"plain": PLAIN, "identity": IDENTITY}}]
+    (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": both}, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    text = capsys.readouterr().out
+    assert "The family: the 2 rows with data in this report; Holm's step-down over the family" in text
+    assert "at 0.025 (the level a row's raw p must reach whatever the other rows show: 0.05 / 2)" in text
+    csv = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert list(csv["verdict"]) == ["undecided", "undecided"] and list(csv["family"]) == [2, 2]
+    assert list(csv["p"]) == pytest.approx([0.05, 0.05]) and list(csv["p_adjusted"]) == pytest.approx([0.1, 0.1])
+    assert list(csv["correction"]) == ["holm"] * 2 and list(csv["seeds_per_arm"]) == [6, 6]
+    assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "none"), "--formats", "png",
+                        "--claims-correction", "none"]) == 0
+    assert list(pd.read_csv(tmp_path / "none" / "claims.csv")["verdict"]) == ["held", "held"]
+    assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "x"), "--claims-correction", "bonf"]) == 2
+    assert "invalid choice: 'bonf'" in capsys.readouterr().err
+
+
+def test_the_seeds_each_kind_needs_against_the_familys_size_are_the_docs_table():
+    """docs/reports.md tabulates the smallest seeds at which each kind can be decided at all, at Holm's first
+    step 0.05 / m: every run of one arm apart from the other's (1/C(2n, n)), or every run satisfying it (2^-n)."""
+    text = (REPO / "docs" / "reports.md").read_text().split("| family size m |", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 5, 10, 20, 33]
+    for m, level, rank, count in rows:
+        alpha = decision_level("holm", int(m))
+        assert float(level) == pytest.approx(alpha, rel=0.01)
+        assert (int(rank), int(count)) == (smallest_rank_n(alpha), smallest_count_n(alpha))
+        assert 1 / math.comb(2 * int(rank), int(rank)) <= alpha < 1 / math.comb(2 * int(rank) - 2, int(rank) - 1)
+        assert 2.0 ** -int(count) <= alpha < 2.0 ** (1 - int(count))
+    assert max(m for m in range(1, 40) if smallest_rank_n(decision_level("holm", m)) <= 5) == 12  # the docs' "12"
+
+
 def test_exact_rank_test_matches_scipy_and_its_smallest_n():
     rng = np.random.default_rng(1)
     x, y = list(rng.normal(size=6)), list(rng.normal(size=5) + 1)
@@ -184,19 +262,19 @@ def test_seed_advice_for_a_normal_difference_matches_the_closed_form():
     z = (z - z.mean()) / z.std(ddof=1)  # sample sd exactly 1
     delta, sd = 0.5, 0.5
     x, y = list(10 + sd * z), list(10 + delta + sd * z)
-    link = rank_link("x < y", x, y, 1, None)
+    link = rank_link("x < y", x, y, None)
     p_sup = stats.norm.cdf(delta / (sd * math.sqrt(2)))  # P(X < Y) for two normals
     closed = math.ceil((stats.norm.ppf(1 - LEVEL) + stats.norm.ppf(POWER)) ** 2 / (6 * (p_sup - 0.5) ** 2))
-    assert link.seeds_for == closed == 16 and link.supports is True
+    assert link.seeds_for(LEVEL) == closed == 16 and link.supports is True
     # the exact test at that n reaches the level in about POWER of normal samples with that difference
     rng = np.random.default_rng(0)
     hits = [rank_p(list(rng.normal(0, sd, 16)), list(rng.normal(delta, sd, 16))) <= LEVEL for _ in range(200)]
     assert 0.75 <= np.mean(hits) <= 0.97
     # one seed per arm: the papers' spread (sd 0.16, 2015 Table 6) stands in for the unknown one
-    one = rank_link("x < y", [6.6], [6.9], 1, judged.PAPER_SD)
+    one = rank_link("x < y", [6.6], [6.9], judged.PAPER_SD)
     p_one = stats.norm.cdf(0.3 / (0.16 * math.sqrt(2)))
-    assert one.seeds_for == math.ceil(6.182557 / (6 * (p_one - 0.5) ** 2))
-    assert rank_link("x < y", [6.6], [6.9], 1, None).seeds_for is None
+    assert one.seeds_for(LEVEL) == math.ceil(6.182557 / (6 * (p_one - 0.5) ** 2))
+    assert rank_link("x < y", [6.6], [6.9], None).seeds_for(LEVEL) is None
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -23,8 +23,8 @@ from ..sweeps.specs import load_spec
 from ..training.config import defaults
 from ..values import report_text, statistic
 from . import paper
-from .claimstats import (LEVEL, MAX_SEEDS, Link, Verdict, combine, count_link, rank_link, smallest_count_n,
-                         smallest_rank_n)
+from .claimstats import (DEFAULT_CORRECTION, MAX_SEEDS, Link, Verdict, adjust, combine, count_link,
+                         decision_level, rank_link, raw_p, smallest_count_n, smallest_rank_n)
 from .frames import stages
 from .scan import SeedGroup, context_of, group_keys, shortcut_params
 from .tables import PAPER_ITERATIONS, recipe_diff, recipe_keys, recipe_values, schedule
@@ -60,6 +60,8 @@ class ClaimRow:
     extra_hours: float | None = None
     advice: str = ""
     labels: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)  # the comparisons that can be computed (none: not in the family)
+    family: int = 0  # the rows with data in the report, over which the p-values are adjusted
 
 
 def spec_claims() -> tuple[list[Claim], list[str]]:
@@ -145,37 +147,42 @@ def contexts(claim: Claim, groups: list[SeedGroup]) -> list[tuple[dict[str, Any]
     return found
 
 
-def judge(claim: Claim, context: dict[str, Any], arms: list[ArmRuns], rows: list[dict[str, str]]) -> ClaimRow:
-    """The claim's verdict in one context, with the seeds that would decide it and their cost."""
+def judge(claim: Claim, context: dict[str, Any], arms: list[ArmRuns]) -> ClaimRow:
+    """The claim's comparisons in one context (its verdict waits for the family: `judge_all`)."""
     for a in arms:
         a.values = [v for v in (metric_value(r, claim.metric) for r in a.runs()) if v is not None]
     row = ClaimRow(claim, context, arms, "", None, labels=_labels(context, arms))
-    links = _links(claim, arms)
-    if not links:
+    row.links = _links(claim, arms)
+    if not row.links:
         row.verdict = "not run" if any(not a.runs() for a in arms) else "not measured"
-    else:
-        row.outcome = combine(links, complete=all(a.values for a in arms))
-        row.verdict = row.outcome.verdict
-    if row.verdict != "not measured" and row.verdict not in ("held", "not held"):
-        _advise(row, links, rows)
     return row
+
+
+def decide(row: ClaimRow, adjusted: tuple[float, float] | None, level: float, speed: list[dict[str, str]]) -> None:
+    """A row's verdict from its family-adjusted p-values (None: a row outside the family), and for a row not
+    decided the seeds that would decide it at `level` and their cost."""
+    if row.links:
+        row.outcome = combine(row.links, complete=all(a.values for a in row.arms), adjusted=adjusted, level=level)
+        row.verdict = row.outcome.verdict
+    if row.verdict not in ("held", "not held", "not measured"):
+        _advise(row, row.links, level, speed)
 
 
 def _links(claim: Claim, arms: list[ArmRuns]) -> list[Link]:
     """The claim's comparisons that can be computed (both arms measured)."""
     if claim.kind in COUNTING:
         present = [a for a in arms if a.runs() and (a.values or claim.kind != "within")]
-        return [count_link(a.arm.label, _satisfying(claim, a), _count(claim, a), len(arms)) for a in present]
+        return [count_link(a.arm.label, _satisfying(claim, a), _count(claim, a)) for a in present]
     first, *rest = arms
     pairs = {"lower": [(first, b) for b in rest], "higher": [(b, first) for b in rest],
              "increasing": list(zip(arms, arms[1:])), "decreasing": [(b, a) for a, b in zip(arms, arms[1:])]}
     if claim.kind == "close":
         m, (a, b) = claim.margin, arms
         shifted = [(a, b, [v - m for v in a.values], b.values), (b, a, [v - m for v in b.values], a.values)]
-        return [rank_link(f"{x.arm.label} - {m:g} < {y.arm.label}", lo, hi, 2, _sd(claim))
+        return [rank_link(f"{x.arm.label} - {m:g} < {y.arm.label}", lo, hi, _sd(claim))
                 for x, y, lo, hi in shifted if lo and hi]
     chosen = pairs[claim.kind]
-    return [rank_link(f"{lo.arm.label} < {hi.arm.label}", lo.values, hi.values, len(chosen), _sd(claim))
+    return [rank_link(f"{lo.arm.label} < {hi.arm.label}", lo.values, hi.values, _sd(claim))
             for lo, hi in chosen if lo.values and hi.values]
 
 
@@ -197,10 +204,10 @@ def _satisfying(claim: Claim, a: ArmRuns) -> int:
     return sum(low <= v <= high for v in a.values)
 
 
-def _advise(row: ClaimRow, links: list[Link], speed: list[dict[str, str]]) -> None:
-    """Seeds per arm that would decide the claim (at least the test's smallest n for arms not run) and the
-    GPU-hours of the runs that takes."""
-    smallest = smallest_count_n(LEVEL) if row.claim.kind in COUNTING else smallest_rank_n(LEVEL)
+def _advise(row: ClaimRow, links: list[Link], level: float, speed: list[dict[str, str]]) -> None:
+    """Seeds per arm that would decide the claim at `level` (at least the test's smallest n there for arms not
+    run) and the GPU-hours of the runs that takes."""
+    smallest = smallest_count_n(level) if row.claim.kind in COUNTING else smallest_rank_n(level)
     unrun = [a.arm.label for a in row.arms if not a.values]
     seeds = row.outcome.seeds if row.outcome else None
     if seeds is None and not unrun:
@@ -258,16 +265,27 @@ def _labels(context: dict[str, Any], arms: list[ArmRuns]) -> list[str]:
     return labels
 
 
-def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str]) -> list[ClaimRow]:
+def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
+              correction: str = DEFAULT_CORRECTION) -> list[ClaimRow]:
     """Every claim in every context where some arm has runs; a claim of a spec whose sweep is present but none of
-    whose arms ran gets one 'not run' row."""
+    whose arms ran gets one 'not run' row. The rows with data are the family: their p-values are adjusted over
+    it by `correction`, the verdicts follow the adjusted ones, and the seeds to decide are computed at the level
+    a row must reach whatever the others show (`decision_level`; for a row outside the family, of the family it
+    would join)."""
     speed = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
     rows = []
     for claim in claims:
-        found = [judge(claim, ctx, arms, speed) for ctx, arms in contexts(claim, groups)]
+        found = [judge(claim, ctx, arms) for ctx, arms in contexts(claim, groups)]
         if not found and claim.spec in sweeps:
-            found = [judge(claim, dict(claim.where), [ArmRuns(a, []) for a in claim.arms], speed)]
+            found = [judge(claim, dict(claim.where), [ArmRuns(a, []) for a in claim.arms])]
         rows += found
+    family = [r for r in rows if r.links]
+    p_claim, p_against = zip(*(raw_p(r.links) for r in family)) if family else ((), ())
+    adjusted = dict(zip(map(id, family), zip(adjust(list(p_claim), correction), adjust(list(p_against), correction))))
+    for row in rows:
+        row.family = len(family)
+        level = decision_level(correction, len(family) + (not row.links))
+        decide(row, adjusted.get(id(row)), level, speed)
     return rows
 
 

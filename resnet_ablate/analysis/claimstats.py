@@ -1,6 +1,6 @@
 """The one test and the one level the claims are judged with, and how many seeds would decide a claim.
 
-Test: one-sided exact tests over seeds at LEVEL = 5 %, decided when p <= LEVEL.
+Test: one-sided exact tests over seeds at LEVEL = 5 %, decided when p (adjusted over the family) <= LEVEL.
 - A comparison of two arms (x below y) is the exact Mann-Whitney (Wilcoxon rank-sum) test: the p-value is the
   share of all C(n+m, n) ways of splitting the pooled runs into the two arms whose rank sum for x is as small
   as observed or smaller (mid-ranks for ties). A failed run counts as worse than any error (+inf), as the
@@ -10,13 +10,19 @@ Test: one-sided exact tests over seeds at LEVEL = 5 %, decided when p <= LEVEL.
   "more than half the runs satisfy it": p = P(X >= k | n, 1/2) for k of n runs. Its smallest p is 2^-n:
   5 seeds at least (1/32), all of them satisfying it.
 A claim of several comparisons (an ordering, a trend) holds when every comparison holds: p is their largest p
-(an intersection-union test needs no correction). It is not held when any comparison is reversed at LEVEL
-divided by their number (Bonferroni). Anything else is undecided: never held on noise.
+(an intersection-union test needs no correction). Against it: the smallest reversed comparison's p times their
+number (Bonferroni within the claim).
 
-Seeds to decide: for a comparison, Noether's (1987) sample size for the rank-sum test at POWER = 80 %,
+The family: one report judges many claims (one row per claim and context). The rows with data are the family;
+their p-values, for and against, are adjusted over it (`adjust`: Holm's step-down by default, which controls
+the chance of any false verdict at LEVEL), and a row is held or not held when its adjusted p reaches LEVEL.
+Anything else is undecided: never held on noise.
+
+Seeds to decide, at `decision_level` (LEVEL / m for a family of m: Holm's first step, enough whatever the
+other rows show): for a comparison, Noether's (1987) sample size for the rank-sum test at POWER = 80 %,
 n per arm = (z_(1-a) + z_0.8)^2 / (6 (p - 1/2)^2) with p = P(X < Y) estimated from a normal model with the
-observed means and pooled sd, at least the smallest n at which the exact test can reach the level at all.
-For a count: the smallest n whose exact binomial test at the level has 80 % power at the observed fraction.
+observed means and pooled sd, at least the smallest n at which the exact test can reach that level at all.
+For a count: the smallest n whose exact binomial test at that level has 80 % power at the observed fraction.
 """
 from __future__ import annotations
 
@@ -29,9 +35,9 @@ from scipy import stats
 LEVEL = 0.05
 POWER = 0.8
 MAX_SEEDS = 1000  # seeds per arm beyond which the advice says "more than"
-TEST = (f"one-sided exact tests over seeds at {LEVEL:.0%} (decided when p <= {LEVEL:g}): Mann-Whitney rank-sum "
-        f"for a comparison (failed runs worst), binomial sign test for a median run; several comparisons must "
-        f"all hold (largest p), one reversed at {LEVEL:g}/m says not held")
+TEST = (f"one-sided exact tests over seeds: Mann-Whitney rank-sum for a comparison (failed runs worst), "
+        f"binomial sign test for a median run; several comparisons must all hold (largest p), against a claim the "
+        f"smallest reversed p times their number; decided when the p adjusted over the family reaches {LEVEL:g}")
 
 
 def reaches(p: float, alpha: float) -> bool:
@@ -120,74 +126,124 @@ def count_seeds(fraction: float | None, alpha: float) -> int | None:
 
 @dataclass(frozen=True)
 class Link:
-    """One comparison inside a claim: its p-value, the reversed comparison's, and the seeds per arm that would
-    decide it either way (None: cannot be said)."""
+    """One comparison inside a claim: its p-value, the reversed comparison's, the runs it has (per arm) and the
+    effect it estimates (P(X < Y) for a rank comparison, the share of runs satisfying it for a count; None: cannot
+    be estimated), from which the seeds that would decide it at a level follow."""
 
     label: str
     p: float
     p_reverse: float
-    seeds_for: int | None  # to show it holds at LEVEL
-    seeds_against: int | None  # to show it reversed at LEVEL / m
-    supports: bool | None  # whether the observed data point the claimed way (None: no difference, or unknown)
-    estimate: float | None  # P(X < Y), or the share of runs satisfying it (None: cannot be estimated)
+    have: int
+    estimate: float | None
+    counting: bool = False  # a count of one arm's runs (sign test), not a rank comparison of two arms
+
+    @property
+    def supports(self) -> bool | None:
+        """Whether the observed data point the claimed way (None: no difference, or unknown)."""
+        return None if self.estimate is None or self.estimate == 0.5 else self.estimate > 0.5
+
+    def seeds_for(self, alpha: float) -> int | None:
+        """Seeds that show it holds at `alpha`: those it has when p already reaches alpha, else the advice but
+        at least one more than it has (None: cannot be said)."""
+        return self._enough(self.p, alpha, self.estimate)
+
+    def seeds_against(self, alpha: float) -> int | None:
+        """Seeds that show it reversed at `alpha`."""
+        return self._enough(self.p_reverse, alpha, None if self.estimate is None else 1 - self.estimate)
+
+    def _enough(self, p: float, alpha: float, estimate: float | None) -> int | None:
+        if reaches(p, alpha):
+            return self.have
+        seeds = count_seeds(estimate, alpha) if self.counting else rank_seeds(estimate, alpha)
+        return None if seeds is None else max(seeds, self.have + 1)
 
 
-def _enough(p: float, alpha: float, seeds: int | None, have: int) -> int | None:
-    """Seeds that decide a comparison: those it has when p already reaches alpha, else the advice but at
-    least one more than it has."""
-    if reaches(p, alpha):
-        return have
-    return None if seeds is None else max(seeds, have + 1)
+def rank_link(label: str, lower: list[float], higher: list[float], fallback_sd: float | None) -> Link:
+    """The comparison "`lower` below `higher`"."""
+    return Link(label, rank_p(lower, higher), rank_p(higher, lower), min(len(lower), len(higher)),
+                superiority(lower, higher, fallback_sd))
 
 
-def rank_link(label: str, lower: list[float], higher: list[float], links: int, fallback_sd: float | None) -> Link:
-    """The comparison "`lower` below `higher`" of a claim with `links` comparisons."""
-    p_sup = superiority(lower, higher, fallback_sd)
-    against = None if p_sup is None else 1 - p_sup
-    p, p_reverse, have = rank_p(lower, higher), rank_p(higher, lower), min(len(lower), len(higher))
-    return Link(label, p, p_reverse, _enough(p, LEVEL, rank_seeds(p_sup, LEVEL), have),
-                _enough(p_reverse, LEVEL / links, rank_seeds(against, LEVEL / links), have),
-                None if p_sup is None or p_sup == 0.5 else p_sup > 0.5, p_sup)
-
-
-def count_link(label: str, k: int, n: int, links: int) -> Link:
+def count_link(label: str, k: int, n: int) -> Link:
     """The claim "more than half of an arm's runs satisfy it", k of n runs doing so."""
-    fraction = k / n if n else None
-    p, p_reverse = count_p(k, n), count_p(n - k, n)
-    return Link(label, p, p_reverse, _enough(p, LEVEL, count_seeds(fraction, LEVEL), n),
-                _enough(p_reverse, LEVEL / links, count_seeds(None if fraction is None else 1 - fraction,
-                                                                LEVEL / links), n),
-                None if fraction is None or fraction == 0.5 else fraction > 0.5, fraction)
+    return Link(label, count_p(k, n), count_p(n - k, n), n, k / n if n else None, counting=True)
+
+
+CORRECTIONS = {  # the family's correction: its one-line description
+    "holm": "Holm's step-down over the family",
+    "bh": "Benjamini-Hochberg's step-up over the family (controls the false discovery rate, not the family's "
+          "error)",
+    "none": "no correction (each row at the level on its own)",
+}
+DEFAULT_CORRECTION = "holm"
+
+
+def adjust(ps: list[float], correction: str) -> list[float]:
+    """The family's p-values adjusted by `correction` (in their order): Holm's p_(i) = max over j <= i of
+    (m - j + 1) p_(j); Benjamini-Hochberg's p_(i) = min over j >= i of m p_(j) / j; at most 1."""
+    m, order = len(ps), sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [0.0] * m
+    if correction == "holm":
+        running = 0.0
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * ps[i]))
+            out[i] = running
+    elif correction == "bh":
+        running = 1.0
+        for rank, i in reversed(list(enumerate(order))):
+            running = min(running, min(1.0, m * ps[i] / (rank + 1)))
+            out[i] = running
+    else:
+        out = list(ps)
+    return out
+
+
+def decision_level(correction: str, family: int) -> float:
+    """The level one row's raw p must reach to be decided whatever the family's other rows show: LEVEL / m, the
+    first step of Holm's (and Benjamini-Hochberg's) procedure, for a family of m; LEVEL uncorrected."""
+    return LEVEL if correction == "none" else LEVEL / max(family, 1)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's verdict from its comparisons: held, not held or undecided, with the p-value behind it."""
+    """A claim's verdict from its comparisons: held, not held or undecided, with the p-value behind it, raw and
+    adjusted over the family."""
 
     verdict: str
-    p: float  # the p-value behind the verdict (undecided: the claim's own, the largest link p)
+    p: float  # the raw p-value behind the verdict (undecided: the claim's own, the largest link p)
+    p_adjusted: float  # the same, adjusted over the family: the verdict is its comparison with LEVEL
     p_claim: float
     p_against: float
+    level: float  # the raw level the seeds to decide are computed at (`decision_level`)
     seeds: int | None  # seeds per arm that would decide it (undecided only; MAX_SEEDS + 1 = more than that)
     decides_as: str  # what those seeds would show: "held" or "not held" ("" when nothing can be said)
 
 
-def combine(links: list[Link], complete: bool) -> Verdict:
-    """The claim holds when every link holds (`complete`: no arm is missing); not held when a link is reversed
-    at LEVEL / number of links; else undecided, with the seeds that would decide it."""
-    m = len(links)
-    p_claim = max(link.p for link in links)
-    p_against = min(1.0, m * min(link.p_reverse for link in links))
-    if reaches(p_against, LEVEL):
-        return Verdict("not held", p_against, p_claim, p_against, None, "")
-    if reaches(p_claim, LEVEL) and complete:
-        return Verdict("held", p_claim, p_claim, p_against, None, "")
-    reversed_ = [link.seeds_against for link in links if link.supports is False]
+def raw_p(links: list[Link]) -> tuple[float, float]:
+    """A claim's p-values before the family's correction: for the claim, the largest of its links' (it holds
+    when every link holds, an intersection-union test); against it, the smallest reversed link's times their
+    number (Bonferroni within the claim)."""
+    return max(link.p for link in links), min(1.0, len(links) * min(link.p_reverse for link in links))
+
+
+def combine(links: list[Link], complete: bool, adjusted: tuple[float, float] | None = None,
+            level: float = LEVEL) -> Verdict:
+    """The claim holds when its adjusted p reaches LEVEL and no arm is missing (`complete`); not held when its
+    adjusted p against reaches LEVEL; else undecided, with the seeds that would decide it at `level` (reversed
+    links: at `level` over their number). `adjusted`: the family's adjusted (claim, against) p-values (None:
+    the raw ones, a family of one)."""
+    p_claim, p_against = raw_p(links)
+    adj_claim, adj_against = adjusted or (p_claim, p_against)
+    if reaches(adj_against, LEVEL):
+        return Verdict("not held", p_against, adj_against, p_claim, p_against, level, None, "")
+    if reaches(adj_claim, LEVEL) and complete:
+        return Verdict("held", p_claim, adj_claim, p_claim, p_against, level, None, "")
+    undecided = lambda seeds, towards: Verdict("undecided", p_claim, adj_claim, p_claim, p_against, level, seeds,
+                                               towards if seeds else "")
+    reversed_ = [link.seeds_against(level / len(links)) for link in links if link.supports is False]
     if reversed_:
-        seeds = min((s for s in reversed_ if s is not None), default=None)
-        return Verdict("undecided", p_claim, p_claim, p_against, seeds, "not held" if seeds else "")
+        return undecided(min((s for s in reversed_ if s is not None), default=None), "not held")
     if any(link.supports is None for link in links):
-        return Verdict("undecided", p_claim, p_claim, p_against, None, "")
-    needed = [link.seeds_for for link in links]
-    seeds = None if None in needed else max(needed)
-    return Verdict("undecided", p_claim, p_claim, p_against, seeds, "held" if seeds else "")
+        return undecided(None, "")
+    needed = [link.seeds_for(level) for link in links]
+    return undecided(None if None in needed else max(needed), "held")
