@@ -1,7 +1,7 @@
 """`python -m resnet_ablate.report RUNS_DIR --out OUT_DIR [--layout L]`: run folders -> the papers'
 tables (markdown, CSV, LaTeX booktabs, and printed) with the papers' numbers and Welch's t-tests
 beside them, and the papers' figures. report.md opens with the papers' claims judged on the runs (held / not
-held / undecided, `analysis/claims.py`), also written as claims.csv.
+held / undecided, `claims/`), also written as claims.csv.
 
 Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; the others are
 listed in their state (running, paused, not started; the words of `folders/states.py`), and a damaged folder
@@ -29,13 +29,13 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .analysis.claimreport import claims_section
-from .analysis.claimstats import CORRECTIONS, DEFAULT_CORRECTION
 from .analysis.figures import draw_figures, slug
 from .analysis.frames import GRAD_MEASURES, gradient_spread, spread_caption
 from .analysis.scan import DATA, RunRecord, Scan, copy_lines, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
+from .claims.section import claims_section
+from .claims.stats import CORRECTIONS, DEFAULT_CORRECTION
 from .cli import guarded
 from .folders import runfolder as rf
 from .folders.kinds import REPORT, REPORT_MANIFEST, refuse_other_kinds

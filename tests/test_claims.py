@@ -1,8 +1,13 @@
 """The papers' claims as checks: specs declare them (one-line errors for bad ones), the report judges them on
 hand-made run folders (held, not held, undecided, not run, a failed arm), the seed advice against closed forms,
 and the report on the committed results/ shows its Claims section."""
+import contextlib
+import io
 import json
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +15,17 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import REPO, TINY, layout_table, make_run_folder
+from helpers import REPO, TINY, cli_env, layout_table, make_run_folder
 from scipy import stats
 
-from resnet_ablate.analysis import claims as judged
-from resnet_ablate.analysis.claimstats import (LEVEL, POWER, adjust, count_seeds, decision_level, rank_link, rank_p,
-                                               smallest_count_n, smallest_rank_n)
+from resnet_ablate.analysis import paper
 from resnet_ablate.analysis.scan import group_by_settings, scan
+from resnet_ablate.claims import judge as judged
+from resnet_ablate.claims.kinds import CLAIM_KINDS, Counting, KindKey
+from resnet_ablate.claims.metrics import value
+from resnet_ablate.claims.spec import read_claims
+from resnet_ablate.claims.stats import (LEVEL, POWER, adjust, count_seeds, decision_level, rank_link, rank_p,
+                                        smallest_count_n, smallest_rank_n)
 from resnet_ablate.errors import UsageError
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.models.cifar import build_model
@@ -24,8 +33,9 @@ from resnet_ablate.models.probes import gradient_norms
 from resnet_ablate.report import main as report_main
 from resnet_ablate.report import write_report
 from resnet_ablate.run import main as run_main
-from resnet_ablate.sweeps.claimspec import read_claims
 from resnet_ablate.sweeps.specs import check_setting, load_spec
+from resnet_ablate.training.parse import parse
+from resnet_ablate.training.trainer import train
 
 WHERE = {"dataset": "synthetic", "depth": 8}
 
@@ -117,8 +127,7 @@ def test_a_copy_inside_one_sweep_is_listed_under_its_tables(tmp_path, monkeypatc
     assert table.set_index("shortcut")["n"].to_dict() == {"identity": 2, "none": 1}
 
 
-def test_two_seeds_per_arm_never_decide_and_the_advice_says_how_many_would(tmp_path, monkeypatch):
-    monkeypatch.setattr(judged, "SPEED_TABLES", tmp_path / "no-tables")
+def test_two_seeds_per_arm_never_decide_and_the_advice_says_how_many_would(tmp_path):
     groups = make_runs(tmp_path, {"identity": [5.0, 5.1], "none": [9.0, 9.1]})
     row = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), groups)
     assert row.verdict == "undecided" and row.outcome.p == pytest.approx(1 / 6)  # the smallest p at 2 seeds
@@ -182,13 +191,12 @@ def test_holm_and_benjamini_hochberg_adjust_as_their_closed_forms():
     assert decision_level("holm", 10) == decision_level("bh", 10) == LEVEL / 10 and decision_level("none", 10) == LEVEL
 
 
-def test_the_family_of_claims_is_corrected_and_a_claim_with_no_run_is_not_in_it(tmp_path, monkeypatch):
+def test_the_family_of_claims_is_corrected_and_a_claim_with_no_run_is_not_in_it(tmp_path):
     """Alone, 5 of 5 failed runs hold a "fails" claim at p = 1/32; judged beside a claim at p = 0.05 (3 seeds per
     arm, every run apart), Holm asks 0.025 of the smaller p, and both are undecided: 6 runs would decide the
     count at 0.025 (2^-6 = 0.016), as would 6 per arm the comparison (Noether at 0.025). Beside a claim at
     1/252 the count holds at Holm's second step (0.05 / 1). A claim whose arms did not run is not in the family.
     Uncorrected, both hold."""
-    monkeypatch.setattr(judged, "SPEED_TABLES", tmp_path / "no-tables")
     groups = make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [("fail", 30.0)] * 5,
                                            "scaling": [9.0, 9.1, 9.2]})
     fails = claim("fails", {"plain": PLAIN})
@@ -271,7 +279,7 @@ def test_seed_advice_for_a_normal_difference_matches_the_closed_form():
     hits = [rank_p(list(rng.normal(0, sd, 16)), list(rng.normal(delta, sd, 16))) <= LEVEL for _ in range(200)]
     assert 0.75 <= np.mean(hits) <= 0.97
     # one seed per arm: the papers' spread (sd 0.16, 2015 Table 6) stands in for the unknown one
-    one = rank_link("x < y", [6.6], [6.9], judged.PAPER_SD)
+    one = rank_link("x < y", [6.6], [6.9], paper.spread("cifar10", 110).sd)
     p_one = stats.norm.cdf(0.3 / (0.16 * math.sqrt(2)))
     assert one.seeds_for(LEVEL) == math.ceil(6.182557 / (6 * (p_one - 0.5) ** 2))
     assert rank_link("x < y", [6.6], [6.9], None).seeds_for(LEVEL) is None
@@ -285,7 +293,12 @@ def test_seed_advice_for_a_normal_difference_matches_the_closed_form():
     ({"arms": {"a": {"depht": 20}, "b": IDENTITY}}, "arms.a: unknown setting 'depht' (did you mean 'depth'?)"),
     ({"arms": {"a": {"scale": "half"}, "b": IDENTITY}}, "arms.a: scale: 'half' is not a float"),
     ({"kind": "close"}, "a 'close' claim needs margin"),
-    ({"kind": "fails", "metric": "test_error"}, "a 'fails' claim counts failed runs; it takes no metric"),
+    ({"kind": "fails", "metric": "test_error"}, "a 'fails' claim counts run states; it takes no metric"),
+    ({"margin": 0.3}, "margin belongs to 'close' claims, not 'lower'"),
+    ({"kind": "close", "margin": -1}, "a 'close' claim needs margin: a number > 0"),
+    ({"kind": "within", "bounds": [2, 1]}, "a 'within' claim needs bounds: [low, high] with low < high"),
+    ({"metric": "accuracy"}, "unknown metric 'accuracy'"),
+    ({"origin": "blog"}, "unknown origin 'blog'"),
     ({"arms": {"a": IDENTITY, "b": IDENTITY}}, "arms 'a' and 'b' select the same runs"),
     ({"where": {"shortcut": "none"}}, "arm 'a' sets shortcut, which `where` already fixes"),
     ({"colour": "red"}, "unknown claim key 'colour'"),
@@ -398,9 +411,9 @@ def test_the_shortcut_path_ratio_compares_units_of_one_input_shape(tmp_path):
         n = (depth - 2) // 6
         runs = {s: scan(_probed_run(tmp_path / f"{s}{depth}", depth, s, **params)).runs[0]
                 for s, params in (("identity", {}), ("scaling", {"scale": 0.5}), ("gating", {"gate_bias": -6}))}
-        assert judged.metric_value(runs["identity"], "shortcut_path_ratio") == pytest.approx(1.0, abs=1e-6)
-        assert judged.metric_value(runs["scaling"], "shortcut_path_ratio") == pytest.approx(0.5 ** (n - 1))
-        gating = judged.metric_value(runs["gating"], "shortcut_path_ratio")
+        assert value(runs["identity"], "shortcut_path_ratio") == pytest.approx(1.0, abs=1e-6)
+        assert value(runs["scaling"], "shortcut_path_ratio") == pytest.approx(0.5 ** (n - 1))
+        gating = value(runs["gating"], "shortcut_path_ratio")
         assert gating < 1
         if depth == 56:
             assert gating < shallow - 0.01  # measured: 0.992 at depth 20, 0.970 at depth 56
@@ -424,9 +437,9 @@ def test_shortcut_path_and_response_metrics_read_the_run_folders(tmp_path):
     make_run_folder(tmp_path / "none0", [*TINY, "depth=20", "shortcut=none"], error=9.0)
     groups = group_by_settings(scan(tmp_path).runs)
     by = {g.settings["shortcut"]: g for g in groups}
-    assert judged.metric_value(by["scaling"].runs[0], "shortcut_path_ratio") == pytest.approx(0.25)
-    assert judged.metric_value(by["identity"].runs[2], "response_std") == pytest.approx(8 / 3)
-    assert judged.metric_value(by["none"].runs[0], "shortcut_path_ratio") is None
+    assert value(by["scaling"].runs[0], "shortcut_path_ratio") == pytest.approx(0.25)
+    assert value(by["identity"].runs[2], "response_std") == pytest.approx(8 / 3)
+    assert value(by["none"].runs[0], "shortcut_path_ratio") is None
     where = {"dataset": "synthetic", "depth": 20}
     near = judge_one(claim("within", {"identity": IDENTITY, "scaled": SCALED}, metric="shortcut_path_ratio",
                            bounds=[0.9, 1.1], where=where), groups)
@@ -437,3 +450,72 @@ def test_shortcut_path_and_response_metrics_read_the_run_folders(tmp_path):
     plain = judge_one(claim("within", {"plain": PLAIN}, metric="shortcut_path_ratio", bounds=[0.9, 1.1],
                             where=where), groups)
     assert plain.verdict == "not measured" and judged.arms_text(plain) == "not measured: plain"
+
+
+def test_a_claim_kind_registered_outside_the_package_is_read_judged_and_reported(tmp_path, monkeypatch):
+    """A new kind is one registered class: its key and range declared on it, read from a spec, judged by the
+    sign test of its base, written into the report; nothing else of the package changes."""
+
+    @CLAIM_KINDS.register("at_most")
+    class AtMost(Counting):
+        """each arm's median run has its metric at most `limit`"""
+
+        keys = {"limit": KindKey("the largest value that counts", "[0, inf)")}
+        what = "at most the limit"
+
+        def tally(self, arm):
+            return (sum(v <= self.values["limit"] for v in arm.values), len(arm.values)) if arm.values else None
+
+    try:
+        (tmp_path / "ablations").mkdir()
+        mine = {"id": "identity_at_most_6", "claim": "identity stays at or below 6", "paper": "p", "source": "s",
+                "kind": "at_most", "limit": 6, "where": WHERE, "arms": {"identity": IDENTITY}}
+        (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": [mine]}))
+        monkeypatch.chdir(tmp_path)
+        make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2, 5.3, 5.4]})
+        write_report(scan(tmp_path / "runs"), tmp_path / "out", None, ("png",))
+        row = pd.read_csv(tmp_path / "out" / "claims.csv").set_index("id").loc["identity_at_most_6"]
+        assert (row["kind"], row["verdict"], row["observed"]) == ("at_most", "held", "identity: 5/5 at most the limit")
+        assert row["p"] == pytest.approx(1 / 32)
+        (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": [{**mine, "limit": -1}]}))
+        with pytest.raises(UsageError, match=r"a 'at_most' claim needs limit: a number >= 0 \(the largest value"):
+            load_spec("mine")
+    finally:
+        CLAIM_KINDS.unregister("at_most")
+
+
+def test_the_kinds_are_the_registry_and_no_module_outside_them_branches_on_a_kind():
+    assert CLAIM_KINDS.names() == ["lower", "higher", "decreasing", "increasing", "close", "fails", "trains", "within"]
+    assert all(CLAIM_KINDS.get(n).meaning() for n in CLAIM_KINDS)
+    package = REPO / "resnet_ablate"
+    readers = [p for p in package.rglob("*.py") if "claim" in p.read_text() and p.name != "kinds.py"]
+    assert package / "claims" / "judge.py" in readers and package / "report.py" in readers
+    for path in readers:
+        assert not re.search(r"kind(\.name)? *(==|!=|in \(|not in \()", path.read_text()), path
+
+
+def test_reading_claims_imports_no_torch_and_judging_them_no_trainer():
+    """The spec reading, kinds, metrics and statistics load without torch (a spec is checked without it);
+    the judge loads without the trainer (it reads run folders, it trains nothing)."""
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'resnet_ablate.training.trainer', 'resnet_ablate.training.step') "
+            "if m in sys.modules))")
+    for module, banned in (("spec", "[]"), ("kinds", "[]"), ("metrics", "[]"), ("stats", "[]"),
+                           ("judge", "['torch']")):
+        out = subprocess.run([sys.executable, "-c", code, f"resnet_ablate.claims.{module}"], capture_output=True,
+                             text=True, env=cli_env(), check=True)
+        assert out.stdout.strip() == banned, module
+
+
+def test_final_train_loss_is_written_when_a_run_ends_and_derived_for_older_records(tmp_path):
+    with contextlib.redirect_stdout(io.StringIO()):
+        train([parse([*TINY, "fail_threshold=100", f"run_dir={tmp_path / 'run'}"])])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["final_train_loss"] == last["train_loss"] > 0
+    (run,) = scan(tmp_path).runs
+    assert value(run, "train_loss") == pytest.approx(last["train_loss"])
+    del result["final_train_loss"]  # a result.json written before it was recorded
+    (tmp_path / "run" / "result.json").write_text(json.dumps(result))
+    (older,) = scan(tmp_path).runs
+    assert value(older, "train_loss") == pytest.approx(last["train_loss"])

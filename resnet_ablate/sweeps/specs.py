@@ -27,7 +27,7 @@ from ..training.recipes import RECIPES
 from ..training.trainer import LOCKSTEP
 from ..training.wide import wide_key
 from ..values import override_text
-from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
+from ..claims.spec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
 from .settings import Launch, available, find_file, key_of, load_mapping
 
@@ -142,7 +142,7 @@ class Spec:
     budgets: dict[str, dict[str, Any]]
     search: dict[str, dict[str, Any]]
     trials: int
-    claims: list[Claim] = field(default_factory=list)  # the paper's findings these runs check (`claimspec`)
+    claims: list[Claim] = field(default_factory=list)  # the paper's findings these runs check (`claims.spec`)
 
     def budget(self, budget: str) -> dict[str, Any]:
         """The settings of a named budget ({} for full)."""

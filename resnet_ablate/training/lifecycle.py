@@ -124,7 +124,8 @@ class TrainingRun:
         self.writer.write_result({
             "status": status.value, "reason": reason, "name": self.writer.name, "final_test_error": final,
             "final_test_loss": last.get("test_loss"), "best_test_error": finite(self.writer.best),
-            "final_train_error": last.get("train_error"), "final_val_error": last.get("val_error"),
+            "final_train_error": last.get("train_error"), "final_train_loss": last.get("train_loss"),
+            "final_val_error": last.get("val_error"),
             "iterations": self.state.iteration, "wall_time_s": round(self.writer.elapsed, 2),
             "parameters": self.state.parameters, "seed": self.cfg.seed, "precision": self.precision,
             "precision_policy": precision_policy(self.precision, self.cfg.residual_fp32), **self.step_facts,

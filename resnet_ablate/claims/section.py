@@ -1,15 +1,22 @@
-"""The report's Claims section and claims.csv: one row per claim and context (`claims.judge_all`), the test and
-level under the table, the papers' wording and sources below it."""
+"""The report's Claims section and claims.csv: every claim of the specs in ablations/ judged on the runs found
+(`judge.judge_all`), one row per claim and context, the test, the family and its correction under the table, the
+claims' own words and sources below it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
-from .claims import ClaimRow, arms_text, differing, judge_all, medians, observed, spec_claims
-from .claimstats import CORRECTIONS, DEFAULT_CORRECTION, LEVEL, POWER, TEST, decision_level
-from .scan import Scan, copy_lines, group_by_settings
-from .tables import markdown
+from ..analysis.scan import Scan, copy_lines, group_by_settings
+from ..analysis.tables import markdown
+from ..errors import UsageError
+from ..sweeps import cost
+from ..sweeps.plancost import SPEED_TABLES
+from ..sweeps.settings import available
+from ..sweeps.specs import load_spec
+from .judge import ClaimRow, arms_text, differing, judge_all, medians, observed
+from .spec import ORIGINS, Claim
+from .stats import CORRECTIONS, DEFAULT_CORRECTION, LEVEL, POWER, TEST, decision_level
 
 CSV = "claims.csv"
 CSV_COLUMNS = ("spec", "id", "claim", "kind", "metric", "source", "context", "n_per_arm", "observed", "medians",
@@ -36,11 +43,23 @@ def caption(correction: str, family: int) -> str:
             f"not the official set.")
 
 
+def spec_claims() -> tuple[list[Claim], list[str]]:
+    """Every claim of the specs in ablations/ (here and in the source checkout), and a line per unreadable spec."""
+    claims, problems = [], []
+    for name in available("ablations"):
+        try:
+            claims += load_spec(name).claims
+        except UsageError as e:
+            problems.append(f"spec {name} not read: {e}")
+    return claims, problems
+
+
 def claims_section(found: Scan, out: Path, correction: str = DEFAULT_CORRECTION) -> list[str]:
     """The Claims section of report.md (and claims.csv in `out`) for the finished runs found."""
     claims, problems = spec_claims()
     sweeps = {r.sweep.name for r in found.runs if r.sweep is not None}
-    rows = judge_all(claims, group_by_settings(found.runs), sweeps, correction)
+    speed = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
+    rows = judge_all(claims, group_by_settings(found.runs), sweeps, correction, speed)
     contexts = differing(rows)
     records = [_record(row, contexts.get(i, ""), correction) for i, row in enumerate(rows)]
     pd.DataFrame(records, columns=list(CSV_COLUMNS)).to_csv(out / CSV, index=False)
@@ -50,18 +69,18 @@ def claims_section(found: Scan, out: Path, correction: str = DEFAULT_CORRECTION)
                   f"claim's arm; {len(claims)} claims read).", ""]
     else:
         shown = pd.DataFrame([_cells(r) for r in records])
-        lines += [markdown(shown), "", caption(correction, rows[0].family), "", *copy_lines(found.runs),
-                  "The papers' words:", ""]
+        lines += [markdown(shown), "", caption(correction, rows[0].family), "", *copy_lines(found.runs)]
         shown_claims = {(r.claim.spec, r.claim.id): r.claim for r in rows}.values()
-        lines += [f"- {c.spec}/{c.id}: {c.paper} ({c.source})" + (f". Note: {c.note}" if c.note else "")
-                  for c in shown_claims]
-        lines.append("")
+        for origin, heading in ORIGINS.items():
+            mine = [c for c in shown_claims if c.origin == origin]
+            lines += [f"{heading}:", "", *(f"- {c.spec}/{c.id}: {c.paper} ({c.source})" +
+                                           (f". Note: {c.note}" if c.note else "") for c in mine), ""] if mine else []
     return lines + [f"- {p}" for p in problems] + ([""] if problems else [])
 
 
 def _record(row: ClaimRow, context: str, correction: str) -> dict:
     claim, outcome = row.claim, row.outcome
-    return {"spec": claim.spec, "id": claim.id, "claim": claim.claim, "kind": claim.kind, "metric": claim.metric,
+    return {"spec": claim.spec, "id": claim.id, "claim": claim.claim, "kind": claim.kind.name, "metric": claim.metric,
             "source": claim.source, "context": context, "n_per_arm": arms_text(row), "observed": observed(row),
             "medians": medians(row), "verdict": row.verdict, "p": outcome.p if outcome else None,
             "p_adjusted": outcome.p_adjusted if outcome else None,

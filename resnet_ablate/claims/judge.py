@@ -1,36 +1,25 @@
-"""The papers' claims judged on run folders: every claim of every spec in ablations/ (`claimspec`) is matched to
-the finished runs' seed groups, within each context (the settings outside the claim's arms), and judged with
-the one test at the one level of `claimstats`: held, not held or undecided, with the p-value behind the verdict,
-and for an undecided claim the seeds per arm that would decide it and what those runs cost (`sweeps.cost`).
-`report.md` opens with these rows (`claims_section`); `claims.csv` holds them for machines.
+"""The papers' claims judged on run folders: every claim (`spec`) is matched to the finished runs' seed groups,
+within each context (the settings outside the claim's arms), its kind (`kinds`) makes its comparisons, and the
+rows with data are judged as one family with the tests of `stats`: held, not held or undecided, with the raw and
+the family-adjusted p-value behind the verdict, and for a claim not decided the seeds per arm that would decide
+it and what those runs cost (`sweeps.cost`). `section` writes the rows into report.md and claims.csv. Imports no
+trainer: the speed tables for the cost are the caller's.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ..folders import runfolder as rf
-from ..folders.states import State
-from ..errors import UsageError
+from ..analysis import paper
+from ..analysis.scan import SeedGroup, context_of, group_keys, shortcut_params
+from ..analysis.tables import PAPER_ITERATIONS, recipe_diff, recipe_keys, recipe_values, schedule
 from ..sweeps import cost
-from ..sweeps.claimspec import COUNTING, METRICS, RECIPE, Arm, Claim, same_value
-from ..sweeps.plancost import SPEED_TABLES
-from ..sweeps.settings import available
-from ..sweeps.specs import load_spec
 from ..training.config import defaults
-from ..values import report_text, statistic
-from . import paper
-from .claimstats import (DEFAULT_CORRECTION, MAX_SEEDS, Link, Verdict, adjust, combine, count_link,
-                         decision_level, rank_link, raw_p, smallest_count_n, smallest_rank_n)
-from .frames import stages
-from .scan import SeedGroup, context_of, group_keys, shortcut_params
-from .tables import PAPER_ITERATIONS, recipe_diff, recipe_keys, recipe_values, schedule
-
-SHORTCUT_PATH_KEY = "shortcut_path_rms"  # probes.jsonl: the gradient through the shortcuts only, per unit
-PAPER_SD = next(r.std for r in paper.TABLE6_2015.rows if r.std is not None)  # 2015 Table 6: ResNet-110, 0.16
+from ..values import report_text
+from .kinds import median_text
+from .metrics import METRICS, value
+from .spec import RECIPE, Arm, Claim, same_value
+from .stats import DEFAULT_CORRECTION, MAX_SEEDS, Link, Verdict, adjust, combine, decision_level, raw_p
 
 
 @dataclass
@@ -62,48 +51,6 @@ class ClaimRow:
     labels: list[str] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)  # the comparisons that can be computed (none: not in the family)
     family: int = 0  # the rows with data in the report, over which the p-values are adjusted
-
-
-def spec_claims() -> tuple[list[Claim], list[str]]:
-    """Every claim of the specs in ablations/ (here and in the source checkout), and a line per unreadable spec."""
-    claims, problems = [], []
-    for name in available("ablations"):
-        try:
-            claims += load_spec(name).claims
-        except UsageError as e:
-            problems.append(f"spec {name} not read: {e}")
-    return claims, problems
-
-
-def metric_value(run, metric: str) -> float | None:
-    """A finished run's value of `metric` (None: not recorded); a failed run is +inf for error metrics."""
-    if METRICS[metric][1] and run.status == State.FAIL:
-        return math.inf
-    if metric in ("test_error", "train_error"):
-        value = run.result.get(f"final_{metric}")
-    elif metric == "response_std":
-        found = rf.read_responses(run.path)
-        value = float(np.mean(found["std"])) if found and found["std"] else None
-    else:
-        value = _shortcut_path_ratio(run)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _shortcut_path_ratio(run) -> float | None:
-    """First/last-unit gradient RMS through the shortcuts within each stretch of units whose inputs have one
-    shape (`frames.stages`: a stage's units and the next stage's zero-pad transition, which reads that shape), at
-    initialisation; the geometric mean over the stretches of two units or more. Units of two shapes are never
-    compared: a transition changes the RMS by geometry alone."""
-    rows = [p for p in rf.read_jsonl(run.path / rf.PROBES) if p["iteration"] == 0 and p.get(SHORTCUT_PATH_KEY)]
-    if not rows or run.settings.get("arch", "cifar") != "cifar":
-        return None
-    norms, shapes = rows[0][SHORTCUT_PATH_KEY], rows[0].get("unit_shape") or []
-    if len(shapes) != len(norms) or any(v <= 0 for v in norms):
-        return None
-    stage = stages(shapes)
-    stretches = [[v for v, s in zip(norms, stage) if s == k] for k in sorted(set(stage))]
-    ratios = [units[0] / units[-1] for units in stretches if len(units) > 1]
-    return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
 
 def _matches(settings: dict[str, Any], select: dict[str, Any]) -> bool:
@@ -150,9 +97,9 @@ def contexts(claim: Claim, groups: list[SeedGroup]) -> list[tuple[dict[str, Any]
 def judge(claim: Claim, context: dict[str, Any], arms: list[ArmRuns]) -> ClaimRow:
     """The claim's comparisons in one context (its verdict waits for the family: `judge_all`)."""
     for a in arms:
-        a.values = [v for v in (metric_value(r, claim.metric) for r in a.runs()) if v is not None]
+        a.values = [v for v in (value(r, claim.metric) for r in a.runs()) if v is not None]
     row = ClaimRow(claim, context, arms, "", None, labels=_labels(context, arms))
-    row.links = _links(claim, arms)
+    row.links = claim.kind.links(arms, fallback_sd(claim, context))
     if not row.links:
         row.verdict = "not run" if any(not a.runs() for a in arms) else "not measured"
     return row
@@ -168,52 +115,24 @@ def decide(row: ClaimRow, adjusted: tuple[float, float] | None, level: float, sp
         _advise(row, row.links, level, speed)
 
 
-def _links(claim: Claim, arms: list[ArmRuns]) -> list[Link]:
-    """The claim's comparisons that can be computed (both arms measured)."""
-    if claim.kind in COUNTING:
-        present = [a for a in arms if a.runs() and (a.values or claim.kind != "within")]
-        return [count_link(a.arm.label, _satisfying(claim, a), _count(claim, a)) for a in present]
-    first, *rest = arms
-    pairs = {"lower": [(first, b) for b in rest], "higher": [(b, first) for b in rest],
-             "increasing": list(zip(arms, arms[1:])), "decreasing": [(b, a) for a, b in zip(arms, arms[1:])]}
-    if claim.kind == "close":
-        m, (a, b) = claim.margin, arms
-        shifted = [(a, b, [v - m for v in a.values], b.values), (b, a, [v - m for v in b.values], a.values)]
-        return [rank_link(f"{x.arm.label} - {m:g} < {y.arm.label}", lo, hi, _sd(claim))
-                for x, y, lo, hi in shifted if lo and hi]
-    chosen = pairs[claim.kind]
-    return [rank_link(f"{lo.arm.label} < {hi.arm.label}", lo.values, hi.values, _sd(claim))
-            for lo, hi in chosen if lo.values and hi.values]
-
-
-def _sd(claim: Claim) -> float | None:
-    """The papers' seed spread, used where each arm has one seed: for test error only."""
-    return PAPER_SD if claim.metric == "test_error" else None
-
-
-def _count(claim: Claim, a: ArmRuns) -> int:
-    return len(a.values) if claim.kind == "within" else len(a.runs())
-
-
-def _satisfying(claim: Claim, a: ArmRuns) -> int:
-    if claim.kind == "fails":
-        return sum(r.status == State.FAIL for r in a.runs())
-    if claim.kind == "trains":
-        return sum(r.status == State.DONE for r in a.runs())
-    low, high = claim.bounds
-    return sum(low <= v <= high for v in a.values)
+def fallback_sd(claim: Claim, context: dict[str, Any]) -> float | None:
+    """The papers' seed spread of test error for the context's data set and depth (`paper.spread`), used where
+    each arm has one seed; None for other metrics, or where the papers give none."""
+    found = paper.spread(context.get("dataset"), context.get("depth")) if claim.metric == "test_error" else None
+    return found.sd if found else None
 
 
 def _advise(row: ClaimRow, links: list[Link], level: float, speed: list[dict[str, str]]) -> None:
     """Seeds per arm that would decide the claim at `level` (at least the test's smallest n there for arms not
     run) and the GPU-hours of the runs that takes."""
-    smallest = smallest_count_n(level) if row.claim.kind in COUNTING else smallest_rank_n(level)
+    smallest = row.claim.kind.smallest(level)
     unrun = [a.arm.label for a in row.arms if not a.values]
     seeds = row.outcome.seeds if row.outcome else None
     if seeds is None and not unrun:
         estimates = [link.estimate for link in links]
         row.advice = ("no number of seeds: the runs show no difference" if None not in estimates else
-                      "unknown: one seed per arm and no spread for this metric; run 2 seeds per arm to measure it")
+                      "unknown: one seed per arm and no spread known for this metric, data set and depth; run 2 seeds "
+                      "per arm to measure it")
         return
     seeds = max(seeds or 0, smallest)
     row.seeds = seeds
@@ -266,13 +185,12 @@ def _labels(context: dict[str, Any], arms: list[ArmRuns]) -> list[str]:
 
 
 def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
-              correction: str = DEFAULT_CORRECTION) -> list[ClaimRow]:
+              correction: str = DEFAULT_CORRECTION, speed: list[dict[str, str]] | None = None) -> list[ClaimRow]:
     """Every claim in every context where some arm has runs; a claim of a spec whose sweep is present but none of
     whose arms ran gets one 'not run' row. The rows with data are the family: their p-values are adjusted over
     it by `correction`, the verdicts follow the adjusted ones, and the seeds to decide are computed at the level
     a row must reach whatever the others show (`decision_level`; for a row outside the family, of the family it
-    would join)."""
-    speed = cost.read_speed_tables(SPEED_TABLES) if SPEED_TABLES.is_dir() else []
+    would join), their cost from the bench's `speed` rows (none: the architecture estimate)."""
     rows = []
     for claim in claims:
         found = [judge(claim, ctx, arms) for ctx, arms in contexts(claim, groups)]
@@ -285,7 +203,7 @@ def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
     for row in rows:
         row.family = len(family)
         level = decision_level(correction, len(family) + (not row.links))
-        decide(row, adjusted.get(id(row)), level, speed)
+        decide(row, adjusted.get(id(row)), level, speed or [])
     return rows
 
 
@@ -300,43 +218,17 @@ def differing(rows: list[ClaimRow]) -> dict[int, str]:
     return out
 
 
-def median_text(values: list[float]) -> str:
-    """An arm's median (failures counted as the worst), 'fail' when it lands on a failed run."""
-    if not values:
-        return "not run"
-    return statistic(float(np.median(values)), ".4g")
-
-
 def medians(row: ClaimRow) -> str:
     """Every arm's median, 'label=value'."""
     return "; ".join(f"{a.arm.label}={median_text(a.values)}" for a in row.arms)
 
 
 def observed(row: ClaimRow) -> str:
-    """The observed statistic in words: k of n runs for a count claim; the arms' medians (failures counted as
-    the worst) along a trend; the first arm against the closest other of an ordering; |Δ| for closeness."""
-    claim, run = row.claim, [a for a in row.arms if a.values]
-    if not run:
+    """The observed statistic in words, as the claim's kind states it (k of n runs for a count claim; the arms'
+    medians, failures counted as the worst, for a comparison); blank when no arm has values."""
+    if not any(a.values for a in row.arms):
         return ""
-    if claim.kind in COUNTING:
-        what = {"fails": "failed", "trains": "trained"}.get(claim.kind) or \
-            f"within [{claim.bounds[0]:g}, {claim.bounds[1]:g}]"
-        return "; ".join(f"{a.arm.label}: {_satisfying(claim, a)}/{_count(claim, a)} {what}" for a in row.arms
-                         if a.runs())
-    name = f"median {METRICS[claim.metric][0].split(' (')[0]}: "
-    if claim.kind in ("increasing", "decreasing"):
-        return name + " → ".join(f"{a.arm.label} {median_text(a.values)}" for a in run)
-    first, others = row.arms[0], [a for a in run if a is not row.arms[0]]
-    if claim.kind == "close" or len(row.arms) == 2 or not first.values or not others:
-        text = "; ".join(f"{a.arm.label} {median_text(a.values)}" for a in run)
-        if claim.kind == "close" and len(run) == 2:
-            gap = abs(float(np.median(run[0].values)) - float(np.median(run[1].values)))
-            text += f" (|Δ| {gap:.3g}, margin {claim.margin:g})" if math.isfinite(gap) else ""
-        return name + text
-    pick = min if claim.kind == "lower" else max
-    closest = pick(others, key=lambda a: float(np.median(a.values)))
-    return (f"{name}{first.arm.label} {median_text(first.values)}; closest of the {len(others)} others run: "
-            f"{closest.arm.label} {median_text(closest.values)}")
+    return row.claim.kind.observed(row.arms, METRICS.get(row.claim.metric).about.split(" (")[0])
 
 
 def arms_text(row: ClaimRow) -> str:
