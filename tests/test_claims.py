@@ -25,7 +25,7 @@ from resnet_ablate.claims.kinds import CLAIM_KINDS, Counting, KindKey
 from resnet_ablate.claims.metrics import value
 from resnet_ablate.claims.spec import read_claims
 from resnet_ablate.claims.stats import (LEVEL, POWER, adjust, count_seeds, decision_level, rank_link, rank_p,
-                                        smallest_count_n, smallest_rank_n)
+                                        rank_seeds, separation, smallest_count_n, smallest_rank_n)
 from resnet_ablate.errors import UsageError
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.models.cifar import build_model
@@ -131,9 +131,10 @@ def test_two_seeds_per_arm_never_decide_and_the_advice_says_how_many_would(tmp_p
     groups = make_runs(tmp_path, {"identity": [5.0, 5.1], "none": [9.0, 9.1]})
     row = judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN}), groups)
     assert row.verdict == "undecided" and row.outcome.p == pytest.approx(1 / 6)  # the smallest p at 2 seeds
-    # completely separated: P(X < Y) = 1, Noether's n = (z_.95 + z_.8)^2 / (6 * 0.5^2) = 4.12 -> 5 per arm
-    assert row.seeds == 5 and row.extra_runs == 6 and row.extra_hours > 0
-    assert row.advice.startswith("5 per arm (held): +6 runs") and "GPU-h on H200 (estimate)" in row.advice
+    # completely separated: P(X < Y) = 1; Noether's n = (z_.95 + z_.8)^2 / (6 * 0.5^2) = 4.12 -> 5 overstates
+    # it: the arms (56 sd apart) separate at any n, and 3 per arm apart reach p = 0.05
+    assert row.seeds == 3 and row.extra_runs == 2 and row.extra_hours > 0
+    assert row.advice.startswith("3 per arm (held): +2 runs") and "GPU-h on H200 (estimate)" in row.advice
     assert "reduced: 30 it" in row.labels and "synthetic data" in row.labels
 
 
@@ -194,7 +195,7 @@ def test_holm_and_benjamini_hochberg_adjust_as_their_closed_forms():
 def test_the_family_of_claims_is_corrected_and_a_claim_with_no_run_is_not_in_it(tmp_path):
     """Alone, 5 of 5 failed runs hold a "fails" claim at p = 1/32; judged beside a claim at p = 0.05 (3 seeds per
     arm, every run apart), Holm asks 0.025 of the smaller p, and both are undecided: 6 runs would decide the
-    count at 0.025 (2^-6 = 0.016), as would 6 per arm the comparison (Noether at 0.025). Beside a claim at
+    count at 0.025 (2^-6 = 0.016), and 4 per arm the comparison (all apart: 1/70). Beside a claim at
     1/252 the count holds at Holm's second step (0.05 / 1). A claim whose arms did not run is not in the family.
     Uncorrected, both hold."""
     groups = make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [("fail", 30.0)] * 5,
@@ -209,7 +210,7 @@ def test_the_family_of_claims_is_corrected_and_a_claim_with_no_run_is_not_in_it(
     assert rows[0].outcome.p == pytest.approx(1 / 32) and rows[0].outcome.p_adjusted == pytest.approx(2 / 32)
     assert rows[1].outcome.p == pytest.approx(1 / 20) and rows[1].outcome.p_adjusted == pytest.approx(2 / 32)
     assert rows[0].seeds == 6 and rows[0].advice.startswith("6 per arm (held): +1 runs")
-    assert rows[1].seeds == 6 and rows[1].advice.startswith("6 per arm (held): +6 runs")
+    assert rows[1].seeds == 4 and rows[1].advice.startswith("4 per arm (held): +2 runs")
     assert rows[2].seeds == smallest_rank_n(LEVEL / 3) == 4  # it would join a family of 3
     assert [r.verdict for r in judged.judge_all([fails, lower], groups, set(), "none")] == ["held", "held"]
     strong = make_runs(tmp_path / "more", {"identity": [5.0, 5.1, 5.2, 5.3, 5.4], "none": [("fail", 30.0)] * 5,
@@ -233,7 +234,7 @@ def test_the_report_states_the_family_and_its_correction(tmp_path, monkeypatch, 
     csv = pd.read_csv(tmp_path / "out" / "claims.csv")
     assert list(csv["verdict"]) == ["undecided", "undecided"] and list(csv["family"]) == [2, 2]
     assert list(csv["p"]) == pytest.approx([0.05, 0.05]) and list(csv["p_adjusted"]) == pytest.approx([0.1, 0.1])
-    assert list(csv["correction"]) == ["holm"] * 2 and list(csv["seeds_per_arm"]) == [6, 6]
+    assert list(csv["correction"]) == ["holm"] * 2 and list(csv["seeds_per_arm"]) == [4, 4]
     assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "none"), "--formats", "png",
                         "--claims-correction", "none"]) == 0
     assert list(pd.read_csv(tmp_path / "none" / "claims.csv")["verdict"]) == ["held", "held"]
@@ -254,6 +255,18 @@ def test_the_seeds_each_kind_needs_against_the_familys_size_are_the_docs_table()
         assert 1 / math.comb(2 * int(rank), int(rank)) <= alpha < 1 / math.comb(2 * int(rank) - 2, int(rank) - 1)
         assert 2.0 ** -int(count) <= alpha < 2.0 ** (1 - int(count))
     assert max(m for m in range(1, 40) if smallest_rank_n(decision_level("holm", m)) <= 5) == 12  # the docs' "12"
+
+
+def test_the_chance_of_complete_separation_matches_simulation_and_caps_noethers_n():
+    rng = np.random.default_rng(0)
+    for shift, n in ((1.0, 3), (2.0, 5), (3.0, 4)):
+        simulated = np.mean(rng.normal(0, 1, (20000, n)).max(1) < rng.normal(shift, 1, (20000, n)).min(1))
+        assert separation(shift, n) == pytest.approx(simulated, abs=0.01)
+    # 6.61 against 8.70 (sd 0.16): Noether asks 8 per arm at 0.05 / 8, yet 5 per arm separate almost surely
+    p_sup = stats.norm.cdf((8.70 - 6.61) / (0.16 * math.sqrt(2)))
+    z = stats.norm.ppf(1 - LEVEL / 8) + stats.norm.ppf(POWER)
+    assert math.ceil(z * z / (6 * (p_sup - 0.5) ** 2)) == 8 and rank_seeds(p_sup, LEVEL / 8) == 5
+    assert rank_seeds(0.76, LEVEL) == 16  # a moderate effect: Noether's n stands
 
 
 def test_exact_rank_test_matches_scipy_and_its_smallest_n():

@@ -21,7 +21,9 @@ Anything else is undecided: never held on noise.
 Seeds to decide, at `decision_level` (LEVEL / m for a family of m: Holm's first step, enough whatever the
 other rows show): for a comparison, Noether's (1987) sample size for the rank-sum test at POWER = 80 %,
 n per arm = (z_(1-a) + z_0.8)^2 / (6 (p - 1/2)^2) with p = P(X < Y) estimated from a normal model with the
-observed means and pooled sd, at least the smallest n at which the exact test can reach that level at all.
+observed means and pooled sd, or the smaller n at which the arms would separate completely with POWER (where
+the exact test reaches its smallest p; Noether's approximation overstates n for large effects), at least the
+smallest n at which the exact test can reach that level at all.
 For a count: the smallest n whose exact binomial test at that level has 80 % power at the observed fraction.
 """
 from __future__ import annotations
@@ -101,14 +103,30 @@ def superiority(lower: list[float], higher: list[float], fallback_sd: float | No
     return float(stats.norm.cdf(delta / (sd * math.sqrt(2))))
 
 
+def separation(shift: float, n: int) -> float:
+    """P(every one of n draws of N(0, 1) lies below every one of n draws of N(shift, 1)): the chance that two
+    arms of n runs separate completely, where the exact rank-sum test reaches its smallest p, 1 / C(2n, n).
+    The largest X lies at x with density n phi(x) Phi(x)^(n-1), and every Y above it with (1 - Phi(x - shift))^n."""
+    if math.isinf(shift):
+        return 1.0
+    x = np.linspace(min(-10.0, shift - 10.0), max(10.0, shift + 10.0), 4001)
+    density = n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1) * stats.norm.sf(x - shift) ** n
+    return float(np.sum(density) * (x[1] - x[0]))
+
+
 def rank_seeds(p_superior: float | None, alpha: float) -> int | None:
-    """Seeds per arm for the rank-sum test to decide "X below Y" at `alpha` with POWER (Noether 1987), at least
-    `smallest_rank_n`; None when P(X < Y) is unknown or not above 1/2 (the data point the other way or nowhere)."""
+    """Seeds per arm for the rank-sum test to decide "X below Y" at `alpha` with POWER: Noether's (1987) n, or
+    fewer where the two arms would separate completely with POWER at a smaller n at which the exact test reaches
+    `alpha` (Noether's approximation overstates n when P(X < Y) is near 1); at least `smallest_rank_n`. None when
+    P(X < Y) is unknown or not above 1/2 (the data point the other way or nowhere)."""
     if p_superior is None or p_superior <= 0.5:
         return None
     z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(POWER)
-    n = math.ceil(z * z / (6 * (p_superior - 0.5) ** 2) - 1e-9)
-    return min(max(n, smallest_rank_n(alpha)), MAX_SEEDS + 1)
+    noether = max(math.ceil(z * z / (6 * (p_superior - 0.5) ** 2) - 1e-9), smallest_rank_n(alpha))
+    shift = math.sqrt(2) * stats.norm.ppf(p_superior)  # P(X < Y) = Phi(shift / sqrt(2)) for unit-sd normals
+    apart = next((n for n in range(smallest_rank_n(alpha), min(noether, MAX_SEEDS + 1))
+                  if separation(shift, n) >= POWER), noether)
+    return min(apart, MAX_SEEDS + 1)
 
 
 def count_seeds(fraction: float | None, alpha: float) -> int | None:
