@@ -339,15 +339,21 @@ def test_a_bad_claim_stops_the_launch_in_one_line(tmp_path, monkeypatch, capsys)
 
 
 REQUIRED = {
-    "table1_shortcuts": {"identity_lowest", "scaling_dropout_fail", "exclusive_gating_0_fails",
-                         "exclusive_gating_6_trains", "shortcut_gating_6_close", "conv1x1_worse"},
-    "table2_units": {"full_preact_better_110", "full_preact_better_164", "bn_after_add_worse_110",
-                     "relu_before_add_worse_110"},
-    "table3_preact": {"preact_1001_better_cifar10", "preact_1001_better_cifar100", "preact_164_better_cifar100"},
-    "resnet2015_depths": {"error_falls_with_depth", "resnet1202_worse_than_110"},
-    "degradation": {"plain56_higher_train_error", "plain56_higher_test_error", "resnet56_lower_test_error",
-                    "responses_resnet20_smaller", "responses_smaller_when_deeper"},
-    "gradnorm": {"gating_path_shrinks_with_depth"},
+    "table1_shortcuts": {"identity_lowest", "identity_lowest_train_loss", "scaling_dropout_fail", "plain_fails",
+                         "exclusive_gating_0_fails", "exclusive_gating_6_lags_identity", "shortcut_gating_6_close",
+                         "conv1x1_worse"},
+    "table2_units": {"full_preact_lowest_110", "full_preact_lowest_164", "bn_after_add_worse_110",
+                     "relu_before_add_worse_110", "relu_preact_similar_110", "relu_preact_similar_164"},
+    "table3_preact": {"preact_110_better_cifar10", "preact_164_better_cifar10", "preact_1001_better_cifar10",
+                      "preact_1001_better_cifar100", "preact_164_better_cifar100",
+                      "preact_164_higher_train_loss_cifar10"},
+    "resnet2015_depths": {"error_falls_with_depth", "resnet1202_worse_than_110", "resnet1202_train_error_below_0_1",
+                          "resnet1202_similar_train_error_to_110"},
+    "degradation": {"plain56_higher_train_error", "plain_train_error_rises_with_depth",
+                    "resnet56_lower_train_error_than_plain56", "resnet110_lower_train_error_than_plain110",
+                    "plain56_higher_test_error", "resnet56_lower_test_error", "responses_resnet20_smaller",
+                    "responses_smaller_when_deeper"},
+    "gradnorm": {"gating_path_shrinks_with_depth", "plain_gradient_does_not_vanish"},
     "open_questions": {"highway_gate_beats_identity", "preact_shortcut_input_does_not_matter"},
 }
 
@@ -532,3 +538,37 @@ def test_final_train_loss_is_written_when_a_run_ends_and_derived_for_older_recor
     (tmp_path / "run" / "result.json").write_text(json.dumps(result))
     (older,) = scan(tmp_path).runs
     assert value(older, "train_loss") == pytest.approx(last["train_loss"])
+
+
+def test_the_fallback_spread_depends_on_data_set_and_depth_and_says_where_it_is_from(tmp_path):
+    """One seed per arm: the papers' spread of test error for that data set and depth stands in for the unknown
+    one; ResNet-1202 has none (one run in the paper), so the advice asks for a second seed."""
+    assert [paper.spread(d, n).sd for d, n in (("cifar10", 20), ("cifar10", 164), ("cifar10", 1001),
+                                                ("cifar100", 164), ("cifar100", 1001))] == [0.16, 0.16, 0.14, 0.22, 0.22]
+    assert paper.spread("cifar10", 1202) is None and paper.spread("cifar100", 110) is None
+    assert "Table 6" in paper.spread("cifar10", 110).source and "Table 4" in paper.spread("cifar100", 164).source
+    for depth in (110, 1202):
+        for shortcut, error in (("identity", 6.5), ("none", 7.5)):
+            make_run_folder(tmp_path / f"{shortcut}{depth}", [*TINY, "dataset=cifar10", f"depth={depth}",
+                                                              f"shortcut={shortcut}"], error=error)
+    groups = group_by_settings(scan(tmp_path).runs)
+    rows = {depth: judge_one(claim("lower", {"identity": IDENTITY, "plain": PLAIN},
+                                   where={"dataset": "cifar10", "depth": depth}), groups) for depth in (110, 1202)}
+    p_one = stats.norm.cdf(1.0 / (0.16 * math.sqrt(2)))
+    assert rows[110].outcome.seeds == rank_seeds(p_one, LEVEL) == 3 and rows[110].advice.startswith("3 per arm")
+    assert rows[1202].seeds is None and "no spread known for this metric, data set and depth" in rows[1202].advice
+
+
+def test_claims_not_from_the_papers_are_listed_apart(tmp_path, monkeypatch):
+    (tmp_path / "ablations").mkdir()
+    base = {"claim": "identity below plain", "source": "s", "kind": "lower", "where": WHERE,
+            "arms": {"identity": IDENTITY, "plain": PLAIN}}
+    (tmp_path / "ablations" / "mine.yaml").write_text(yaml.safe_dump({"claims": [
+        {**base, "id": "from_paper", "paper": "\"the paper's words\""},
+        {**base, "id": "from_rerun", "paper": "a re-run found it", "origin": "other"}]}))
+    monkeypatch.chdir(tmp_path)
+    make_runs(tmp_path / "runs", {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    text = write_report(scan(tmp_path / "runs"), tmp_path / "out", None, ("png",))
+    papers, others = text.split("The papers' words:", 1)[1].split("Other sources (not the papers", 1)
+    assert "mine/from_paper: \"the paper's words\" (s)" in papers and "from_rerun" not in papers
+    assert "mine/from_rerun: a re-run found it (s)" in others.split("\n## ", 1)[0]

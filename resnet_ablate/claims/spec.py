@@ -27,9 +27,9 @@ from ..errors import UsageError, unknown
 from .kinds import CLAIM_KINDS, ClaimKind
 from .metrics import METRICS
 
-ORIGINS = {  # where a claim's words come from: how the report heads its list of sources
+ORIGINS = {  # where a claim comes from: how the report heads its list of sources
     "paper": "The papers' words",
-    "reproduction": "Other sources (reproductions, not the papers)",
+    "other": "Other sources (not the papers: re-runs, reproductions, open questions)",
 }
 BASE_KEYS = ("id", "claim", "paper", "source", "kind", "metric", "where", "arms", "vary", "note", "origin",
              "seeds_note")
@@ -72,7 +72,7 @@ class Claim:
     vary: tuple[str, ...] = ()
     note: str = ""
     origin: str = "paper"  # a key of ORIGINS
-    seeds_note: str = ""  # why the spec's seeds cannot decide it at the papers' effect size ("" : they can)
+    seeds_note: str = ""  # why the spec's seeds cannot decide it at the papers' effect size ("": they can)
 
     def keys(self) -> set[str]:
         """The settings the arms are told apart by or may differ in (the rest is the context they are compared
