@@ -18,11 +18,13 @@ from .scan import SeedGroup, contexts, model_variant, sort_key, variant_label, v
 
 
 def curve_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -> pd.DataFrame:
-    """metrics.jsonl of the groups' runs in long form: variant, seed, iteration, split, error."""
-    rows = [{"variant": label(g), "seed": r.seed, "iteration": m["iteration"], "split": split, "error": m.get(key)}
-            for g in groups for r in g.runs for m in rf.read_jsonl(r.path / rf.METRICS)
-            for split, key in (("test", "test_error"), ("train", "train_error"))]
-    return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "split", "error"]).astype({"error": float})
+    """metrics.jsonl of the groups' runs in long form: variant, seed, iteration, split, error, loss (the test
+    set's, or the evaluation interval's mean training loss)."""
+    rows = [{"variant": label(g), "seed": r.seed, "iteration": m["iteration"], "split": split,
+             "error": m.get(f"{split}_error"), "loss": m.get(f"{split}_loss")}
+            for g in groups for r in g.runs for m in rf.read_jsonl(r.path / rf.METRICS) for split in ("test", "train")]
+    return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "split", "error", "loss"]).astype(
+        {"error": float, "loss": float})
 
 
 # The probe's per-unit measures (probes.jsonl keys): the per-element RMS by default (units' inputs differ in
