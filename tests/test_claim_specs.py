@@ -22,28 +22,30 @@ from resnet_ablate.training.config import to_yaml
 from resnet_ablate.training.parse import parse
 
 PROBED = {"shortcut_path_ratio", "input_gradient_ratio"}  # read from probes.jsonl at iteration 0 only
-SPECS = [name for name in available("ablations") if load_spec(name).claims]
+spec = functools.cache(load_spec)  # each spec read once
+SPECS = [name for name in available("ablations") if spec(name).claims]  # the specs with claims
 
 
 @functools.cache
 def planned_groups(name: str) -> tuple[SeedGroup, ...]:
     """The seed groups a report would find once every run of the spec's full budget has finished."""
     groups: dict[tuple, SeedGroup] = {}
-    for overrides in load_spec(name).runs("full"):
-        settings = {**settings_of(yaml.safe_load(to_yaml(parse(overrides)))), DATA: ""}
+    unseeded = {tuple(o for o in overrides if not o.startswith("seed=")) for overrides in spec(name).runs("full")}
+    for overrides in sorted(unseeded):
+        settings = {**settings_of(yaml.safe_load(to_yaml(parse(list(overrides))))), DATA: ""}
         groups.setdefault(tuple(settings.items()), SeedGroup(settings, []))
     return tuple(groups.values())
 
 
 def recorded(name: str, metric: str) -> bool:
     """Whether the spec's runs record `metric` (the gradient ratios need a probe at iteration 0)."""
-    return metric not in PROBED or 0 in load_spec(name).overrides.get("grad_probe_at", [])
+    return metric not in PROBED or 0 in spec(name).overrides.get("grad_probe_at", [])
 
 
 @functools.cache
 def family(name: str) -> int:
     """The rows with data in a report of the spec's runs: every spec's claims, in every context."""
-    claims = [c for spec in available("ablations") for c in load_spec(spec).claims]
+    claims = [c for other in available("ablations") for c in spec(other).claims]
     return sum(recorded(name, c.metric) and c.kind.linked([len(a.groups) == 1 for a in arms])
                for c in claims for _, arms in contexts(c, list(planned_groups(name))))
 
@@ -69,9 +71,8 @@ def needed(name: str, claim) -> int | None:
 
 @pytest.mark.parametrize("name", SPECS)
 def test_each_specs_seeds_decide_its_claims_or_the_spec_says_which_they_cannot(name):
-    spec = load_spec(name)
-    seeds = len(spec.seeds)
-    for claim in spec.claims:
+    seeds = len(spec(name).seeds)
+    for claim in spec(name).claims:
         n = needed(name, claim)
         short = n is None or n > seeds
         assert short == bool(claim.seeds_note), (f"{name}/{claim.id}: needs {n} per arm at 0.05 / {family(name)}, "
@@ -84,11 +85,10 @@ def claims_table() -> list[list[str]]:
     what it says."""
     rows = []
     for name in SPECS:
-        spec = load_spec(name)
-        for claim in spec.claims:
+        for claim in spec(name).claims:
             n = needed(name, claim)
             rows.append([name, claim.id, claim.kind.name, claim.metric, str(family(name)),
-                         "no paper number" if n is None else str(n), str(len(spec.seeds)), claim.claim])
+                         "no paper number" if n is None else str(n), str(len(spec(name).seeds)), claim.claim])
     return rows
 
 
