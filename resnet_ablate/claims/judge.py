@@ -51,6 +51,7 @@ class ClaimRow:
     labels: list[str] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)  # the comparisons that can be computed (none: not in the family)
     family: int = 0  # the rows with data in the report, over which the p-values are adjusted
+    level: float = 0.0  # the raw level the seeds to decide are computed at (`stats.decision_level`)
 
 
 def _matches(settings: dict[str, Any], select: dict[str, Any]) -> bool:
@@ -201,9 +202,8 @@ def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
     p_claim, p_against = zip(*(raw_p(r.links) for r in family)) if family else ((), ())
     adjusted = dict(zip(map(id, family), zip(adjust(list(p_claim), correction), adjust(list(p_against), correction))))
     for row in rows:
-        row.family = len(family)
-        level = decision_level(correction, len(family) + (not row.links))
-        decide(row, adjusted.get(id(row)), level, speed or [])
+        row.family, row.level = len(family), decision_level(correction, len(family) + (not row.links))
+        decide(row, adjusted.get(id(row)), row.level, speed or [])
     return rows
 
 

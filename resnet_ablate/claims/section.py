@@ -86,7 +86,7 @@ def _record(row: ClaimRow, context: str, correction: str) -> dict:
             "p_adjusted": outcome.p_adjusted if outcome else None,
             "p_claim": outcome.p_claim if outcome else None, "p_against": outcome.p_against if outcome else None,
             "correction": correction, "family": row.family, "level": LEVEL, "test": TEST,
-            "level_to_decide": decision_level(correction, row.family + (not row.links)), "seeds_per_arm": row.seeds,
+            "level_to_decide": row.level, "seeds_per_arm": row.seeds,
             "decides_as": outcome.decides_as if outcome else "", "extra_runs": row.extra_runs,
             "extra_gpu_hours": row.extra_hours, "to_decide": row.advice, "weaker_than_paper": "; ".join(row.labels),
             "paper": claim.paper}
