@@ -1,7 +1,7 @@
 """`python -m resnet_ablate.report RUNS_DIR --out OUT_DIR [--layout L]`: run folders -> the papers'
 tables (markdown, CSV, LaTeX booktabs, and printed) with the papers' numbers and Welch's t-tests
 beside them, and the papers' figures. report.md opens with the papers' claims judged on the runs (held / not
-held / undecided, `analysis/claims.py`), also written as claims.csv.
+held / undecided, `claims/`), also written as claims.csv.
 
 Runs are grouped by their settings but the seed. Finished runs (done or fail) are read; the others are
 listed in their state (running, paused, not started; the words of `folders/states.py`), and a damaged folder
@@ -29,12 +29,13 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .analysis.claimreport import claims_section
 from .analysis.figures import draw_figures, slug
 from .analysis.frames import GRAD_MEASURES, gradient_spread, spread_caption
-from .analysis.scan import DATA, RunRecord, Scan, group_by_settings, scan
+from .analysis.scan import DATA, RunRecord, Scan, copy_lines, group_by_settings, scan
 from .analysis.sweepview import sweep_view
 from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_layouts, emit, left_out, text_cells
+from .claims.section import claims_section
+from .claims.stats import CORRECTIONS, DEFAULT_CORRECTION
 from .cli import guarded
 from .folders import runfolder as rf
 from .folders.kinds import REPORT, REPORT_MANIFEST, refuse_other_kinds
@@ -98,6 +99,7 @@ def _section(runs: list[RunRecord], sweep: SweepRecord | None, out: Path, prefix
         lines += emit(table.shown, table.frame, table.caption, out / f"{prefix}-{lay.name}", lay.title + suffix,
                       tex=True)
         lines += left_out(lay, groups)
+    lines += copy_lines(runs)
     spread = gradient_spread(groups, measure)
     if not spread.empty:
         lines += emit(text_cells(spread), spread, spread_caption(measure), out / f"{prefix}-gradnorm",
@@ -118,10 +120,11 @@ def _data_note(found: Scan) -> list[str]:
             f"rows with a data column.", ""]
 
 
-def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...], measure: str = "rms") -> str:
+def write_report(found: Scan, out: Path, layout: str | None, formats: tuple[str, ...], measure: str = "rms",
+                 correction: str = DEFAULT_CORRECTION) -> str:
     """Tables (md, csv, tex) and figures of every section into `out`, and report.md; returns its text."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Report on {found.root}", "", *_data_note(found), *claims_section(found, out)]
+    lines = [f"# Report on {found.root}", "", *_data_note(found), *claims_section(found, out, correction)]
     for name, sweep, runs in sections(found):
         lines += [f"## {sweep.label() if sweep else 'Runs outside any sweep'}", ""]
         lines += _section(runs, sweep, out, slug(name), layout, formats, measure)
@@ -149,6 +152,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--grad-measure", choices=list(GRAD_MEASURES), default="rms",
                         help="the probe's per-unit measure in the gradient figures and spread table: rms = per-element "
                              "RMS (default; compares units of different sizes), l2 = the plain norm")
+    parser.add_argument("--claims-correction", choices=list(CORRECTIONS), default=DEFAULT_CORRECTION,
+                        help="how the claims' p-values are adjusted over the family of claims the report judges: "
+                             "holm = Holm's step-down, the chance of any false verdict at 5%% (default); bh = "
+                             "Benjamini-Hochberg, the expected share of false verdicts; none = each claim alone")
     args = parser.parse_args(argv)
     if not args.out.strip():
         raise UsageError("--out is empty: name the folder the report goes to (e.g. --out reports/mine)")
@@ -194,7 +201,7 @@ def _main(argv: list[str]) -> int:
     found = scan(args.runs_dir)
     try:
         with staged(args.out) as stage:
-            text = write_report(found, stage, args.layout, args.formats, args.grad_measure)
+            text = write_report(found, stage, args.layout, args.formats, args.grad_measure, args.claims_correction)
     except OSError as e:
         raise UsageError(f"cannot write the report: {e}") from e
     print(text)

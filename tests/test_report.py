@@ -235,10 +235,18 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
     frame = frames.curve_frame(groups, lambda g: scan.variant_label(g.settings, {"unit", "shortcut"}))
     assert set(frame["variant"]) == {"original, identity", "original, none", "full_preact, identity",
                                      "original, scaling (scale=0.5, residual_scale=1)"}
-    ax = figures.training_curves(frame).axes[0]
+    fig = figures.training_curves(frame)
+    ax, loss = fig.axes[:2]
     drawn = [line for line in ax.lines if len(line.get_xdata())]
     assert len(drawn) == 4 * 2 and {len(line.get_xdata()) for line in drawn} == {2}  # evaluations at 5 and 10
     assert sorted(line.get_linewidth() for line in drawn) == [0.7] * 4 + [1.6] * 4
+    # below the error, the training loss of metrics.jsonl: one thin dashed line per variant, the mean over seeds
+    assert loss.get_ylabel() == "training loss" and len(loss.lines) == 4
+    assert {(line.get_linestyle(), line.get_linewidth()) for line in loss.lines} == {("--", 0.7)}
+    plain = [json.loads(line)["train_loss"] for s in range(2)
+             for line in (runs / "tiny" / f"plain_s{s}" / "metrics.jsonl").read_text().splitlines()]
+    expected = [np.mean(plain[0::2]), np.mean(plain[1::2])]  # iterations 5 and 10, over seeds 0 and 1
+    assert sum(list(line.get_ydata()) == pytest.approx(expected) for line in loss.lines) == 1
     probes = frames.probe_frame(groups, lambda g: g.settings["shortcut"])  # identity, none, scaling probed
     fig = figures.gradient_norms(probes)
     assert [ax.get_title() for ax in fig.axes] == ["total, iteration 0", "shortcut path, iteration 0",

@@ -132,12 +132,22 @@ def _curves(ax: Axes, frame: pd.DataFrame, hue: str, colours: dict, legend: bool
 
 
 def training_curves(frame: pd.DataFrame, title: str = "") -> Figure:
-    """Columns variant, seed, iteration, split (test|train), error: one colour per variant."""
+    """Columns variant, seed, iteration, split (test|train), error and optionally loss: one colour per variant;
+    the error above, and below it the training loss (thin dashed, as the 2016 paper's figures draw it) where
+    the runs recorded one."""
+    colours = palette(list(dict.fromkeys(frame["variant"])))
+    train = frame[frame["split"] == "train"].dropna(subset=["loss"]) if "loss" in frame else frame.iloc[:0]
     with style():
-        fig = Figure(figsize=(WIDTH, 2.2), layout="constrained")
-        ax = fig.subplots()
-        _curves(ax, frame, "variant", palette(list(dict.fromkeys(frame["variant"]))), legend=True)
+        fig = Figure(figsize=(WIDTH, 3.6 if len(train) else 2.2), layout="constrained")
+        ax, *below = fig.subplots(2 if len(train) else 1, 1, sharex=True, squeeze=False)[:, 0]
+        _curves(ax, frame, "variant", colours, legend=True)
         ax.set_title(fit_title(title), fontsize="small")
+        if below:
+            means_and_bands(below[0], train, "iteration", "loss", "variant", colours, "sd", False,
+                            dashes=False, linestyle=(0, SPLITS["train"][0]), linewidth=SPLITS["train"][1])
+            below[0].set(xlabel="iterations", ylabel="training loss")
+            ax.set(xlabel="")
+            thousands(below[0])
         legend_below(fig, ax)
     return fig
 

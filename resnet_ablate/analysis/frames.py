@@ -18,11 +18,13 @@ from .scan import SeedGroup, contexts, model_variant, sort_key, variant_label, v
 
 
 def curve_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -> pd.DataFrame:
-    """metrics.jsonl of the groups' runs in long form: variant, seed, iteration, split, error."""
-    rows = [{"variant": label(g), "seed": r.seed, "iteration": m["iteration"], "split": split, "error": m.get(key)}
-            for g in groups for r in g.runs for m in rf.read_jsonl(r.path / rf.METRICS)
-            for split, key in (("test", "test_error"), ("train", "train_error"))]
-    return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "split", "error"]).astype({"error": float})
+    """metrics.jsonl of the groups' runs in long form: variant, seed, iteration, split, error, loss (the test
+    set's, or the evaluation interval's mean training loss)."""
+    rows = [{"variant": label(g), "seed": r.seed, "iteration": m["iteration"], "split": split,
+             "error": m.get(f"{split}_error"), "loss": m.get(f"{split}_loss")}
+            for g in groups for r in g.runs for m in rf.read_jsonl(r.path / rf.METRICS) for split in ("test", "train")]
+    return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "split", "error", "loss"]).astype(
+        {"error": float, "loss": float})
 
 
 # The probe's per-unit measures (probes.jsonl keys): the per-element RMS by default (units' inputs differ in
@@ -31,14 +33,6 @@ def curve_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str]) -> p
 GRAD_MEASURES = {"rms": ("unit_input_rms", "shortcut_path_rms", "grad. RMS"),
                  "l2": ("unit_input", "shortcut_path", "grad. norm")}
 PATHS = ("total", "shortcut path")  # a probe frame's `path` values, in GRAD_MEASURES' key order
-
-
-def stages(shapes: list) -> list[int]:
-    """The stage (1, 2, ...) of every unit: a new one starts where the input's shape changes."""
-    out: list[int] = []
-    for i, shape in enumerate(shapes):
-        out.append(1 if i == 0 else out[-1] + (shape != shapes[i - 1]))
-    return out
 
 
 def probe_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str], measure: str = "rms") -> pd.DataFrame:
@@ -52,7 +46,7 @@ def probe_frame(groups: list[SeedGroup], label: Callable[[SeedGroup], str], meas
                 for path, key in zip(PATHS, GRAD_MEASURES[measure][:2]):
                     values = p.get(key) or []
                     shapes = p.get("unit_shape") or []
-                    stage = stages(shapes) if len(shapes) == len(values) else [0] * len(values)
+                    stage = rf.probe_stages(shapes) if len(shapes) == len(values) else [0] * len(values)
                     rows += [{"variant": label(g), "seed": r.seed, "iteration": p["iteration"], "path": path,
                               "unit": i, "stage": stage[i], "norm": norm} for i, norm in enumerate(values)]
     return pd.DataFrame(rows, columns=["variant", "seed", "iteration", "path", "unit", "stage", "norm"])
@@ -79,7 +73,7 @@ def _stage_factors(p: dict, measure: str) -> dict[str, float]:
         values = p.get(key) or []
         if len(values) != len(shapes):
             continue
-        per_stage = stages(shapes)
+        per_stage = rf.probe_stages(shapes)
         for k in sorted(set(per_stage)):
             idx = [i for i, s in enumerate(per_stage) if s == k]
             first, last = values[idx[0]], values[idx[-1]]

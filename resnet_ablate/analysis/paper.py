@@ -182,3 +182,30 @@ def lookup(settings: Mapping[str, Any], tables: tuple[str, ...] = tuple(TABLES))
             if any(_matches(m, settings) for m in row.match):
                 return TABLES[key], row
     return None
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A seed-to-seed sd of the final test error that a paper states, the data set and depths it stands for,
+    and where it is from."""
+
+    dataset: str
+    depths: tuple[int, int]  # the closed range of depths it stands for
+    sd: float
+    source: str
+
+
+SPREADS = (
+    Spread("cifar10", (20, 164), 0.16, "2015 paper, Table 6: ResNet-110, 6.61±0.16 (mean±std of 5 runs), the one "
+                                       "spread the papers give below 1001 layers"),
+    Spread("cifar10", (1001, 1001), 0.14, "2016 paper, Table 4: pre-activation ResNet-1001, 4.89±0.14 (mean±std of "
+                                          "5 runs)"),
+    Spread("cifar100", (164, 1001), 0.22, "2016 paper, Table 4: pre-activation ResNet-1001 on CIFAR-100, "
+                                          "22.68±0.22 (mean±std of 5 runs); no spread is given at 164 layers"),
+)  # none for ResNet-1202 (one run, 2015 Table 6) nor for the plain nets (curves only)
+
+
+def spread(dataset: Any, depth: Any) -> Spread | None:
+    """The papers' spread of test error for a data set and depth (None: they give none that stands for it)."""
+    return next((s for s in SPREADS if s.dataset == dataset and isinstance(depth, int)
+                 and s.depths[0] <= depth <= s.depths[1]), None)

@@ -208,10 +208,62 @@ class SeedGroup:
         return float(np.median(values)) if values else None
 
 
+RESULT_NUMBERS = ("status", "final_test_error", "final_train_error", "final_train_loss", "best_test_error")
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A finished run whose settings and seed an earlier one (`counted`: the first path, sorted) already has, as
+    when two sweeps train the same run: listed, never counted, so that no seed weighs twice in a median, sd or
+    test."""
+
+    run: RunRecord
+    counted: RunRecord
+
+    def differs(self) -> list[str]:
+        """The result.json numbers (`RESULT_NUMBERS`) in which the two copies differ, 'key here vs counted'."""
+        return [f"{k} {report_text(self.run.result.get(k))} vs {report_text(self.counted.result.get(k))}"
+                for k in RESULT_NUMBERS if self.run.result.get(k) != self.counted.result.get(k)]
+
+    def line(self) -> str:
+        """The copy in one report.md line: where it lies, the run counted instead, and how their numbers differ."""
+        differ = self.differs()
+        return (f"- not counted (a copy of {self.counted.path}, the same settings and seed {self.run.seed}"
+                + (f"; its numbers differ: {', '.join(differ)}" if differ else "; the same numbers") + f"): "
+                f"{self.run.path}")
+
+
+def distinct(runs: list[RunRecord]) -> tuple[list[RunRecord], list[Copy]]:
+    """The finished runs with each (settings, seed) once, the copy with the first path (sorted) counted; and
+    the other copies, never counted."""
+    kept: dict[tuple, RunRecord] = {}
+    copies = []
+    for run in sorted((r for r in runs if r.status in FINISHED), key=lambda r: str(r.path)):
+        key = (tuple(run.settings.items()), run.seed)
+        if key in kept:
+            copies.append(Copy(run, kept[key]))
+        else:
+            kept[key] = run
+    return list(kept.values()), copies
+
+
+def copy_lines(runs: list[RunRecord]) -> list[str]:
+    """report.md lines under a table for the copies among `runs` that it does not count (none: no lines)."""
+    copies = distinct(runs)[1]
+    if not copies:
+        return []
+    differ = sum(bool(c.differs()) for c in copies)
+    return [f"{len(copies)} finished run{'s' if len(copies) > 1 else ''} not counted: each a copy of a run above "
+            f"(the same settings and seed; the copy with the first path counts)"
+            + (f", {differ} of them with numbers that differ from the counted copy's:" if differ else ":"),
+            "", *(c.line() for c in copies), ""]
+
+
 def group_by_settings(runs: list[RunRecord]) -> list[SeedGroup]:
-    """Finished runs grouped by settings, each group's runs sorted by seed."""
+    """Finished runs grouped by settings, each (settings, seed) counted once (`distinct`), each group's runs
+    sorted by seed."""
     groups: dict[tuple, SeedGroup] = {}
-    for run in sorted((r for r in runs if r.status in FINISHED), key=lambda r: (str(r.path), r.seed)):
+    for run in distinct(runs)[0]:
         groups.setdefault(tuple(run.settings.items()), SeedGroup(run.settings, [])).runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)

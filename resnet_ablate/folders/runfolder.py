@@ -179,6 +179,15 @@ def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
         write_text(path, text)
 
 
+def probe_stages(shapes: list) -> list[int]:
+    """The stage (1, 2, ...) of every unit of a probes.jsonl line, from its `unit_shape`: a new one starts where
+    the unit's input shape changes."""
+    out: list[int] = []
+    for i, shape in enumerate(shapes):
+        out.append(1 if i == 0 else out[-1] + (shape != shapes[i - 1]))
+    return out
+
+
 def read_responses(folder: Path) -> dict | None:
     """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
     path = folder / RESPONSES

@@ -44,8 +44,10 @@ def cost_line(todo: list[Config], launch: Launch) -> str:
     sources = "; ".join(f"measured: {_shown(SPEED_TABLES)}/{cost.SPEED_GLOB}" if s == "speed table"
                         else _basis(packs, gpu) for s in found.sources)
     where = "" if launch.launcher == "slurm" else f"launcher={launch.launcher} has no time limit; under launcher=slurm "
+    lower = "estimate" in found.sources and any(cost.precision_of(s) == "fp32" for p in packs for s in p)
     text = (f"cost: {_n(found.runs, 'run')} to train in {_n(found.jobs, 'job')} of up to "
-            f"{_n(launch.runs_per_job, 'run')}: {found.gpu_hours:.3g} GPU-hours on {gpu} ({sources}; "
+            f"{_n(launch.runs_per_job, 'run')}: {'at least ' if lower else ''}{found.gpu_hours:.3g} GPU-hours on "
+            f"{gpu} ({sources}; "
             f"{cost.STARTUP_S:.0f} s a job start); {where}at slurm.time={launch.slurm.time} min: "
             f"{_n(found.starts, 'job start')}, {found.starts - found.jobs} of them requeues")
     if found.most_requeues > launch.max_num_timeout:
@@ -67,8 +69,19 @@ def _shown(path: Path) -> Path:
 
 
 def _basis(packs: list[list[dict[str, Any]]], gpu: str) -> str:
-    """The estimate and its per-image figures for the first few distinct nets of the sweep."""
-    nets = {(s["arch"], s["depth"], cost.precision_of(s)): s for p in packs for s in p}
+    """The estimate: the precision and step mode it assumes, what it is fitted to, the per-image figures of the
+    first few distinct nets of the sweep, and for fp32 runs that their speed has never been measured."""
+    runs = [s for p in packs for s in p]
+    nets = {(s["arch"], s["depth"]): s for s in runs}
     shown = ", ".join(cost.estimate_basis(s) for s in list(nets.values())[:3]) + (", ..." if len(nets) > 3 else "")
-    return (f"estimate from FLOPs and activation bytes per training image at {cost.UTILISATION:g} of {gpu}'s "
-            f"datasheet peaks: {shown}")
+    modes = " and ".join(dict.fromkeys("in one CUDA graph per run" if cost.estimated_mode(s) == "graph" else "eager"
+                                       for s in runs))
+    fitted = (f"{cost.kernel_seconds('graph') * 1e6:.2g} µs per kernel in a graph, "
+              f"{cost.kernel_seconds('eager') * 1e6:.2g} eager")
+    text = (f"estimate for bf16 {modes}: FLOPs and activation bytes per training image at {cost.UTILISATION:g} of "
+            f"{gpu}'s datasheet peaks and {fitted}, fitted to hand-written training loops on an H100 "
+            f"({'; '.join(a.what for a in cost.ANCHORS)}): {shown}")
+    if any(cost.precision_of(s) == "fp32" for s in runs):
+        text += ("; these runs train in fp32 with TF32 off (the papers' recipes), which has never been measured on "
+                 "a GPU: the bf16 estimate is a lower bound")
+    return text

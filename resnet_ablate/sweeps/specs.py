@@ -25,7 +25,7 @@ from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..values import override_text
-from .claimspec import ANY_VALUE, RECIPE, Claim, read_claims
+from ..claims.spec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
 from .launchkeys import Launch, available, find_file, key_of, load_mapping
 
@@ -140,7 +140,7 @@ class Spec:
     budgets: dict[str, dict[str, Any]]
     search: dict[str, dict[str, Any]]
     trials: int
-    claims: list[Claim] = field(default_factory=list)  # the paper's findings these runs check (`claimspec`)
+    claims: list[Claim] = field(default_factory=list)  # the paper's findings these runs check (`claims.spec`)
 
     def budget(self, budget: str) -> dict[str, Any]:
         """The settings of a named budget ({} for full)."""

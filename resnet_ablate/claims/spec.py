@@ -1,8 +1,8 @@
 """The papers' claims as data: the `claims:` block of an ablation spec, read and checked once (one-line errors
-naming the file). Each claim says what the paper found in its own words, where (table, figure, page), which
-arms it compares (each a selector of run settings) and how: an ordering, a sign of a difference, a trend over
-the arms' order, "fails" / "trains", closeness within a margin, or a value range. `analysis/claims.py` judges
-them on run folders. Torch-free: the caller passes the check of a setting's value.
+naming the file). Each claim says what the paper found in its own words, where (table, figure, section),
+which arms it compares (each a selector of run settings) and how: its kind (`kinds.CLAIM_KINDS`: an ordering,
+a trend over the arms' order, "fails" / "trains", closeness within a margin, a value range), with the kind's
+own keys. `judge` judges them on run folders. Torch-free: the caller passes the check of a setting's value.
 
     claims:
       - id: conv1x1_worse
@@ -24,32 +24,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError, unknown
+from .kinds import CLAIM_KINDS, ClaimKind
+from .metrics import METRICS
 
-# kind: (what it means, how many arms it takes: (min, max or None))
-KINDS: dict[str, tuple[str, tuple[int, int | None]]] = {
-    "lower": ("the first arm's metric is lower than every other arm's", (2, None)),
-    "higher": ("the first arm's metric is higher than every other arm's", (2, None)),
-    "decreasing": ("the metric falls from each arm to the next, in the order listed", (2, None)),
-    "increasing": ("the metric rises from each arm to the next, in the order listed", (2, None)),
-    "close": ("the two arms' metrics differ by less than `margin`", (2, 2)),
-    "fails": ("each arm's median run fails (as the paper's median of runs, failures included)", (1, None)),
-    "trains": ("each arm's median run does not fail", (1, None)),
-    "within": ("each arm's median run has its metric within `bounds` [low, high]", (1, None)),
+ORIGINS = {  # where a claim comes from: how the report heads its list of sources
+    "paper": "The papers' words",
+    "other": "Other sources (not the papers: re-runs, reproductions, open questions)",
 }
-COUNTING = ("fails", "trains", "within")  # one-arm claims about the median run: a count of runs, not a ranking
-# metric: (what it is, whether a failed run counts as worse than any value, as the papers' median counts it)
-METRICS: dict[str, tuple[str, bool]] = {
-    "test_error": ("final test error (%)", True),
-    "train_error": ("final training error (%), the last evaluation's", True),
-    "response_std": ("mean over the 3x3 layers of the response std (responses.json, 2015 Fig. 7)", False),
-    "shortcut_path_ratio": ("first/last-unit RMS of the gradient through the shortcuts only (probes.jsonl "
-                            "shortcut_path_rms at iteration 0), within each stage, geometric mean over stages",
-                            False),
-}
-CLAIM_KEYS = ("id", "claim", "paper", "source", "kind", "metric", "where", "arms", "vary", "margin", "bounds", "note")
+BASE_KEYS = ("id", "claim", "paper", "source", "kind", "metric", "where", "arms", "vary", "note", "origin",
+             "seeds_note")
 REQUIRED = ("id", "claim", "paper", "source", "kind", "arms")
+TEXTS = ("id", "claim", "paper", "source", "note", "seeds_note")
 RECIPE = "recipe"  # a selector key: the arm's runs have exactly that recipe's resolved settings
 ANY_VALUE = object()  # passed to the setting check for a key named without a value (`vary`)
+
+
+def kind_keys() -> dict[str, list[str]]:
+    """Every registered kind's own claim keys, each with the kinds that take it."""
+    keys: dict[str, list[str]] = {}
+    for name in CLAIM_KINDS:
+        for key in CLAIM_KINDS.get(name).keys:
+            keys.setdefault(key, []).append(name)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -69,14 +65,14 @@ class Claim:
     claim: str
     paper: str
     source: str
-    kind: str
+    kind: ClaimKind
     arms: tuple[Arm, ...]
     metric: str = "test_error"
     where: dict[str, Any] = field(default_factory=dict)
     vary: tuple[str, ...] = ()
-    margin: float | None = None
-    bounds: tuple[float, float] | None = None
     note: str = ""
+    origin: str = "paper"  # a key of ORIGINS
+    seeds_note: str = ""  # why the spec's seeds cannot decide it at the papers' effect size ("": they can)
 
     def keys(self) -> set[str]:
         """The settings the arms are told apart by or may differ in (the rest is the context they are compared
@@ -102,45 +98,53 @@ def _read_claim(path: Path, spec: str, i: int, item: Any, check: Callable[[str, 
     where = f"{path}: claims[{i}]"
     if not isinstance(item, dict):
         raise UsageError(f"{where}: a claim is a mapping with {', '.join(REQUIRED)}, got {item!r}")
-    for key in (k for k in item if k not in CLAIM_KEYS):
-        raise unknown("claim key", key, CLAIM_KEYS, where=where)
+    own = kind_keys()
+    for key in (k for k in item if k not in BASE_KEYS and k not in own):
+        raise unknown("claim key", key, [*BASE_KEYS, *own], where=where)
     for key in (k for k in REQUIRED if k not in item):
         raise UsageError(f"{where}: missing '{key}' (a claim needs {', '.join(REQUIRED)})")
-    for key in ("id", "claim", "paper", "source", "note"):
-        if key in item and (not isinstance(item[key], str) or not item[key].strip()):
+    for key in (k for k in TEXTS if k in item):
+        if not isinstance(item[key], str) or not item[key].strip():
             raise UsageError(f"{where}: {key} must be a non-empty text, got {item[key]!r}")
     if not re.fullmatch(r"[a-z0-9_]+", item["id"]):
         raise UsageError(f"{where}: id '{item['id']}' must be lower-case letters, digits and '_'")
     where = f"{path}: claim {item['id']}"
-    kind = item["kind"]
-    if kind not in KINDS:
-        raise unknown("claim kind", kind, KINDS, where=where)
+    name = item["kind"]
+    cls = CLAIM_KINDS.get(name) if name in CLAIM_KINDS else None
+    if cls is None:
+        raise unknown("claim kind", name, CLAIM_KINDS.names(), where=where)
+    for key in (k for k in item if k in own and k not in cls.keys):
+        raise UsageError(f"{where}: {key} belongs to {' and '.join(repr(n) for n in own[key])} claims, not "
+                         f"'{name}'")
+    if not cls.takes_metric and "metric" in item:
+        raise UsageError(f"{where}: a '{name}' claim counts run states; it takes no metric")
     metric = item.get("metric", "test_error")
-    if kind in ("fails", "trains") and "metric" in item:
-        raise UsageError(f"{where}: a '{kind}' claim counts failed runs; it takes no metric")
     if metric not in METRICS:
-        raise unknown("metric", metric, METRICS, where=where)
+        raise unknown("metric", metric, METRICS.names(), where=where)
+    if item.get("origin", "paper") not in ORIGINS:
+        raise unknown("origin", item["origin"], list(ORIGINS), where=where)
+    kind = cls.read(name, where, item)
     arms = _arms(where, kind, item["arms"], check)
     selector = _selector(where, "where", item.get("where", {}), check)
     for arm in arms:
         for key in (k for k in arm.select if k in selector):
             raise UsageError(f"{where}: arm '{arm.label}' sets {key}, which `where` already fixes for every arm")
     return Claim(spec, item["id"], item["claim"].strip(), item["paper"].strip(), item["source"].strip(), kind,
-                 arms, metric, selector, _vary(where, item.get("vary", []), check),
-                 _margin(where, kind, item.get("margin")), _bounds(where, kind, item.get("bounds")),
-                 item.get("note", "").strip())
+                 arms, metric, selector, _vary(where, item.get("vary", []), check), item.get("note", "").strip(),
+                 item.get("origin", "paper"), item.get("seeds_note", "").strip())
 
 
-def _arms(where: str, kind: str, data: Any, check: Callable[[str, Any], None]) -> tuple[Arm, ...]:
-    low, high = KINDS[kind][1]
+def _arms(where: str, kind: ClaimKind, data: Any, check: Callable[[str, Any], None]) -> tuple[Arm, ...]:
+    low, high = kind.arms
     if not isinstance(data, dict) or not data:
         raise UsageError(f"{where}: arms must map each arm's label to its settings, e.g. "
                          f"{{identity: {{shortcut: identity}}}}, got {data!r}")
     if len(data) < low or (high is not None and len(data) > high):
         wanted = f"exactly {low}" if low == high else f"at least {low}"
-        raise UsageError(f"{where}: a '{kind}' claim compares {wanted} arm{'s' if low > 1 else ''}, got {len(data)}")
+        raise UsageError(f"{where}: a '{kind.name}' claim compares {wanted} arm{'s' if low > 1 else ''}, got "
+                         f"{len(data)}")
     arms = tuple(Arm(str(label), _selector(where, f"arms.{label}", select, check)) for label, select in data.items())
-    if kind not in COUNTING:
+    if kind.distinct_arms:
         for a, b in ((a, b) for n, a in enumerate(arms) for b in arms[n + 1:]):
             if _same(a.select, b.select):
                 raise UsageError(f"{where}: arms '{a.label}' and '{b.label}' select the same runs")
@@ -184,26 +188,3 @@ def _vary(where: str, data: Any, check: Callable[[str, Any], None]) -> tuple[str
         except UsageError as e:
             raise UsageError(f"{where}: vary: {e}") from e
     return tuple(data)
-
-
-def _margin(where: str, kind: str, value: Any) -> float | None:
-    if kind != "close":
-        if value is not None:
-            raise UsageError(f"{where}: margin belongs to 'close' claims only")
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise UsageError(f"{where}: a 'close' claim needs margin: a positive number in the metric's units, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def _bounds(where: str, kind: str, value: Any) -> tuple[float, float] | None:
-    if kind != "within":
-        if value is not None:
-            raise UsageError(f"{where}: bounds belong to 'within' claims only")
-        return None
-    ok = isinstance(value, list) and len(value) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and value[0] < value[1]
-    if not ok:
-        raise UsageError(f"{where}: a 'within' claim needs bounds: [low, high] with low < high, got {value!r}")
-    return float(value[0]), float(value[1])
