@@ -79,6 +79,7 @@ def _unread(found: Scan) -> list[str]:
         lines.append(f"- {run.status} (no result.json; {at}; {who}): {run.path}")
     lines += [f"- {State.DAMAGED} (skipped): {path}: {reason}" for path, reason in found.broken]
     lines += [f"- {State.NOT_STARTED} (named in sweep.yaml, no run folder): {path}" for path in found.missing]
+    lines += [f"- range test of lr_find (not a training run): {path}" for path in found.range_tests]
     return lines
 
 
@@ -171,9 +172,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """A temporary folder inside `out` for the report to write in; after the block its files move into `out`,
-    and `out`'s manifest (.report-files) lists them. Whatever writes into the folder is covered, so the files
-    in it are the one list of what the report writes. Refused before anything moves, and `out` left as it was,
-    when one would replace a file that is not in the manifest, i.e. that no report wrote."""
+    the files an earlier report listed in `out`'s manifest (.report-files) and this one did not write are
+    removed (a report replaces the one before it whole, never mixes with it), and the manifest lists this
+    report's files. Whatever writes into the folder is covered, so the files in it are the one list of what the
+    report writes. Refused before anything moves, and `out` left as it was, when one would replace a file that is
+    not in the manifest, i.e. that no report wrote."""
     refuse_other_kinds(out, REPORT, "--out", rf.contents(out))
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".report.{secrets.token_hex(4)}.tmp"
@@ -191,9 +194,18 @@ def staged(out: Path) -> Iterator[Path]:
         for name in written:
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, out / name)
-        rf.write_text(listed, "".join(f"{n}\n" for n in sorted(own | set(written))))
+        for name in sorted(own - set(written)):  # the earlier report's files that this one does not replace
+            if _inside(name) and (os.path.islink(out / name) or (out / name).is_file()):
+                (out / name).unlink()
+        rf.write_text(listed, "".join(f"{n}\n" for n in written))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _inside(name: str) -> bool:
+    """A manifest line that names a file inside --out (a relative path without '..'), never one elsewhere."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts
 
 
 def _main(argv: list[str]) -> int:

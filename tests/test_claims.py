@@ -150,6 +150,16 @@ def test_an_arm_not_run_and_a_spec_whose_arms_never_ran(tmp_path):
     assert row.verdict == "not run" and judged.arms_text(row) == "not run: scaled, dropout"
 
 
+def test_a_claim_whose_runs_are_on_other_data_says_so(tmp_path):
+    """Issue 38: a degradation sweep on synthetic data read 'not run' against the CIFAR-10 claims."""
+    groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2], "none": [9.0, 9.1, 9.2]})
+    data = [{"id": "c", "claim": "a claim", "paper": "the words", "source": "Table 9", "kind": "lower",
+             "where": {"dataset": "cifar10", "depth": 8}, "arms": {"identity": IDENTITY, "plain": PLAIN}}]
+    (row,) = judged.judge_all(read_claims(Path("spec.yaml"), "spec", data, check_setting), groups, {"spec"})
+    assert row.verdict == "not run"
+    assert judged.arms_text(row) == "ran on other data (dataset=synthetic); the claim is about CIFAR-10"
+
+
 def test_a_failed_arm_counts_as_the_papers_median_does(tmp_path):
     groups = make_runs(tmp_path, {"identity": [5.0, 5.1, 5.2], "none": [("fail", 3.0)] * 5,
                                   "scaling": [("fail", 30.0)] * 4 + [9.0]})

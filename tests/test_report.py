@@ -486,6 +486,34 @@ def test_the_report_writes_over_no_file_it_did_not_write(two_runs, tmp_path, cap
     assert (out / "mine.txt").read_text() == "mine"
 
 
+def test_a_report_into_another_reports_folder_replaces_it_whole(two_runs, tmp_path):
+    """Issue 38: report A --out R; report B --out R left A's figures beside B's report.md."""
+    other = tmp_path / "other"
+    make_run_folder(other / "sweep_x" / "r0", [*TINY, "shortcut=none"], error=7.0)
+    (other / "sweep_x" / "r0" / "metrics.jsonl").write_text('{"iteration": 10, "train_error": 50, "test_error": 7}\n')
+    write_sweep(SweepRecord(other / "sweep_x", "sweep", runs=("r0",)))
+    out = tmp_path / "out"
+    assert report.main([str(other), "--out", str(out), "--formats", "png"]) == 0
+    first = set((out / ".report-files").read_text().splitlines())
+    assert any(name.startswith("sweep_x-") for name in first)
+    (out / "notes.txt").write_text("mine")
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 0
+    second = set((out / ".report-files").read_text().splitlines())
+    assert not any(name.startswith("sweep_x-") for name in second)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*second, "notes.txt"])
+    assert "sweep_x" not in (out / "report.md").read_text()
+
+
+def test_a_manifest_line_outside_the_folder_is_never_removed(two_runs, tmp_path):
+    out = tmp_path / "out"
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 0
+    (tmp_path / "precious.txt").write_text("keep")
+    with (out / ".report-files").open("a") as f:
+        f.write("../precious.txt\n")
+    assert report.main([str(two_runs), "--out", str(out), "--formats", "png"]) == 0
+    assert (tmp_path / "precious.txt").read_text() == "keep"
+
+
 @pytest.mark.parametrize("out,message", [("", "--out is empty: name the folder the report goes to"),
                                          ("runs/r0", "--out=runs/r0 is a run folder (it holds result.json), not a "
                                                      "report folder: choose another --out")])
@@ -575,3 +603,26 @@ def test_two_command_line_sweeps_in_one_report_each_get_their_own_figures(tmp_pa
     images = re.findall(r"!\[[^]]*\]\(([^)]*curves[^)]*)\)", text)
     assert len(images) == len(set(images)) == 2 and all((tmp_path / "out" / i).is_file() for i in images)
     assert [i.split("-curves")[0] for i in images] == ["sweep_shortcut_a", "sweep_shortcut_b"]
+
+
+def test_a_range_test_folder_is_not_listed_as_a_training_run(tmp_path):
+    """Issue 38: the README's flow (lr_find, then report runs/) always showed the range test as 'not started'."""
+    make_run_folder(tmp_path / "runs" / "r0", TINY, "done", 40.0)
+    test = tmp_path / "runs" / "lr_find_tiny"
+    test.mkdir()
+    (test / "config.yaml").write_text((tmp_path / "runs" / "r0" / "config.yaml").read_text())
+    (test / "lr_find.jsonl").write_text('{"step": 0, "lr": 1e-05, "loss": 2.3}\n')
+    (test / "lr_find.json").write_text('{"suggested_lr": 0.1}')
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "not started" not in text and f"- range test of lr_find (not a training run): {test}" in text
+    assert scan.scan(tmp_path / "runs").range_tests == [test]
+
+
+def test_the_best_epoch_column_says_it_is_chosen_on_the_test_set_and_names_the_validation_split(tmp_path):
+    from resnet_ablate.analysis.tables import BEST_SEEN, build_table, layouts
+    for recipe in ("fb_torch", "he2015"):
+        _folders(tmp_path / recipe, "identity", ["depth=110", f"recipe={recipe}"], [6.0, 6.2], best_test_error=5.9)
+    table = build_table(layouts()["recipe_gap"], scan.group_by_settings(scan.scan(tmp_path).runs))
+    assert BEST_SEEN == "best epoch, chosen on test (fb prints)" and BEST_SEEN in table.shown.columns
+    assert "chosen on the test set itself" in table.caption and "(val_split=5000)" in table.caption

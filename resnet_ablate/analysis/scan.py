@@ -23,6 +23,7 @@ from ..models.shortcuts import SHORTCUTS
 from ..models.units import UNITS
 from ..errors import UsageError
 from ..folders import runfolder as rf
+from ..folders.kinds import RANGE_TEST_FILES
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
@@ -81,12 +82,14 @@ class RunRecord:
 
 @dataclass
 class Scan:
-    """Everything found under a folder: readable runs, damaged folders (`broken`), and sweep runs with no folder."""
+    """Everything found under a folder: readable runs, damaged folders (`broken`), sweep runs with no folder, and
+    lr_find's range-test folders (not training runs)."""
 
     root: Path
     runs: list[RunRecord] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
+    range_tests: list[Path] = field(default_factory=list)
 
 
 def _typed(key: str, value: Any, default: Any) -> Any:
@@ -160,7 +163,8 @@ def trained_precision(result: dict[str, Any]) -> dict[str, str]:
 
 def scan(root: Path) -> Scan:
     """Every run folder under `root` (a folder holding any run file; its subfolders are not searched),
-    each with the nearest sweep.yaml at or above it (up to `root`)."""
+    each with the nearest sweep.yaml at or above it (up to `root`); a range-test folder (lr_find's, which also
+    holds a config.yaml) is set aside."""
     if not root.is_dir():
         raise UsageError(f"{root}: no such folder")
     found, sweeps = Scan(root), {}
@@ -172,7 +176,10 @@ def scan(root: Path) -> Scan:
                 sweeps[here] = read_sweep(here)
             except SweepFileError as e:
                 found.broken.append((here / SWEEP_FILE, str(e).removeprefix(f"{here / SWEEP_FILE}: ")))
-        if set(rf.RUN_FILES) & set(files):
+        if set(RANGE_TEST_FILES) & set(files):
+            dirs.clear()
+            found.range_tests.append(here)
+        elif set(rf.RUN_FILES) & set(files):
             dirs.clear()
             sweep = next((sweeps[p] for p in (here, *here.parents) if p in sweeps), None)
             try:
@@ -181,7 +188,7 @@ def scan(root: Path) -> Scan:
                 found.broken.append((here, str(e)))
     seen = {r.path for r in found.runs} | {p for p, _ in found.broken}
     found.missing = [s.folder / name for s in sweeps.values() for name in s.runs if s.folder / name not in seen]
-    if not found.runs and not found.broken and not found.missing:
+    if not found.runs and not found.broken and not found.missing and not found.range_tests:
         raise UsageError(f"{root}: no run folders found (a run folder holds config.yaml, metrics.jsonl, result.json)")
     return found
 

@@ -52,6 +52,7 @@ class ClaimRow:
     links: list[Link] = field(default_factory=list)  # the comparisons that can be computed (none: not in the family)
     family: int = 0  # the rows with data in the report, over which the p-values are adjusted
     level: float = 0.0  # the raw level the seeds to decide are computed at (`stats.decision_level`)
+    note: str = ""  # why a claim is not run where runs of its spec are: they ran on other data
 
 
 def _matches(settings: dict[str, Any], select: dict[str, Any]) -> bool:
@@ -197,6 +198,7 @@ def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
         found = [judge(claim, ctx, arms) for ctx, arms in contexts(claim, groups)]
         if not found and claim.spec in sweeps:
             found = [judge(claim, dict(claim.where), [ArmRuns(a, []) for a in claim.arms])]
+            found[0].note = other_data(claim, groups)
         rows += found
     family = [r for r in rows if r.links]
     p_claim, p_against = zip(*(raw_p(r.links) for r in family)) if family else ((), ())
@@ -205,6 +207,21 @@ def judge_all(claims: list[Claim], groups: list[SeedGroup], sweeps: set[str],
         row.family, row.level = len(family), decision_level(correction, len(family) + (not row.links))
         decide(row, adjusted.get(id(row)), row.level, speed or [])
     return rows
+
+
+DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def other_data(claim: Claim, groups: list[SeedGroup]) -> str:
+    """'ran on other data (dataset=synthetic); the claim is about CIFAR-10' where runs that fit the claim but for
+    the data set are there; '' otherwise."""
+    wanted = claim.where.get("dataset")
+    if wanted is None:
+        return ""
+    rest = {k: v for k, v in claim.where.items() if k != "dataset"}
+    other = sorted({g.settings["dataset"] for g in groups if _matches(g.settings, rest)} - {wanted})
+    return (f"ran on other data (dataset={', '.join(other)}); the claim is about {DATA_NAMES.get(wanted, wanted)}"
+            if other else "")
 
 
 def differing(rows: list[ClaimRow]) -> dict[int, str]:
@@ -233,7 +250,9 @@ def observed(row: ClaimRow) -> str:
 
 def arms_text(row: ClaimRow) -> str:
     """n per arm ('5 per arm' when every arm has the same), then the arms without runs: not run, not measured,
-    or ambiguous (several seed groups match the arm)."""
+    or ambiguous (several seed groups match the arm); for a claim whose runs are on other data, that."""
+    if row.note:
+        return row.note
     measured = [a for a in row.arms if a.values and len(a.groups) == 1]
     counts = {len(a.values) for a in measured}
     if len(counts) == 1:
