@@ -3,12 +3,14 @@ import pytest
 from helpers import TINY, run_cli
 
 from resnet_ablate import run
+from resnet_ablate.analysis.scan import settings_of
 from resnet_ablate.errors import UsageError
 from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.registry import parameters
 from resnet_ablate.sweeps.settings import help_text as launch_help_text
-from resnet_ablate.training.config import FAMILIES, defaults, fields, from_yaml, registered_keys, run_name, to_yaml
+from resnet_ablate.training.config import FAMILIES, defaults, downsampling, fields, from_yaml, preact_units, \
+    registered_keys, run_name, to_yaml
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
 from resnet_ablate.training.parse import help_text, parse
 
@@ -63,6 +65,7 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["val_split=50000"], "val_split=50000 is out of range; allowed: 0..49999"),
     (["gate_init=ones"], "unknown gate_init 'ones'; allowed: he, zero"),
     (["milestones=[48000,32000]"], "milestones=[48000,32000] must be increasing positive iterations"),
+    (["milestones=[2,2]", "schedule=cosine"], "milestones=[2,2] must be increasing positive iterations"),
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
     (["recipe=default", "dataset=synthetic", "synthetic_size=64", "batch_size=65"],
      "batch_size=65 is larger than the 64 training images of dataset=synthetic; use batch_size=64 or less"),
@@ -179,6 +182,38 @@ def test_keys_of_an_unused_optimizer_or_schedule_are_ignored_with_a_note_and_kep
     assert notes == [note]
 
 
+@pytest.mark.parametrize("args, other, note", [
+    (["schedule=cosine", "milestones=[100,200]"], "[32000,48000]",
+     _note("milestones", "schedule=cosine", "milestones: step")),
+    (["precision=fp32", "residual_fp32=false"], "true",
+     _note("residual_fp32", "precision=fp32", "residual_fp32: auto, bf16")),
+    (["unit=full_preact", "shortcut=none", "preact_shortcut_input=shared"], "raw",
+     _note("preact_shortcut_input", "shortcut=none", f"preact_shortcut_input: {', '.join(downsampling())}")),
+    (["unit=original", "preact_shortcut_input=shared"], "raw",
+     _note("preact_shortcut_input", "unit=original", f"preact_shortcut_input: {', '.join(preact_units())}")),
+    (["shortcut=conv1x1", "downsample=conv1x1"], "auto",
+     _note("downsample", "shortcut=conv1x1", f"downsample: {', '.join(downsampling())}")),
+], ids=["milestones_under_cosine", "residual_fp32_under_fp32", "preact_input_without_shortcut",
+        "preact_input_of_original_units", "downsample_of_conv1x1"])
+def test_settings_that_change_nothing_are_ignored_with_a_note_and_kept_out_of_the_name(args, other, note, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """As another entry's keys: milestones under schedule=cosine, residual_fp32 under fp32, and so on (each
+    entered the run's name, so the same computation got a second folder, and a sweep over it more runs). The
+    report groups such runs with the others, the key's value set to None."""
+    notes: list[str] = []
+    cfg = parse(args, notes)
+    assert cfg == parse(args[:-1]) and run_name(cfg) == run_name(parse(args[:-1]))
+    assert notes == [note]
+    key = args[-1].split("=", 1)[0]
+    assert settings_of({**vars(parse(args[:-1])), key: getattr(parse(args[-1:]), key)})[key] is None
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*args, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"{note}\n1 run in runs/{run_name(cfg)}: to train from the start; dry_run=true " \
+                                      f"trains nothing\n"
+    assert run.main([*args[:-1], f"{args[-1]},{other}", "dry_run=true"]) == 0
+    assert capsys.readouterr().out.startswith(f"{note}\nsweep sweep (budget full): 1 runs in ")
+
+
 def test_ignored_keys_of_every_kind_are_one_note_line():
     notes: list[str] = []
     cfg = parse(["recipe=default", "shortcut=identity", "gate_bias=-3", "eps=1e-6", "schedule=cosine",
@@ -254,7 +289,6 @@ def test_parameters_of_another_shortcut_are_ignored_with_a_note_and_kept_out_of_
     (["bn_batch=3"], "bn_batch=3 does not divide batch_size=8 into whole groups"),
     (["bn_batch=16"], "bn_batch=16 must be 0 (off) or 2..batch_size (8)"),
     (["bn_batch=1"], "bn_batch=1 must be 0 (off) or 2..batch_size (8)"),
-    (["preact_shortcut_input=shared"], "preact_shortcut_input=shared applies to pre-activation units"),
     (["preact_shortcut_input=both"], "unknown preact_shortcut_input 'both'"),
 ])
 def test_fidelity_keys_refuse_bad_values_in_one_line(args, message):

@@ -26,7 +26,7 @@ from ..folders import runfolder as rf
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
-from ..training.config import defaults, fields, registered_keys, shortcut_keys
+from ..training.config import defaults, fields, not_applying, shortcut_keys
 from ..values import report_text
 
 
@@ -109,12 +109,13 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
-    older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or schedule's) set to None."""
+    older config lacks), with the keys that change nothing under them (another shortcut's, optimizer's or
+    schedule's; milestones under schedule=cosine, ...) set to None."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
         raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
-    foreign = {k for k, (family, key) in registered_keys().items() if out[family.selector] not in key.owners}
+    foreign = not_applying(out.get)
     return {k: (None if k in foreign else v) for k, v in out.items()}
 
 

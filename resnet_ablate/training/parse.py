@@ -16,10 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
-from ..models.units import UNITS, check_body
+from ..models.units import check_body
 from ..registry import check_value
 from ..values import override_text
-from .config import FAMILIES, Config, config_type, defaults, fields, registered_keys
+from .config import FAMILIES, Config, config_type, defaults, fields, ignored_note, not_applying
 from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
@@ -73,7 +73,7 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
     validate(cfg)
     ignored = _drop_foreign_keys(cfg, {o.split("=", 1)[0] for o in overrides})
     if ignored and notes is not None:
-        notes.append(_ignored_note(cfg, ignored))
+        notes.append(ignored_note(ignored))
     return cfg
 
 
@@ -123,25 +123,16 @@ def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
     return recipe.resolve(first.depth, first.batch_size, images, first.unit)
 
 
-def _drop_foreign_keys(cfg: Config, given: set[str]) -> list[str]:
-    """Put the keys of entries not in use (another shortcut's, optimizer's or schedule's), where they are given
-    or differ from their defaults (a recipe's), back to their defaults; returns their names."""
-    plain, ignored = defaults(), []
-    for key, (family, declared) in registered_keys().items():
-        unused = getattr(cfg, family.selector) not in declared.owners
-        if unused and (key in given or getattr(cfg, key) != getattr(plain, key)):
-            setattr(cfg, key, getattr(plain, key))
-            ignored.append(key)
+def _drop_foreign_keys(cfg: Config, given: set[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Put the keys that change nothing under the settings (another shortcut's, optimizer's or schedule's;
+    milestones under schedule=cosine, ...: `not_applying`), where they are given or differ from their defaults
+    (a recipe's), back to their defaults; returns them with what rules each out."""
+    plain = defaults()
+    ignored = {key: why for key, why in not_applying(lambda k: getattr(cfg, k)).items()
+               if key in given or getattr(cfg, key) != getattr(plain, key)}
+    for key in ignored:
+        setattr(cfg, key, getattr(plain, key))
     return ignored
-
-
-def _ignored_note(cfg: Config, ignored: list[str]) -> str:
-    """The one line saying which keys were ignored, for which choice, and which entries take them."""
-    keys = registered_keys()
-    chosen = [f"{f.selector}={getattr(cfg, f.selector)}" for f in FAMILIES if any(keys[k][0] is f for k in ignored)]
-    return (f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(chosen)} ("
-            + "; ".join(f"{k}: {', '.join(keys[k][1].owners)}" for k in ignored)
-            + "); ignored, and left out of the run name")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -164,8 +155,10 @@ def _validate_schedule(cfg: Config) -> None:
     _check(cfg.warmup_iters == 0 or cfg.warmup_iters < cfg.iterations,
            f"warmup_iters={cfg.warmup_iters} is not shorter than iterations={cfg.iterations}, so the run never "
            f"leaves warm-up; set warmup_iters=0 or fewer than {cfg.iterations}")
-    _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
-           f"milestones={override_text(cfg.milestones)} must be increasing positive iterations")
+    m = cfg.milestones
+    _check(all(a < b for a, b in zip(m, m[1:])) and all(0 < i for i in m),
+           f"milestones={override_text(m)} must be increasing positive iterations (each later than the one "
+           f"before)")
 
 
 def validate(cfg: Config) -> None:
@@ -219,17 +212,13 @@ def _validate_paths(cfg: Config) -> None:
 
 
 def _validate_fidelity(cfg: Config) -> None:
-    """bn_batch splits the batch into whole groups of at least 2 images; preact_shortcut_input=shared needs
-    pre-activation units."""
+    """bn_batch splits the batch into whole groups of at least 2 images."""
     n, b = cfg.bn_batch, cfg.batch_size
     _check(n == 0 or 2 <= n <= b, f"bn_batch={n} must be 0 (off) or 2..batch_size ({b})")
     _check(n == 0 or b % n == 0, f"bn_batch={n} does not divide batch_size={b} into whole groups; use a divisor "
                                  f"of {b}, or bn_batch=0 for one BN over the batch" + (
                                      f" (recipe {cfg.recipe} sets the BN group to half the batch: an even batch_size "
                                      f"keeps it)" if n == b // 2 and b % 2 else ""))
-    _check(cfg.preact_shortcut_input == "raw" or UNITS.get(cfg.unit).is_preact(),
-           f"preact_shortcut_input={cfg.preact_shortcut_input} applies to pre-activation units "
-           f"({', '.join(u for u in UNITS.names() if UNITS.get(u).is_preact())}), not unit={cfg.unit}")
 
 
 def _validate_data(cfg: Config) -> None:
