@@ -25,7 +25,7 @@ from .folders.lock import describe, holder  # noqa: E402
 from .folders.states import State  # noqa: E402
 from .sweeps import launcher, settings  # noqa: E402
 from .sweeps.specs import is_sweep  # noqa: E402
-from .training.config import Config, run_dir  # noqa: E402
+from .training.config import Config, ignored_note, run_dir  # noqa: E402
 from .training.parse import check_unique, help_text, parse  # noqa: E402
 from .training.trainer import train  # noqa: E402
 from .training.writer import check_settings  # noqa: E402
@@ -41,13 +41,15 @@ def _main(argv: list[str]) -> int:
         return 0
     check_unique(argv)
     launch_overrides, run_overrides = launcher.split_overrides(argv)
-    if is_sweep([o for o in launch_overrides if settings.key_of(o) != "dry_run"], run_overrides):
+    ignored = settings.sweeps_only(launch_overrides)
+    if is_sweep([o for o in launch_overrides if settings.key_of(o) not in ("dry_run", *ignored)], run_overrides):
         return launcher.launch_main(launch_overrides, run_overrides, launcher.command_line(argv))
-    notes: list[str] = []
+    dry_run = bool(launch_overrides) and launcher.parse_launch(launch_overrides).dry_run
+    notes = [ignored_note(ignored, "the run keeps its own folder")] if ignored else []
     cfg = parse(run_overrides, notes)
     for note in notes:
         print(note, flush=True)
-    if launch_overrides and launcher.parse_launch(launch_overrides).dry_run:
+    if dry_run:
         print(dry_run_line(cfg))
         return 0
     summaries = train([cfg])

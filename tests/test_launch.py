@@ -259,6 +259,11 @@ def test_status_counts_not_started_paused_and_done(tmp_path, monkeypatch, capsys
     (["launcher=cloud"], "error: unknown launcher 'cloud'; allowed: inline, local, slurm, debug"),
     (["seed=0,1", "run_dir=x"], "error: run_dir names one run's folder; a sweep puts its runs under sweep_dir="),
     (["seed=0,x"], "error: bad value for seed: 'x' is not a valid int"),
+    (["seed=0,1", "max_num_timeout=-1"], "error: max_num_timeout=-1 is out of range; allowed: >= 0"),
+    (["seed=0,1", "runs_per_job=0"], "error: runs_per_job=0 is out of range; allowed: >= 1"),
+    (["launcher=slurm", "slurm.gpus_per_task=-1"], "error: slurm.gpus_per_task=-1 is out of range; allowed: >= 0"),
+    (["launcher=slurm", "slurm.time=0"], "error: slurm.time=0 is out of range; allowed: >= 1"),
+    (["launcher=slurm", "slurm.mem_gb=0"], "error: slurm.mem_gb=0.0 is out of range; allowed: > 0"),
 ])
 def test_bad_launcher_input_is_one_line_exit_2_and_nothing_written(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -283,6 +288,29 @@ def test_bad_spec_is_one_line_exit_2(spec, message, tmp_path, monkeypatch, capsy
     assert run.main(["ablation=mine", "dry_run=true"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_slurm_profile_value_out_of_range_names_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "mine.yaml").write_text("time: 0\n")
+    assert run.main([*TINY, "seed=0,1", "launcher=slurm", "profile=mine", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'slurm' / 'mine.yaml'}: slurm.time=0 is out of range; " \
+                                      f"allowed: >= 1\n"
+
+
+def test_runs_per_job_on_a_single_run_is_ignored_with_a_note_and_the_run_keeps_its_folder(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """It moved the run into a '1 runs' sweep folder of its own; like a key of an entry not in use, it is ignored
+    with a note. With a second run it applies."""
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, "runs_per_job=2", "max_runs=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: max_runs, runs_per_job do not apply to a single run (max_runs: sweeps; "
+                          "runs_per_job: sweeps); ignored, and the run keeps its own folder\n")
+    assert names(tmp_path / "runs") == [run_name(parse(DONE))]
+    assert run.main([*DONE, "seed=0,1", "runs_per_job=2", "dry_run=true"]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("profile,message", [

@@ -26,7 +26,7 @@ from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
-                       available, find_file, is_launch_key, key_of, load_mapping, merge_override)
+                       available, check_ranges, find_file, is_launch_key, key_of, load_mapping, merge_override)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, pack, parse_distribution
 
@@ -54,11 +54,8 @@ def parse_launch(overrides: list[str]) -> Launch:
         raise unknown("sweep.method", launch.sweep.method, METHODS)
     if launch.launcher not in LAUNCHERS:
         raise unknown("launcher", launch.launcher, LAUNCHERS)
-    for name in ("array_parallelism", "runs_per_job", "max_runs"):
-        if getattr(launch, name) < 1:
-            raise UsageError(f"{name}={getattr(launch, name)} must be at least 1")
-    if launch.sweep.trials < 0:
-        raise UsageError(f"sweep.trials={launch.sweep.trials} must be at least 0")
+    check_ranges(launch)
+    check_ranges(launch.sweep, "sweep.")
     if launch.sweep_dir.startswith("~"):
         raise UsageError(f"sweep_dir={launch.sweep_dir}: the shell did not expand '~' here; write the path out, e.g. "
                          f"sweep_dir={os.path.expanduser(launch.sweep_dir)}")
@@ -79,9 +76,12 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
     conf = OmegaConf.structured(SlurmProfile)
     for key, value in data.items():
         merge_override(conf, f"{key}={override_text(value)}", f"{path}: ")
+    check_ranges(OmegaConf.to_object(conf), "slurm.", f"{path}: ")
     for override in overrides:
         merge_override(conf, override.removeprefix("slurm."))
-    return OmegaConf.to_object(conf)  # type: ignore[return-value]
+    profile: SlurmProfile = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    check_ranges(profile, "slurm.")
+    return profile
 
 
 def result_state(cfg: Config, quiet: bool = False, folder: Path | None = None) -> State | None:
