@@ -20,7 +20,8 @@ from ..folders.states import State, tally
 from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
 from ..errors import UsageError, closest, unknown
 from ..training.config import Config, fields, run_dir, run_name
-from ..training.runtime import prepare_inputs
+from ..training.progress import cores
+from ..training.runtime import check_threads, prepare_inputs
 from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
 from ..values import override_text
@@ -130,6 +131,11 @@ def _launch(launch: Launch, plan: SweepPlan, record: SweepRecord, command: str) 
     states = {name: result_state(c, folder=plan.folder / name) for name, c in runs.items()}
     live = _live_runs(plan.folder, [name for name, state in states.items() if state is None])
     todo = [c for name, c in runs.items() if states[name] is None and name not in live]
+    if todo and launch.launcher == "slurm":
+        check_threads(todo, launch.slurm.cpus_per_task, "CPUs a job gets (slurm.cpus_per_task)",
+                      ", or raise slurm.cpus_per_task")
+    elif todo:
+        check_threads(todo, cores(), "cores of this machine")
     _announce(launch, plan, states, live, todo)
     print(cost_line(todo, launch), flush=True)
     damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0

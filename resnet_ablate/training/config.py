@@ -181,8 +181,9 @@ class Config:
     heartbeat_s: float = opt(30.0, "print a progress line (iteration, lr, img/s, elapsed, ETA) every this many "
                              "seconds between evaluations (0 = only at evaluations)", "run", identity=False,
                              range=Range("[0, inf)", ">= 0 (0 = off)"))
-    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core); on a "
-                       "busy or small machine 1 can be several times faster", "run", identity=False,
+    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core), at "
+                       "most the cores (a SLURM job's slurm.cpus_per_task); on a busy or small machine 1 can be "
+                       "several times faster", "run", identity=False,
                        range=Range("[0, inf)", ">= 0 (0 = torch's choice)"))
 
 
