@@ -2,10 +2,11 @@
 loop to checkpoint at the next iteration and stop; the runs are then paused and the same command resumes them.
 The job wrapper (`sweeps/jobs.py`) hands the signal on to submitit afterwards.
 
-A command-line process holds SIGTERM/SIGUSR2 from its first line (`hold_stop_signals`): one that comes while it
-starts (imports, data, model) is kept and taken up by the StopRequest once it listens, and one that comes while
-a stopped process exits is answered and ignored (`ignore_stop_signals` once its exit code is known), so either
-way the process exits 75, as a stop does."""
+A command-line process holds SIGINT/SIGTERM/SIGUSR2 from its first line (`hold_stop_signals`): one that comes
+while it starts (imports, data, model) is kept and taken up by the StopRequest once it listens, and one that comes
+while a stopped process exits is answered and ignored (`ignore_stop_signals` once its exit code is known), so
+either way the process exits 75, as a stop does (a Ctrl-C in its first second was a KeyboardInterrupt
+traceback); a second Ctrl-C meanwhile ends it at once, exit 130."""
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +16,14 @@ import sys
 from typing import Any, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-HELD_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+HELD_SIGNALS = STOP_SIGNALS
 _held: list[str] = []  # stop signals that came while no StopRequest listened, by name
 
 
 def hold_stop_signals() -> None:
-    """From now on, SIGTERM and SIGUSR2 are kept rather than fatal while no StopRequest listens (start-up, exit):
-    the next StopRequest to listen takes one up. For a process's first line; a library caller keeps its own."""
+    """From now on, SIGINT, SIGTERM and SIGUSR2 are kept rather than fatal while no StopRequest listens (start-up,
+    exit): the next StopRequest to listen takes one up. For a process's first line; a library caller keeps its
+    own."""
     for sig in HELD_SIGNALS:
         signal.signal(sig, _hold)
 
@@ -31,19 +33,22 @@ def release_stop_signals() -> None:
     default handlers back, and a signal kept meanwhile raised again now."""
     for sig in HELD_SIGNALS:
         if signal.getsignal(sig) is _hold:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     for name in _held:
         signal.raise_signal(signal.Signals[name])
 
 
 def ignore_stop_signals() -> None:
-    """For a command-line process about to exit with its code: SIGTERM and SIGUSR2 ignored from here on (Python
-    puts the default handlers back while it shuts down, so a held one would end the process with 143 there)."""
+    """For a command-line process about to exit with its code: the stop signals ignored from here on (Python puts
+    the default handlers back while it shuts down, so a held one would end the process with 143 there)."""
     for sig in HELD_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
 def _hold(num: int, _frame) -> None:
+    if num == signal.SIGINT and "SIGINT" in _held:  # Ctrl-C twice while no training listens: at once, as a second
+        _answer("\ninterrupted; a run folder keeps its last checkpoint and the same command resumes from it\n")
+        os._exit(130)  # Ctrl-C in training does (cli.EXIT_INTERRUPTED), without a traceback even among the imports
     _held.append(signal.Signals(num).name)
     _answer(f"{signal.Signals(num).name}: stopping (after a checkpoint, where training has begun); the same "
             f"command resumes\n")
