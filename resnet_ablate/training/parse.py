@@ -190,6 +190,9 @@ def _validate_reach(cfg: Config) -> None:
     """A batch no larger than the training set (where its size is known before loading; `runtime` checks the
     others once loaded); probes at iterations the run reaches."""
     images = train_images(cfg.dataset, cfg.val_split, cfg.synthetic_size)
+    total = None if images is None else images + cfg.val_split
+    _check(images is None or images > 0, f"val_split={cfg.val_split} leaves no training images (dataset={cfg.dataset} "
+                                         f"has {total}); use val_split={(total or 1) - 1} or less")
     _check(images is None or cfg.batch_size <= images,
            f"batch_size={cfg.batch_size} is larger than the {images} training images of dataset={cfg.dataset}; use "
            f"batch_size={images} or less")
