@@ -95,10 +95,13 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
         batch = safepickle.load(io.BytesIO(raw), safepickle.NUMPY_ARRAYS, encoding="bytes", max_bytes=len(raw))
         if not isinstance(batch, dict):
             raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
-        images = np.asarray(batch[b"data"], dtype=np.uint8)
+        images = np.asarray(batch[b"data"])
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except Exception as e:  # noqa: BLE001 - a file from elsewhere: whatever its allowed globals raise (LookupError...)
         raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {first_line(e)})") from e
+    if images.dtype != np.uint8:  # float pixels were cast to uint8 without a word (0.7 became 0)
+        raise UsageError(f"{path}: its images are {images.dtype}, not the uint8 pixels (0..255) of a CIFAR batch "
+                         f"file; write them as uint8")
     if images.ndim != 2 or images.shape[1] != 3072 or len(labels) != len(images):
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -220,7 +223,8 @@ def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split
         source = f"{folder.resolve()}; " + ("the official files (md5)" if official else
                                             "not the official files (md5 differ): no comparison with the papers")
     if val_split >= len(train):
-        raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
+        raise UsageError(f"val_split={val_split} leaves no training images (dataset={dataset} has {len(train)}); use "
+                         f"val_split={len(train) - 1} or less")
     identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
