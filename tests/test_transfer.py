@@ -1,12 +1,14 @@
 """Folder data sets (ImageFolder trees of generated PNGs) and transfer learning: init from a torchvision
 state dict file, a new head, frozen parts and per-stage learning rates."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from helpers import run_cli
 
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training import datasets
@@ -153,8 +155,22 @@ def test_bad_init_file_is_one_line(tmp_path):
         read_state_dict(str(tmp_path / "junk.pt"))
     assert str(e.value).startswith(f"init={tmp_path / 'junk.pt'} is not a state_dict file (")
     assert "\n" not in str(e.value)
-    with pytest.raises(UsageError, match=r"init=.*missing.pt: no such file$"):
+    with pytest.raises(UsageError, match=r"init=.*missing.pt: no such file; give a state_dict file saved with "
+                                         r"torch.save$"):
         read_state_dict(str(tmp_path / "missing.pt"))
+
+
+def test_an_init_fifo_is_refused_in_one_line_and_does_not_hang(tmp_path):
+    """A FIFO as init= hung the run (its checksum opened it and waited for a writer)."""
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    message = f"init={fifo}: not a regular file; give a state_dict file saved with torch.save"
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        read_state_dict(str(fifo))
+    proc = run_cli("arch=imagenet", "depth=18", "dataset=synthetic", "synthetic_size=16",
+                   f"init={fifo}", f"run_dir={tmp_path / 'r'}", *FAST, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"error: {message}\n"
+    assert not (tmp_path / "r").exists()
 
 
 def test_freeze_all_but_head_changes_only_the_head(tmp_path, resnet18_file):

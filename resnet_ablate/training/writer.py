@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,9 @@ def file_sha256(path: str) -> str | None:
         return None
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # a FIFO opens at once (it blocked)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"init={path}: not a regular file; give a state_dict file saved with torch.save")
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError as e:
