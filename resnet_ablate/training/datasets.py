@@ -23,6 +23,7 @@ import torch
 from .. import safepickle
 from ..errors import UsageError, first_line
 from .cifar_archive import CIFAR, locate
+from .signals import check_stop
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -164,7 +165,7 @@ def _image_folder(folder: Path, image_size: int) -> ImageFolder:
 def _decode(dataset: ImageFolder) -> Split:
     """Every image of an ImageFolder decoded once into uint8 (N, 3, S, S) and its labels (N,)."""
     try:
-        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        images = torch.stack([check_stop() or dataset[i][0] for i in range(len(dataset))])  # a stop ends it here
     except OSError as e:
         raise UsageError(f"cannot decode an image: {e}") from e
     return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
@@ -177,6 +178,10 @@ def folder_splits(root: Path) -> tuple[Path, Path]:
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if test_dir is None:
         raise UsageError(f"dataset=folder needs {root / 'test'}/ or {root / 'val'}/ next to train/")
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if len(classes) == 1:  # trained to 'done' at 0 % error: one class is no classification
+        raise UsageError(f"dataset=folder needs at least two class folders in {root / 'train'}/; it has one, "
+                         f"{classes[0]}")
     return root / "train", test_dir
 
 
@@ -189,7 +194,21 @@ def read_folder(root: Path, image_size: int) -> tuple[Split, Split, int]:
         differ = sorted(set(train.classes) ^ set(test.classes))
         raise UsageError(f"{root / 'train'} and {test_dir} have different class folders: "
                          f"{', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''} only in one of them")
+    decoded, memory = (len(train) + len(test)) * 3 * image_size ** 2, available_memory()
+    if memory is not None and decoded > memory:  # image_size=100000 grew past 10 GB in 50 s before
+        raise UsageError(f"image_size={image_size}: the {len(train) + len(test)} images of {root} decode to "
+                         f"{decoded / 1e9:.3g} GB (N*3*S^2 bytes), more than the {memory / 1e9:.3g} GB of memory "
+                         f"available; use a smaller image_size")
     return _decode(train), _decode(test), len(train.classes)
+
+
+def available_memory() -> int | None:
+    """The bytes of memory available to a new allocation (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def hold_out(train: Split, n: int) -> tuple[Split, Split | None]:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 HELD_SIGNALS = STOP_SIGNALS
 _held: list[str] = []  # stop signals that came while no StopRequest listened, by name
+_listening: list[StopRequest] = []  # the StopRequests installed now, the innermost last
 
 
 def hold_stop_signals() -> None:
@@ -59,6 +60,18 @@ def passes_on(handler: Any) -> bool:
     return callable(handler) and handler is not _hold
 
 
+class Stopped(Exception):
+    """A stop asked for before training began, taken up by long work that comes first (decoding a folder data
+    set): nothing was trained or written, and the same command starts again."""
+
+
+def check_stop() -> None:
+    """Raise Stopped when the StopRequest listening now was asked to stop (for long work before the first
+    iteration, which would otherwise finish first: SIGTERM did not stop a data set decoding for minutes)."""
+    if _listening and _listening[-1].reason:
+        raise Stopped(_listening[-1].reason)
+
+
 class StopRequest:
     """Set by SIGTERM/SIGUSR2 (preemption, time limit) or a first Ctrl-C: runs checkpoint at the next
     iteration and stop. The signal is answered at once with one line on stderr; a second Ctrl-C interrupts
@@ -83,6 +96,7 @@ class StopRequest:
         if _held and self.reason is None:  # kept while the process started: stop at the first iteration
             self.reason = _held[0]
         _held.clear()
+        _listening.append(self)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[dict[str, Any]]:
@@ -93,6 +107,7 @@ class StopRequest:
         try:
             yield {s.name: h for s, h in saved.items()}
         finally:
+            _listening.remove(self)
             with contextlib.suppress(ValueError, TypeError):  # not the main thread, or a handler set outside Python
                 for sig, handler in saved.items():
                     signal.signal(sig, handler)
