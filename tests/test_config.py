@@ -271,6 +271,20 @@ def test_a_list_of_floats_refuses_nan():
         parse(["optim=adam", "betas=[0.9,nan]"])
 
 
+def test_text_values_are_taken_as_typed_not_as_yaml(tmp_path, monkeypatch, capsys):
+    """`run_dir=runs #2` named the folder 'runs' (YAML read ' #2' as a comment); paths and names are verbatim,
+    for the launcher's keys too, and an empty value written as "" (a spec's) stays empty."""
+    from resnet_ablate.sweeps.launcher import parse_launch
+
+    cfg = parse(["run_dir=runs #2", "data_dir=d: x", "init=", "runs_root=it's"])
+    assert (cfg.run_dir, cfg.data_dir, cfg.init, cfg.runs_root) == ("runs #2", "d: x", "", "it's")
+    assert parse(['run_dir=""']).run_dir == "" and parse(["shortcut=gating", "gate_init=zero"]).gate_init == "zero"
+    assert parse_launch(["sweep_dir=s #1", "ablation=a #b.yaml"]).sweep_dir == "s #1"
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "run_dir=r #2", "dry_run=true"]) == 0
+    assert capsys.readouterr().out == "1 run in r #2: to train from the start; dry_run=true trains nothing\n"
+
+
 def test_the_same_key_twice_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run.main(["depth=20", "depth=32", "dry_run=true"]) == 2

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import UsageError
 from ..training.config import MAX_NAME, Config, config_type, defaults, fields, identity_items, not_applying, \
     run_name, selectors
-from ..training.parse import parse, validate
+from ..training.parse import dotlist_item, parse, validate
 from ..values import name_token
 
 # Keys a run's other values are resolved from (a recipe's values; which keys apply: `selectors()` adds those):
@@ -111,10 +111,8 @@ def _typed(key: str, text: str) -> Any:
     if kind not in _STRUCTURE:
         _STRUCTURE[kind] = OmegaConf.structured(kind)
     conf = _STRUCTURE[kind]
-    if str(fields()[key].type) == "list[str]" and not text.startswith("["):
-        text = f"[{text}]"  # parse's bare word for a list of strings
     try:
-        conf.merge_with(OmegaConf.from_dotlist([f"{key}={text}"]))
+        conf.merge_with(OmegaConf.from_dotlist([dotlist_item(key, text)]))  # as parse reads it
         value = conf[key]
         return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     except (OmegaConfBaseException, ValueError, TypeError):

@@ -27,7 +27,8 @@ from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
 from .settings import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
-                       available, check_ranges, find_file, is_launch_key, key_of, load_mapping, merge_override)
+                       available, check_ranges, find_file, is_launch_key, key_of, load_mapping, merge_override,
+                       text_verbatim)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, pack, parse_distribution
 
@@ -47,7 +48,7 @@ def parse_launch(overrides: list[str]) -> Launch:
     """Launch settings from `key=value` strings, with the SLURM profile loaded for launcher=slurm."""
     conf = OmegaConf.structured(Launch)
     for override in (o for o in overrides if not key_of(o).startswith("search.")):
-        merge_override(conf, override)
+        merge_override(conf, text_verbatim(override))
     launch: Launch = OmegaConf.to_object(conf)  # type: ignore[assignment]
     launch.search = {key_of(o).removeprefix("search."): parse_distribution(key_of(o), o.split("=", 1)[1])
                      for o in overrides if key_of(o).startswith("search.")}

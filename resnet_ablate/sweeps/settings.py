@@ -16,7 +16,7 @@ from ..errors import UsageError, first_line
 from ..registry import Range, check_value, parameters
 from ..training.config import FAMILIES, opt
 from ..training.trainer import LOCKSTEP
-from ..values import override_text
+from ..values import override_text, yaml_verbatim
 
 LAUNCHERS = ("inline", "local", "slurm", "debug")
 METHODS = ("grid", "random")
@@ -134,6 +134,14 @@ def _not_a_launch_key(kind: str) -> Callable[[str, type], None]:
 
 for _family in FAMILIES:
     _family.registry.add_check(_not_a_launch_key(_family.registry.kind))
+
+
+def text_verbatim(override: str) -> str:
+    """A launcher `key=value` whose key is a text (sweep_dir, ablation, profile, ...) with the value quoted for
+    YAML, so that it is read as typed (`sweep_dir=runs #2` named the folder 'runs')."""
+    key, value = override.split("=", 1) if "=" in override else (override, "")
+    fields = {**LAUNCH_FIELDS, **{f"sweep.{k}": f for k, f in SWEEP_FIELDS.items()}}
+    return f"{key}={yaml_verbatim(value)}" if key in fields and fields[key].type == "str" else override
 
 
 def merge_override(conf: Any, override: str, source: str = "") -> None:

@@ -18,7 +18,7 @@ from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
 from ..models.units import check_body
 from ..registry import check_value
-from ..values import override_text
+from ..values import override_text, yaml_verbatim
 from .config import FAMILIES, Config, config_type, defaults, fields, ignored_note, not_applying
 from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
@@ -31,10 +31,14 @@ def _type_name(f: dataclasses.Field) -> str:
     return name.replace("list[int]", "list of int")
 
 
-def _as_list(key: str, override: str) -> str:
-    """`freeze=all_but_head` -> `freeze=[all_but_head]`: a bare word for a list-of-strings key is a one-item list."""
-    value = override.split("=", 1)[1]
-    return f"{key}=[{value}]" if str(fields()[key].type) == "list[str]" and not value.startswith("[") else override
+def dotlist_item(key: str, value: str) -> str:
+    """`key=value` as OmegaConf's dotlist reads it as meant: a bare word for a list-of-strings key is a one-item
+    list (`freeze=all_but_head` -> `freeze=[all_but_head]`), and a text key's value is taken verbatim (a path with
+    ' #' is no YAML comment)."""
+    kind = str(fields()[key].type)
+    if kind == "list[str]" and not value.startswith("["):
+        return f"{key}=[{value}]"
+    return f"{key}={yaml_verbatim(value)}" if kind in ("str", "<class 'str'>") else f"{key}={value}"
 
 
 def split_override(override: str) -> tuple[str, str]:
@@ -80,7 +84,7 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
 def _merged(conf, overrides: list[str]):
     """`conf` with the `key=value` overrides merged in, in order: all at once (one merge costs about as much
     as ten values), and one by one when that fails, to name the bad value."""
-    dotlist = [_as_list(split_override(override)[0], override) for override in overrides]
+    dotlist = [dotlist_item(*split_override(override)) for override in overrides]
     try:
         conf.merge_with(OmegaConf.from_dotlist(dotlist))
         return conf
