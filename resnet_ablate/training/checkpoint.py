@@ -56,9 +56,12 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def _problem(error: Exception) -> str:
     """What torch found wrong with a checkpoint, in words of its own: a file holding objects besides tensors
-    and plain data is named as such (torch's line would advise weights_only=False, which runs the file's code)."""
+    and plain data is named as such, and no line of torch's that advises weights_only=False (which would run
+    the file's code; a zeroed file got one) is passed on."""
     if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error):
         return "it holds objects besides tensors and plain data, which are not loaded: that would run its code"
+    if "weights_only" in str(error):
+        return f"{type(error).__name__}: not a file torch.save writes"
     return f"{type(error).__name__}: {first_line(error)}"
 
 
