@@ -1,5 +1,6 @@
 """Config parsing, validation, names and --help; the CLI's one-line errors with exit code 2."""
 import pytest
+import yaml
 from helpers import TINY, run_cli
 
 from resnet_ablate import run
@@ -201,13 +202,13 @@ def test_settings_that_change_nothing_are_ignored_with_a_note_and_kept_out_of_th
                                                                                        monkeypatch, capsys):
     """As another entry's keys: milestones under schedule=cosine, residual_fp32 under fp32, and so on (each
     entered the run's name, so the same computation got a second folder, and a sweep over it more runs). The
-    report groups such runs with the others, the key's value set to None."""
+    report groups such runs (older ones too) with the others, the key set to its default."""
     notes: list[str] = []
     cfg = parse(args, notes)
     assert cfg == parse(args[:-1]) and run_name(cfg) == run_name(parse(args[:-1]))
     assert notes == [note]
-    key = args[-1].split("=", 1)[0]
-    assert settings_of({**vars(parse(args[:-1])), key: getattr(parse(args[-1:]), key)})[key] is None
+    key, value = args[-1].split("=", 1)
+    assert settings_of({**vars(parse(args[:-1])), key: yaml.safe_load(value)})[key] == getattr(defaults(), key)
     monkeypatch.chdir(tmp_path)
     assert run.main([*args, "dry_run=true"]) == 0
     assert capsys.readouterr().out == f"{note}\n1 run in runs/{run_name(cfg)}: to train from the start; dry_run=true " \

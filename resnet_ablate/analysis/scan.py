@@ -109,14 +109,17 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
-    older config lacks), with the keys that change nothing under them (another shortcut's, optimizer's or
-    schedule's; milestones under schedule=cosine, ...) set to None."""
+    older config lacks), with the keys that change nothing under them set as parse sets them: another shortcut's,
+    optimizer's or schedule's to None (blank in a table), a core key's (milestones under schedule=cosine,
+    downsample of a plain net, ...) to its default, so that runs written before parse did so group with the
+    others."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
         raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
     foreign = not_applying(out.get)
-    return {k: (None if k in foreign else v) for k, v in out.items()}
+    return {k: v if k not in foreign else None if fields()[k].metadata["family"] else getattr(plain, k)
+            for k, v in out.items()}
 
 
 def _read(folder: Path, read: Callable[[], Any]) -> Any:
