@@ -650,7 +650,8 @@ def test_status_on_a_job_record_without_its_launcher_is_one_line(tmp_path, capsy
     (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "runs": ["a"]}\n{"job_id": "8", "runs": []}\n')
     assert status.main([str(folder)]) == 2
     assert _error(capsys) == f"error: {folder / '.submitit' / 'jobs.jsonl'} line 1 is damaged (a job record needs " \
-                             f"job_id, launcher and runs); repair or delete that line and run again\n"
+                             f"job_id, launcher and runs, each a run folder's name); repair or delete that line and " \
+                             f"run again\n"
 
 
 def test_a_checkpoint_holding_code_is_named_without_torchs_advice_to_run_it(tmp_path, capsys):

@@ -27,6 +27,13 @@ before it wrote config.yaml leaves do not count.
 Damaged state is one UsageError naming the file and what to do (`Damaged`), never a silent repair: a torn
 last line of a .jsonl file is what a kill leaves and is dropped; any other unreadable line is an error and
 the file is left as it is.
+
+The package makes no link in a run or sweep folder, so it follows none: every file of one is opened without
+following a link (`open_file`, O_NOFOLLOW, at each open: a link placed after a run started is refused as well),
+written by renaming over a file and never over a link, and the folders inside one (a sweep's run folders,
+.submitit/, a tracker's) may not be links (`refuse_links`). A link is one line, refused: whoever may place one
+in a shared folder could otherwise make a resume append to, or train into, a file or folder elsewhere. A
+folder the user names (run_dir, sweep_dir, runs_root) may be reached through a link.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, IO
@@ -59,6 +67,66 @@ _YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 class Damaged(UsageError):
     """A run-folder file that cannot be read as what it should be: one line naming it and what to do."""
+
+
+def linked(path: Path) -> Damaged:
+    """The one line for a link in a run or sweep folder (the package makes none there)."""
+    return Damaged(f"{path} is a link, and the package makes none in a run or sweep folder: remove it (or put the "
+                   f"file or folder itself there) and run again")
+
+
+def refuse_links(folder: Path, names: list[str] | None = None) -> None:
+    """Refuse a link among `names` in `folder` (default: all it holds), as `open_file` does for each file."""
+    for name in os.listdir(folder) if names is None and os.path.isdir(folder) else names or []:
+        if os.path.islink(folder / name):
+            raise linked(folder / name)
+
+
+def not_a_name(name: str) -> str:
+    """Why `name`, which becomes a folder or file name (a spec's or budget's, a run's in sweep.yaml), is not one
+    ('' when it is): a '/' or '..' in it would put what is written there outside its folder."""
+    if name in ("", ".", ".."):
+        return f"'{name}' names no folder of its own"
+    bad = next((c for c in ("/", "\0") if c in name), None)
+    return f"'{name}' holds {bad!r}, which makes it a path" if bad else ""
+
+
+def open_file(path: Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """`os.open` of a run or sweep folder's file that follows no link at `path` (O_NOFOLLOW) and waits for no
+    FIFO: a link, or anything but a regular file, is refused in one line (FileNotFoundError passes)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise linked(path) from e
+        if e.errno == errno.ENXIO:  # a FIFO opened for writing without a reader
+            raise Damaged(f"{path} is not a regular file: remove it and run again") from e
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Damaged(f"{path} is not a regular file: remove it and run again")
+    return fd
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """A run or sweep folder's file (`open_file`'s refusals), None where there is none."""
+    try:
+        fd = open_file(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def read_text(path: Path, errors: str = "strict") -> str | None:
+    data = read_bytes(path)
+    return None if data is None else data.decode(errors=errors)
+
+
+def present(path: Path) -> bool:
+    """Whether a run or sweep folder holds an entry named so (a link, broken or not, counts: reading it is
+    refused, never taken for a missing file)."""
+    return os.path.lexists(path)
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -107,6 +175,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.islink(path):  # a rename would replace the link; the package refuses it instead
+            raise linked(path)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError ("unexpected pos")
         tmp.unlink(missing_ok=True)
@@ -126,9 +196,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
-    """Append one line (made durable by `sync_files` at the next checkpoint)."""
+    """Append one line (made durable by `sync_files` at the next checkpoint); a link is refused (`open_file`)."""
     try:
-        with open(path, "a") as f:
+        with os.fdopen(open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:
             f.write(json.dumps(obj) + "\n")
     except OSError as e:
         raise _cannot_write(path, e) from e
@@ -138,7 +208,7 @@ def sync_files(*paths: Path) -> None:
     """fsync appended files that exist (before a checkpoint claims their lines)."""
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_file(path)
         except FileNotFoundError:
             continue
         try:
@@ -150,9 +220,10 @@ def sync_files(*paths: Path) -> None:
 def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     """The lines of a .jsonl file as dicts, each with the key `required`. A torn last line (a killed writer)
     is dropped; any other line that is not such a JSON object is Damaged, naming the file and line."""
-    if not path.is_file():
+    text = read_text(path, errors="replace")
+    if text is None:
         return []
-    lines = path.read_text(errors="replace").splitlines()
+    lines = text.splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         try:
@@ -174,7 +245,7 @@ def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
     """Make a .jsonl file hold exactly `rows` (lines past a checkpoint dropped, a torn last line dropped, a
     line the checkpoint kept put back); the file is rewritten only when that changes it."""
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    if text != (path.read_text(errors="replace") if path.is_file() else ""):
+    if text != (read_text(path, errors="replace") or ""):
         write_text(path, text)
 
 
@@ -182,7 +253,8 @@ def read_responses(folder: Path) -> dict | None:
     """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
     path = folder / RESPONSES
     try:
-        data = json.loads(path.read_text()) if path.is_file() else None
+        text = read_text(path)
+        data = json.loads(text) if text is not None else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
@@ -191,10 +263,11 @@ def read_responses(folder: Path) -> dict | None:
 def read_result(folder: Path) -> dict | None:
     """result.json as a dict, None when there is none; Damaged when it is not a JSON object with a status."""
     path = folder / RESULT
-    if not path.is_file():
-        return None
     try:
-        result = json.loads(path.read_text())
+        text = read_text(path)
+        if text is None:
+            return None
+        result = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise Damaged(f"{path} is damaged (not JSON: {first_line(e)}): delete it to resume the run from its "
                       f"checkpoint") from e
@@ -215,9 +288,8 @@ def _checksum(body: str) -> str:
 def written_by_package(folder: Path) -> bool:
     """Whether the folder's config.yaml starts with the checksum line the package writes (a trainer, lr_find)."""
     try:
-        with open(folder / CONFIG, errors="replace") as f:
-            return f.readline().startswith(CONFIG_HEADER)
-    except OSError:
+        return (read_text(folder / CONFIG, errors="replace") or "").startswith(CONFIG_HEADER)
+    except (OSError, Damaged):
         return False
 
 
@@ -227,10 +299,10 @@ def read_config_mapping(folder: Path) -> dict[str, Any] | None:
     Checking its keys and values against the registries is `training/writer.read_config`'s, which every
     training command does."""
     path = folder / CONFIG
-    if not path.is_file():
-        return None
     try:
-        text = path.read_text()
+        text = read_text(path)
+        if text is None:
+            return None
         data = yaml.load(text, Loader=_YAML)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise _damaged_config(path, f"not valid YAML: {first_line(e)}") from e
@@ -270,7 +342,8 @@ def missing_config(folder: Path, names: list[str]) -> Damaged | None:
 def check_readable(folder: Path) -> dict | None:
     """Every file of a run folder that says where it stands read as what it should be: config.yaml (present
     beside run files, and sound), result.json, the metrics and probe lines; result.json's contents (None
-    without one). Damaged naming the first that is not."""
+    without one). Damaged naming the first that is not, or a link among its files."""
+    refuse_links(folder)
     missing = missing_config(folder, contents(folder))
     if missing is not None:
         raise missing
@@ -281,12 +354,15 @@ def check_readable(folder: Path) -> dict | None:
     return result
 
 
-def folder_state(folder: Path) -> tuple[State, str]:
+def folder_state(folder: Path, member: bool = False) -> tuple[State, str]:
     """Where a run stands by its folder alone (a sweep's job records may say more, `jobstate.job_state`), with
     fail's reason and damaged's line: done or fail (result.json), running (its lock is held), paused (a
     checkpoint), else not started; damaged when a file that says so cannot be read (`check_readable`), as the
-    next launch and the report find it."""
+    next launch and the report find it, and (`member`: a sweep's run folder, named by the package) when the
+    folder is a link."""
     try:
+        if member and os.path.islink(folder):
+            raise linked(folder)
         result = check_readable(folder)
     except Damaged as e:
         return State.DAMAGED, str(e)
@@ -294,7 +370,7 @@ def folder_state(folder: Path) -> tuple[State, str]:
         return State(result["status"]), str(result.get("reason") or "")
     if holder(folder) is not None:
         return State.RUNNING, ""
-    return (State.PAUSED if (folder / CHECKPOINT).is_file() else State.NOT_STARTED), ""
+    return (State.PAUSED if present(folder / CHECKPOINT) else State.NOT_STARTED), ""
 
 
 def create_folder(folder: Path, key: str = "run_dir") -> None:

@@ -250,7 +250,7 @@ def _where(name: str, cfg: Config, folder: Path, crashed: dict[str, str], live: 
         return State.CRASHED
     if name in live:
         return live[name][0]
-    return State.PAUSED if (folder / rf.CHECKPOINT).is_file() else State.NOT_STARTED
+    return State.PAUSED if rf.present(folder / rf.CHECKPOINT) else State.NOT_STARTED
 
 
 def command_line(argv: list[str]) -> str:

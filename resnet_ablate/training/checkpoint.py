@@ -4,13 +4,14 @@ putting it into a run's state. A checkpoint claims the metrics and probe lines b
 them first (`writer.RunWriter.checkpoint`)."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..folders.runfolder import Damaged, write_atomic
+from ..folders.runfolder import Damaged, open_file, present, write_atomic
 from ..errors import first_line
 from .state import RunState
 
@@ -40,10 +41,13 @@ def save(path: Path, checkpoint: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any] | None:
     """The checkpoint, None when there is none; Damaged for a truncated, empty or foreign file."""
-    if not path.is_file():
+    if not present(path):
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with os.fdopen(open_file(path), "rb") as f:  # a link is refused (runfolder.py)
+            checkpoint = torch.load(f, map_location="cpu", weights_only=True)
+    except Damaged:
+        raise
     except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
         raise Damaged(f"{path} is damaged ({_problem(e)}): delete it to train the run again from iteration 0, or "
                       f"put back a good copy") from e

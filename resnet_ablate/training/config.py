@@ -403,5 +403,10 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml(path: Path) -> Config:
     """A config as written to a run folder (unknown keys from newer versions are an error)."""
-    conf = OmegaConf.merge(OmegaConf.structured(config_type()), OmegaConf.load(path))
+    return from_yaml_text(path.read_text())
+
+
+def from_yaml_text(text: str) -> Config:
+    """`from_yaml` of the file's text (read by the caller: a run folder's without following a link)."""
+    conf = OmegaConf.merge(OmegaConf.structured(config_type()), OmegaConf.create(text))
     return OmegaConf.to_object(conf)  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
 from ..errors import UsageError, first_line
 from . import checkpoint, tracking
-from .config import Config, defaults, from_yaml, identity_items, to_yaml
+from .config import Config, defaults, from_yaml_text, identity_items, to_yaml
 from .progress import metrics_line, say
 from .state import RunState
 
@@ -56,7 +56,7 @@ def read_config(folder: Path) -> Config | None:
     if rf.read_config_mapping(folder) is None:  # also: the checksum line, where there is one
         return None
     try:
-        return from_yaml(path)
+        return from_yaml_text(rf.read_text(path) or "")
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as e:
         if isinstance(e, ConfigKeyError) and not rf.written_by_package(folder):
             raise UsageError(f"{folder} is not a run folder: its {rf.CONFIG} was not written by this package "
@@ -133,7 +133,9 @@ class RunWriter:
     def existing_result(self) -> dict | None:
         """result.json when the folder holds this run finished (these settings and inputs), else None; a folder
         that is not a run folder, of other settings or inputs, or with a file that cannot be read
-        (`rf.check_readable`), is refused."""
+        (`rf.check_readable`), is refused; so is one the package names (not run_dir=) that is a link."""
+        if not self.cfg.run_dir and os.path.islink(self.dir):
+            raise rf.linked(self.dir)
         if not os.path.isdir(self.dir):
             return None
         check_run_folder(self.dir)
@@ -146,6 +148,8 @@ class RunWriter:
     def claim(self) -> None:
         """Create the folder, take its lock (refusing while another process trains it), remove temp files a
         killed writer left, refuse a folder that is not a run folder or holds other settings, write config.yaml."""
+        if not self.cfg.run_dir and os.path.islink(self.dir):
+            raise rf.linked(self.dir)
         rf.create_folder(self.dir, "run_dir" if self.cfg.run_dir else "runs_root")
         self.lock = FolderLock.acquire(self.dir)
         try:
