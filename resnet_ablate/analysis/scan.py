@@ -109,17 +109,15 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
-    older config lacks), with the keys that change nothing under them set as parse sets them: another shortcut's,
-    optimizer's or schedule's to None (blank in a table), a core key's (milestones under schedule=cosine,
-    downsample of a plain net, ...) to its default, so that runs written before parse did so group with the
-    others."""
+    older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or
+    schedule's) set to None (blank in a table). A core key that changes nothing under the others (milestones
+    under schedule=cosine, ...) keeps what the run recorded, as before parse set it to its default."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     if out["shortcut"] not in SHORTCUTS or out["unit"] not in UNITS:
         raise Broken(f"config.yaml: unknown shortcut '{out['shortcut']}' or unit '{out['unit']}'")
-    foreign = not_applying(out.get)
-    return {k: v if k not in foreign else None if fields()[k].metadata["family"] else getattr(plain, k)
-            for k, v in out.items()}
+    foreign = {k for k in not_applying(out.get) if fields()[k].metadata["family"]}
+    return {k: (None if k in foreign else v) for k, v in out.items()}
 
 
 def _read(folder: Path, read: Callable[[], Any]) -> Any:

@@ -79,7 +79,7 @@ class Config:
                      "model", choices=lambda: ["auto", *BLOCKS])
     downsample: str = opt("auto", "shortcut where the dimension increases; auto = zeropad (basic), conv1x1 "
                           "(bottleneck; every arch=imagenet net, as torchvision)", "model",
-                          choices=lambda: ["auto", *DOWNSAMPLES], applies={"shortcut": lambda: downsampling()})
+                          choices=lambda: ["auto", *DOWNSAMPLES])
     groups: int = opt(1, "ResNeXt cardinality: groups of the bottleneck's 3x3 conv (1 = ResNet)", "model")
     width_per_group: int = opt(64, "ResNeXt width per group: the bottleneck's 3x3 has int(planes * width_per_group "
                                "/ 64) * groups channels (64 = ResNet)", "model")
@@ -94,8 +94,7 @@ class Config:
                                      "a stage's first unit changes the shape: raw = x (package; the 2016 paper does "
                                      "not say), shared = the unit's BN-ReLU output, as fb.resnet.torch "
                                      "models/preresnet.lua:65-67,118-120", "model",
-                                     choices=lambda: list(PREACT_INPUTS),
-                                     applies={"unit": lambda: preact_units(), "shortcut": lambda: downsampling()})
+                                     choices=lambda: list(PREACT_INPUTS), applies={"shortcut": lambda: downsampling()})
     # data
     dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
                        "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
@@ -298,14 +297,10 @@ def fields() -> dict[str, dataclasses.Field]:
 _FIELDS: dict[type, dict[str, dataclasses.Field]] = {}
 
 
-def preact_units() -> list[str]:
-    """The registered pre-activation units (their shortcut may read the shared BN-ReLU)."""
-    return [u for u in UNITS.names() if UNITS.get(u).is_preact()]
-
-
 def downsampling() -> list[str]:
     """The registered shortcuts that reach a changed shape through `downsample` (Shortcut's own projection; the
-    1x1-conv shortcut convolves x itself and the plain net has none)."""
+    1x1-conv shortcut convolves x itself, so a pre-activation unit feeds it its shared BN-ReLU, and the plain net
+    has none): those `preact_shortcut_input` applies to."""
     return [s for s in SHORTCUTS.names() if SHORTCUTS.get(s).make_projection is Shortcut.make_projection]
 
 
@@ -333,7 +328,7 @@ def ignored_note(ignored: dict[str, tuple[str, Sequence[str]]], kept: str = "lef
 def _conditional() -> dict[str, dict[str, tuple[str, ...]]]:
     """Every key declared with `applies=`, with the allowed values of each key it depends on (computed once per
     state of the registries: a sweep asks thousands of times)."""
-    state = (_state(), UNITS.version)
+    state = _state()
     if state not in _CONDITIONAL:
         _CONDITIONAL[state] = {k: {sel: tuple(values()) for sel, values in f.metadata["applies"].items()}
                                for k, f in fields().items() if f.metadata["applies"]}

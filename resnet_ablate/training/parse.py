@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
-from ..models.units import check_body
+from ..models.units import UNITS, check_body
 from ..registry import check_value
 from ..values import override_text, yaml_verbatim
 from .config import FAMILIES, Config, config_type, defaults, fields, ignored_note, not_applying
@@ -219,13 +219,17 @@ def _validate_paths(cfg: Config) -> None:
 
 
 def _validate_fidelity(cfg: Config) -> None:
-    """bn_batch splits the batch into whole groups of at least 2 images."""
+    """bn_batch splits the batch into whole groups of at least 2 images; preact_shortcut_input=shared needs
+    pre-activation units."""
     n, b = cfg.bn_batch, cfg.batch_size
     _check(n == 0 or 2 <= n <= b, f"bn_batch={n} must be 0 (off) or 2..batch_size ({b})")
     _check(n == 0 or b % n == 0, f"bn_batch={n} does not divide batch_size={b} into whole groups; use a divisor "
                                  f"of {b}, or bn_batch=0 for one BN over the batch" + (
                                      f" (recipe {cfg.recipe} sets the BN group to half the batch: an even batch_size "
                                      f"keeps it)" if n == b // 2 and b % 2 else ""))
+    _check(cfg.preact_shortcut_input == "raw" or UNITS.get(cfg.unit).is_preact(),
+           f"preact_shortcut_input={cfg.preact_shortcut_input} applies to pre-activation units "
+           f"({', '.join(u for u in UNITS.names() if UNITS.get(u).is_preact())}), not unit={cfg.unit}")
 
 
 def _validate_data(cfg: Config) -> None:
