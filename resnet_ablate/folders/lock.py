@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
+from .files import linked
 
 LOCK = ".lock"
 LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
@@ -60,7 +61,6 @@ class FolderLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                from .runfolder import linked  # (runfolder imports this module)
                 raise linked(path) from e
             raise UsageError(f"cannot create {path} ({e.strerror}): the folder must be writable") from e
         for attempt in range(LOCK_TRIES):

@@ -26,6 +26,7 @@ import yaml
 
 from ..errors import UsageError, first_line, unknown
 from . import runfolder as rf
+from .files import not_a_name
 from .lock import FolderLock
 
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
@@ -126,8 +127,8 @@ def read_sweep(folder: Path) -> SweepRecord:
     if not isinstance(runs, list):
         raise SweepFileError(f"{path}: runs is not a list")
     for run in map(str, runs):  # each names a folder in this one: status and the launcher read it there
-        if rf.not_a_name(run):
-            raise SweepFileError(f"{path}: a run's name {rf.not_a_name(run)}; repair the runs list")
+        if not_a_name(run):
+            raise SweepFileError(f"{path}: a run's name {not_a_name(run)}; repair the runs list")
     if not isinstance(search, dict):
         raise SweepFileError(f"{path}: search is not a mapping")
     try:
@@ -156,7 +157,7 @@ def latest_jobs(folder: Path) -> dict[str, dict]:
     for number, record in enumerate(records, 1):
         if not (isinstance(record.get("job_id"), str) and isinstance(record.get("launcher"), str)
                 and isinstance(record["runs"], list)
-                and all(isinstance(r, str) and not rf.not_a_name(r) for r in record["runs"])):
+                and all(isinstance(r, str) and not not_a_name(r) for r in record["runs"])):
             raise rf.Damaged(f"{path} line {number} is damaged (a job record needs job_id, launcher and runs, "
                              f"each a run folder's name); repair or delete that line and run again")
     return {run: record for record in records for run in record["runs"]}
