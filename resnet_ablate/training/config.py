@@ -316,15 +316,6 @@ def not_applying(value_of: Callable[[str], Any]) -> dict[str, tuple[str, tuple[s
     return out
 
 
-def ignored_note(ignored: dict[str, tuple[str, Sequence[str]]], kept: str = "left out of the run name") -> str:
-    """The one line saying which keys were ignored, under which settings (`not_applying`'s), where each applies,
-    and what that keeps them out of."""
-    chosen = list(dict.fromkeys(setting for setting, _ in ignored.values()))
-    return (f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(chosen)} ("
-            + "; ".join(f"{k}: {', '.join(allowed)}" for k, (_, allowed) in ignored.items())
-            + f"); ignored, and {kept}")
-
-
 def _conditional() -> dict[str, dict[str, tuple[str, ...]]]:
     """Every key declared with `applies=`, with the allowed values of each key it depends on (computed once per
     state of the registries: a sweep asks thousands of times)."""

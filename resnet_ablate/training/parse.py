@@ -9,7 +9,7 @@ import math
 import os
 import re
 import types
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,7 +19,7 @@ from ..models.resnet import ARCHS
 from ..models.units import UNITS, check_body
 from ..registry import check_value
 from ..values import override_text, yaml_verbatim
-from .config import FAMILIES, Config, config_type, defaults, fields, ignored_note, not_applying
+from .config import FAMILIES, Config, config_type, defaults, fields, not_applying
 from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
@@ -137,6 +137,15 @@ def _drop_foreign_keys(cfg: Config, given: set[str]) -> dict[str, tuple[str, tup
     for key in ignored:
         setattr(cfg, key, getattr(plain, key))
     return ignored
+
+
+def ignored_note(ignored: dict[str, tuple[str, Sequence[str]]], kept: str = "left out of the run name") -> str:
+    """The one line saying which keys were ignored, under which settings (`not_applying`'s), where each applies,
+    and what that keeps them out of."""
+    chosen = list(dict.fromkeys(setting for setting, _ in ignored.values()))
+    return (f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(chosen)} ("
+            + "; ".join(f"{k}: {', '.join(allowed)}" for k, (_, allowed) in ignored.items())
+            + f"); ignored, and {kept}")
 
 
 def _check(ok: bool, message: str) -> None:
