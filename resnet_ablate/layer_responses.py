@@ -29,7 +29,7 @@ def measure(folder: Path, device: torch.device) -> str:
     done = rf.read_responses(folder)
     if done is not None and done.get("source") == "end":
         return f"{folder}: responses.json holds the final net's responses (iteration {done['iteration']}); kept"
-    if not (folder / rf.CONFIG).is_file() or not (folder / rf.CHECKPOINT).is_file():
+    if not rf.present(folder / rf.CONFIG) or not rf.present(folder / rf.CHECKPOINT):
         raise UsageError(f"{folder} is not a run folder with a checkpoint (config.yaml and checkpoint.pt)")
     cfg = read_config(folder)
     state = build_state(cfg, device)

@@ -25,10 +25,11 @@ from .folders.lock import describe, holder  # noqa: E402
 from .folders.states import State  # noqa: E402
 from .sweeps import launcher, launchkeys  # noqa: E402
 from .sweeps.specs import is_sweep  # noqa: E402
-from .training.config import Config, run_dir  # noqa: E402
-from .training.parse import check_unique, help_text, parse  # noqa: E402
+from .training import checkpoint  # noqa: E402
+from .training.config import Config, run_dir, run_name  # noqa: E402
+from .training.parse import check_unique, help_text, ignored_note, parse  # noqa: E402
 from .training.trainer import train  # noqa: E402
-from .training.writer import check_settings  # noqa: E402
+from .training.writer import check_checkpoint_settings, check_recorded_inputs, check_settings, file_sha256  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +42,15 @@ def _main(argv: list[str]) -> int:
         return 0
     check_unique(argv)
     launch_overrides, run_overrides = launcher.split_overrides(argv)
-    if is_sweep([o for o in launch_overrides if launchkeys.key_of(o) != "dry_run"], run_overrides):
+    ignored = launchkeys.sweeps_only(launch_overrides)
+    if is_sweep([o for o in launch_overrides if launchkeys.key_of(o) not in ("dry_run", *ignored)], run_overrides):
         return launcher.launch_main(launch_overrides, run_overrides, launcher.command_line(argv))
-    notes: list[str] = []
+    dry_run = bool(launch_overrides) and launcher.parse_launch(launch_overrides).dry_run
+    notes = [ignored_note(ignored, "the run keeps its own folder")] if ignored else []
     cfg = parse(run_overrides, notes)
     for note in notes:
         print(note, flush=True)
-    if launch_overrides and launcher.parse_launch(launch_overrides).dry_run:
+    if dry_run:
         print(dry_run_line(cfg))
         return 0
     summaries = train([cfg])
@@ -56,7 +59,8 @@ def _main(argv: list[str]) -> int:
 
 def dry_run_line(cfg: Config) -> str:
     """What running this single-run command would do, from its run folder's files and lock (the same checks
-    and refusals as the run itself: another tool's folder, other settings, a damaged file)."""
+    and refusals as the run itself: another tool's folder, other settings, a damaged file, another run's
+    checkpoint or init weights; the data are compared when the run loads them)."""
     folder = run_dir(cfg)
     check_run_folder(folder)
     check_settings(folder, cfg)
@@ -68,7 +72,10 @@ def dry_run_line(cfg: Config) -> str:
     elif state is State.RUNNING:
         what = f"being trained by another process ({describe(holder(folder) or {})}): the same command is refused " \
                f"until it ends"
-    elif state is State.PAUSED:
+    elif state is State.PAUSED:  # its checkpoint read and checked as the run would (not the data: not loaded here)
+        saved = checkpoint.load(folder / rf.CHECKPOINT)
+        check_checkpoint_settings(folder / rf.CHECKPOINT, saved, cfg, run_name(cfg))
+        check_recorded_inputs(folder, saved, {**saved, "init_sha256": file_sha256(cfg.init)}, rf.CHECKPOINT)
         rows = rf.read_jsonl(folder / rf.METRICS)
         what = f"to resume from its checkpoint (last evaluation at iteration {rows[-1]['iteration'] if rows else 0})"
     else:

@@ -34,7 +34,7 @@ def run_states(folder: Path) -> dict[str, tuple[State, str]]:
 
 def _state(folder: Path, name: str, record: dict | None, slurm: dict[str, str]) -> tuple[State, str]:
     """The run folder's state, or, for a run that is neither finished nor trained now, its latest job's."""
-    state, reason = rf.folder_state(folder / name)
+    state, reason = rf.folder_state(folder / name, member=True)
     if state in (State.PAUSED, State.NOT_STARTED) and record is not None:
         job = job_state(folder, record["job_id"], slurm.get(record["job_id"], ""))
         if job is not None:

@@ -4,6 +4,7 @@
   here renames every run, orphaning the folders already trained;
 - `override_text`: the text after `key=` that one types: --help's defaults and a recipe's values, a message
   that echoes an override, a spec's YAML value handed to the parser (lists in brackets, no spaces);
+- `yaml_verbatim`: such a text for a key of type str, quoted for YAML so that it is read back as typed;
 - `report_text`: a value in a report: labels, cells, captions, claim contexts, figure legends (floats %g, lists
   ','-joined, None blank);
 - `statistic`: a table's statistic ('fail' for a median that lands on a failed run, blank for none).
@@ -35,6 +36,15 @@ def override_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return json.dumps(value)
+
+
+def yaml_verbatim(text: str) -> str:
+    """A text value for a key of type str as YAML reads it back unchanged (OmegaConf types `key=value` as YAML):
+    in single quotes, so ' #' starts no comment and ': ' no mapping (`run_dir=runs #2` named the folder 'runs');
+    a value already in quotes (`""`, as `override_text` writes an empty one) is left to YAML."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text
+    return "'" + text.replace("'", "''") + "'"
 
 
 def report_text(value: Any) -> str:

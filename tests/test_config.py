@@ -8,7 +8,8 @@ from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.registry import parameters
 from resnet_ablate.sweeps.launchkeys import help_text as launch_help_text
-from resnet_ablate.training.config import FAMILIES, defaults, fields, from_yaml, registered_keys, run_name, to_yaml
+from resnet_ablate.training.config import FAMILIES, defaults, downsampling, fields, from_yaml, registered_keys, \
+    run_name, to_yaml
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
 from resnet_ablate.training.parse import help_text, parse
 
@@ -63,10 +64,13 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["val_split=50000"], "val_split=50000 is out of range; allowed: 0..49999"),
     (["gate_init=ones"], "unknown gate_init 'ones'; allowed: he, zero"),
     (["milestones=[48000,32000]"], "milestones=[48000,32000] must be increasing positive iterations"),
+    (["milestones=[2,2]", "schedule=cosine"], "milestones=[2,2] must be increasing positive iterations"),
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
     (["recipe=default", "dataset=synthetic", "synthetic_size=64", "batch_size=65"],
      "batch_size=65 is larger than the 64 training images of dataset=synthetic; use batch_size=64 or less"),
     (["recipe=default", "val_split=49990", "batch_size=11"], "batch_size=11 is larger than the 10 training images of dataset=cifar10"),
+    (["dataset=synthetic", "val_split=5000"], "val_split=5000 leaves no training images (dataset=synthetic has 512); use "
+                                              "val_split=511 or less"),
     (["iterations=30", "milestones=[20]", "warmup_iters=0", "grad_probe_at=[0,31,40]"],
      "grad_probe_at=[0,31,40]: 31, 40 lie past iterations=30, so no probe would be taken there; use iterations 0..30"),
     (["run_dir=~/t"], "run_dir=~/t: the shell did not expand '~' here; write the path out, e.g. run_dir="),
@@ -179,6 +183,33 @@ def test_keys_of_an_unused_optimizer_or_schedule_are_ignored_with_a_note_and_kep
     assert notes == [note]
 
 
+@pytest.mark.parametrize("args, other, note", [
+    (["schedule=cosine", "milestones=[100,200]"], "[32000,48000]",
+     _note("milestones", "schedule=cosine", "milestones: step")),
+    (["precision=fp32", "residual_fp32=false"], "true",
+     _note("residual_fp32", "precision=fp32", "residual_fp32: auto, bf16")),
+    (["unit=full_preact", "shortcut=none", "preact_shortcut_input=shared"], "raw",
+     _note("preact_shortcut_input", "shortcut=none", f"preact_shortcut_input: {', '.join(downsampling())}")),
+    (["unit=full_preact", "shortcut=conv1x1", "preact_shortcut_input=shared"], "raw",
+     _note("preact_shortcut_input", "shortcut=conv1x1", f"preact_shortcut_input: {', '.join(downsampling())}")),
+], ids=["milestones_under_cosine", "residual_fp32_under_fp32", "preact_input_without_shortcut",
+        "preact_input_of_a_convolving_shortcut"])
+def test_settings_that_change_nothing_are_ignored_with_a_note_and_kept_out_of_the_name(args, other, note, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """As another entry's keys: milestones under schedule=cosine, residual_fp32 under fp32, and so on (each
+    entered the run's name, so the same computation got a second folder, and a sweep over it more runs)."""
+    notes: list[str] = []
+    cfg = parse(args, notes)
+    assert cfg == parse(args[:-1]) and run_name(cfg) == run_name(parse(args[:-1]))
+    assert notes == [note]
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*args, "dry_run=true"]) == 0
+    assert capsys.readouterr().out == f"{note}\n1 run in runs/{run_name(cfg)}: to train from the start; dry_run=true " \
+                                      f"trains nothing\n"
+    assert run.main([*args[:-1], f"{args[-1]},{other}", "dry_run=true"]) == 0
+    assert capsys.readouterr().out.startswith(f"{note}\nsweep sweep (budget full): 1 runs in ")
+
+
 def test_ignored_keys_of_every_kind_are_one_note_line():
     notes: list[str] = []
     cfg = parse(["recipe=default", "shortcut=identity", "gate_bias=-3", "eps=1e-6", "schedule=cosine",
@@ -232,6 +263,20 @@ def test_every_float_key_refuses_nan_and_inf(key, value):
 def test_a_list_of_floats_refuses_nan():
     with pytest.raises(UsageError, match=r"^betas=\[0.9,nan\] is not a finite number$"):
         parse(["optim=adam", "betas=[0.9,nan]"])
+
+
+def test_text_values_are_taken_as_typed_not_as_yaml(tmp_path, monkeypatch, capsys):
+    """`run_dir=runs #2` named the folder 'runs' (YAML read ' #2' as a comment); paths and names are verbatim,
+    for the launcher's keys too, and an empty value written as "" (a spec's) stays empty."""
+    from resnet_ablate.sweeps.launcher import parse_launch
+
+    cfg = parse(["run_dir=runs #2", "data_dir=d: x", "init=", "runs_root=it's"])
+    assert (cfg.run_dir, cfg.data_dir, cfg.init, cfg.runs_root) == ("runs #2", "d: x", "", "it's")
+    assert parse(['run_dir=""']).run_dir == "" and parse(["shortcut=gating", "gate_init=zero"]).gate_init == "zero"
+    assert parse_launch(["sweep_dir=s #1", "ablation=a #b.yaml"]).sweep_dir == "s #1"
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*TINY, "run_dir=r #2", "dry_run=true"]) == 0
+    assert capsys.readouterr().out == "1 run in r #2: to train from the start; dry_run=true trains nothing\n"
 
 
 def test_the_same_key_twice_is_refused(tmp_path, monkeypatch, capsys):

@@ -74,6 +74,18 @@ def test_broken_batch_file_is_named(tmp_path):
         datasets.read_cifar("cifar10", tmp_path, download=False)
 
 
+def test_a_batch_of_float_pixels_is_refused_in_one_line(tmp_path):
+    """float32 pixels in [0, 1] loaded, cast to uint8 (all 0), without a word."""
+    import pickle
+
+    write_fake_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({b"data": np.full((12, 3072), 0.5, np.float32), b"labels": [1] * 12}))
+    with pytest.raises(UsageError, match=rf"^{batch}: its images are float32, not the uint8 pixels \(0..255\) of a "
+                                         rf"CIFAR batch file; write them as uint8$"):
+        datasets.read_cifar("cifar10", tmp_path, download=False)
+
+
 def _assert_pad_crop_flip_of_the_normalised_images(out, images, offsets, flips, data):
     """Each augmented image is its normalised image, zero-padded by 4, cropped at its offset, flipped if asked."""
     padded = F.pad(datasets.normalize_images(images, data), (4, 4, 4, 4))

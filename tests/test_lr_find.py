@@ -72,7 +72,7 @@ def test_range_test_prints_progress_every_heartbeat(tmp_path, capsys):
     range_test(state, RangeTest(start_lr=1e-4, end_lr=1e-2, steps=4))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines] == [f"range test: step {i}/4" for i in (1, 2, 3, 4)]
-    assert re.fullmatch(r"range test: step 4/4, smoothed loss [\d.]+ \| \d+ img/s \| 0:00:\d\d elapsed, ETA "
+    assert re.fullmatch(r"range test: step 4/4, smoothed loss [\d.]+ \| \d+ img/s \| \d+:\d\d:\d\d elapsed, ETA "
                         r"0:00:00 at most", lines[-1])
 
 

@@ -461,9 +461,10 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, capsys):
     (tmp_path / "seed0" / "checkpoint.pt").write_bytes((tmp_path / "seed1" / "checkpoint.pt").read_bytes())
     before = (tmp_path / "seed0" / "metrics.jsonl").read_bytes()
     capsys.readouterr()
-    assert run.main(args) == 2
-    assert f"{tmp_path / 'seed0' / 'checkpoint.pt'} is the checkpoint of another run (seed: 1 vs 0): put back " \
-           f"this run's checkpoint, or delete it" in _error(capsys)
+    for dry in ([], ["dry_run=true"]):  # the dry run called it resumable
+        assert run.main([*args, *dry]) == 2
+        assert f"{tmp_path / 'seed0' / 'checkpoint.pt'} is the checkpoint of another run (seed: 1 vs 0): put back " \
+               f"this run's checkpoint, or delete it" in _error(capsys)
     assert (tmp_path / "seed0" / "metrics.jsonl").read_bytes() == before and not (tmp_path / "seed0" / "result.json").exists()
 
 
@@ -649,7 +650,8 @@ def test_status_on_a_job_record_without_its_launcher_is_one_line(tmp_path, capsy
     (folder / ".submitit" / "jobs.jsonl").write_text('{"job_id": "7", "runs": ["a"]}\n{"job_id": "8", "runs": []}\n')
     assert status.main([str(folder)]) == 2
     assert _error(capsys) == f"error: {folder / '.submitit' / 'jobs.jsonl'} line 1 is damaged (a job record needs " \
-                             f"job_id, launcher and runs); repair or delete that line and run again\n"
+                             f"job_id, launcher and runs, each a run folder's name); repair or delete that line and " \
+                             f"run again\n"
 
 
 def test_a_checkpoint_holding_code_is_named_without_torchs_advice_to_run_it(tmp_path, capsys):
@@ -662,6 +664,18 @@ def test_a_checkpoint_holding_code_is_named_without_torchs_advice_to_run_it(tmp_
     err = _error(capsys)
     assert "checkpoint.pt is damaged (it holds objects besides tensors and plain data, which are not loaded: that " \
            "would run its code)" in err and "weights_only" not in err and not evil.marker.exists()
+
+
+def test_a_zeroed_checkpoint_is_damaged_without_torchs_advice_and_so_says_the_dry_run(tmp_path, capsys):
+    """torch's error for it advised weights_only=False, which the docs say the package never passes on."""
+    args = _paused(tmp_path / "r")
+    path = tmp_path / "r" / "checkpoint.pt"
+    path.write_bytes(bytes(path.stat().st_size))
+    capsys.readouterr()
+    for dry in ([], ["dry_run=true"]):
+        assert run.main([*args, *dry]) == 2
+        assert _error(capsys) == f"error: {path} is damaged (RuntimeError: not a file torch.save writes): delete it " \
+                                 f"to train the run again from iteration 0, or put back a good copy\n"
 
 
 def test_layer_responses_on_an_unknown_device_is_one_line(tmp_path, capsys):

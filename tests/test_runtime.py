@@ -1,20 +1,40 @@
 """What a training process sets up before any run starts (`training/runtime.py`): the threads key, and TF32
 off for an fp32 run on a GPU."""
+import pytest
 import torch
-from helpers import TINY
+from helpers import DONE, TINY
 
+from resnet_ablate import run
+from resnet_ablate.errors import UsageError
 from resnet_ablate.training import runtime
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.progress import device_line
+from resnet_ablate.training.progress import cores, device_line
 
 
 def test_threads_key_sets_torch_threads_and_the_start_up_line_shows_it():
+    n = min(2, cores())  # more than the cores is refused (the next test)
     try:
-        device, precision = runtime.setup(parse([*TINY, "threads=2"]))  # what train() calls first
-        assert torch.get_num_threads() == 2
-        assert device_line(device, precision, graphs=True).startswith("device: CPU, 2 threads on ")
+        device, precision = runtime.setup(parse([*TINY, f"threads={n}"]))  # what train() calls first
+        assert torch.get_num_threads() == n
+        assert device_line(device, precision, graphs=True).startswith(f"device: CPU, {n} thread{'s' * (n > 1)} on ")
     finally:
         torch.set_num_threads(1)
+
+
+def test_more_threads_than_cores_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """threads=1000 was accepted, and 4 iterations did not finish in a minute; a SLURM sweep is checked against
+    the CPUs its jobs get."""
+    many = cores() + 1
+    with pytest.raises(UsageError, match=rf"^threads={many} is more than the {cores()} cores this process may use; "
+                                         rf"use threads={cores()} or fewer \(0 = torch's choice\)$"):
+        runtime.setup(parse([*TINY, f"threads={many}"]))
+    assert torch.get_num_threads() == 1
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*DONE, f"threads={many}"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+    assert run.main([*DONE, "threads=2", "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 2
+    assert capsys.readouterr().err == "error: threads=2 is more than the 1 CPUs a job gets (slurm.cpus_per_task); use " \
+                                      "threads=1 or fewer (0 = torch's choice), or raise slurm.cpus_per_task\n"
 
 
 def test_fp32_on_a_gpu_turns_tf32_convolutions_and_matmuls_off(monkeypatch):

@@ -64,6 +64,8 @@ def test_example_spec_is_sixteen_resnet20_trials_with_a_quick_budget():
     (["sweep.method=random", "sweep.trials=2"], "sweep.method=random needs distributions"),
     (["sweep.method=grid", "search.lr=uniform:0.1:1"], "search distributions (lr) need sweep.method=random"),
     (["search.lr=uniform:0.1:1", "lr=0.1"], "lr is both searched (search.lr) and set on the command line"),
+    (["search.lr=uniform:0.1:1", "sweep.seed=-1"], "sweep.seed=-1 is out of range; allowed: 0 <= sweep.seed < 2**32"),
+    (["search.lr=uniform:0.1:1", "sweep.trials=-1"], "sweep.trials=-1 is out of range; allowed: >= 0"),
 ])
 def test_bad_search_is_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -197,8 +197,9 @@ def _starting(proc) -> None:
     raise AssertionError("the run did not start")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2, signal.SIGINT])
 def test_a_stop_signal_while_the_run_starts_pauses_it_with_exit_75(tmp_path, sig):
+    """A Ctrl-C too (in a run's first second it was a KeyboardInterrupt traceback of 20-40 lines)."""
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *TINY, f"run_dir={tmp_path / 'r'}"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     _starting(proc)
@@ -206,6 +207,20 @@ def test_a_stop_signal_while_the_run_starts_pauses_it_with_exit_75(tmp_path, sig
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
     assert f"stopped at iteration 1 ({sig.name}); checkpoint saved" in out and "Traceback" not in err
+
+
+def test_a_second_ctrl_c_while_the_run_starts_ends_it_at_once_with_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *TINY, f"run_dir={tmp_path / 'r'}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    _starting(proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr.readline() == "SIGINT: stopping (after a checkpoint, where training has begun); the same " \
+                                     "command resumes\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.endswith("\ninterrupted; a run folder keeps its last checkpoint and the same command resumes from it\n")
+    assert "Traceback" not in err and not (tmp_path / "r" / "result.json").exists()
 
 
 def test_a_second_sigterm_while_a_stopped_run_exits_keeps_exit_75(tmp_path):

@@ -1,12 +1,14 @@
 """Folder data sets (ImageFolder trees of generated PNGs) and transfer learning: init from a torchvision
 state dict file, a new head, frozen parts and per-stage learning rates."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from helpers import run_cli
 
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training import datasets
@@ -15,6 +17,7 @@ from resnet_ablate.models.imagenet import to_torchvision
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.state import build_state
 from resnet_ablate.training.evaluate import evaluate
+from resnet_ablate.training.signals import StopRequest
 from resnet_ablate.training.trainer import train
 from resnet_ablate.models.transfer import read_state_dict
 
@@ -77,6 +80,8 @@ def test_trains_on_a_folder(tmp_path, arch):
                                                         "to train/"),
     (lambda root: make_tree(root, test_name="test") and (root / "test" / "cat").rename(root / "test" / "bat"),
      "{root}/train and {root}/test have different class folders: bat, cat only in one of them"),
+    (lambda root: make_tree(root, classes=("cat",)), "dataset=folder needs at least two class folders in "
+                                                     "{root}/train/; it has one, cat"),
 ])
 def test_bad_folder_says_what_is_wrong(tmp_path, setup, message):
     root = tmp_path / "tree"
@@ -84,6 +89,30 @@ def test_bad_folder_says_what_is_wrong(tmp_path, setup, message):
     with pytest.raises(UsageError) as e:
         datasets.read_folder(root, 32)
     assert str(e.value) == message.format(root=root)
+
+
+def test_an_image_size_whose_decoded_set_exceeds_the_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    """image_size=100000 grew past 10 GB in 50 s: N*3*S^2 bytes are checked against the memory available first."""
+    root = make_tree(tmp_path / "tree")  # 9 training and 6 test images
+    monkeypatch.setattr(datasets, "available_memory", lambda: 10 ** 9)
+    monkeypatch.setattr(datasets, "_decode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(UsageError) as e:
+        datasets.read_folder(root, 5000)
+    assert str(e.value) == f"image_size=5000: the 15 images of {root} decode to 1.12 GB (N*3*S^2 bytes), more than " \
+                           f"the 1 GB of memory available; use a smaller image_size"
+    assert 0 < datasets.available_memory() < 2 ** 50 or datasets.available_memory() is None
+
+
+def test_a_stop_while_a_folder_decodes_ends_the_run_before_it_starts(tmp_path):
+    """SIGTERM did not stop a run that decoded its folder data set for minutes: the decoding takes the stop up, and
+    the run ends paused at iteration 0 with nothing written."""
+    make_tree(tmp_path / "tree")
+    cfg = parse(["dataset=folder", f"data_dir={tmp_path / 'tree'}", "depth=8", *FAST, f"run_dir={tmp_path / 'run'}"])
+    stop = StopRequest()
+    with stop.installed():
+        stop.reason = "SIGTERM"
+        assert train([cfg], stop) == [{"status": "paused", "iteration": 0, "reason": "SIGTERM"}]
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_folder_is_one_line_at_the_cli(tmp_path, monkeypatch, capsys):
@@ -153,8 +182,22 @@ def test_bad_init_file_is_one_line(tmp_path):
         read_state_dict(str(tmp_path / "junk.pt"))
     assert str(e.value).startswith(f"init={tmp_path / 'junk.pt'} is not a state_dict file (")
     assert "\n" not in str(e.value)
-    with pytest.raises(UsageError, match=r"init=.*missing.pt: no such file$"):
+    with pytest.raises(UsageError, match=r"init=.*missing.pt: no such file; give a state_dict file saved with "
+                                         r"torch.save$"):
         read_state_dict(str(tmp_path / "missing.pt"))
+
+
+def test_an_init_fifo_is_refused_in_one_line_and_does_not_hang(tmp_path):
+    """A FIFO as init= hung the run (its checksum opened it and waited for a writer)."""
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    message = f"init={fifo}: not a regular file; give a state_dict file saved with torch.save"
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        read_state_dict(str(fifo))
+    proc = run_cli("arch=imagenet", "depth=18", "dataset=synthetic", "synthetic_size=16",
+                   f"init={fifo}", f"run_dir={tmp_path / 'r'}", *FAST, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"error: {message}\n"
+    assert not (tmp_path / "r").exists()
 
 
 def test_freeze_all_but_head_changes_only_the_head(tmp_path, resnet18_file):

@@ -27,7 +27,7 @@ from ..folders.kinds import RANGE_TEST_FILES
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
-from ..training.config import defaults, fields, missing_entry, registered_keys, shortcut_keys
+from ..training.config import defaults, fields, missing_entry, not_applying, shortcut_keys
 from ..training.failrule import judged
 from ..values import report_text
 
@@ -113,13 +113,15 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The config settings that define a run's group: its identity settings but the seed (defaults for keys an
-    older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or schedule's) set to None."""
+    older config lacks), with the keys of registered entries not in use (another shortcut's, optimizer's or
+    schedule's) set to None (blank in a table). A core key that changes nothing under the others (milestones
+    under schedule=cosine, ...) keeps what the run recorded, as before parse set it to its default."""
     plain = defaults()
     out = {k: _typed(k, config.get(k, getattr(plain, k)), getattr(plain, k)) for k in config_keys()}
     problem = missing_entry(config)
     if problem is not None:
         raise Broken(f"config.yaml: {problem}")
-    foreign = {k for k, (family, key) in registered_keys().items() if out[family.selector] not in key.owners}
+    foreign = {k for k in not_applying(out.get) if fields()[k].metadata["family"]}
     return {k: (None if k in foreign else v) for k, v in out.items()}
 
 

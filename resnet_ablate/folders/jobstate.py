@@ -4,6 +4,7 @@ without unpickling code (a sweep folder may come from someone else). `job_state`
 (`states.py`) where its folder alone cannot tell."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 from .. import safepickle
 from ..errors import first_line
+from . import runfolder as rf
 from .states import State
 from .sweepfolder import SUBMITIT_DIR
 
@@ -92,7 +94,7 @@ def read_outcome(path: Path) -> tuple[str, Any]:
     """A submitit result file's (outcome, value) without running code: only plain data is unpickled (a
     sweep folder may come from someone else); ('unreadable', why) for anything else."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(rf.open_file(path), "rb") as f:
             data = safepickle.load(f)
     except Exception as e:  # noqa: BLE001 - a foreign or torn file: any unpickling error
         return "unreadable", f"{type(e).__name__}: {first_line(e)}"
@@ -124,7 +126,7 @@ def _job_ended(folder: Path, job_id: str, state: str) -> tuple[State, str] | Non
     from submitit.core.utils import JobPaths  # here, as in `slurm_states`: only a sweep with jobs needs it
 
     paths = JobPaths(folder / SUBMITIT_DIR, job_id=job_id, task_id=0)
-    if paths.result_pickle.is_file():
+    if rf.present(paths.result_pickle):
         outcome, value = read_outcome(paths.result_pickle)
         if outcome != "error":
             return None
@@ -139,7 +141,8 @@ def _job_ended(folder: Path, job_id: str, state: str) -> tuple[State, str] | Non
     if cause == "time limit":
         return State.PAUSED, f"job {job_id} ended at its time limit; launch the sweep again to resume (or raise " \
                              f"slurm.time)"
-    log = _error_line(paths.stderr.read_text(errors="replace")) if paths.stderr.is_file() else ""
+    text = rf.read_text(paths.stderr, errors="replace")
+    log = _error_line(text) if text is not None else ""
     return State.CRASHED, f"job {job_id} ended {state}: {cause}" + (f"; its log says: {log}" if log else "")
 
 

@@ -44,6 +44,7 @@ def check_run_folder(folder: Path, key: str = "run_dir") -> None:
     folder; damaged when it holds run files but no config.yaml; refused when it is another tool's, or holds
     files of the user's own beside a config.yaml the package did not write and no run file."""
     names = rf.contents(folder)
+    rf.refuse_links(folder)
     refuse_other_kinds(folder, RUN, key, names)
     missing = rf.missing_config(folder, names)
     if missing is not None:
@@ -62,6 +63,7 @@ def check_range_test_folder(folder: Path, key: str = "run_dir") -> None:
     """Before lr_find writes `folder`: new or empty, or holding a range test's files only (config.yaml written
     by the package among them); refused otherwise (checking the settings is the caller's)."""
     names = rf.contents(folder)
+    rf.refuse_links(folder)
     refuse_other_kinds(folder, RANGE_TEST, key, names)
     foreign = [n for n in names if n not in (rf.CONFIG, *RANGE_TEST_FILES)]
     if rf.CONFIG in names and not rf.written_by_package(folder):
@@ -72,9 +74,10 @@ def check_range_test_folder(folder: Path, key: str = "run_dir") -> None:
 
 
 def check_sweep_folder(record: SweepRecord) -> None:
-    """Before a launch (a dry run too) writes into its sweep folder: a folder, not another tool's, and not
-    another sweep's."""
+    """Before a launch (a dry run too) writes into its sweep folder: a folder, not another tool's, not another
+    sweep's, and holding no link (a run folder that is one would train into its target)."""
     if record.folder.exists() and not record.folder.is_dir():
         raise UsageError(f"sweep_dir: {record.folder} is a file, not a folder: choose another sweep_dir")
+    rf.refuse_links(record.folder)
     refuse_other_kinds(record.folder, SWEEP, "sweep_dir", rf.contents(record.folder))
     check_same_sweep(record)

@@ -5,6 +5,7 @@ only ask who holds it. A sweep folder has one too, the launcher's (`sweepfolder.
 launch checks what is to run and records what it submits."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
+from .files import linked
 
 LOCK = ".lock"
 LOCK_TRIES = 10  # a reader (status) may hold the lock shared for an instant: retry briefly before refusing
@@ -56,8 +58,10 @@ class FolderLock:
                                     f"or stop it; the same command then resumes the run")
         path = folder / LOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise linked(path) from e
             raise UsageError(f"cannot create {path} ({e.strerror}): the folder must be writable") from e
         for attempt in range(LOCK_TRIES):
             try:
@@ -91,8 +95,8 @@ def holder(folder: Path) -> dict[str, Any] | None:
     """The owner recorded in the folder's lock while a process holds it ({} when it is held but the record is
     unreadable); None when nobody trains the folder."""
     try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
-    except OSError:
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # none, or a link (which `runfolder.refuse_links` refuses): held by no trainer
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

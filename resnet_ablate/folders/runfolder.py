@@ -28,6 +28,9 @@ before it wrote config.yaml leaves do not count.
 Damaged state is one UsageError naming the file and what to do (`Damaged`), never a silent repair: a torn
 last line of a .jsonl file is what a kill leaves and is dropped; any other unreadable line is an error and
 the file is left as it is.
+
+Every file of a run or sweep folder is opened through `files.py`, which follows no link; an atomic write
+renames over a file and never over a link.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from typing import Any, Callable, IO
 import yaml
 
 from ..errors import UsageError, first_line
+from .files import Damaged, linked, open_file, present, read_text, refuse_links
 from .lock import LOCK, holder
 from .states import FINISHED, State
 
@@ -56,10 +60,6 @@ TEMP_BYTES = 4  # random bytes in a temp file's name, as hex digits: `.<file>.<8
 TEMP = re.compile(rf"\.(?P<file>.+)\.[0-9a-f]{{{2 * TEMP_BYTES}}}\.tmp")
 CONFIG_HEADER = "# resnet_ablate run settings; sha256 of the lines below: "
 _YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class Damaged(UsageError):
-    """A run-folder file that cannot be read as what it should be: one line naming it and what to do."""
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -108,6 +108,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.islink(path):  # a rename would replace the link; the package refuses it instead
+            raise linked(path)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError ("unexpected pos")
         tmp.unlink(missing_ok=True)
@@ -127,9 +129,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
-    """Append one line (made durable by `sync_files` at the next checkpoint)."""
+    """Append one line (made durable by `sync_files` at the next checkpoint); a link is refused (`open_file`)."""
     try:
-        with open(path, "a") as f:
+        with os.fdopen(open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:
             f.write(json.dumps(obj) + "\n")
     except OSError as e:
         raise _cannot_write(path, e) from e
@@ -139,7 +141,7 @@ def sync_files(*paths: Path) -> None:
     """fsync appended files that exist (before a checkpoint claims their lines)."""
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_file(path)
         except FileNotFoundError:
             continue
         try:
@@ -151,9 +153,10 @@ def sync_files(*paths: Path) -> None:
 def read_jsonl(path: Path, required: str | None = "iteration") -> list[dict]:
     """The lines of a .jsonl file as dicts, each with the key `required`. A torn last line (a killed writer)
     is dropped; any other line that is not such a JSON object is Damaged, naming the file and line."""
-    if not path.is_file():
+    text = read_text(path, errors="replace")
+    if text is None:
         return []
-    lines = path.read_text(errors="replace").splitlines()
+    lines = text.splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         try:
@@ -175,7 +178,7 @@ def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
     """Make a .jsonl file hold exactly `rows` (lines past a checkpoint dropped, a torn last line dropped, a
     line the checkpoint kept put back); the file is rewritten only when that changes it."""
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    if text != (path.read_text(errors="replace") if path.is_file() else ""):
+    if text != (read_text(path, errors="replace") or ""):
         write_text(path, text)
 
 
@@ -192,7 +195,8 @@ def read_responses(folder: Path) -> dict | None:
     """responses.json, or None when the run has none (or an unreadable one: the report then draws without it)."""
     path = folder / RESPONSES
     try:
-        data = json.loads(path.read_text()) if path.is_file() else None
+        text = read_text(path)
+        data = json.loads(text) if text is not None else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("std"), list) else None
@@ -201,10 +205,11 @@ def read_responses(folder: Path) -> dict | None:
 def read_result(folder: Path) -> dict | None:
     """result.json as a dict, None when there is none; Damaged when it is not a JSON object with a status."""
     path = folder / RESULT
-    if not path.is_file():
-        return None
     try:
-        result = json.loads(path.read_text())
+        text = read_text(path)
+        if text is None:
+            return None
+        result = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise Damaged(f"{path} is damaged (not JSON: {first_line(e)}): delete it to resume the run from its "
                       f"checkpoint") from e
@@ -225,9 +230,8 @@ def _checksum(body: str) -> str:
 def written_by_package(folder: Path) -> bool:
     """Whether the folder's config.yaml starts with the checksum line the package writes (a trainer, lr_find)."""
     try:
-        with open(folder / CONFIG, errors="replace") as f:
-            return f.readline().startswith(CONFIG_HEADER)
-    except OSError:
+        return (read_text(folder / CONFIG, errors="replace") or "").startswith(CONFIG_HEADER)
+    except (OSError, Damaged):
         return False
 
 
@@ -237,10 +241,10 @@ def read_config_mapping(folder: Path) -> dict[str, Any] | None:
     Checking its keys and values against the registries is `training/writer.read_config`'s, which every
     training command does."""
     path = folder / CONFIG
-    if not path.is_file():
-        return None
     try:
-        text = path.read_text()
+        text = read_text(path)
+        if text is None:
+            return None
         data = yaml.load(text, Loader=_YAML)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise _damaged_config(path, f"not valid YAML: {first_line(e)}") from e
@@ -280,7 +284,8 @@ def missing_config(folder: Path, names: list[str]) -> Damaged | None:
 def check_readable(folder: Path) -> dict | None:
     """Every file of a run folder that says where it stands read as what it should be: config.yaml (present
     beside run files, and sound), result.json, the metrics and probe lines; result.json's contents (None
-    without one). Damaged naming the first that is not."""
+    without one). Damaged naming the first that is not, or a link among its files."""
+    refuse_links(folder)
     missing = missing_config(folder, contents(folder))
     if missing is not None:
         raise missing
@@ -291,12 +296,15 @@ def check_readable(folder: Path) -> dict | None:
     return result
 
 
-def folder_state(folder: Path) -> tuple[State, str]:
+def folder_state(folder: Path, member: bool = False) -> tuple[State, str]:
     """Where a run stands by its folder alone (a sweep's job records may say more, `jobstate.job_state`), with
     fail's reason and damaged's line: done or fail (result.json), running (its lock is held), paused (a
     checkpoint), else not started; damaged when a file that says so cannot be read (`check_readable`), as the
-    next launch and the report find it."""
+    next launch and the report find it, and (`member`: a sweep's run folder, named by the package) when the
+    folder is a link."""
     try:
+        if member and os.path.islink(folder):
+            raise linked(folder)
         result = check_readable(folder)
     except Damaged as e:
         return State.DAMAGED, str(e)
@@ -304,7 +312,7 @@ def folder_state(folder: Path) -> tuple[State, str]:
         return State(result["status"]), str(result.get("reason") or "")
     if holder(folder) is not None:
         return State.RUNNING, ""
-    return (State.PAUSED if (folder / CHECKPOINT).is_file() else State.NOT_STARTED), ""
+    return (State.PAUSED if present(folder / CHECKPOINT) else State.NOT_STARTED), ""
 
 
 def create_folder(folder: Path, key: str = "run_dir") -> None:

@@ -26,6 +26,7 @@ import yaml
 
 from ..errors import UsageError, first_line, unknown
 from . import runfolder as rf
+from .files import not_a_name
 from .lock import FolderLock
 
 SWEEP_FILE, SUBMITIT_DIR, JOBS_FILE = "sweep.yaml", ".submitit", "jobs.jsonl"
@@ -68,7 +69,7 @@ def write_sweep(record: SweepRecord) -> None:
     """sweep.yaml in the record's folder (created if needed): the record, with the runs an earlier launch into
     the folder listed (first) and its `created` kept; `created` is now for a new one."""
     rf.create_folder(record.folder, "sweep_dir")
-    before = read_sweep(record.folder) if (record.folder / SWEEP_FILE).is_file() else None
+    before = read_sweep(record.folder) if rf.present(record.folder / SWEEP_FILE) else None
     data = {k: v for k, v in asdict(record).items() if k != "folder"}
     data["created"] = (before.created if before else "") or data["created"] or \
         datetime.datetime.now().isoformat(timespec="seconds")
@@ -82,7 +83,7 @@ def write_sweep(record: SweepRecord) -> None:
 def check_same_sweep(record: SweepRecord) -> None:
     """Refuse to launch `record` into a folder whose sweep.yaml holds another sweep (name, budget, method or
     layout differ), or one that cannot be read."""
-    if not (record.folder / SWEEP_FILE).is_file():
+    if not rf.present(record.folder / SWEEP_FILE):
         return
     try:
         before = read_sweep(record.folder)
@@ -111,11 +112,11 @@ def launching(folder: Path) -> Iterator[None]:
 def read_sweep(folder: Path) -> SweepRecord:
     """A sweep folder's sweep.yaml; SweepFileError when it is missing or not a valid record."""
     path = folder / SWEEP_FILE
-    if not path.is_file():
+    if not rf.present(path):
         what = "does not exist" if not folder.exists() else f"is not a sweep folder (no {SWEEP_FILE})"
         raise SweepFileError(f"{folder} {what}")
     try:
-        data = yaml.load(path.read_text(), Loader=_LOADER)
+        data = yaml.load(rf.read_text(path) or "", Loader=_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise SweepFileError(f"{path}: not valid YAML ({first_line(e)})") from e
     if not isinstance(data, dict):
@@ -125,6 +126,9 @@ def read_sweep(folder: Path) -> SweepRecord:
         raise SweepFileError(str(unknown("layout", layout, LAYOUTS, where=str(path), extra="or null")))
     if not isinstance(runs, list):
         raise SweepFileError(f"{path}: runs is not a list")
+    for run in map(str, runs):  # each names a folder in this one: status and the launcher read it there
+        if not_a_name(run):
+            raise SweepFileError(f"{path}: a run's name {not_a_name(run)}; repair the runs list")
     if not isinstance(search, dict):
         raise SweepFileError(f"{path}: search is not a mapping")
     try:
@@ -140,6 +144,7 @@ def read_sweep(folder: Path) -> SweepRecord:
 def append_job(folder: Path, job_id: str, launcher: str, runs: list[str]) -> None:
     """Record that job `job_id` trains `runs` (appended to .submitit/jobs.jsonl)."""
     (folder / SUBMITIT_DIR).mkdir(parents=True, exist_ok=True)
+    rf.refuse_links(folder, [SUBMITIT_DIR])
     rf.append_jsonl(folder / SUBMITIT_DIR / JOBS_FILE, {"job_id": job_id, "launcher": launcher, "runs": runs})
 
 
@@ -147,10 +152,12 @@ def latest_jobs(folder: Path) -> dict[str, dict]:
     """Each run's most recent job record (job_id, launcher, runs) from .submitit/jobs.jsonl; Damaged naming the
     line of a record without them."""
     path = folder / SUBMITIT_DIR / JOBS_FILE
+    rf.refuse_links(folder, [SUBMITIT_DIR])
     records = rf.read_jsonl(path, required="runs")
     for number, record in enumerate(records, 1):
         if not (isinstance(record.get("job_id"), str) and isinstance(record.get("launcher"), str)
-                and isinstance(record["runs"], list) and all(isinstance(r, str) for r in record["runs"])):
-            raise rf.Damaged(f"{path} line {number} is damaged (a job record needs job_id, launcher and runs); "
-                             f"repair or delete that line and run again")
+                and isinstance(record["runs"], list)
+                and all(isinstance(r, str) and not not_a_name(r) for r in record["runs"])):
+            raise rf.Damaged(f"{path} line {number} is damaged (a job record needs job_id, launcher and runs, "
+                             f"each a run folder's name); repair or delete that line and run again")
     return {run: record for record in records for run in record["runs"]}

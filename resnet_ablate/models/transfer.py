@@ -63,8 +63,9 @@ def trainable_by_multiplier(model: ResNet, multipliers: list[float]) -> dict[flo
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A state dict of tensors saved with torch.save, loaded with weights_only; one-line UsageErrors."""
-    if not Path(path).is_file():
-        raise UsageError(f"init={path}: no such file")
+    if not Path(path).is_file():  # a FIFO or a device would block torch.load, or never end
+        raise UsageError(f"init={path}: {'not a regular file' if Path(path).exists() else 'no such file'}; give a "
+                         f"state_dict file saved with torch.save")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:

@@ -18,15 +18,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError
-from ..training.config import FAMILIES, MAX_NAME, Config, config_type, defaults, fields, identity_items, \
-    registered_keys, run_name
-from ..training.parse import parse, validate
+from ..training.config import MAX_NAME, Config, config_type, defaults, fields, identity_items, not_applying, \
+    run_name, selectors
+from ..training.parse import dotlist_item, parse, validate
 from ..values import name_token
 
-# Keys a run's other values are resolved from (a recipe's values, which registered entry's keys apply): runs that
-# differ in one of these are parsed apart.
-RESOLVING = ("recipe", "dataset", "val_split", "synthetic_size", "depth", "batch_size", "unit",
-             *(f.selector for f in FAMILIES))
+# Keys a run's other values are resolved from (a recipe's values; which keys apply: `selectors()` adds those):
+# runs that differ in one of these are parsed apart.
+RESOLVING = ("recipe", "dataset", "val_split", "synthetic_size", "depth", "batch_size", "unit")
 
 
 def check_size(spec: Any, budget: str, trials: int, grid: list[list[str]], bound: int) -> None:
@@ -63,19 +62,19 @@ def parse_runs(runs: list[list[str]], notes: list[str] | None = None) -> list[Co
     runs with the same keys, the same RESOLVING values and no interpolation share one full parse, and each
     other run of such a group is that config with its own values (typed once per distinct text) set, then
     checked by `validate`."""
-    templates: dict[tuple, tuple[dict[str, str], Config]] = {}
+    templates: dict[tuple, tuple[dict[str, str], Config, set[str]]] = {}
     values: dict[tuple[str, str], Any] = {}
-    owners = {k: (family.selector, key.owners) for k, (family, key) in registered_keys().items()}
+    resolving = list(dict.fromkeys([*RESOLVING, *selectors()]))
     out = []
     for overrides in runs:
         given = _given(overrides)
-        group = (tuple(sorted(given)), tuple(given.get(k) for k in RESOLVING))
+        group = (tuple(sorted(given)), tuple(given.get(k) for k in resolving))
         if group not in templates or any("${" in v for v in given.values()):
             cfg = parse(overrides, notes)
-            templates.setdefault(group, (given, cfg))
+            templates.setdefault(group, (given, cfg, set(not_applying(lambda k: getattr(cfg, k)))))
             out.append(cfg)
             continue
-        out.append(_from_template(*templates[group], given, values, owners) or parse(overrides, notes))
+        out.append(_from_template(*templates[group], given, values) or parse(overrides, notes))
     return out
 
 
@@ -84,15 +83,14 @@ def _given(overrides: list[str]) -> dict[str, str]:
     return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
 
 
-def _from_template(given0: dict[str, str], template: Config, given: dict[str, str],
-                   values: dict[tuple[str, str], Any], owners: dict[str, tuple[str, tuple[str, ...]]]) -> Config | None:
+def _from_template(given0: dict[str, str], template: Config, unused: set[str], given: dict[str, str],
+                   values: dict[tuple[str, str], Any]) -> Config | None:
     """`template` with the values `given` differs in; None where one does not convert (then `parse` says why).
-    `owners`: each registered key's selector (shortcut, optim, schedule) and the entries taking it."""
+    `unused`: the keys that change nothing under the template's settings (the group's)."""
     changes = {}
     for key, text in given.items():
-        unused = key in owners and getattr(template, owners[key][0]) not in owners[key][1]
-        if text == given0[key] or unused:
-            continue  # the same, or a key of an entry not in use (put back to its default by parse)
+        if text == given0[key] or key in unused:
+            continue  # the same, or a key not in use (put back to its default by parse)
         if (key, text) not in values:
             values[(key, text)] = _typed(key, text)
         if values[(key, text)] is _FAILED:
@@ -114,10 +112,8 @@ def _typed(key: str, text: str) -> Any:
     if kind not in _STRUCTURE:
         _STRUCTURE[kind] = OmegaConf.structured(kind)
     conf = _STRUCTURE[kind]
-    if str(fields()[key].type) == "list[str]" and not text.startswith("["):
-        text = f"[{text}]"  # parse's bare word for a list of strings
     try:
-        conf.merge_with(OmegaConf.from_dotlist([f"{key}={text}"]))
+        conf.merge_with(OmegaConf.from_dotlist([dotlist_item(key, text)]))  # as parse reads it
         value = conf[key]
         return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     except (OmegaConfBaseException, ValueError, TypeError):

@@ -21,13 +21,15 @@ from ..folders.states import State, tally
 from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
 from ..errors import UsageError, closest, unknown
 from ..training.config import Config, fields, run_dir, run_name
-from ..training.runtime import prepare_inputs
+from ..training.progress import cores
+from ..training.runtime import check_threads, prepare_inputs
 from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
 from .launchkeys import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
-                       available, find_file, is_launch_key, key_of, load_mapping, merge_override)
+                         available, check_ranges, find_file, is_launch_key, key_of, load_mapping, merge_override,
+                         text_verbatim)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, parse_distribution
 
@@ -47,7 +49,7 @@ def parse_launch(overrides: list[str]) -> Launch:
     """Launch settings from `key=value` strings, with the SLURM profile loaded for launcher=slurm."""
     conf = OmegaConf.structured(Launch)
     for override in (o for o in overrides if not key_of(o).startswith("search.")):
-        merge_override(conf, override)
+        merge_override(conf, text_verbatim(override))
     launch: Launch = OmegaConf.to_object(conf)  # type: ignore[assignment]
     launch.search = {key_of(o).removeprefix("search."): parse_distribution(key_of(o), o.split("=", 1)[1])
                      for o in overrides if key_of(o).startswith("search.")}
@@ -55,11 +57,8 @@ def parse_launch(overrides: list[str]) -> Launch:
         raise unknown("sweep.method", launch.sweep.method, METHODS)
     if launch.launcher not in LAUNCHERS:
         raise unknown("launcher", launch.launcher, LAUNCHERS)
-    for name in ("array_parallelism", "runs_per_job", "max_runs"):
-        if getattr(launch, name) < 1:
-            raise UsageError(f"{name}={getattr(launch, name)} must be at least 1")
-    if launch.sweep.trials < 0:
-        raise UsageError(f"sweep.trials={launch.sweep.trials} must be at least 0")
+    check_ranges(launch)
+    check_ranges(launch.sweep, "sweep.")
     if launch.sweep_dir.startswith("~"):
         raise UsageError(f"sweep_dir={launch.sweep_dir}: the shell did not expand '~' here; write the path out, e.g. "
                          f"sweep_dir={os.path.expanduser(launch.sweep_dir)}")
@@ -80,9 +79,12 @@ def load_profile(name: str, overrides: list[str]) -> SlurmProfile:
     conf = OmegaConf.structured(SlurmProfile)
     for key, value in data.items():
         merge_override(conf, f"{key}={override_text(value)}", f"{path}: ")
+    check_ranges(OmegaConf.to_object(conf), "slurm.", f"{path}: ")
     for override in overrides:
         merge_override(conf, override.removeprefix("slurm."))
-    return OmegaConf.to_object(conf)  # type: ignore[return-value]
+    profile: SlurmProfile = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    check_ranges(profile, "slurm.")
+    return profile
 
 
 def result_state(cfg: Config, quiet: bool = False, folder: Path | None = None) -> State | None:
@@ -131,6 +133,11 @@ def _launch(launch: Launch, plan: SweepPlan, record: SweepRecord, command: str) 
     states = {name: result_state(c, folder=plan.folder / name) for name, c in runs.items()}
     live = _live_runs(plan.folder, [name for name, state in states.items() if state is None])
     todo = [c for name, c in runs.items() if states[name] is None and name not in live]
+    if todo and launch.launcher == "slurm":
+        check_threads(todo, launch.slurm.cpus_per_task, "CPUs a job gets (slurm.cpus_per_task)",
+                      ", or raise slurm.cpus_per_task")
+    elif todo:
+        check_threads(todo, cores(), "cores of this machine")
     _announce(launch, plan, states, live, todo)
     print(cost_line(todo, launch), flush=True)
     damaged = EXIT_USAGE if State.DAMAGED in states.values() else 0
@@ -244,7 +251,7 @@ def _where(name: str, cfg: Config, folder: Path, crashed: dict[str, str], live: 
         return State.CRASHED
     if name in live:
         return live[name][0]
-    return State.PAUSED if (folder / rf.CHECKPOINT).is_file() else State.NOT_STARTED
+    return State.PAUSED if rf.present(folder / rf.CHECKPOINT) else State.NOT_STARTED
 
 
 def command_line(argv: list[str]) -> str:

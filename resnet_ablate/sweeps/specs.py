@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..folders import runfolder as rf
+from ..folders.files import not_a_name
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
 from ..errors import UsageError, closest, unknown
 from ..training.config import Config, defaults, fields, run_name
@@ -176,6 +177,9 @@ def load_spec(name: str) -> Spec:
     if layout is not None and layout not in LAYOUTS:
         raise unknown("layout", layout, LAYOUTS, where=str(path))
     budgets = _expect(path, "budgets", data.get("budgets", {}), dict, "a mapping of budget names to settings")
+    for name, what in ((path.stem, "its file name"), *((str(b), "a budget's name") for b in budgets)):
+        if not_a_name(name):  # it names the sweep folder: '../../..' put the whole sweep outside runs_root
+            raise UsageError(f"{path}: {what} becomes the sweep folder's name, but {not_a_name(name)}; rename it")
     for budget, settings in budgets.items():
         _expect(path, f"budgets.{budget}", settings, dict, "a mapping")
         known_keys(path, settings, BUDGET_KEYS, f"budgets.{budget}.")

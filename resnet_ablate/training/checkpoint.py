@@ -4,13 +4,14 @@ putting it into a run's state. A checkpoint claims the metrics and probe lines b
 them first (`writer.RunWriter.checkpoint`)."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..folders.runfolder import Damaged, write_atomic
+from ..folders.runfolder import Damaged, open_file, present, write_atomic
 from ..errors import first_line
 from .state import RunState
 
@@ -40,10 +41,13 @@ def save(path: Path, checkpoint: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any] | None:
     """The checkpoint, None when there is none; Damaged for a truncated, empty or foreign file."""
-    if not path.is_file():
+    if not present(path):
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with os.fdopen(open_file(path), "rb") as f:  # a link is refused (runfolder.py)
+            checkpoint = torch.load(f, map_location="cpu", weights_only=True)
+    except Damaged:
+        raise
     except Exception as e:  # noqa: BLE001 - torch reports damage as RuntimeError, EOFError, UnpicklingError, ...
         raise Damaged(f"{path} is damaged ({_problem(e)}): delete it to train the run again from iteration 0, or "
                       f"put back a good copy") from e
@@ -56,9 +60,12 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def _problem(error: Exception) -> str:
     """What torch found wrong with a checkpoint, in words of its own: a file holding objects besides tensors
-    and plain data is named as such (torch's line would advise weights_only=False, which runs the file's code)."""
+    and plain data is named as such, and no line of torch's that advises weights_only=False (which would run
+    the file's code; a zeroed file got one) is passed on."""
     if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error):
         return "it holds objects besides tensors and plain data, which are not loaded: that would run its code"
+    if "weights_only" in str(error):
+        return f"{type(error).__name__}: not a file torch.save writes"
     return f"{type(error).__name__}: {first_line(error)}"
 
 

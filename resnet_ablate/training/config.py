@@ -24,10 +24,10 @@ from .. import plugins
 from ..errors import UsageError
 from ..models.cifar import DOWNSAMPLES
 from ..models.resnet import ARCHS
-from ..models.shortcuts import SHORTCUTS
+from ..models.shortcuts import SHORTCUTS, Shortcut
 from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import Key, KeyedRegistry, Range, as_range, parameters
-from ..values import name_token
+from ..values import name_token, override_text
 from .optim import OPTIMIZERS, SCHEDULES
 from .recipes import DEFAULT_RECIPE, RECIPES
 from .tracking import TRACKERS
@@ -46,16 +46,19 @@ PLUGINS = "plugins"  # config.yaml's record of the plugins that provided a run's
 
 def opt(default: Any, help: str, section: str, identity: bool = True,
         choices: Callable[[], Sequence[str]] | Sequence[str] | None = None, range: str | Range | None = None,
-        family: str | None = None):
+        family: str | None = None, applies: dict[str, Callable[[], Sequence[str]] | Sequence[str]] | None = None):
     """A config field with its help line; `identity=False` marks fields that do not change what is
     trained (paths, devices, logging), which are left out of run names and report groups. `choices`: the
     allowed names (or a function giving them, for a registry); `range`: the allowed numbers, an interval such
     as "[0, 1)" or a `Range` with its own words; `family`: the selector of the entries that declare the key
-    (registered keys only)."""
+    (registered keys only); `applies`: the values other keys must have for this one to change what is trained
+    (`{"schedule": ["step"]}`; a registered entry's key: its family's selector and the entries taking it).
+    Elsewhere it is ignored with a note and left out of the run name (`not_applying`)."""
     if choices is not None and not callable(choices):
         choices = functools.partial(list, tuple(choices))
+    where = {k: v if callable(v) else functools.partial(tuple, tuple(v)) for k, v in (applies or {}).items()}
     meta = {"help": help, "section": section, "identity": identity, "choices": choices, "range": as_range(range),
-            "family": family}
+            "family": family, "applies": where}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -94,7 +97,7 @@ class Config:
                                      "a stage's first unit changes the shape: raw = x (package; the 2016 paper does "
                                      "not say), shared = the unit's BN-ReLU output, as fb.resnet.torch "
                                      "models/preresnet.lua:65-67,118-120", "model",
-                                     choices=lambda: list(PREACT_INPUTS))
+                                     choices=lambda: list(PREACT_INPUTS), applies={"shortcut": lambda: downsampling()})
     # data
     dataset: str = opt("cifar10", "data set; folder = an ImageFolder-style tree at data_dir (train/ and test/ "
                        "or val/, one folder per class)", "data", choices=lambda: list(DATASETS))
@@ -119,7 +122,8 @@ class Config:
                       f"replace the defaults shown here); recipe=default keeps the defaults shown. Not part of a run's "
                       f"identity: its resolved settings are", "recipe", identity=False, choices=lambda: list(RECIPES))
     iterations: int = opt(64000, "training iterations", "recipe", range="(0, inf)")
-    milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10 (schedule=step)", "recipe")
+    milestones: list[int] = opt([32000, 48000], "iterations where lr is divided by 10 (schedule=step)", "recipe",
+                                applies={"schedule": ["step"]})
     optim: str = opt("sgd", "optimizer; each one's keys follow it", "recipe", choices=OPTIMIZERS.names)
     schedule: str = opt("step", "learning-rate schedule after warm-up; each one's keys follow it", "recipe",
                         choices=SCHEDULES.names)
@@ -139,7 +143,7 @@ class Config:
                         "TRAINING.md:9,15: 64; resnet-1k-layers README.md:62: 32", "recipe")
     residual_fp32: bool = opt(True, "precision=bf16: keep the residual stream (merges, unit outputs) in fp32; "
                               "false = in bf16, rounded at every unit (faster; the gate's conv and sigmoid stay fp32)",
-                              "recipe")
+                              "recipe", applies={"precision": ["auto", "bf16"]})
     seed: int = opt(0, "fixes init, data order, augmentation and dropout", "recipe",
                     range=Range(f"[0, {2**32})", "0 <= seed < 2**32"))
     fail_threshold: float = opt(20.0, "final test error (%) above which a run is recorded as fail", "recipe",
@@ -179,8 +183,9 @@ class Config:
     heartbeat_s: float = opt(30.0, "print a progress line (iteration, lr, img/s, elapsed, ETA) every this many "
                              "seconds between evaluations (0 = only at evaluations)", "run", identity=False,
                              range=Range("[0, inf)", ">= 0 (0 = off)"))
-    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core); on a "
-                       "busy or small machine 1 can be several times faster", "run", identity=False,
+    threads: int = opt(0, "CPU threads torch uses (0 = torch's choice: $OMP_NUM_THREADS, else one per core), at "
+                       "most the cores (a SLURM job's slurm.cpus_per_task); on a busy or small machine 1 can be "
+                       "several times faster", "run", identity=False,
                        range=Range("[0, inf)", ">= 0 (0 = torch's choice)"))
 
 
@@ -261,7 +266,7 @@ def config_type() -> type[Config]:
             sections = {f.name: f.metadata["section"] for f in dataclasses.fields(Config)}
             extra = [(k, key.type, opt(key.default, f"{', '.join(key.owners)}: {key.help}".rstrip(": "),
                                        sections[family.selector], choices=key.choices, range=key.range,
-                                       family=family.selector))
+                                       family=family.selector, applies={family.selector: key.owners}))
                      for k, (family, key) in keys.items()]
             _TYPES[signature] = dataclasses.make_dataclass(
                 "Config", extra, bases=(Config,), namespace={"__reduce__": _reduce, "__module__": __name__})
@@ -298,6 +303,43 @@ def fields() -> dict[str, dataclasses.Field]:
 
 
 _FIELDS: dict[type, dict[str, dataclasses.Field]] = {}
+
+
+def downsampling() -> list[str]:
+    """The registered shortcuts that reach a changed shape through `downsample` (Shortcut's own projection; the
+    1x1-conv shortcut convolves x itself, so a pre-activation unit feeds it its shared BN-ReLU, and the plain net
+    has none): those `preact_shortcut_input` applies to."""
+    return [s for s in SHORTCUTS.names() if SHORTCUTS.get(s).make_projection is Shortcut.make_projection]
+
+
+def not_applying(value_of: Callable[[str], Any]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The keys that change nothing under these settings (`value_of(key)`; declared with `applies=`): each with
+    the setting that rules it out ('schedule=cosine') and the values of that key under which it applies."""
+    out = {}
+    for key, where in _conditional().items():
+        for selector, allowed in where.items():
+            if value_of(selector) not in allowed:
+                out[key] = (f"{selector}={override_text(value_of(selector))}", allowed)
+                break
+    return out
+
+
+def _conditional() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Every key declared with `applies=`, with the allowed values of each key it depends on (computed once per
+    state of the registries: a sweep asks thousands of times)."""
+    state = _state()
+    if state not in _CONDITIONAL:
+        _CONDITIONAL[state] = {k: {sel: tuple(values()) for sel, values in f.metadata["applies"].items()}
+                               for k, f in fields().items() if f.metadata["applies"]}
+    return _CONDITIONAL[state]
+
+
+_CONDITIONAL: dict[tuple, dict[str, dict[str, tuple[str, ...]]]] = {}
+
+
+def selectors() -> list[str]:
+    """The keys other keys' use depends on (shortcut, optim, schedule, unit, precision, ...)."""
+    return list(dict.fromkeys(sel for where in _conditional().values() for sel in where))
 
 
 def defaults() -> Config:
@@ -375,7 +417,13 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml(path: Path) -> Config:
     """A config as written to a run folder (unknown keys from newer versions are an error)."""
-    saved = OmegaConf.load(path)
+    return from_yaml_text(path.read_text())
+
+
+def from_yaml_text(text: str) -> Config:
+    """`from_yaml` of the file's text (read by the caller: a run folder's without following a link); the plugins
+    a run records are not config keys."""
+    saved = OmegaConf.create(text)
     saved.pop(PLUGINS, None)
     conf = OmegaConf.merge(OmegaConf.structured(config_type()), saved)
     return OmegaConf.to_object(conf)  # type: ignore[return-value]

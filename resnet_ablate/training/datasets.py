@@ -25,6 +25,7 @@ from .. import safepickle
 from ..errors import UsageError, first_line
 from . import datacache
 from .cifar_archive import CIFAR, locate
+from .signals import check_stop
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -97,10 +98,13 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
         batch = safepickle.load(io.BytesIO(raw), safepickle.NUMPY_ARRAYS, encoding="bytes", max_bytes=len(raw))
         if not isinstance(batch, dict):
             raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
-        images = np.asarray(batch[b"data"], dtype=np.uint8)
+        images = np.asarray(batch[b"data"])
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except Exception as e:  # noqa: BLE001 - a file from elsewhere: whatever its allowed globals raise (LookupError...)
         raise UsageError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {first_line(e)})") from e
+    if images.dtype != np.uint8:  # float pixels were cast to uint8 without a word (0.7 became 0)
+        raise UsageError(f"{path}: its images are {images.dtype}, not the uint8 pixels (0..255) of a CIFAR batch "
+                         f"file; write them as uint8")
     if images.ndim != 2 or images.shape[1] != 3072 or len(labels) != len(images):
         raise UsageError(f"{path}: expected (n, 3072) images and n labels, got {images.shape} and {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -163,7 +167,7 @@ def _cifar_checked(name: str, folder: Path, normalize: str, val_split: int) -> D
     else:
         (train, test), (arrays, checks) = _splits(cached[0]), (None, cached[1])
     _note_counts(folder, train, test)
-    _check_val_split(val_split, train)
+    _check_val_split(val_split, train, name)
     train, val = hold_out(train, val_split)
     key = datacache.stats_key(normalize, val_split)
     if key in checks["stats"]:
@@ -214,7 +218,7 @@ def _image_folder(folder: Path, image_size: int) -> ImageFolder:
 def _decode(dataset: ImageFolder) -> Split:
     """Every image of an ImageFolder decoded once into uint8 (N, 3, S, S) and its labels (N,)."""
     try:
-        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        images = torch.stack([check_stop() or dataset[i][0] for i in range(len(dataset))])  # a stop ends it here
     except OSError as e:
         raise UsageError(f"cannot decode an image: {e}") from e
     return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
@@ -227,6 +231,10 @@ def folder_splits(root: Path) -> tuple[Path, Path]:
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if test_dir is None:
         raise UsageError(f"dataset=folder needs {root / 'test'}/ or {root / 'val'}/ next to train/")
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if len(classes) == 1:  # trained to 'done' at 0 % error: one class is no classification
+        raise UsageError(f"dataset=folder needs at least two class folders in {root / 'train'}/; it has one, "
+                         f"{classes[0]}")
     return root / "train", test_dir
 
 
@@ -239,7 +247,21 @@ def read_folder(root: Path, image_size: int) -> tuple[Split, Split, int]:
         differ = sorted(set(train.classes) ^ set(test.classes))
         raise UsageError(f"{root / 'train'} and {test_dir} have different class folders: "
                          f"{', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''} only in one of them")
+    decoded, memory = (len(train) + len(test)) * 3 * image_size ** 2, available_memory()
+    if memory is not None and decoded > memory:  # image_size=100000 grew past 10 GB in 50 s before
+        raise UsageError(f"image_size={image_size}: the {len(train) + len(test)} images of {root} decode to "
+                         f"{decoded / 1e9:.3g} GB (N*3*S^2 bytes), more than the {memory / 1e9:.3g} GB of memory "
+                         f"available; use a smaller image_size")
     return _decode(train), _decode(test), len(train.classes)
+
+
+def available_memory() -> int | None:
+    """The bytes of memory available to a new allocation (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def hold_out(train: Split, n: int) -> tuple[Split, Split | None]:
@@ -268,16 +290,17 @@ def load(dataset: str, data_dir: Path, download: bool, normalize: str, val_split
         (train, test, classes), source = synthetic(synthetic_size), "generated, seed 12345"
     else:
         (train, test, classes), source = read_folder(data_dir, image_size), str(data_dir.resolve())
-    _check_val_split(val_split, train)
+    _check_val_split(val_split, train, dataset)
     identity = fingerprint(train, test, classes)
     train, val = hold_out(train, val_split)
     mean, std = statistics(train.images, normalize)
     return Data(train, test, val, classes, mean, std, identity, source)
 
 
-def _check_val_split(val_split: int, train: Split) -> None:
+def _check_val_split(val_split: int, train: Split, dataset: str) -> None:
     if val_split >= len(train):
-        raise UsageError(f"val_split={val_split} leaves no training images (the set has {len(train)})")
+        raise UsageError(f"val_split={val_split} leaves no training images (dataset={dataset} has {len(train)}); use "
+                         f"val_split={len(train) - 1} or less")
 
 
 def normalize_images(images: torch.Tensor, data: Data) -> torch.Tensor:

@@ -9,7 +9,7 @@ import math
 import os
 import re
 import types
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -18,8 +18,8 @@ from ..errors import UsageError, closest, unknown
 from ..models.resnet import ARCHS
 from ..models.units import UNITS, check_body
 from ..registry import check_value
-from ..values import override_text
-from .config import FAMILIES, Config, config_type, defaults, fields, registered_keys
+from ..values import override_text, yaml_verbatim
+from .config import FAMILIES, Config, config_type, defaults, fields, not_applying
 from .optim import optimizer_of, schedule_of
 from .recipes import EPOCHS, RECIPES, Recipe, train_images
 from .tracking import require as require_logger
@@ -31,10 +31,14 @@ def _type_name(f: dataclasses.Field) -> str:
     return name.replace("list[int]", "list of int")
 
 
-def _as_list(key: str, override: str) -> str:
-    """`freeze=all_but_head` -> `freeze=[all_but_head]`: a bare word for a list-of-strings key is a one-item list."""
-    value = override.split("=", 1)[1]
-    return f"{key}=[{value}]" if str(fields()[key].type) == "list[str]" and not value.startswith("[") else override
+def dotlist_item(key: str, value: str) -> str:
+    """`key=value` as OmegaConf's dotlist reads it as meant: a bare word for a list-of-strings key is a one-item
+    list (`freeze=all_but_head` -> `freeze=[all_but_head]`), and a text key's value is taken verbatim (a path with
+    ' #' is no YAML comment)."""
+    kind = str(fields()[key].type)
+    if kind == "list[str]" and not value.startswith("["):
+        return f"{key}=[{value}]"
+    return f"{key}={yaml_verbatim(value)}" if kind in ("str", "<class 'str'>") else f"{key}={value}"
 
 
 def split_override(override: str) -> tuple[str, str]:
@@ -73,14 +77,14 @@ def parse(overrides: list[str], notes: list[str] | None = None) -> Config:
     validate(cfg)
     ignored = _drop_foreign_keys(cfg, {o.split("=", 1)[0] for o in overrides})
     if ignored and notes is not None:
-        notes.append(_ignored_note(cfg, ignored))
+        notes.append(ignored_note(ignored))
     return cfg
 
 
 def _merged(conf, overrides: list[str]):
     """`conf` with the `key=value` overrides merged in, in order: all at once (one merge costs about as much
     as ten values), and one by one when that fails, to name the bad value."""
-    dotlist = [_as_list(split_override(override)[0], override) for override in overrides]
+    dotlist = [dotlist_item(*split_override(override)) for override in overrides]
     try:
         conf.merge_with(OmegaConf.from_dotlist(dotlist))
         return conf
@@ -123,25 +127,25 @@ def _recipe_values(recipe: Recipe, first, overrides: list[str]) -> dict:
     return recipe.resolve(first.depth, first.batch_size, images, first.unit)
 
 
-def _drop_foreign_keys(cfg: Config, given: set[str]) -> list[str]:
-    """Put the keys of entries not in use (another shortcut's, optimizer's or schedule's), where they are given
-    or differ from their defaults (a recipe's), back to their defaults; returns their names."""
-    plain, ignored = defaults(), []
-    for key, (family, declared) in registered_keys().items():
-        unused = getattr(cfg, family.selector) not in declared.owners
-        if unused and (key in given or getattr(cfg, key) != getattr(plain, key)):
-            setattr(cfg, key, getattr(plain, key))
-            ignored.append(key)
+def _drop_foreign_keys(cfg: Config, given: set[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Put the keys that change nothing under the settings (another shortcut's, optimizer's or schedule's;
+    milestones under schedule=cosine, ...: `not_applying`), where they are given or differ from their defaults
+    (a recipe's), back to their defaults; returns them with what rules each out."""
+    plain = defaults()
+    ignored = {key: why for key, why in not_applying(lambda k: getattr(cfg, k)).items()
+               if key in given or getattr(cfg, key) != getattr(plain, key)}
+    for key in ignored:
+        setattr(cfg, key, getattr(plain, key))
     return ignored
 
 
-def _ignored_note(cfg: Config, ignored: list[str]) -> str:
-    """The one line saying which keys were ignored, for which choice, and which entries take them."""
-    keys = registered_keys()
-    chosen = [f"{f.selector}={getattr(cfg, f.selector)}" for f in FAMILIES if any(keys[k][0] is f for k in ignored)]
+def ignored_note(ignored: dict[str, tuple[str, Sequence[str]]], kept: str = "left out of the run name") -> str:
+    """The one line saying which keys were ignored, under which settings (`not_applying`'s), where each applies,
+    and what that keeps them out of."""
+    chosen = list(dict.fromkeys(setting for setting, _ in ignored.values()))
     return (f"note: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(chosen)} ("
-            + "; ".join(f"{k}: {', '.join(keys[k][1].owners)}" for k in ignored)
-            + "); ignored, and left out of the run name")
+            + "; ".join(f"{k}: {', '.join(allowed)}" for k, (_, allowed) in ignored.items())
+            + f"); ignored, and {kept}")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -164,8 +168,10 @@ def _validate_schedule(cfg: Config) -> None:
     _check(cfg.warmup_iters == 0 or cfg.warmup_iters < cfg.iterations,
            f"warmup_iters={cfg.warmup_iters} is not shorter than iterations={cfg.iterations}, so the run never "
            f"leaves warm-up; set warmup_iters=0 or fewer than {cfg.iterations}")
-    _check(list(cfg.milestones) == sorted(cfg.milestones) and all(0 < m for m in cfg.milestones),
-           f"milestones={override_text(cfg.milestones)} must be increasing positive iterations")
+    m = cfg.milestones
+    _check(all(a < b for a, b in zip(m, m[1:])) and all(0 < i for i in m),
+           f"milestones={override_text(m)} must be increasing positive iterations (each later than the one "
+           f"before)")
 
 
 def validate(cfg: Config) -> None:
@@ -197,6 +203,9 @@ def _validate_reach(cfg: Config) -> None:
     """A batch no larger than the training set (where its size is known before loading; `runtime` checks the
     others once loaded); probes at iterations the run reaches."""
     images = train_images(cfg.dataset, cfg.val_split, cfg.synthetic_size)
+    total = None if images is None else images + cfg.val_split
+    _check(images is None or images > 0, f"val_split={cfg.val_split} leaves no training images (dataset={cfg.dataset} "
+                                         f"has {total}); use val_split={(total or 1) - 1} or less")
     _check(images is None or cfg.batch_size <= images,
            f"batch_size={cfg.batch_size} is larger than the {images} training images of dataset={cfg.dataset}; use "
            f"batch_size={images} or less")

@@ -14,7 +14,7 @@ from ..models import transfer
 from ..errors import UsageError, first_line, unknown
 from . import cifar_archive, datasets
 from .config import Config, data_root
-from .progress import data_line, say
+from .progress import cores, data_line, say
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,6 +43,15 @@ def _cuda() -> tuple[bool, str]:
     return available, first_line(str(caught[0].message)) if caught and not available else ""
 
 
+def check_threads(cfgs: list[Config], cores: int, what: str, raise_it: str = "") -> None:
+    """More threads than the machine's cores only wait for each other (threads=1000 did not finish 4 iterations in
+    a minute): one line naming the cores (`what`: whose they are; `raise_it`: how to get more)."""
+    most = max(c.threads for c in cfgs)
+    if most > cores:
+        raise UsageError(f"threads={most} is more than the {cores} {what}; use threads={cores} or fewer (0 = "
+                         f"torch's choice){raise_it}")
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto`: bf16 on GPUs that support it, fp32 elsewhere."""
     if name == "auto":
@@ -53,6 +62,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def setup(cfg: Config) -> tuple[torch.device, str]:
     """Device, precision, CPU threads and determinism switches for a process that trains `cfg`."""
     device = resolve_device(cfg.device)
+    check_threads([cfg], cores(), "cores this process may use")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:

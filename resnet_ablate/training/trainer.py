@@ -17,7 +17,7 @@ from .evaluate import probe
 from .lifecycle import TrainingRun
 from .progress import Heartbeat, device_line, say
 from .runtime import data_key, load_data, setup
-from .signals import StopRequest
+from .signals import StopRequest, Stopped
 from .step import make_stepper
 
 
@@ -31,7 +31,11 @@ def train(cfgs: list[Config], stop: StopRequest | None = None) -> list[dict]:
     with stop.installed() if own else contextlib.nullcontext():
         device, precision = setup(cfgs[0])
         say(device_line(device, precision, graphs=cfgs[0].cuda_graph))
-        datasets = load_data(cfgs, device)
+        try:
+            datasets = load_data(cfgs, device)
+        except Stopped as e:
+            say(f"stopped while loading the data ({e}); nothing was trained: the same command starts again")
+            return [{"status": State.PAUSED.value, "iteration": 0, "reason": str(e)} for _ in cfgs]
         runs = [TrainingRun(cfg, datasets[data_key(cfg)], device, precision) for cfg in cfgs]
         try:
             for run in runs:

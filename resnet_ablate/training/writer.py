@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -20,7 +21,7 @@ from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
 from ..errors import UsageError, first_line
 from . import checkpoint, tracking
-from .config import Config, defaults, from_yaml, identity_items, missing_entry, to_yaml
+from .config import Config, defaults, from_yaml_text, identity_items, missing_entry, to_yaml
 from .progress import metrics_line, say
 from .state import RunState
 
@@ -38,7 +39,9 @@ def file_sha256(path: str) -> str | None:
         return None
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # a FIFO opens at once (it blocked)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"init={path}: not a regular file; give a state_dict file saved with torch.save")
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError as e:
@@ -58,7 +61,7 @@ def read_config(folder: Path) -> Config | None:
     if problem is not None:
         raise UsageError(f"{folder}: {problem}")
     try:
-        return from_yaml(path)
+        return from_yaml_text(rf.read_text(path) or "")
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, UnicodeDecodeError) as e:
         if isinstance(e, ConfigKeyError) and not rf.written_by_package(folder):
             raise UsageError(f"{folder} is not a run folder: its {rf.CONFIG} was not written by this package "
@@ -135,7 +138,9 @@ class RunWriter:
     def existing_result(self) -> dict | None:
         """result.json when the folder holds this run finished (these settings and inputs), else None; a folder
         that is not a run folder, of other settings or inputs, or with a file that cannot be read
-        (`rf.check_readable`), is refused."""
+        (`rf.check_readable`), is refused; so is one the package names (not run_dir=) that is a link."""
+        if not self.cfg.run_dir and os.path.islink(self.dir):
+            raise rf.linked(self.dir)
         if not os.path.isdir(self.dir):
             return None
         check_run_folder(self.dir)
@@ -148,6 +153,8 @@ class RunWriter:
     def claim(self) -> None:
         """Create the folder, take its lock (refusing while another process trains it), remove temp files a
         killed writer left, refuse a folder that is not a run folder or holds other settings, write config.yaml."""
+        if not self.cfg.run_dir and os.path.islink(self.dir):
+            raise rf.linked(self.dir)
         rf.create_folder(self.dir, "run_dir" if self.cfg.run_dir else "runs_root")
         self.lock = FolderLock.acquire(self.dir)
         try:
