@@ -155,6 +155,8 @@ def test_chance_scales_with_the_class_count_and_older_records_are_judged_by_the_
     assert failrule.judged(old, reduced, 64000) == {**old, "status": "done", "reason": "", "fail_rule": "reduced"}
     at_chance = {"status": "done", "reason": "", "final_test_error": 89.1}
     assert failrule.judged(at_chance, reduced, 64000)["status"] == "fail"
+    lifted = {**reduced, "fail_threshold": 100.0}  # fail_threshold=100: never fail for an error, under both rules
+    assert failrule.judged(at_chance, lifted, 64000)["status"] == "done"
     diverged = {"status": "fail", "reason": "diverged: training loss is nan in iterations 1..10", "final_test_error": 9.0}
     assert failrule.judged(diverged, reduced, 64000)["status"] == "fail"
     full = vars(parse(["recipe=he2015"]))
