@@ -567,3 +567,25 @@ def test_slurm_jobs_get_a_gpu_by_default_and_the_local_test_profile_says_it_has_
     monkeypatch.chdir(tmp_path)
     assert run.main([*TINY, "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 0
     assert "note: slurm.gpus_per_task=0: the jobs get no GPU and train on their CPUs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("srun", [True, False])
+def test_the_jobs_python_is_settable_and_srun_optional(srun, tmp_path, monkeypatch):
+    """Issue 38: SLURM users of containers set the job's Python and leave srun out; without srun the Python runs
+    as the batch shell (exec) and gets SLURM's warning signal there (B:), or it would be killed at the limit."""
+    from resnet_ablate.sweeps import jobs
+    from resnet_ablate.sweeps.launchkeys import help_text
+    fake_sbatch(tmp_path, monkeypatch)
+    launch = parse_launch(["launcher=slurm", "slurm.python=apptainer exec img.sif python", f"slurm.srun={srun}".lower(),
+                           "slurm.signal_delay_s=45"])
+    ex = jobs.executor(launch, tmp_path / "sweep")
+    script = ex._executor._make_submission_file_text(ex._executor._submitit_command_str, "id").splitlines()
+    command = next(line for line in script if "submitit.core._submit" in line)
+    if srun:
+        assert command.startswith("srun ") and " apptainer exec img.sif python -u -m" in command
+        assert "#SBATCH --signal=USR2@45" in script
+    else:
+        assert command.startswith("exec apptainer exec img.sif python -u -m")
+        assert "#SBATCH --signal=B:USR2@45" in script
+    assert "  slurm.python  the command that runs the job's Python" in help_text()
+    assert "  slurm.srun  start the job's command with srun" in help_text()

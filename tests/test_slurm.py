@@ -183,6 +183,25 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     assert status.run_states(folder) == {r.name: ("done", "") for r in runs}
 
 
+def test_without_srun_the_job_python_gets_the_warning_signal_and_requeues(slurm, launch_env, tmp_path, capsys):
+    """slurm.srun=false (containers): the job has no step, and SLURM's warning signal reaches only steps, so the
+    Python runs as the batch shell (exec) and the signal goes to it (B:): `scancel --batch --signal=USR2` is what
+    SLURM sends then; submitit requeues the job and the run resumes to its end."""
+    args = merged(TINY, "iterations=300", "milestones=[150]", "eval_every=10")
+    code, _, err = _launch([*args, "seed=0,1", *JOB, "slurm.srun=false"], capsys)
+    assert code == 0, err
+    folder = _sweep_folder(tmp_path, args)
+    job_id = _jobs(folder)[0]["job_id"]
+    run = folder / run_name(parse([*args, "seed=0", "fail_threshold=100"]))
+    _wait(lambda: len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to start")
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job_id], check=True, timeout=30)
+    _wait(lambda: (run / "result.json").is_file(), "the requeued run to finish")
+    log = (folder / ".submitit" / f"{job_id}_0_log.out").read_text()
+    assert f"Requeued job {job_id}" in log and "resuming from iteration" in log
+    assert result(run)["status"] == "done" and result(run)["iterations"] == 300
+    _wait(lambda: _ended(folder), "the jobs to end")
+
+
 def _trainer(run: Path) -> int:
     """The pid of the process training `run` (from its lock), once one does."""
     _wait(lambda: holder(run) and len(rf.read_jsonl(run / "metrics.jsonl")) >= 2, f"{run.name} to train")

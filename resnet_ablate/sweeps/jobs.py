@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -21,7 +22,7 @@ from ..errors import UsageError, first_line
 from ..training.config import Config, run_name
 from ..training.signals import StopRequest, passes_on
 from ..training.trainer import train
-from .launchkeys import Launch
+from .launchkeys import Launch, SlurmProfile
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # local jobs have no scheduler limit; submitit's default is 2 minutes
 
@@ -159,19 +160,35 @@ def check_launcher(launch: Launch) -> None:
 def executor(launch: Launch, folder: Path) -> submitit.AutoExecutor:
     """submitit's AutoExecutor for launcher=local|slurm|debug with the launch's parameters."""
     check_launcher(launch)
-    ex = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR, cluster=launch.launcher,
-                               slurm_max_num_timeout=launch.max_num_timeout,
-                               local_max_num_timeout=launch.max_num_timeout)
     p = launch.slurm
+    ex = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR, cluster=launch.launcher,
+                               slurm_max_num_timeout=launch.max_num_timeout, slurm_python=job_python(p),
+                               local_max_num_timeout=launch.max_num_timeout)
     if launch.launcher == "slurm":
         ex.update_parameters(name=folder.name, timeout_min=p.time, cpus_per_task=p.cpus_per_task, mem_gb=p.mem_gb,
                              slurm_partition=p.partition, slurm_gpus_per_task=p.gpus_per_task or None,
                              slurm_account=p.account, slurm_qos=p.qos, slurm_constraint=p.constraint,
                              slurm_signal_delay_s=p.signal_delay_s, slurm_array_parallelism=launch.array_parallelism,
-                             slurm_additional_parameters=dict(p.extra), slurm_setup=list(p.setup))
+                             slurm_additional_parameters={**signal_target(p), **p.extra}, slurm_setup=list(p.setup),
+                             slurm_use_srun=p.srun)
     elif launch.launcher == "local":
         ex.update_parameters(name=folder.name, timeout_min=LOCAL_TIMEOUT_MIN)
     return ex
+
+
+def job_python(p: SlurmProfile) -> str | None:
+    """The command that runs a job's Python: slurm.python (None: submitit's, this interpreter), after `exec`
+    without srun, so that Python is the batch shell itself and receives its signal (`signal_target`)."""
+    if p.srun:
+        return p.python
+    return f"exec {p.python or shlex.quote(sys.executable)}"
+
+
+def signal_target(p: SlurmProfile) -> dict[str, str]:
+    """Without srun the job has no step, and SLURM's warning signal reaches only job steps (measured on the
+    local cluster: the Python in the batch script got none and was killed at the limit): send it to the batch
+    shell (B:), which `job_python`'s exec made the Python, so the job still checkpoints and requeues."""
+    return {} if p.srun else {"signal": f"B:USR2@{p.signal_delay_s}"}
 
 
 def record_jobs(folder: Path, launcher: str, jobs: list[Any], batches: list[list[Config]]) -> None:

@@ -44,6 +44,10 @@ class SlurmProfile:
     signal_delay_s: int = opt(90, "SIGUSR2 this long before the time limit", "slurm", range="[0, inf)")
     extra: dict[str, Any] = opt({}, "extra sbatch options, e.g. slurm.extra.mail-type=END", "slurm")
     setup: list[str] = opt([], "shell lines run before the job, e.g. ['source .venv/bin/activate']", "slurm")
+    python: Optional[str] = opt(None, "the command that runs the job's Python, e.g. 'apptainer exec img.sif python' "
+                                "for a container; null = this process's interpreter", "slurm")
+    srun: bool = opt(True, "start the job's command with srun inside its sbatch script; false where the cluster or "
+                     "a container wants the command run directly", "slurm")
 
 
 @dataclass
