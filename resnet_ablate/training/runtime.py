@@ -57,7 +57,7 @@ def setup(cfg: Config) -> tuple[torch.device, str]:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(cfg.deterministic)  # either way: a process may train several packs in turn
     torch.backends.cudnn.benchmark = not cfg.deterministic
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda" and precision == "fp32":  # PyTorch lets cuDNN convolve in TF32 unless told otherwise
