@@ -43,6 +43,12 @@ def _cuda() -> tuple[bool, str]:
     return available, first_line(str(caught[0].message)) if caught and not available else ""
 
 
+def graph_device(device: torch.device) -> bool:
+    """Whether training steps on `device` can be captured as CUDA graphs: on a CUDA GPU. (The CPU tests of the
+    capture code, tests/standins.py, say yes for the CPU; `step.py` and `wide.py` ask here, by module attribute.)"""
+    return device.type == "cuda"
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto`: bf16 on GPUs that support it, fp32 elsewhere."""
     if name == "auto":

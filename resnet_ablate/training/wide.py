@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.wide import WideError, slice_of, widen
-from . import datasets
+from . import datasets, runtime
 from .config import Config, identity_items
 from .optim import LearningRates, lr_at, make_optimizer
 from .sampling import FIELDS, BufferedSampler, split
@@ -50,7 +50,7 @@ def why_not(runs: list[RunState]) -> str | None:
         return f"they stand at different iterations ({', '.join(map(str, iterations))})"
     if runs[0].cfg.freeze:
         return "freeze= keeps BN layers in eval mode, which the wide net does not"
-    if runs[0].draws_random() and runs[0].device.type == "cuda" and runs[0].cfg.cuda_graph:
+    if runs[0].draws_random() and runs[0].cfg.cuda_graph and runtime.graph_device(runs[0].device):
         return "the dropout shortcut draws each run's masks on the run's own RNG stream, which one CUDA graph cannot switch"
     return None
 
