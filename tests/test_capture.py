@@ -20,7 +20,7 @@ from resnet_ablate.training.step import Stepper, make_stepper
 from resnet_ablate.training.trainer import train
 
 CPU = torch.device("cpu")
-SHORT = ["synthetic_size=24", "milestones=[5]"]  # 3 steps an epoch: 10 steps refill the draws 4 times, cross the milestone
+SHORT = ["synthetic_size=24", "milestones=[5]"]  # 3 steps an epoch: 10 steps refill the draws 4 times, lr drops
 STEPS = 10
 
 # step mode -> (settings, runs packed, the pack mode they step in)
@@ -93,7 +93,8 @@ def check_replay(settings: list[str], k: int) -> Stepper:
 def test_captured_steps_replay_as_the_eager_steps_in_every_step_mode(standin, mode):
     settings, k, pack_mode = MODES[mode]
     stepper = check_replay(settings, k)
-    assert stepper.mode == pack_mode and len(stepper.fallbacks) == (pack_mode != "wide" and "pack_mode=wide" in settings)
+    fell_back = pack_mode != "wide" and "pack_mode=wide" in settings
+    assert stepper.mode == pack_mode and len(stepper.fallbacks) == fell_back
 
 
 @pytest.mark.parametrize("settings", ENTRY_CASES)
@@ -168,7 +169,8 @@ def test_a_value_the_host_fixed_at_capture_stays_fixed_on_replay(standin):
 SYNC, HOST = "inside the captured step (a host synchronisation)", "inside the captured step"
 UNSAFE = {  # an op a CUDA graph cannot hold, added to the step -> what the scan says
     "host-sync": (lambda run: run.loss_sum.item(), f"aten._local_scalar_dense.default: the host reads a result {SYNC}"),
-    "mask-index": (lambda run: run.loss_sum.view(1)[run.loss_sum.view(1) > 0], f"aten.index.Tensor: the host reads a result {SYNC}"),
+    "mask-index": (lambda run: run.loss_sum.view(1)[run.loss_sum.view(1) > 0],
+                   f"aten.index.Tensor: the host reads a result {SYNC}"),
     "host-data": (lambda run: run.loss_sum.add_(torch.tensor(0.0, device=run.device)),
                   f"aten.lift_fresh.default: a tensor made from host data {HOST}"),
     "no-device": (lambda run: run.loss_sum.add_(torch.zeros(())),
