@@ -99,7 +99,8 @@ def test_captured_steps_replay_as_the_eager_steps_in_every_step_mode(standin, mo
 
 @pytest.mark.parametrize("settings", ENTRY_CASES)
 def test_every_registered_entry_captured_replays_as_eager(standin, settings):
-    check_replay(settings, 2)
+    """Each entry as a wide pack of two (on streams, with a note, where it cannot be one wide net), through the
+    capture-safety scan and the replay."""
     check_replay([*settings, "pack_mode=wide"], 2)
 
 
