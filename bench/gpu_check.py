@@ -104,6 +104,15 @@ def pieces(args: argparse.Namespace) -> list[Piece]:
     ]
 
 
+def run_plan(args: argparse.Namespace) -> list[Piece]:
+    """The pieces this call runs (`--only`), after `env` the CIFAR copy written where asked and not there yet."""
+    plan = [x for x in pieces(args) if args.only is None or x.name in args.only]
+    if args.cifar_copy and not (REPO / ".data" / "cifar-10-batches-py").is_dir():
+        plan.insert(1 if plan and plan[0].name == "env" else 0,
+                    Piece("data", [[PY, str(args.cifar_copy / "make_cifar10.py"), ".data"]], 60, 30))
+    return plan
+
+
 def environment() -> int:
     """`--env`: the machine, torch, CUDA and the GPU, the commit, and each import the package needs."""
     import torch
@@ -208,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), str(REPO), os.environ.get("PYTHONPATH")]))}
     if args.dry:
         env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    plan = [x for x in pieces(args) if args.only is None or x.name in args.only]
-    if args.cifar_copy and not (REPO / ".data" / "cifar-10-batches-py").is_dir():
-        plan.insert(1, Piece("data", [[PY, str(args.cifar_copy / "make_cifar10.py"), ".data"]], 60, 30))
+    plan = run_plan(args)
     started = time.monotonic()
     lines = [f"# GPU check, {datetime.date.today()}{' (dry: CPU, tiny settings)' if args.dry else ''}", "",
              f"- command: `python bench/gpu_check.py {' '.join(argv if argv is not None else sys.argv[1:])}`",

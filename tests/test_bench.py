@@ -8,6 +8,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from helpers import REPO, cli_env
@@ -206,6 +207,18 @@ def test_the_gpu_command_cuts_a_piece_at_its_limit_and_skips_what_the_budget_lea
     piece = gpu_check.Piece("p", [], limit_s=90, floor_s=20)
     assert [gpu_check.piece_limit(piece, left, later) for left, later in ((500, 25), (100, 25), (50, 100), (5, 0))] \
         == [90, 75, 20, 5]
+
+
+def test_the_gpu_command_writes_the_cifar_copy_first_when_asked_and_reruns_only_some_pieces(tmp_path):
+    gpu_check = _bench_module("gpu_check")
+    args = argparse.Namespace(out=tmp_path, dry=False, cifar_copy=Path("/kit/data"), only=None)
+    plan = gpu_check.run_plan(args)
+    assert [p.name for p in plan][:3] == ["env", "data", "tests"]
+    assert plan[1].commands == [[sys.executable, "/kit/data/make_cifar10.py", ".data"]]
+    speed = [c for p in plan if p.name.startswith("speed") for c in p.commands]
+    assert len(speed) == 2 and all(c[c.index("--data") + 1] == ".data" for c in speed)
+    args.only, args.cifar_copy = ["tests", "kernels"], None
+    assert [p.name for p in gpu_check.run_plan(args)] == ["tests", "kernels"]
 
 
 def test_the_gpu_commands_cpu_dry_mode_runs_every_piece_and_writes_its_files(tmp_path):
