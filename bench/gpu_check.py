@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.env:
         return environment()
+    for key in ("out", "wheels", "cifar_copy"):  # the pieces run in the checkout's root
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), str(REPO), os.environ.get("PYTHONPATH")]))}
