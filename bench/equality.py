@@ -1,5 +1,5 @@
-"""The equality matrix of the fast paths on the CPU (issue 26), beyond the suite's subset (tests/test_wide.py,
-tests/test_sampling.py, tests/test_step.py):
+"""The equality matrix of the fast paths on the CPU (issue 26) or, with --device cuda, a GPU (eager steps, fp32 with
+TF32 off), beyond the suite's subset (tests/test_wide.py, tests/test_sampling.py, tests/test_step.py):
 
   (a) one step from identical states, for every unit x shortcut (+ ghost BN, Adam): the gradients and the updated
       state (weights, BN buffers, optimizer state) of each run in a wide pack of K = 4 (seeds 0..3) against the
@@ -11,7 +11,7 @@ tests/test_sampling.py, tests/test_step.py):
       Gradients that are zero in float64 (a BN shift that another BN follows) are left out and counted;
   (b) no cross-talk: run 0's whole trajectory is bit-identical in packs that differ in the other runs (other
       seeds, or one run turned to NaN);
-  (c) where bit-exactness holds: the wide net's forward against each net alone (fp32, CPU);
+  (c) where bit-exactness holds: the wide net's forward against each net alone (fp32; on the CPU it holds);
   (d) a short run's final metrics, wide against alone: each of 5 seeds trained in one wide pack, against the mean
       and standard deviation of the same 5 seeds trained alone (within 2 sd);
   (e) buffered sampling draws the images, crops and flips of the per-step Sampler for the same seed.
@@ -19,6 +19,7 @@ tests/test_sampling.py, tests/test_step.py):
     OMP_NUM_THREADS=1 python bench/equality.py                 # all of it (about 30 min on 2 cores, compiles)
     OMP_NUM_THREADS=1 python bench/equality.py --no-compile    # without the compiled column (a few minutes)
     OMP_NUM_THREADS=1 python bench/equality.py --parts d --data DIR  # (d) on CIFAR-10 in DIR/cifar-10-batches-py
+    python bench/equality.py --device cuda --no-compile --parts a b c   # on a GPU
 
 Prints a markdown report (and writes it to --out when given).
 """
@@ -38,25 +39,26 @@ from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.models.wide import slice_of, widen
+from resnet_ablate.errors import UsageError
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.training.datasets import Sampler
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.sampling import BufferedSampler
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.step import compile_parts
-from resnet_ablate.training.runtime import data_key, load_data
+from resnet_ablate.training.runtime import data_key, device_name, load_data, setup
 from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 
 CPU = torch.device("cpu")
 BASE = ["dataset=synthetic", "depth=8", "batch_size=8", "synthetic_size=64", "warmup_iters=0", "milestones=[]",
-        "device=cpu", "iterations=1000"]
+        "iterations=1000", "precision=fp32"]
 
 
-def runs(extra: list[str], seeds: list[int]) -> list[RunState]:
-    cfgs = [parse([*BASE, *extra, f"seed={s}"]) for s in seeds]
-    data = load_data(cfgs[:1], CPU)[data_key(cfgs[0])]
-    return [build_state(c, CPU, "fp32", data) for c in cfgs]
+def runs(extra: list[str], seeds: list[int], device: torch.device = CPU) -> list[RunState]:
+    cfgs = [parse([*BASE, *extra, f"device={device}", f"seed={s}"]) for s in seeds]
+    data = load_data(cfgs[:1], device)[data_key(cfgs[0])]
+    return [build_state(c, device, "fp32", data) for c in cfgs]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -111,9 +113,9 @@ def float64_grads(run: RunState) -> list[torch.Tensor]:
     return [p.grad for p in net.parameters()]
 
 
-def one_step(extra: list[str], compiled: bool, k: int = 4) -> dict[str, float]:
+def one_step(extra: list[str], compiled: bool, device: torch.device = CPU, k: int = 4) -> dict[str, float]:
     """(a) for one variant: every figure of the report's first table."""
-    alone, packed = runs(extra, list(range(k))), runs(extra, list(range(k)))
+    alone, packed = runs(extra, list(range(k)), device), runs(extra, list(range(k)), device)
     reference = [float64_grads(r) for r in alone]
     skips = [zero(ref) for ref in reference]
     wide = WidePack(packed)
@@ -130,7 +132,7 @@ def one_step(extra: list[str], compiled: bool, k: int = 4) -> dict[str, float]:
            "zero grads": sum(map(sum, skips)) // k}
     if compiled:
         torch._dynamo.reset()  # every variant is another net through the same forward code
-        eager, fast = runs(extra, [0]), runs(extra, [0])
+        eager, fast = runs(extra, [0], device), runs(extra, [0], device)
         if compile_parts(fast) is None:
             raise SystemExit(f"compile failed for {extra}")
         ref = float64_grads(eager[0])
@@ -144,8 +146,9 @@ def one_step(extra: list[str], compiled: bool, k: int = 4) -> dict[str, float]:
     return out
 
 
-def trajectory(extra: list[str], seeds: list[int], poison: int | None = None, steps: int = 10) -> list[torch.Tensor]:
-    rs = runs(extra, seeds)
+def trajectory(extra: list[str], seeds: list[int], device: torch.device = CPU, poison: int | None = None,
+               steps: int = 10) -> list[torch.Tensor]:
+    rs = runs(extra, seeds, device)
     wide = WidePack(rs)
     seen = []
     for i in range(steps):
@@ -159,31 +162,32 @@ def trajectory(extra: list[str], seeds: list[int], poison: int | None = None, st
     return seen
 
 
-def no_cross_talk(extra: list[str]) -> bool:
+def no_cross_talk(extra: list[str], device: torch.device = CPU) -> bool:
     """(b): run 0 in packs (0, 1, 2), (0, 5, 6) and (0, 1 turned NaN, 2), bit for bit."""
-    ref = trajectory(extra, [0, 1, 2])
+    ref = trajectory(extra, [0, 1, 2], device)
     return all(all(torch.equal(a, b) for a, b in zip(ref, other))
-               for other in (trajectory(extra, [0, 5, 6]), trajectory(extra, [0, 1, 2], poison=1)))
+               for other in (trajectory(extra, [0, 5, 6], device), trajectory(extra, [0, 1, 2], device, poison=1)))
 
 
-def forward_bit_exact(unit: str, shortcut: str) -> bool:
+def forward_bit_exact(unit: str, shortcut: str, device: torch.device = CPU) -> bool:
     """(c): the wide net's training-mode forward against each net's, fp32 (no dropout: its masks need streams)."""
     nets = []
     for seed in range(3):
         torch.manual_seed(seed)
-        nets.append(build_model(8, unit, shortcut).to(memory_format=torch.channels_last))
+        nets.append(build_model(8, unit, shortcut).to(device, memory_format=torch.channels_last))
     wide, _ = widen(nets)
-    xs = [torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in nets]
+    xs = [torch.randn(4, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last) for _ in nets]
     out = wide(torch.cat(xs, 1).contiguous(memory_format=torch.channels_last)).view(4, 3, 10)
     return all(torch.equal(out[:, k], net(x)) for k, (net, x) in enumerate(zip(nets, xs)))
 
 
-def short_run(data: str) -> list[str]:
+def short_run(data: str, device: torch.device = CPU) -> list[str]:
     """(d)'s settings: depth 8, batch 32, on synthetic images or (`data`) CIFAR-10 from that folder."""
     source = [f"dataset=cifar10", f"data_dir={data}", "download=false", "iterations=400", "milestones=[300]",
               "eval_every=200"] if data else ["dataset=synthetic", "synthetic_size=512", "iterations=60",
                                               "milestones=[40]", "eval_every=20"]
-    return [*source, "depth=8", "batch_size=32", "warmup_iters=0", "device=cpu", "fail_threshold=100"]
+    return [*source, "depth=8", "batch_size=32", "warmup_iters=0", f"device={device}", "precision=fp32",
+            "fail_threshold=100"]
 
 
 def final_metrics(seeds: list[int], root: Path, args: list[str]) -> list[str]:
@@ -204,10 +208,11 @@ def final_metrics(seeds: list[int], root: Path, args: list[str]) -> list[str]:
     return lines
 
 
-def sampling_identical() -> bool:
+def sampling_identical(device: torch.device = CPU) -> bool:
     """(e): several data sizes, batch sizes and buffer lengths over three epochs and more."""
     for n, b, steps, seed, augment in [(10, 4, 3, 0, True), (50, 8, 7, 1, True), (64, 8, 8, 2, False), (33, 5, 2, 3, True)]:
-        plain, buffered = Sampler(n, b, seed, CPU, augment), BufferedSampler(Sampler(n, b, seed, CPU, augment), steps)
+        plain = Sampler(n, b, seed, device, augment)
+        buffered = BufferedSampler(Sampler(n, b, seed, device, augment), steps)
         for _ in range(3 * n // b + 5):
             if not all(torch.equal(x, y) for x, y in zip(plain.next(), buffered.next())):
                 return False
@@ -220,22 +225,28 @@ def variants() -> list[list[str]]:
                     ["nesterov=true"], ["stage_lr_mult=[0.5,1,2]"]]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled column")
     p.add_argument("--parts", nargs="+", default=list("abcde"), choices=list("abcde"), help="which checks")
     p.add_argument("--data", default="", help="(d) on CIFAR-10 from this folder (default: synthetic images)")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (TF32 off: fp32 as the recipes train)")
+    args = p.parse_args(argv)
+    try:
+        device, _ = setup(parse([*BASE, f"device={args.device}"]))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     columns = ["wide grad", "wide state", "eager grad vs f64", "wide grad vs f64", "zero grads"]
     columns += ["compiled grad", "compiled state", "compiled grad vs f64", "seed-0 eager grad vs f64"] if args.compile else []
-    report = [f"# Equality of the fast paths (CPU, fp32; torch {torch.__version__})", ""]
+    report = [f"# Equality of the fast paths ({device_name(device)}, fp32; torch {torch.__version__})", ""]
     if "a" in args.parts:
         report += ["## (a) one step from identical states (depth 8, batch 8): max over tensors of |a - b| / |b|", "",
                    "| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
         for extra in variants():
-            figures = one_step(extra, args.compile)
+            figures = one_step(extra, args.compile, device)
             report.append(f"| {' '.join(extra)} | " + " | ".join(f"{figures[c]:.1e}" if c != "zero grads" else
                                                                    str(figures[c]) for c in columns) + " |")
             print(report[-1], flush=True)
@@ -244,18 +255,18 @@ def main() -> int:
                    "(c) forward bit-exact |", "|---|---|---|"]
         for unit in UNITS.names():
             for shortcut in SHORTCUTS.names():
-                exact = "n/a (masks)" if shortcut == "dropout" else forward_bit_exact(unit, shortcut)
+                exact = "n/a (masks)" if shortcut == "dropout" else forward_bit_exact(unit, shortcut, device)
                 report.append(f"| unit={unit} shortcut={shortcut} | "
-                              f"{no_cross_talk([f'unit={unit}', f'shortcut={shortcut}'])} | {exact} |")
+                              f"{no_cross_talk([f'unit={unit}', f'shortcut={shortcut}'], device)} | {exact} |")
                 print(report[-1], flush=True)
     if "d" in args.parts:
-        settings = short_run(args.data)
+        settings = short_run(args.data, device)
         with tempfile.TemporaryDirectory() as tmp:
             report += ["", f"## (d) a short run, 5 seeds alone and in one wide pack: {' '.join(settings)}", "",
                        "| metric | alone: mean ± sd | wide pack of 5 | |", "|---|---|---|---|",
                        *final_metrics(list(range(5)), Path(tmp), settings)]
     if "e" in args.parts:
-        report += ["", f"## (e) buffered sampling draws the Sampler's: {sampling_identical()}", ""]
+        report += ["", f"## (e) buffered sampling draws the Sampler's: {sampling_identical(device)}", ""]
     text = "\n".join(report)
     print(text)
     if args.out:

@@ -6,8 +6,10 @@ what packing and fusion cut.
     python bench/train_speed.py --count-ops --device cpu
 
 prints one line per mode, `ops_per_run_step depth=<d> mode=<alone|streams|wide|compiled|wide+compiled> runs=<K>
-ops=<N>`: alone, streams and wide at --count-depth (110) with K = --count-runs (8), then alone, wide, compiled
-and wide+compiled at --count-compiled-depth (20: compiling ResNet-110 takes many minutes on a few cores).
+precision=<fp32|bf16> bn_batch=<N> ops=<N>`: alone, streams and wide at --count-depth (110) with K = --count-runs
+(8), then alone, wide, compiled and wide+compiled at --count-compiled-depth (20: compiling ResNet-110 takes many
+minutes on a few cores). The runs are a bare command's (the default recipe, he2016: fp32, ghost BN over half the
+batch) with --count-keys on top, in the precision they configure (`precision=bf16`: under bf16 autocast).
 On the CPU an operator (aten or mkldnn op, or one fused kernel of compiled code) counts once where none of the
 operators it calls counts, otherwise it counts what they count; views and allocations count nothing, nor do
 autograd's nodes: the innermost operators that compute, a proxy of a GPU's kernels. On a GPU every kernel,
@@ -46,7 +48,7 @@ def _runs(depth: int, k: int, args: argparse.Namespace, device: torch.device, ex
                    f"batch_size={args.count_batch}", f"device={device.type}", "warmup_iters=0", "milestones=[]",
                    f"seed={s}", *extra]) for s in range(k)]
     data = load_data(cfgs[:1], device)[data_key(cfgs[0])]
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision(cfgs[0].precision, device)
     return [build_state(c, device, precision, data) for c in cfgs]
 
 
@@ -87,8 +89,10 @@ def count(parts: list, device: torch.device) -> int:
     return _kernels(prof, device)
 
 
-def line(depth: int, mode: str, runs: int, ops: int) -> str:
-    return f"ops_per_run_step depth={depth} mode={mode} runs={runs} ops={round(ops / runs)}"
+def line(depth: int, mode: str, runs: list[RunState], ops: int) -> str:
+    first = runs[0]
+    return f"ops_per_run_step depth={depth} mode={mode} runs={len(runs)} precision={first.precision} " \
+           f"bn_batch={first.cfg.bn_batch} ops={round(ops / len(runs))}"
 
 
 def measure(depth: int, mode: str, k: int, args: argparse.Namespace, device: torch.device) -> str:
@@ -97,7 +101,7 @@ def measure(depth: int, mode: str, k: int, args: argparse.Namespace, device: tor
     if mode.endswith("compiled"):
         if compile_parts(parts) is None:
             raise SystemExit(f"compile failed for mode={mode}")
-    return line(depth, mode, k, count(parts, device))
+    return line(depth, mode, runs, count(parts, device))
 
 
 def count_main(args: argparse.Namespace, device: torch.device) -> int:

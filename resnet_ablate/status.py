@@ -1,7 +1,8 @@
 """`python -m resnet_ablate.status <sweep folder>`: how many of a sweep's runs are in each state (done, fail,
 crashed, paused, not started, queued, running, damaged: `folders/states.py` says what each means), and why each
 fail, crashed, paused or damaged one is so: the cause of a crash from SLURM (out of memory, killed by a signal,
-cancelled) and the job's last error line.
+cancelled) and the job's last error line; and each finished run that did not step as it asked (its result.json's
+`fallbacks`: a failed CUDA graph capture or compile, a wide pack stepped as streams).
 
 It reads the sweep folder only (sweep.yaml, the run folders and their locks, submitit's records, read without
 unpickling code) and sacct, and imports no torch, so it answers at once; that each config.yaml is a complete,
@@ -20,6 +21,7 @@ from .folders.sweepfolder import latest_jobs, read_sweep
 from .errors import UsageError
 
 EXPLAINED = (State.FAIL, State.CRASHED, State.PAUSED, State.DAMAGED)  # states listed with their reason
+FINISHED = (State.DONE, State.FAIL)  # states whose result.json may list fallbacks
 USAGE = "usage: python -m resnet_ablate.status <sweep folder>"
 RESUME = "launch the sweep again to resume"
 
@@ -54,6 +56,10 @@ def _main(argv: list[str]) -> int:
     for name, (state, reason) in states.items():
         if state in EXPLAINED:
             print(f"  {state} {name}: {reason}")
+    for name, (state, _) in states.items():
+        fallbacks = (rf.read_result(Path(argv[0]) / name) or {}).get("fallbacks") if state in FINISHED else None
+        if fallbacks:
+            print(f"  fallback {name}: {'; '.join(fallbacks)}")
     return 0
 
 

@@ -26,3 +26,14 @@ atexit.register(shutil.rmtree, os.environ[datacache.ENV], ignore_errors=True)
 def tiny(tmp_path):
     """TINY settings writing into a fresh run folder under tmp_path."""
     return [*TINY, f"run_dir={tmp_path / 'run'}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `cuda` (helpers.needs_cuda) skip, with the reason, where torch sees no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here); "
+                                   "bench/gpu_check.py runs them on a GPU machine")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

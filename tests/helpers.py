@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from resnet_ablate.training.signals import StopRequest
 
@@ -118,7 +117,7 @@ def make_run_folder(folder: Path, settings: list[str], status: str | None = "don
     return folder
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.cuda  # skipped without a GPU (conftest.py); `python -m pytest -m cuda` selects them all
 
 
 def metrics_lines(folder: Path) -> int:

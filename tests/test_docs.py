@@ -153,7 +153,7 @@ class Sandbox:
             return 0  # the suite itself (README's second command, which .ci/run runs)
         if argv[:2] == ["python", "-m"] and argv[2].split(".")[0] == "resnet_ablate":
             return self.module(argv[2], argv[3:], mode, cmd, mp)
-        if argv[0] == "python" and len(argv) > 1 and argv[1].startswith("bench/"):
+        if argv[0] in ("python", "python3") and len(argv) > 1 and argv[1].startswith("bench/"):
             return self.bench(argv[1], argv[2:], mode, mp)
         pytest.fail(f"{cmd.where}: `{cmd.text}` is no command the docs test runs; if it cannot run here, mark its "
                     f"block <!-- not-run: why -->")
@@ -200,7 +200,8 @@ class Sandbox:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if mode == "dry":  # each script's first measurement: the bench's loops and op count, the checks' first runs
-            for name in ("tutorial_loop", "trainer", "count_main", "runs", "package_step", "timed_load"):
+            for name in ("tutorial_loop", "trainer", "count_main", "runs", "package_step", "timed_load", "measure_conv",
+                         "run_piece"):
                 if hasattr(module, name):
                     mp.setattr(module, name, stop)
         mp.setattr(sys, "argv", [script, *args])

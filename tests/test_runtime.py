@@ -1,5 +1,5 @@
-"""What a training process sets up before any run starts (`training/runtime.py`): the threads key, and TF32
-off for an fp32 run on a GPU."""
+"""What a training process sets up before any run starts (`training/runtime.py`): the threads key, TF32
+off for an fp32 run on a GPU, and the determinism switches of each pack a process trains in turn."""
 import pytest
 import torch
 from helpers import DONE, TINY
@@ -50,3 +50,15 @@ def test_fp32_on_a_gpu_turns_tf32_convolutions_and_matmuls_off(monkeypatch):
         assert torch.backends.cudnn.allow_tf32 is True  # bf16 runs keep PyTorch's default for their fp32 parts
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_determinism_follows_each_packs_setting_in_a_process_that_trains_several():
+    """A deterministic pack, then one without: the second gets cuDNN autotuning and torch's fast kernels back (the
+    bench and the GPU tests train many packs in one process)."""
+    try:
+        runtime.setup(parse([*TINY, "deterministic=true"]))
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        runtime.setup(parse(TINY))
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)

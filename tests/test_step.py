@@ -74,7 +74,8 @@ def test_packed_runs_must_share_the_lockstep_settings(tmp_path):
 def test_cpu_steps_eagerly(tmp_path):
     step = make_stepper([_run([*TINY, f"run_dir={tmp_path / 'r'}"])])
     assert step.graphs is None and step.capture_s is None
-    assert step.facts() == {"pack_mode": "alone", "pack_runs": 1, "compiled": False}
+    assert step.facts() == {"pack_mode": "alone", "pack_runs": 1, "step_mode": "eager", "fallbacks": [],
+                            "compiled": False}
 
 
 def _max_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -124,6 +125,7 @@ def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch
     assert capsys.readouterr().out == "warning: compile=true failed (RuntimeError: no C++ compiler); training the " \
                                       "eager net\n"
     assert run.net is run.model and step.facts()["compiled"] is False
+    assert step.facts()["fallbacks"] == ["compile=true failed (RuntimeError: no C++ compiler); training the eager net"]
     for r in (run, reference):
         r.follow_schedule()
         r.step()

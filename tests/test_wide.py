@@ -95,4 +95,6 @@ def test_runs_that_cannot_be_one_wide_net_step_as_streams_with_a_note(tmp_path, 
     assert "note: pack_mode=wide cannot pack these 2 runs (they differ in depth); they step as streams" in \
         capsys.readouterr().out
     assert [r["pack_mode"] for r in results] == ["streams", "streams"]
-    assert json.loads((tmp_path / "8" / "result.json").read_text())["pack_runs"] == 2
+    recorded = json.loads((tmp_path / "8" / "result.json").read_text())
+    assert (recorded["pack_runs"], recorded["fallbacks"]) == (
+        2, ["pack_mode=wide cannot pack these 2 runs (they differ in depth); they step as streams"])

@@ -194,13 +194,17 @@ def write_speed_table(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
+def read_speed_table(path: Path) -> list[dict[str, str]]:
+    """The rows of one speed table, as written (a bench run that appends to it reads them back)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_speed_tables(folder: Path) -> list[dict[str, str]]:
     """Every row of the speed tables in `folder`, oldest date first (a later measurement wins a lookup);
     rows without a positive img_per_s are skipped."""
-    rows = []
-    for path in sorted(folder.glob(SPEED_GLOB)):
-        with open(path, newline="") as f:
-            rows += [r for r in csv.DictReader(f) if _positive(r.get("img_per_s"))]
+    rows = [r for path in sorted(folder.glob(SPEED_GLOB)) for r in read_speed_table(path)
+            if _positive(r.get("img_per_s"))]
     return sorted(rows, key=lambda r: r.get("date", ""))
 
 

@@ -52,6 +52,12 @@ def check_threads(cfgs: list[Config], cores: int, what: str, raise_it: str = "")
                          f"torch's choice){raise_it}")
 
 
+def graph_device(device: torch.device) -> bool:
+    """Whether training steps on `device` can be captured as CUDA graphs: on a CUDA GPU. (The CPU tests of the
+    capture code, tests/standins.py, say yes for the CPU; `step.py` and `wide.py` ask here, by module attribute.)"""
+    return device.type == "cuda"
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto`: bf16 on GPUs that support it, fp32 elsewhere."""
     if name == "auto":
@@ -67,7 +73,7 @@ def setup(cfg: Config) -> tuple[torch.device, str]:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(cfg.deterministic)  # either way: a process may train several packs in turn
     torch.backends.cudnn.benchmark = not cfg.deterministic
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda" and precision == "fp32":  # PyTorch lets cuDNN convolve in TF32 unless told otherwise

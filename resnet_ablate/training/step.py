@@ -20,6 +20,7 @@ from torch.torch_version import TorchVersion
 
 from ..errors import first_line
 from ..packing import why_no_graph
+from . import runtime
 from .compiled import compile_net
 from .config import ENTRIES, Config
 from .state import RunState
@@ -167,12 +168,15 @@ class GraphStep:
 
 class Stepper:
     """The step of a loop's runs: their parts, each stepped eagerly or by its graph, and how (for result.json:
-    `facts`; `capture_s` is the time warm-up and capture took, None when eager)."""
+    `facts`; `capture_s` is the time warm-up and capture took, None when eager; `fallbacks` what was asked and
+    not done, in words)."""
 
-    def __init__(self, parts: list[Part], mode: str, runs: int, compile_s: float | None) -> None:
+    def __init__(self, parts: list[Part], mode: str, runs: int, compile_s: float | None,
+                 fallbacks: list[str] | None = None) -> None:
         self.parts, self.mode, self.runs, self.compile_s = parts, mode, runs, compile_s
         self.graphs: dict[int, GraphStep] | None = None
         self.capture_s: float | None = None
+        self.fallbacks = fallbacks if fallbacks is not None else []
 
     def __call__(self, active: list[RunState]) -> None:
         """One iteration of the active runs (a wide pack steps all of its runs: its shapes never change)."""
@@ -187,42 +191,52 @@ class Stepper:
                 part.step()
 
     def facts(self) -> dict:
-        """How the runs stepped: pack mode (alone, streams or wide), runs packed, compile and its start-up time."""
+        """How the runs stepped: pack mode (alone, streams or wide), runs packed, step mode (graph or eager: what
+        the steps ran as), each fallback from what was asked, compile and its start-up time."""
         compiled = {"compile_s": round(self.compile_s, 2)} if self.compile_s is not None else {}
-        return {"pack_mode": self.mode, "pack_runs": self.runs, "compiled": self.compile_s is not None, **compiled}
+        return {"pack_mode": self.mode, "pack_runs": self.runs, "step_mode": "eager" if self.graphs is None else
+                "graph", "fallbacks": list(self.fallbacks), "compiled": self.compile_s is not None, **compiled}
+
+
+def fall_back(fallbacks: list[str], level: str, text: str) -> None:
+    """Say a fallback in one line (`level`: note or warning) and keep its words for result.json."""
+    print(f"{level}: {text}", flush=True)
+    fallbacks.append(text)
 
 
 def make_stepper(runs: list[RunState]) -> Stepper:
     """The step for these runs: wide when asked and possible (else streams, with a note), compiled when asked
     (else, or after a failed compile, the eager net with a warning), graphs on CUDA when `cuda_graph` is on and
     the optimizer can be captured (else eager, with a note). A capture that fails (an op the graph cannot hold)
-    falls back to eager for all parts with one warning line."""
+    falls back to eager for all parts with one warning line. Each fallback is kept in words (`Stepper.fallbacks`,
+    result.json's `fallbacks`)."""
     if not runs:
         return Stepper([], "alone", 0, None)
     cfg = runs[0].cfg
     parts: list[Part] = list(runs)
-    mode = "streams" if len(runs) > 1 else "alone"
+    mode, fallbacks = "streams" if len(runs) > 1 else "alone", []
     if cfg.pack_mode == "wide" and len(runs) > 1:
         pack, reason = wide_pack(runs)
         if pack is None:
-            print(f"note: pack_mode=wide cannot pack these {len(runs)} runs ({reason}); they step as streams",
-                  flush=True)
+            fall_back(fallbacks, "note", f"pack_mode=wide cannot pack these {len(runs)} runs ({reason}); they step "
+                                         f"as streams")
         else:
             parts, mode = [pack], "wide"
-    stepper = Stepper(parts, mode, len(runs), compile_parts(parts) if cfg.compile else None)
-    if runs[0].device.type == "cuda" and cfg.cuda_graph:
+    stepper = Stepper(parts, mode, len(runs), compile_parts(parts, fallbacks) if cfg.compile else None, fallbacks)
+    if cfg.cuda_graph and runtime.graph_device(runs[0].device):
         reason = why_no_graph(cfg, ENTRIES)
         if reason is None:
-            stepper.graphs, stepper.capture_s = capture(parts)
+            stepper.graphs, stepper.capture_s = capture(parts, fallbacks)
         else:
-            print(f"note: cuda_graph=true cannot capture the step of these runs ({reason}); they step eagerly",
-                  flush=True)
+            fall_back(fallbacks, "note", f"cuda_graph=true cannot capture the step of these runs ({reason}); they "
+                                         f"step eagerly")
     return stepper
 
 
-def compile_parts(parts: list[Part]) -> float | None:
+def compile_parts(parts: list[Part], fallbacks: list[str] | None = None) -> float | None:
     """Compile each part's net and warm it up (compile) on a zero batch, undoing what the warm-up changed;
-    the seconds it took, or None after a failure (one warning line, then the eager nets)."""
+    the seconds it took, or None after a failure (one warning line, also added to `fallbacks`, then the eager
+    nets)."""
     started = time.perf_counter()
     saved = {id(p): snapshot(p) for p in parts}
     try:
@@ -232,8 +246,8 @@ def compile_parts(parts: list[Part]) -> float | None:
             with part.own_rng():
                 part.train_step(x, torch.zeros(part.label_shape(), dtype=torch.long, device=part.device))
     except Exception as e:  # noqa: BLE001 - a compiler fails in many ways (dynamo, inductor, a C++/Triton build)
-        print(f"warning: compile=true failed ({type(e).__name__}: {first_line(e)}); training the eager net",
-              flush=True)
+        fall_back([] if fallbacks is None else fallbacks, "warning",
+                  f"compile=true failed ({type(e).__name__}: {first_line(e)}); training the eager net")
         for part in parts:
             part.net = part.model
         return None
@@ -244,9 +258,10 @@ def compile_parts(parts: list[Part]) -> float | None:
     return time.perf_counter() - started
 
 
-def capture(parts: list[Part]) -> tuple[dict[int, GraphStep] | None, float | None]:
+def capture(parts: list[Part],
+            fallbacks: list[str] | None = None) -> tuple[dict[int, GraphStep] | None, float | None]:
     """Each part's graph, and the seconds warm-up and capture took; (None, None) after a failed capture, which
-    restores every part and says so in one line."""
+    restores every part and says so in one line (also added to `fallbacks`)."""
     started = time.perf_counter()
     runs = [r for p in parts for r in p.runs]
     shared = torch.cuda.Stream(parts[0].device) if one_rng_stream(runs) else None
@@ -262,7 +277,8 @@ def capture(parts: list[Part]) -> tuple[dict[int, GraphStep] | None, float | Non
         for part in parts:
             graphs[id(part)] = GraphStep(part, shared if part.draws_random() else None)
     except RuntimeError as e:
-        print(f"warning: CUDA graph capture failed ({first_line(e)}); training eagerly", flush=True)
+        fall_back([] if fallbacks is None else fallbacks, "warning",
+                  f"CUDA graph capture failed ({first_line(e)}); training eagerly")
         torch.cuda.synchronize(parts[0].device)
         for part in parts:
             part.zero_grad()

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..models.wide import WideError, slice_of, widen
 from ..packing import why_not_wide
-from . import datasets
+from . import datasets, runtime
 from .config import ENTRIES
 from .optim import LearningRates, lr_at, make_optimizer
 from .sampling import FIELDS, BufferedSampler, split
@@ -39,7 +39,7 @@ def why_not(runs: list[RunState]) -> str | None:
     iterations = sorted({r.iteration for r in runs})
     if len(iterations) > 1:
         return f"they stand at different iterations ({', '.join(map(str, iterations))})"
-    if runs[0].draws_random() and runs[0].device.type == "cuda" and runs[0].cfg.cuda_graph:
+    if runs[0].draws_random() and runs[0].cfg.cuda_graph and runtime.graph_device(runs[0].device):
         return "the dropout shortcut draws each run's masks on the run's own RNG stream, which one CUDA graph cannot switch"
     return None
 
