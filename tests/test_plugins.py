@@ -1,6 +1,6 @@
 """A researcher's own variant as an installed plugin package (plugins.py), made visible here without pip: a
 dist-info folder on the path declares the entry point, as `pip install -e` would. Its shortcut trains from the
-command line and in a sweep's local jobs (and, where a SLURM cluster answers, in its SLURM jobs), the run records
+command line and in a sweep's local jobs (in SLURM jobs: tests/test_slurm.py), the run records
 the plugin, `status` counts its runs and `report` knows them; a report without the plugin names the one to
 install, and never imports a module because a run folder names it. A plugin that fails to import is one line,
 and --help still works."""
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import DONE, REPO, TINY, use_cli_env
+from helpers import DONE, TINY, use_cli_env
 
 from resnet_ablate import plugins, report, run, status
 from resnet_ablate.training.config import ENTRIES, run_name
@@ -109,32 +107,3 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_help_still_works(tmp_path
         assert "shortcut=identity" in out
         assert run.main([*TINY, "dry_run=true", f"run_dir={tmp_path / 'r'}"]) == 0
         assert capsys.readouterr().err == ""  # loaded once a process: said once
-
-
-def _sinfo_answers() -> bool:
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return any(s in ("idle", "mixed", "allocated") for s in out)
-
-
-def test_a_plugin_trains_in_slurm_jobs(site, tmp_path, monkeypatch):
-    """On the local SLURM cluster (slurm/start-local-slurm.sh; this test never starts one)."""
-    if not _sinfo_answers():
-        pytest.skip("no SLURM cluster answers sinfo: slurm/start-local-slurm.sh starts one (as root on Debian)")
-    sweep = tmp_path / "sweep"
-    use_cli_env(monkeypatch, site)
-    monkeypatch.chdir(tmp_path)
-    job = ["launcher=slurm", "profile=local", "slurm.cpus_per_task=1", "slurm.mem_gb=1", "slurm.time=10",
-           f"slurm.extra.comment=resnet-ablate-tests:{REPO}"]
-    with installed(site, "ablate_extra"):
-        assert run.main([*DONE, "shortcut=channel_centred", "seed=0,1", *job, f"sweep_dir={sweep}"]) == 0
-        names = [run_name(parse([*DONE, "shortcut=channel_centred", f"seed={s}"])) for s in (0, 1)]
-    deadline = time.time() + 240
-    while time.time() < deadline and not all(s == "done" for s, _ in status.run_states(sweep).values()):
-        time.sleep(0.5)
-    assert {s for s, _ in status.run_states(sweep).values()} == {"done"}
-    for folder in (sweep / name for name in names):
-        assert json.loads((folder / "result.json").read_text())["iterations"] == 30
-        assert "plugins:\n  shortcut: ablate-extra 0.1\n" in (folder / "config.yaml").read_text()

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, cli_env, merged, metrics, result, run_cli, use_cli_env
+from helpers import DONE, REPO, TINY, cli_env, merged, metrics, result, run_cli, use_cli_env
+from test_plugins import PLUGIN, installed, make_plugin
 
 from resnet_ablate import status
 from resnet_ablate.folders import runfolder as rf
@@ -200,6 +201,23 @@ def test_without_srun_the_job_python_gets_the_warning_signal_and_requeues(slurm,
     assert f"Requeued job {job_id}" in log and "resuming from iteration" in log
     assert result(run)["status"] == "done" and result(run)["iterations"] == 300
     _wait(lambda: _ended(folder), "the jobs to end")
+
+
+def test_a_plugin_trains_in_slurm_jobs(slurm, tmp_path, monkeypatch):
+    """A plugin package's shortcut (a dist-info on PYTHONPATH declares its entry point) known to SLURM's jobs with
+    no script and no sitecustomize. Here, not in test_plugins.py: this file's tests run in one process one after
+    the other, and the stop-script test cancels this checkout's test jobs, a plugin job's among them."""
+    site = make_plugin(tmp_path / "site", "ablate_extra", PLUGIN)
+    sweep = tmp_path / "sweep"
+    use_cli_env(monkeypatch, site)
+    monkeypatch.chdir(tmp_path)
+    with installed(site, "ablate_extra"):
+        assert run_main([*TINY, "shortcut=channel_centred", "seed=0,1", *JOB, f"sweep_dir={sweep}"]) == 0
+        names = [run_name(parse([*DONE, "shortcut=channel_centred", f"seed={s}"])) for s in (0, 1)]
+    _wait(lambda: all(s == "done" for s, _ in status.run_states(sweep).values()), "the plugin's runs to finish")
+    for folder in (sweep / name for name in names):
+        assert json.loads((folder / "result.json").read_text())["iterations"] == 30
+        assert "plugins:\n  shortcut: ablate-extra 0.1\n" in (folder / "config.yaml").read_text()
 
 
 def _trainer(run: Path) -> int:
