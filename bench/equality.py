@@ -35,18 +35,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from resnet_ablate.errors import UsageError
+from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.models.wide import slice_of, widen
-from resnet_ablate.errors import UsageError
-from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.training.datasets import Sampler
 from resnet_ablate.training.parse import parse
+from resnet_ablate.training.runtime import data_key, device_name, load_data, setup
 from resnet_ablate.training.sampling import BufferedSampler
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.step import compile_parts
-from resnet_ablate.training.runtime import data_key, device_name, load_data, setup
 from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 
@@ -183,7 +183,7 @@ def forward_bit_exact(unit: str, shortcut: str, device: torch.device = CPU) -> b
 
 def short_run(data: str, device: torch.device = CPU) -> list[str]:
     """(d)'s settings: depth 8, batch 32, on synthetic images or (`data`) CIFAR-10 from that folder."""
-    source = [f"dataset=cifar10", f"data_dir={data}", "download=false", "iterations=400", "milestones=[300]",
+    source = ["dataset=cifar10", f"data_dir={data}", "download=false", "iterations=400", "milestones=[300]",
               "eval_every=200"] if data else ["dataset=synthetic", "synthetic_size=512", "iterations=60",
                                               "milestones=[40]", "eval_every=20"]
     return [*source, "depth=8", "batch_size=32", "warmup_iters=0", f"device={device}", "precision=fp32",

@@ -25,9 +25,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from resnet_ablate.training.parse import parse
+from resnet_ablate.training.runtime import data_key, load_data, resolve_precision
 from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.step import compile_parts
-from resnet_ablate.training.runtime import data_key, load_data, resolve_precision
 from resnet_ablate.training.wide import WidePack
 
 MODES = ("alone", "streams", "wide", "compiled", "wide+compiled")

@@ -337,7 +337,8 @@ def _failed_row(depth: int, setup: str, runs: int, precision: str, bn_group: int
 def _kept_rows(path: Path) -> tuple[list[str], list[str]]:
     """The rows and command lines of a table written before (`--append`), none when there is no table."""
     lines = path.read_text().splitlines() if path.is_file() else []
-    return [l for l in lines if l.startswith("| ResNet-")], [l for l in lines if l.startswith("- command: ")]
+    return ([line for line in lines if line.startswith("| ResNet-")],
+            [line for line in lines if line.startswith("- command: ")])
 
 
 def _report(args: argparse.Namespace, name: str, rows: list[str], commands: list[str]) -> str:

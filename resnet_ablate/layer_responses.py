@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from .cli import guarded
-from .folders import runfolder as rf
 from .errors import UsageError
+from .folders import runfolder as rf
 from .training import checkpoint
 from .training.evaluate import responses
 from .training.runtime import resolve_device

@@ -27,9 +27,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .analysis import plotting
 from .cli import guarded
+from .errors import UsageError, closest, first_line
 from .folders import runfolder as rf
 from .folders.kinds import RANGE_TEST_FILES, check_range_test_folder
-from .errors import UsageError, closest, first_line
 from .training.config import fields, run_name, to_yaml
 from .training.parse import check_unique, help_text, parse
 from .training.progress import device_line, progress_line, say

@@ -37,12 +37,12 @@ from .analysis.tables import REPORT_LAYOUTS, SWEEP_VIEW, build_table, choose_lay
 from .claims.section import claims_section
 from .claims.stats import CORRECTIONS, DEFAULT_CORRECTION
 from .cli import guarded
+from .errors import UsageError, unknown
 from .folders import runfolder as rf
 from .folders.kinds import REPORT, REPORT_MANIFEST, refuse_other_kinds
 from .folders.lock import describe
 from .folders.states import FINISHED, State
 from .folders.sweepfolder import SweepRecord
-from .errors import UsageError, unknown
 
 FORMATS = ("png", "pdf")
 

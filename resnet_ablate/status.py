@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 from .cli import guarded
+from .errors import UsageError
 from .folders import runfolder as rf
 from .folders.jobstate import job_state, slurm_states
 from .folders.states import State, tally
 from .folders.sweepfolder import latest_jobs, read_sweep
-from .errors import UsageError
 
 EXPLAINED = (State.FAIL, State.CRASHED, State.PAUSED, State.DAMAGED)  # states listed with their reason
 FINISHED = (State.DONE, State.FAIL)  # states whose result.json may list fallbacks

@@ -8,10 +8,10 @@ import torch
 import torchvision
 
 from .cli import guarded
+from .errors import UsageError
 from .models.cifar import PAPER_DEPTHS, build_model
 from .models.imagenet import IMAGENET_DEPTHS, TORCHVISION_ARCHS, build_imagenet_model
 from .models.resnet import count_parameters
-from .errors import UsageError
 
 # Parameter counts as printed in the papers (2015 Table 6; 2016 Table 3), in millions.
 PAPER_PARAMS = {20: "0.27", 32: "0.46", 44: "0.66", 56: "0.85", 110: "1.7", 1202: "19.4", 164: "1.7", 1001: "10.2"}

@@ -7,8 +7,8 @@ capture, and with each unsafe op, the checks fail. A capture that fails is recor
 from __future__ import annotations
 
 import pytest
-import torch
 import standins
+import torch
 from contracts import all_registered, combinations, entries
 from helpers import DONE, TINY, merged, metrics, result, stop_now
 

@@ -4,9 +4,9 @@ console script) lists and runs them."""
 import os
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 from helpers import REPO, TINY, cli_env
 
 from resnet_ablate import __main__ as commands

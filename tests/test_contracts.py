@@ -11,9 +11,9 @@ from contracts import Entry, all_registered, combinations, entries
 from helpers import TINY, metrics, stop_now
 
 from resnet_ablate.models.shortcuts import Shortcut
+from resnet_ablate.models.wide import slice_of
 from resnet_ablate.packing import why_not_wide
 from resnet_ablate.training.config import ENTRIES
-from resnet_ablate.models.wide import slice_of
 from resnet_ablate.training.optim import Optimizer
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.runtime import data_key, load_data

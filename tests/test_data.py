@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from helpers import DONE, TINY, needs_cuda, result, write_fake_cifar
 
 from resnet_ablate import run
-from resnet_ablate.training import cifar_archive, datacache, datasets
 from resnet_ablate.errors import UsageError
+from resnet_ablate.training import cifar_archive, datacache, datasets
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 

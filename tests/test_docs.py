@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, write_fake_cifar
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -303,13 +302,13 @@ def run_page(name: str, text: str, sandbox: Sandbox) -> int:
         for block in read_blocks(name, text):
             where = f"{name}:{block.line}"
             if block.lang not in (*COMMAND_LANGS, "python"):
-                assert block.lang in TEXT_LANGS and not any(OWN_COMMAND.search(l) or l.startswith("$ ")
-                                                            for l in block.lines), \
+                assert block.lang in TEXT_LANGS and not any(OWN_COMMAND.search(line) or line.startswith("$ ")
+                                                            for line in block.lines), \
                     f"{where}: a ```{block.lang} block holding commands; make it ```bash or ```console"
                 continue
             if block.mode == "not-run":
                 assert block.why, f"{where}: <!-- not-run: --> needs its reason"
-                assert not any("resnet_ablate" in l or OWN_COMMAND.search(l) for l in block.lines), \
+                assert not any("resnet_ablate" in line or OWN_COMMAND.search(line) for line in block.lines), \
                     f"{where}: a not-run block holds a command or code of this package, which must be checked"
                 skipped += 1
                 continue

@@ -5,16 +5,21 @@ import torch
 import torchvision
 from torch import nn
 
-from resnet_ablate.training.parse import parse
-from resnet_ablate.models.imagenet import (TORCHVISION_ARCHS, ImageNetResNet, build_imagenet_model, from_torchvision,
-                                    to_torchvision)
-from resnet_ablate.models.cifar import build_model
-from resnet_ablate.models.resnet import count_parameters
 from resnet_ablate.errors import UsageError
+from resnet_ablate.models.cifar import build_model
+from resnet_ablate.models.imagenet import (
+    TORCHVISION_ARCHS,
+    ImageNetResNet,
+    build_imagenet_model,
+    from_torchvision,
+    to_torchvision,
+)
+from resnet_ablate.models.resnet import count_parameters
 from resnet_ablate.models.shortcuts import ExclusiveGating
+from resnet_ablate.models.units import UNITS, FullPreactivation
+from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_network
 from resnet_ablate.training.trainer import train
-from resnet_ablate.models.units import UNITS, FullPreactivation
 from resnet_ablate.zoo import imagenet_table
 
 # torchvision's counts for weights=None (its docs' figures); asserted against torchvision below too

@@ -11,16 +11,16 @@ import torch
 from helpers import DONE, PAUSE, TINY, make_run_folder, merged, metrics, result, signal_at_evaluation, use_cli_env
 
 from resnet_ablate import run, status
+from resnet_ablate.errors import UsageError
 from resnet_ablate.folders.states import State
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.models.shortcuts import SHORTCUTS
-from resnet_ablate.training.config import run_name
-from resnet_ablate.training.parse import parse
-from resnet_ablate.errors import UsageError
 from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, sweep_values
+from resnet_ablate.training.config import run_name
+from resnet_ablate.training.parse import parse
 
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
 

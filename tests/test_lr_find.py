@@ -7,8 +7,8 @@ import torch
 from helpers import TINY, run_cli
 
 from resnet_ablate import lr_find, zoo
-from resnet_ablate.lr_find import RangeTest, edge_warning, range_test, split_args, suggest
 from resnet_ablate.errors import UsageError
+from resnet_ablate.lr_find import RangeTest, edge_warning, range_test, split_args, suggest
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_state
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from resnet_ablate.errors import UsageError
 from resnet_ablate.models.cifar import build_model, resolve_block
 from resnet_ablate.models.resnet import count_parameters
-from resnet_ablate.errors import UsageError
 from resnet_ablate.models.shortcuts import SHORTCUTS, Dropout, ExclusiveGating, Identity, ShortcutOnlyGating, ZeroPad
 from resnet_ablate.models.units import UNITS
 

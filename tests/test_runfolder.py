@@ -621,7 +621,7 @@ def test_a_folder_past_the_name_limit_or_a_file_is_one_line(key, tmp_path, monke
 
 
 def test_a_read_only_file_system_is_one_line_for_every_tool(tmp_path, monkeypatch, capsys):
-    real_open, real_mkdir = os.open, os.mkdir
+    real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):

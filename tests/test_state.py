@@ -14,6 +14,5 @@ def test_result_names_the_precision_policy(tiny):
 
 
 def test_a_run_knows_whether_its_step_draws_random_numbers(tmp_path):
-    from resnet_ablate.training.state import build_state
     for shortcut, draws in (("dropout", True), ("identity", False)):
         assert build_state(parse([*TINY, f"shortcut={shortcut}"]), torch.device("cpu")).draws_random() is draws

@@ -8,12 +8,12 @@ import pytest
 import torch
 from helpers import TINY, metrics, needs_cuda, result
 
-from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
 from resnet_ablate.training.compiled import compile_net
-from resnet_ablate.training.step import eager_step, make_stepper, one_rng_stream
 from resnet_ablate.training.optim import OPTIMIZERS, lr_at, param_groups
+from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import RunState, build_state
+from resnet_ablate.training.step import eager_step, make_stepper, one_rng_stream
 from resnet_ablate.training.trainer import train
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_lines, write_fake_cifar
 
-from resnet_ablate.run import main as run_main
-from resnet_ablate.training.config import from_yaml
-from resnet_ablate.training import failrule
-from resnet_ablate.training.parse import parse
 from resnet_ablate.errors import UsageError
+from resnet_ablate.run import main as run_main
+from resnet_ablate.training import failrule
+from resnet_ablate.training.config import from_yaml
+from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
 

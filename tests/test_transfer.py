@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 from helpers import run_cli
+from PIL import Image
 
+from resnet_ablate.errors import UsageError
+from resnet_ablate.models.imagenet import to_torchvision
+from resnet_ablate.models.transfer import read_state_dict
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training import datasets
-from resnet_ablate.training.parse import parse
-from resnet_ablate.models.imagenet import to_torchvision
-from resnet_ablate.errors import UsageError
-from resnet_ablate.training.state import build_state
 from resnet_ablate.training.evaluate import evaluate
+from resnet_ablate.training.parse import parse
 from resnet_ablate.training.signals import StopRequest
+from resnet_ablate.training.state import build_state
 from resnet_ablate.training.trainer import train
-from resnet_ablate.models.transfer import read_state_dict
 
 CLASSES = ("cat", "dog", "owl")
 FAST = ["warmup_iters=0", "eval_every=2", "iterations=2", "milestones=[]", "batch_size=4", "device=cpu"]

@@ -11,8 +11,8 @@ from helpers import TINY, metrics, stop_now
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.wide import widen
 from resnet_ablate.training.parse import parse
-from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.runtime import data_key, load_data
+from resnet_ablate.training.state import RunState, build_state
 from resnet_ablate.training.trainer import train
 from resnet_ablate.training.wide import WidePack
 

@@ -18,19 +18,18 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from ..models.resnet import ARCHS
-from ..models.shortcuts import SHORTCUTS
-from ..models.units import UNITS
 from ..errors import UsageError
 from ..folders import runfolder as rf
 from ..folders.kinds import RANGE_TEST_FILES
 from ..folders.lock import holder
 from ..folders.states import FINISHED, State
 from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_sweep
+from ..models.resnet import ARCHS
+from ..models.shortcuts import SHORTCUTS
+from ..models.units import UNITS
 from ..training.config import defaults, fields, missing_entry, not_applying, shortcut_keys
 from ..training.failrule import judged
 from ..values import report_text
-
 
 DATA = "data"  # the pseudo-setting for the data a run trained on (see `data_of`)
 

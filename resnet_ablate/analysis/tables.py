@@ -18,8 +18,20 @@ from ..training.config import defaults
 from ..training.recipes import RECIPES, train_images
 from ..values import report_text, statistic
 from . import paper
-from .scan import (SeedGroup, config_keys, context_of, group_keys, model_variant, papers_architecture,
-                   setting_text, shortcut_params, sort_key, variant_label, varying, welch_p)
+from .scan import (
+    SeedGroup,
+    config_keys,
+    context_of,
+    group_keys,
+    model_variant,
+    papers_architecture,
+    setting_text,
+    shortcut_params,
+    sort_key,
+    variant_label,
+    varying,
+    welch_p,
+)
 
 PAPER_ITERATIONS = 64000
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts

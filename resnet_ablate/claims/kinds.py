@@ -26,8 +26,7 @@ from ..errors import UsageError
 from ..folders.states import State
 from ..registry import Range, Registry
 from ..values import statistic
-from .stats import (Link, count_link, count_seeds, rank_link, rank_seeds, smallest_count_n, smallest_rank_n,
-                    superiority)
+from .stats import Link, count_link, count_seeds, rank_link, rank_seeds, smallest_count_n, smallest_rank_n, superiority
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from ..analysis.scan import Scan, copy_lines, group_by_settings
 from ..analysis.tables import markdown
 from ..errors import UsageError
 from ..sweeps import cost
-from ..sweeps.plancost import SPEED_TABLES
 from ..sweeps.launchkeys import available
+from ..sweeps.plancost import SPEED_TABLES
 from ..sweeps.specs import load_spec
 from .judge import ClaimRow, arms_text, differing, judge_all, medians, observed
 from .spec import ORIGINS, Claim

@@ -256,8 +256,9 @@ def combine(links: list[Link], complete: bool, adjusted: tuple[float, float] | N
         return Verdict("not held", p_against, adj_against, p_claim, p_against, level, None, "")
     if reaches(adj_claim, LEVEL) and complete:
         return Verdict("held", p_claim, adj_claim, p_claim, p_against, level, None, "")
-    undecided = lambda seeds, towards: Verdict("undecided", p_claim, adj_claim, p_claim, p_against, level, seeds,
-                                               towards if seeds else "")
+    def undecided(seeds: int | None, towards: str) -> Verdict:
+        return Verdict("undecided", p_claim, adj_claim, p_claim, p_against, level, seeds, towards if seeds else "")
+
     reversed_ = [link.seeds_against(level / len(links)) for link in links if link.supports is False]
     if reversed_:
         return undecided(min((s for s in reversed_ if s is not None), default=None), "not held")

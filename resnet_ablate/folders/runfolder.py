@@ -42,7 +42,7 @@ import re
 import secrets
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 import yaml
 

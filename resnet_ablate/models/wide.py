@@ -23,6 +23,7 @@ from torch import nn
 from .norm import GhostBatchNorm2d
 from .shortcuts import Dropout, ZeroPad
 
+
 class WideError(ValueError):
     """A net that cannot be widened (a layer this module does not know, nets that differ)."""
 

@@ -18,8 +18,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError
-from ..training.config import MAX_NAME, Config, config_type, defaults, fields, identity_items, not_applying, \
-    run_name, selectors
+from ..training.config import (
+    MAX_NAME,
+    Config,
+    config_type,
+    defaults,
+    fields,
+    identity_items,
+    not_applying,
+    run_name,
+    selectors,
+)
 from ..training.parse import dotlist_item, parse, validate
 from ..values import name_token
 

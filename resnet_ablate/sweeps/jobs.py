@@ -16,9 +16,9 @@ from typing import Any, Iterator
 
 import submitit
 
+from ..errors import UsageError, first_line
 from ..folders.jobstate import killed_by, last_line
 from ..folders.sweepfolder import SUBMITIT_DIR, append_job
-from ..errors import UsageError, first_line
 from ..training.config import Config, run_name
 from ..training.signals import StopRequest, passes_on
 from ..training.trainer import train

@@ -13,13 +13,13 @@ from omegaconf import OmegaConf
 
 from .. import packing
 from ..cli import EXIT_CRASHED, EXIT_PAUSED, EXIT_USAGE
+from ..errors import UsageError, closest, unknown
 from ..folders import runfolder as rf
 from ..folders.jobstate import live_state, slurm_states
 from ..folders.kinds import check_run_folder, check_sweep_folder
 from ..folders.lock import describe, holder
 from ..folders.states import State, tally
 from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
-from ..errors import UsageError, closest, unknown
 from ..training.config import Config, fields, run_dir, run_name
 from ..training.progress import cores
 from ..training.runtime import check_threads, prepare_inputs
@@ -27,9 +27,23 @@ from ..training.signals import release_stop_signals
 from ..training.writer import check_settings, read_config
 from ..values import override_text
 from .jobs import RunCrashed, SweepJob, check_launcher, executor, outcome, record_jobs
-from .launchkeys import (LAUNCH_KEYS, LAUNCHERS, METHODS, SLURM_FIELDS, SOURCE, Launch, SlurmProfile,
-                         available, check_ranges, find_file, is_launch_key, key_of, load_mapping, merge_override,
-                         text_verbatim)
+from .launchkeys import (
+    LAUNCH_KEYS,
+    LAUNCHERS,
+    METHODS,
+    SLURM_FIELDS,
+    SOURCE,
+    Launch,
+    SlurmProfile,
+    available,
+    check_ranges,
+    find_file,
+    is_launch_key,
+    key_of,
+    load_mapping,
+    merge_override,
+    text_verbatim,
+)
 from .plancost import cost_line
 from .specs import SweepPlan, expand, parse_distribution
 

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from ..claims.spec import ANY_VALUE, RECIPE, Claim, read_claims
+from ..errors import UsageError, closest, unknown
 from ..folders import runfolder as rf
 from ..folders.files import not_a_name
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
-from ..errors import UsageError, closest, unknown
 from ..training.config import Config, defaults, fields, run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..values import override_text
-from ..claims.spec import ANY_VALUE, RECIPE, Claim, read_claims
 from .expansion import check_collisions, check_list_axes, check_size, parse_runs, sweep_name
 from .launchkeys import Launch, available, find_file, key_of, load_mapping
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..folders.runfolder import Damaged, open_file, present, write_atomic
 from ..errors import first_line
+from ..folders.runfolder import Damaged, open_file, present, write_atomic
 from .state import RunState
 
 if TYPE_CHECKING:

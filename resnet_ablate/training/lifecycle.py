@@ -11,11 +11,10 @@ import torch
 
 from ..folders.runfolder import CHECKPOINT
 from ..folders.states import State
-from . import checkpoint
-from . import datasets
+from . import checkpoint, datasets
 from .config import Config, defaults, run_dir, run_name
-from .failrule import fail_rule, failure
 from .evaluate import evaluate, probe, responses
+from .failrule import fail_rule, failure
 from .optim import lr_at
 from .progress import run_lines, say
 from .runtime import device_name

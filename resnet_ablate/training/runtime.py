@@ -10,8 +10,8 @@ import warnings
 
 import torch
 
-from ..models import transfer
 from ..errors import UsageError, first_line, unknown
+from ..models import transfer
 from . import cifar_archive, datasets
 from .config import Config, data_root
 from .progress import cores, data_line, say

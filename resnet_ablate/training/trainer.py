@@ -17,7 +17,7 @@ from .evaluate import probe
 from .lifecycle import TrainingRun
 from .progress import Heartbeat, device_line, say
 from .runtime import data_key, load_data, setup
-from .signals import StopRequest, Stopped
+from .signals import Stopped, StopRequest
 from .step import make_stepper
 
 

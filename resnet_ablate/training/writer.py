@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from ..errors import UsageError, first_line
 from ..folders import runfolder as rf
 from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
-from ..errors import UsageError, first_line
 from . import checkpoint, tracking
 from .config import Config, defaults, from_yaml_text, identity_items, missing_entry, to_yaml
 from .progress import metrics_line, say
