@@ -48,7 +48,8 @@ def write_fake_cifar(root: Path, name: str = "cifar10", per_file: int = 12, seed
             x = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
             y = rng.integers(0, classes, per_file).tolist()
             with open(out / fname, "wb") as f:
-                pickle.dump({b"batch_label": fname.encode(), key: y, b"data": x, b"filenames": [b"x.png"] * per_file}, f)
+                pickle.dump({b"batch_label": fname.encode(), key: y, b"data": x,
+                             b"filenames": [b"x.png"] * per_file}, f)
             images.append(x), labels.extend(y)
         written[split] = (np.concatenate(images).reshape(-1, 3, 32, 32), np.array(labels))
     if tar:

@@ -51,7 +51,8 @@ from .files import Damaged, linked, open_file, present, read_text, refuse_links
 from .lock import LOCK, holder
 from .states import FINISHED, State
 
-CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
+CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = ("config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt",
+                                               "result.json")
 RESPONSES = "responses.json"
 # The run files, once: a folder holding any of them is a run folder (the report finds runs by them)
 RUN_FILES = (CONFIG, METRICS, PROBES, RESPONSES, CHECKPOINT, RESULT)

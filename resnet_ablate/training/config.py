@@ -163,10 +163,10 @@ class Config:
     cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
                            identity=False)
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
-    pack_mode: str = opt("streams", "how packed runs (a job's runs_per_job) step: streams = each run its own CUDA graph "
-                         "on its own stream (numbers equal to the run alone); wide = K runs of one architecture as one "
-                         "wide net (grouped convs, one optimizer; equal to alone to rounding, see docs/speed.md)", "run",
-                         identity=False, choices=lambda: list(PACK_MODES))
+    pack_mode: str = opt("streams", "how packed runs (a job's runs_per_job) step: streams = each run its own CUDA "
+                         "graph on its own stream (numbers equal to the run alone); wide = K runs of one "
+                         "architecture as one wide net (grouped convs, one optimizer; equal to alone to rounding, "
+                         "see docs/speed.md)", "run", identity=False, choices=lambda: list(PACK_MODES))
     compile: bool = opt(False, "torch.compile the net (fused kernels, no CUDA graphs of its own; the step's own graph "
                         "captures them); start-up costs a compile, cached between a job's runs", "run", identity=False)
     sampling: str = opt("buffered", "buffered = each epoch's indices, crop offsets and flips drawn ahead into device "
