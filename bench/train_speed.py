@@ -39,7 +39,7 @@ from resnet_ablate.errors import first_line
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.models.cifar import build_model, resolve_block
 from resnet_ablate.sweeps import cost
-from resnet_ablate.training.config import run_dir
+from resnet_ablate.training.configfile import run_dir
 from resnet_ablate.training.datasets import load
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.runtime import resolve_precision

@@ -100,7 +100,7 @@ def make_run_folder(folder: Path, settings: list[str], status: str | None = "don
     """A run folder built by hand: config.yaml resolved from `settings` (or `copy_of`'s files with the config
     rewritten from `settings`), and result.json with `status` and `error` (status None: no result.json, an
     unfinished run). Extra keyword arguments go into result.json."""
-    from resnet_ablate.training.config import to_yaml
+    from resnet_ablate.training.configfile import to_yaml
     from resnet_ablate.training.parse import parse
 
     folder.mkdir(parents=True)

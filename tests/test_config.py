@@ -8,16 +8,8 @@ from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.registry import parameters
 from resnet_ablate.sweeps.launchkeys import help_text as launch_help_text
-from resnet_ablate.training.config import (
-    FAMILIES,
-    defaults,
-    downsampling,
-    fields,
-    from_yaml,
-    registered_keys,
-    run_name,
-    to_yaml,
-)
+from resnet_ablate.training.config import FAMILIES, defaults, downsampling, fields, registered_keys
+from resnet_ablate.training.configfile import from_yaml, run_name, to_yaml
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
 from resnet_ablate.training.parse import help_text, parse
 

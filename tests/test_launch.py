@@ -19,7 +19,7 @@ from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, sweep_values
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1

@@ -4,7 +4,7 @@ import re
 
 from helpers import TINY, StopAtEvaluation
 
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.progress import cores, day_note
 from resnet_ablate.training.trainer import train

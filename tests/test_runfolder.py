@@ -21,7 +21,7 @@ from resnet_ablate import lr_find, report, run, status
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.folders.lock import FolderLock, holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 

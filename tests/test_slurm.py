@@ -27,7 +27,7 @@ from resnet_ablate.folders.lock import holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.expansion import sweep_name
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 
 COMMENT = f"resnet-ablate-tests:{REPO}"  # marks this checkout's test jobs: slurm/cancel-test-jobs.sh cancels those

@@ -8,7 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 from resnet_ablate.models.norm import GhostBatchNorm2d
 from resnet_ablate.models.shortcuts import SHORTCUTS
 from resnet_ablate.models.units import ResidualUnit
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_network, precision_policy
 

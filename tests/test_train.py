@@ -13,7 +13,7 @@ from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_li
 from resnet_ablate.errors import UsageError
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training import failrule
-from resnet_ablate.training.config import from_yaml
+from resnet_ablate.training.configfile import from_yaml
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 

@@ -4,7 +4,7 @@
                      first line is a comment holding a checksum of the rest (`config_text`), so a cut or
                      edited file reads as damaged without the registries; one without that line (older, or
                      made by hand) is read as it is. A run of a plugin's entry adds `plugins:`, the plugin
-                     that provided it (`training/config.plugin_record`)
+                     that provided it (`training/configfile.plugin_record`)
     metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
     probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
     responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:

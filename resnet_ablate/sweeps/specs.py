@@ -23,7 +23,8 @@ from ..errors import UsageError, closest, unknown
 from ..folders import runfolder as rf
 from ..folders.files import not_a_name
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
-from ..training.config import Config, defaults, fields, run_name
+from ..training.config import Config, defaults, fields
+from ..training.configfile import run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..values import override_text

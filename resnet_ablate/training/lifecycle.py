@@ -12,7 +12,8 @@ import torch
 from ..folders.runfolder import CHECKPOINT
 from ..folders.states import State
 from . import checkpoint, datasets
-from .config import Config, defaults, run_dir, run_name
+from .config import Config, defaults
+from .configfile import run_dir, run_name
 from .evaluate import evaluate, probe, responses
 from .failrule import fail_rule, failure
 from .optim import lr_at
