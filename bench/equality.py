@@ -210,7 +210,8 @@ def final_metrics(seeds: list[int], root: Path, args: list[str]) -> list[str]:
 
 def sampling_identical(device: torch.device = CPU) -> bool:
     """(e): several data sizes, batch sizes and buffer lengths over three epochs and more."""
-    for n, b, steps, seed, augment in [(10, 4, 3, 0, True), (50, 8, 7, 1, True), (64, 8, 8, 2, False), (33, 5, 2, 3, True)]:
+    for n, b, steps, seed, augment in [(10, 4, 3, 0, True), (50, 8, 7, 1, True), (64, 8, 8, 2, False),
+                                       (33, 5, 2, 3, True)]:
         plain = Sampler(n, b, seed, device, augment)
         buffered = BufferedSampler(Sampler(n, b, seed, device, augment), steps)
         for _ in range(3 * n // b + 5):
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     columns = ["wide grad", "wide state", "eager grad vs f64", "wide grad vs f64", "zero grads"]
-    columns += ["compiled grad", "compiled state", "compiled grad vs f64", "seed-0 eager grad vs f64"] if args.compile else []
+    columns += (["compiled grad", "compiled state", "compiled grad vs f64", "seed-0 eager grad vs f64"]
+                if args.compile else [])
     report = [f"# Equality of the fast paths ({device_name(device)}, fp32; torch {torch.__version__})", ""]
     if "a" in args.parts:
         report += ["## (a) one step from identical states (depth 8, batch 8): max over tensors of |a - b| / |b|", "",

@@ -39,7 +39,7 @@ from resnet_ablate.errors import first_line
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.models.cifar import build_model, resolve_block
 from resnet_ablate.sweeps import cost
-from resnet_ablate.training.config import run_dir
+from resnet_ablate.training.configfile import run_dir
 from resnet_ablate.training.datasets import load
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.runtime import resolve_precision
@@ -245,8 +245,9 @@ def write_speed_table(path: Path, gpu: str, measured: list[tuple[int, str, int, 
         settings = {"cuda_graph": cfg.cuda_graph and args.device.startswith("cuda"), "pack_mode": cfg.pack_mode}
         rows.append({"gpu": gpu, "arch": cfg.arch, "depth": depth, "block": resolve_block(depth, cfg.block),
                      "precision": precision, "bn_batch": cfg.bn_batch, "batch_size": cfg.batch_size, "pack": runs,
-                     "mode": packing.step_mode(settings), "img_per_s": f"{rate:.1f}", "date": str(datetime.date.today()),
-                     "torch": torch.__version__, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
+                     "mode": packing.step_mode(settings), "img_per_s": f"{rate:.1f}",
+                     "date": str(datetime.date.today()), "torch": torch.__version__,
+                     "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
     return cost.write_speed_table(path, rows)
 
 

@@ -30,7 +30,8 @@ from .cli import guarded
 from .errors import UsageError, closest, first_line
 from .folders import runfolder as rf
 from .folders.kinds import RANGE_TEST_FILES, check_range_test_folder
-from .training.config import fields, run_name, to_yaml
+from .training.config import fields
+from .training.configfile import run_name, to_yaml
 from .training.parse import check_unique, help_text, parse
 from .training.progress import device_line, progress_line, say
 from .training.runtime import setup

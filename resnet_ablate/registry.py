@@ -248,7 +248,8 @@ class KeyedRegistry(Registry[type]):
                 raise TypeError(f"{self.kind} '{name}': {attr} names '{param}', which is not one of its parameters")
         known = self.keys()
         for param, key in self._declared(name, cls).items():
-            if param in known and (known[param].default, type(known[param].default)) != (key.default, type(key.default)):
+            if param in known and ((known[param].default, type(known[param].default)) !=
+                                   (key.default, type(key.default))):
                 raise UsageError(f"{self.kind} '{name}': parameter '{param}' (default {key.default!r}) clashes with "
                                  f"{', '.join(known[param].owners)}'s {param} (default {known[param].default!r}); "
                                  f"rename it")

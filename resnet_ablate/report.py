@@ -145,7 +145,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line: RUNS_DIR, --out, --layout, --formats."""
     parser = _Parser(prog="python -m resnet_ablate.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs_dir", type=Path, help="a folder of run folders (searched recursively), a sweep or one run")
+    parser.add_argument("runs_dir", type=Path,
+                        help="a folder of run folders (searched recursively), a sweep or one run")
     parser.add_argument("--out", required=True, help="where the tables, figures and report.md go")
     parser.add_argument("--layout", choices=["auto", *REPORT_LAYOUTS], default=None,
                         help="table layout (default: the sweep.yaml's, else every layout the runs fit)")

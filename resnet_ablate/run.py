@@ -26,7 +26,8 @@ from .folders.states import State  # noqa: E402
 from .sweeps import launcher, launchkeys  # noqa: E402
 from .sweeps.specs import is_sweep  # noqa: E402
 from .training import checkpoint  # noqa: E402
-from .training.config import Config, run_dir, run_name  # noqa: E402
+from .training.config import Config  # noqa: E402
+from .training.configfile import run_dir, run_name  # noqa: E402
 from .training.parse import check_unique, help_text, ignored_note, parse  # noqa: E402
 from .training.trainer import train  # noqa: E402
 from .training.writer import check_checkpoint_settings, check_recorded_inputs, check_settings, file_sha256  # noqa: E402

@@ -48,7 +48,8 @@ def write_fake_cifar(root: Path, name: str = "cifar10", per_file: int = 12, seed
             x = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
             y = rng.integers(0, classes, per_file).tolist()
             with open(out / fname, "wb") as f:
-                pickle.dump({b"batch_label": fname.encode(), key: y, b"data": x, b"filenames": [b"x.png"] * per_file}, f)
+                pickle.dump({b"batch_label": fname.encode(), key: y, b"data": x,
+                             b"filenames": [b"x.png"] * per_file}, f)
             images.append(x), labels.extend(y)
         written[split] = (np.concatenate(images).reshape(-1, 3, 32, 32), np.array(labels))
     if tar:
@@ -99,7 +100,7 @@ def make_run_folder(folder: Path, settings: list[str], status: str | None = "don
     """A run folder built by hand: config.yaml resolved from `settings` (or `copy_of`'s files with the config
     rewritten from `settings`), and result.json with `status` and `error` (status None: no result.json, an
     unfinished run). Extra keyword arguments go into result.json."""
-    from resnet_ablate.training.config import to_yaml
+    from resnet_ablate.training.configfile import to_yaml
     from resnet_ablate.training.parse import parse
 
     folder.mkdir(parents=True)

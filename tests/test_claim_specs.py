@@ -18,7 +18,7 @@ from resnet_ablate.claims.judge import contexts
 from resnet_ablate.claims.stats import DEFAULT_CORRECTION, decision_level
 from resnet_ablate.sweeps.launchkeys import available
 from resnet_ablate.sweeps.specs import load_spec
-from resnet_ablate.training.config import to_yaml
+from resnet_ablate.training.configfile import to_yaml
 from resnet_ablate.training.parse import parse
 
 PROBED = {"shortcut_path_ratio", "input_gradient_ratio"}  # read from probes.jsonl at iteration 0 only

@@ -563,8 +563,9 @@ def test_final_train_loss_is_written_when_a_run_ends_and_derived_for_older_recor
 def test_the_fallback_spread_depends_on_data_set_and_depth_and_says_where_it_is_from(tmp_path):
     """One seed per arm: the papers' spread of test error for that data set and depth stands in for the unknown
     one; ResNet-1202 has none (one run in the paper), so the advice asks for a second seed."""
-    assert [paper.spread(d, n).sd for d, n in (("cifar10", 20), ("cifar10", 164), ("cifar10", 1001),
-                                                ("cifar100", 164), ("cifar100", 1001))] == [0.16, 0.16, 0.14, 0.22, 0.22]
+    assert ([paper.spread(d, n).sd for d, n in (("cifar10", 20), ("cifar10", 164), ("cifar10", 1001),
+                                                 ("cifar100", 164), ("cifar100", 1001))]
+            == [0.16, 0.16, 0.14, 0.22, 0.22])
     assert paper.spread("cifar10", 1202) is None and paper.spread("cifar100", 110) is None
     assert "Table 6" in paper.spread("cifar10", 110).source and "Table 4" in paper.spread("cifar100", 164).source
     for depth in (110, 1202):

@@ -8,16 +8,8 @@ from resnet_ablate.models.shortcuts import SHORTCUTS, shortcut_parameters
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.registry import parameters
 from resnet_ablate.sweeps.launchkeys import help_text as launch_help_text
-from resnet_ablate.training.config import (
-    FAMILIES,
-    defaults,
-    downsampling,
-    fields,
-    from_yaml,
-    registered_keys,
-    run_name,
-    to_yaml,
-)
+from resnet_ablate.training.config import FAMILIES, defaults, downsampling, fields, registered_keys
+from resnet_ablate.training.configfile import from_yaml, run_name, to_yaml
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES
 from resnet_ablate.training.parse import help_text, parse
 
@@ -76,9 +68,10 @@ def test_the_keys_stand_where_they_stood_so_run_names_stay():
     (["device=tpu"], "unknown device 'tpu' (did you mean 'cpu'?); allowed: auto, cpu, cuda, cuda:N"),
     (["recipe=default", "dataset=synthetic", "synthetic_size=64", "batch_size=65"],
      "batch_size=65 is larger than the 64 training images of dataset=synthetic; use batch_size=64 or less"),
-    (["recipe=default", "val_split=49990", "batch_size=11"], "batch_size=11 is larger than the 10 training images of dataset=cifar10"),
-    (["dataset=synthetic", "val_split=5000"], "val_split=5000 leaves no training images (dataset=synthetic has 512); use "
-                                              "val_split=511 or less"),
+    (["recipe=default", "val_split=49990", "batch_size=11"],
+     "batch_size=11 is larger than the 10 training images of dataset=cifar10"),
+    (["dataset=synthetic", "val_split=5000"],
+     "val_split=5000 leaves no training images (dataset=synthetic has 512); use val_split=511 or less"),
     (["iterations=30", "milestones=[20]", "warmup_iters=0", "grad_probe_at=[0,31,40]"],
      "grad_probe_at=[0,31,40]: 31, 40 lie past iterations=30, so no probe would be taken there; use iterations 0..30"),
     (["run_dir=~/t"], "run_dir=~/t: the shell did not expand '~' here; write the path out, e.g. run_dir="),
@@ -333,7 +326,8 @@ def test_help_lists_the_fidelity_keys_with_their_sources():
 
 
 def test_help_documents_ghost_bns_running_statistics_and_fbs_iterations_per_epoch():
-    """Issue 28 items 10 and 11: beside bn_batch, the running-statistics choice; beside the epochs, which count is used."""
+    """Issue 28 items 10 and 11: beside bn_batch, the running-statistics choice; beside the epochs, which count is
+    used."""
     text = help_text()
     assert "running statistics: the groups' average (fb keeps each GPU's own and tests with GPU 1's)" in text
     assert "64,063 full batches, where fb's 391 iterations per epoch (the last of 80 images) make 64,124" in text

@@ -49,7 +49,8 @@ def test_the_estimate_meets_the_speeds_measured_on_an_h100():
     assert 64000 * 128 / rate(20) == pytest.approx(135, rel=0.03)
     per_image, work = cost.image_seconds({"depth": 110}, "H100")
     assert 128 / (128 * per_image + 3 * work.ops * 2.5e-6) == pytest.approx(15_000, rel=0.01)
-    assert 4e-6 < cost.kernel_seconds("graph") < 6e-6 and cost.kernel_seconds("eager") > 6 * cost.kernel_seconds("graph")
+    assert (4e-6 < cost.kernel_seconds("graph") < 6e-6 and
+            cost.kernel_seconds("eager") > 6 * cost.kernel_seconds("graph"))
 
 
 def _dry_run(capsys, tmp_path, *launch: str) -> str:
@@ -110,8 +111,10 @@ def test_bench_writes_the_machine_readable_speed_table(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     measured = [(8, "trainer, cuda_graph=false", 1, ["cuda_graph=false"], 200.0), (8, "trainer", 1, [], 300.0),
-                (8, "trainer, pack=2 (streams)", 2, [], 500.0), (8, "trainer, pack=2 wide", 2, ["pack_mode=wide"], 700.0),
-                (8, "trainer, bn_batch=4", 1, ["bn_batch=4"], 250.0), (8, "trainer, compile=true", 1, ["compile=true"], 1e3)]
+                (8, "trainer, pack=2 (streams)", 2, [], 500.0),
+                (8, "trainer, pack=2 wide", 2, ["pack_mode=wide"], 700.0),
+                (8, "trainer, bn_batch=4", 1, ["bn_batch=4"], 250.0),
+                (8, "trainer, compile=true", 1, ["compile=true"], 1e3)]
     path = bench.write_speed_table(tmp_path / "x.speed.csv", "cpu", measured, Namespace(device="cpu", batch_size=8))
     rows = cost.read_speed_tables(tmp_path)
     assert path.name == "x.speed.csv" and [(r["pack"], r["mode"], r["bn_batch"], r["img_per_s"]) for r in rows] == [

@@ -49,7 +49,8 @@ def test_spread_table_and_figures_use_the_rms_by_default(tmp_path):
     assert "per-element RMS" in spread_caption()
     assert report.main([str(tmp_path), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
     spread = (tmp_path / "out" / "runs-gradnorm.csv").read_text().splitlines()
-    assert spread[0].split(",")[-4:] == ["n", "first/last", "min", "max"] and spread[1].split(",")[-4:-2] == ["1", "2.0"]
+    assert (spread[0].split(",")[-4:] == ["n", "first/last", "min", "max"] and
+            spread[1].split(",")[-4:-2] == ["1", "2.0"])
     assert "per-element RMS" in (tmp_path / "out" / "runs-gradnorm.md").read_text()
     assert (tmp_path / "out" / "runs-gradnorm.png").is_file()
 

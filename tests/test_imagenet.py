@@ -134,7 +134,8 @@ def test_weights_map_both_ways_with_equal_outputs(name):
     with torch.no_grad():
         torch.testing.assert_close(theirs(X), ours(X))
     back = from_torchvision(ours, to_torchvision(ours))
-    assert all(torch.equal(back[k], v) for k, v in ours.state_dict().items()) and back.keys() == ours.state_dict().keys()
+    assert (all(torch.equal(back[k], v) for k, v in ours.state_dict().items()) and
+            back.keys() == ours.state_dict().keys())
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -19,7 +19,7 @@ from resnet_ablate.sweeps.expansion import parse_runs, sweep_name
 from resnet_ablate.sweeps.jobs import SweepJob
 from resnet_ablate.sweeps.launcher import _summary, command_line, load_profile, parse_launch
 from resnet_ablate.sweeps.specs import expand, load_spec, sweep_values
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 
 SEEDS_FOLDER = sweep_name([parse([*DONE, f"seed={s}"]) for s in (0, 1)])  # the default folder of DONE seed=0,1
@@ -89,7 +89,8 @@ def test_inline_sweep_writes_the_sweep_folder_and_a_rerun_skips_finished_runs(tm
     folder = tmp_path / "runs" / SEEDS_FOLDER
     sweep = read_sweep(folder)
     cfgs = [parse([*DONE, f"seed={s}"]) for s in (0, 1)]
-    assert list(sweep.runs) == [run_name(c) for c in cfgs] and names(folder) == sorted([*list(sweep.runs), "sweep.yaml"])
+    assert (list(sweep.runs) == [run_name(c) for c in cfgs] and
+            names(folder) == sorted([*list(sweep.runs), "sweep.yaml"]))
     assert (sweep.name, sweep.layout, sweep.budget) == ("sweep", None, "full")
     assert sweep.command.startswith("python -m resnet_ablate.run dataset=synthetic") and "seed=0,1" in sweep.command
     assert sweep.git_commit
@@ -385,9 +386,10 @@ def test_a_sweep_launched_while_another_launch_holds_its_folder_is_refused(launc
     try:
         assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local"]) == 2
         assert capsys.readouterr().err == "error: s is being launched by another process (pid 4242 on login1, since " \
-                                          "now): wait for it to end (an inline or local launch trains its runs first), " \
-                                          "then launch again\n"
-        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local", "dry_run=true"]) == 0
+                                          "now): wait for it to end (an inline or local launch trains its runs " \
+                                          "first), then launch again\n"
+        assert run.main([*DONE, "seed=0,1", "sweep_dir=s", f"launcher={launcher}", "profile=local",
+                         "dry_run=true"]) == 0
     finally:
         os.close(fd)
     assert names(tmp_path / "s") == []
@@ -436,7 +438,8 @@ def test_a_comma_list_for_a_list_key_is_one_line_not_a_sweep(capsys):
      "1,000,000 runs (1,000,000 spec runs)"),
     ("seeds: [0]\n", ["search.lr=loguniform:0.001:1", "sweep.trials=200000"], "200,000 runs (1 spec runs x 200,000 "
                                                                               "random trials)"),
-    ("seeds: [0, 1]\n", ["seed=" + ",".join(map(str, range(6000)))], "12,000 runs (2 spec runs x 6,000 values of seed)"),
+    ("seeds: [0, 1]\n", ["seed=" + ",".join(map(str, range(6000)))],
+     "12,000 runs (2 spec runs x 6,000 values of seed)"),
 ], ids=["spec_grid", "trials", "command_line"])
 def test_a_sweep_over_max_runs_is_refused_at_once_before_it_is_built(spec, args, count, tmp_path, monkeypatch,
                                                                      capsys):
@@ -452,8 +455,8 @@ def test_a_sweep_over_max_runs_is_refused_at_once_before_it_is_built(spec, args,
     monkeypatch.setattr(specs.Spec, "runs", built)
     (tmp_path / "big.yaml").write_text(spec)
     assert run.main([*DONE, "ablation=big.yaml", *args, "dry_run=true"]) == 2
-    assert capsys.readouterr().err == f"error: this sweep has {count}, more than max_runs=10,000: check the lists, or " \
-                                      f"set max_runs={count.split()[0].replace(',', '')} to launch it\n"
+    assert capsys.readouterr().err == f"error: this sweep has {count}, more than max_runs=10,000: check the lists, " \
+                                      f"or set max_runs={count.split()[0].replace(',', '')} to launch it\n"
 
 
 def test_max_runs_raises_the_bound():
@@ -539,7 +542,8 @@ def test_dry_run_of_a_single_run_names_its_own_folder(tmp_path, monkeypatch, cap
     assert run.main(DONE) == 0
     capsys.readouterr()
     assert run.main([*DONE, "dry_run=true"]) == 0
-    assert capsys.readouterr().out == f"1 run in {folder}: finished (done): nothing to do; dry_run=true trains nothing\n"
+    assert capsys.readouterr().out == f"1 run in {folder}: finished (done): nothing to do; dry_run=true trains " \
+                                      f"nothing\n"
 
 
 def test_a_command_line_sweep_header_has_no_layout_none(tmp_path, monkeypatch, capsys):

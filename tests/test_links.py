@@ -14,7 +14,7 @@ from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.folders.lock import FolderLock
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.training import checkpoint
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 from resnet_ablate.training.writer import RunWriter

@@ -50,7 +50,8 @@ def test_bad_range_settings_are_one_line(args, message):
 
 def test_cli_bad_key_exits_2(tmp_path):
     proc = run_cli("sped=3", cwd=tmp_path, module="resnet_ablate.lr_find")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown key 'sped'") and "Traceback" not in proc.stderr
+    assert (proc.returncode == 2 and proc.stderr.startswith("error: unknown key 'sped'") and
+            "Traceback" not in proc.stderr)
 
 
 def test_each_step_trains_at_its_lr_of_the_range(tmp_path):

@@ -62,7 +62,8 @@ def test_ghost_bn_in_a_net_keeps_state_dict_keys_and_uses_the_groups(tmp_path):
 
 def test_bn_batch_trains_packed_and_resumes_to_identical_numbers(tmp_path):
     args = [*TINY, "bn_batch=4", "shortcut=dropout"]
-    train([parse([*args, "seed=0", f"run_dir={tmp_path / 'p0'}"]), parse([*args, "seed=1", f"run_dir={tmp_path / 'p1'}"])])
+    train([parse([*args, "seed=0", f"run_dir={tmp_path / 'p0'}"]),
+           parse([*args, "seed=1", f"run_dir={tmp_path / 'p1'}"])])
     train([parse([*args, "seed=0", f"run_dir={tmp_path / 'alone'}"])])
     assert metrics(tmp_path / "p0") == metrics(tmp_path / "alone")
     cfg = parse([*args, "seed=0", f"run_dir={tmp_path / 'resumed'}"])
@@ -129,6 +130,7 @@ def test_one_step_equals_the_documented_rule_by_a_second_pass_for_every_unit_and
         assert ours.keys() == arbiter.keys() and any(n.endswith("running_mean") for n in ours)
         for name, value in ours.items():
             ref = arbiter[name]
-            scale = arbiter[name.replace("running_mean", "running_var")].sqrt() if name.endswith("running_mean") else ref
+            scale = (arbiter[name.replace("running_mean", "running_var")].sqrt() if name.endswith("running_mean")
+                     else ref)
             error = ((value.double() - ref.double()).norm() / scale.double().norm()).item()
             assert error <= bound, (unit, precision, wide, name, error)

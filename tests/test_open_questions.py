@@ -9,7 +9,7 @@ from resnet_ablate.models.shortcuts import SHORTCUTS, HighwayGating
 from resnet_ablate.models.units import UNITS
 from resnet_ablate.sweeps.launchkeys import Launch
 from resnet_ablate.sweeps.specs import expand
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 

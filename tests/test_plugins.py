@@ -15,7 +15,8 @@ import pytest
 from helpers import DONE, TINY, use_cli_env
 
 from resnet_ablate import plugins, report, run, status
-from resnet_ablate.training.config import ENTRIES, run_name
+from resnet_ablate.training.config import ENTRIES
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 
 PLUGIN = '''"""A shortcut of one's own, in a package of one's own."""

@@ -4,7 +4,7 @@ import re
 
 from helpers import TINY, StopAtEvaluation
 
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.progress import cores, day_note
 from resnet_ablate.training.trainer import train
@@ -26,7 +26,8 @@ def test_start_up_lines_say_device_threads_data_size_folder_and_changed_settings
         "data: synthetic (generated, seed 12345): 64 training, 16 test images (32x32), 10 classes",
         f"[{name}] 75,290 parameters; run folder {folder.resolve()}",
         f"[{name}] settings besides the defaults (all in config.yaml): depth=8 dataset=synthetic synthetic_size=64 "
-        f"recipe=default iterations=30 milestones=[20] warmup_iters=0 batch_size=8 eval_every=10 device=cpu run_dir={folder}"]
+        f"recipe=default iterations=30 milestones=[20] warmup_iters=0 batch_size=8 eval_every=10 device=cpu "
+        f"run_dir={folder}"]
     assert (folder / "config.yaml").read_text().count("\n") > 50  # the full config
 
 
@@ -62,4 +63,5 @@ def test_a_run_over_a_day_says_so_once_after_a_few_dozen_iterations(tmp_path, ca
 
 def test_day_note_only_past_a_day():
     assert day_note(1.0, 64000, 40, 128) is None  # 17.8 hours
-    assert day_note(2.0, 64000, 40, 128).startswith("note: at 64 img/s the remaining 63960 iterations take about 1.5 days")
+    assert day_note(2.0, 64000, 40, 128).startswith("note: at 64 img/s the remaining 63960 iterations take about "
+                                                    "1.5 days")

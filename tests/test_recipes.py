@@ -6,7 +6,7 @@ from helpers import run_cli
 
 from resnet_ablate import run
 from resnet_ablate.errors import UsageError
-from resnet_ablate.training.config import identity_items, run_name, to_yaml
+from resnet_ablate.training.configfile import identity_items, run_name, to_yaml
 from resnet_ablate.training.parse import help_text, parse
 from resnet_ablate.training.recipes import RECIPES
 

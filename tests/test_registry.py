@@ -14,7 +14,8 @@ from resnet_ablate.errors import UsageError
 from resnet_ablate.models.cifar import build_model
 from resnet_ablate.models.shortcuts import SHORTCUTS, Shortcut, shortcut_parameters
 from resnet_ablate.registry import KeyedRegistry, Range
-from resnet_ablate.training.config import fields, from_yaml, run_name
+from resnet_ablate.training.config import fields
+from resnet_ablate.training.configfile import from_yaml, run_name
 from resnet_ablate.training.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, lr_at
 from resnet_ablate.training.parse import help_text, parse
 from resnet_ablate.training.state import build_network

@@ -147,7 +147,8 @@ def test_auto_layouts_follow_what_varies(built):
     assert {p.name for p in out.glob("runs-*.csv")} == {f"runs-{t}.csv" for t in ("table1", "table2", "table3", "depth",
                                                                                          "gradnorm")}
     depth = _csv(out / "runs-depth.csv")
-    assert set(zip(depth["net"], depth["depth"])) == {("ResNet", "8"), ("ResNet", "14"), ("plain", "8"), ("plain", "14")}
+    assert set(zip(depth["net"], depth["depth"])) == {("ResNet", "8"), ("ResNet", "14"), ("plain", "8"),
+                                                      ("plain", "14")}
     assert _row(depth, net="ResNet", depth=8, unit="original")["params"] == "0.08M"
     assert "### error vs depth, plain vs ResNet (2015, Table 6)" in printed
 
@@ -231,7 +232,8 @@ def test_each_figure_is_written_in_both_formats(built):
 
 def test_figures_draw_one_line_per_variant_and_split(runs):
     found = scan.scan(runs / "tiny")
-    groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
+    groups = [g for g in scan.group_by_settings(found.runs)
+              if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
     frame = frames.curve_frame(groups, lambda g: scan.variant_label(g.settings, {"unit", "shortcut"}))
     assert set(frame["variant"]) == {"original, identity", "original, none", "full_preact, identity",
                                      "original, scaling (scale=0.5, residual_scale=1)"}
@@ -257,7 +259,8 @@ def test_figures_draw_one_line_per_variant_and_split(runs):
 
 def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs, built):
     found = scan.scan(runs / "tiny")
-    groups = [g for g in scan.group_by_settings(found.runs) if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
+    groups = [g for g in scan.group_by_settings(found.runs)
+              if g.settings["depth"] == 8 and g.settings["fail_threshold"] == 100]
     spread = frames.gradient_spread(groups)
     assert set(spread["iteration"]) == {0, 10} and set(spread["n"]) == {2, 3}  # identity 3 seeds, plain/scaling 2
     for shortcut, label in (("identity", "original, identity"), ("none", "original, none")):
@@ -265,7 +268,8 @@ def test_gradient_spread_is_first_over_last_unit_geometric_mean_over_seeds(runs,
                   for line in (runs / "tiny" / f"{'plain' if shortcut == 'none' else shortcut}_s{s}" / "probes.jsonl")
                   .read_text().splitlines()]
         for it in (0, 10):
-            ratios = [p["unit_input_rms"][0] / p["unit_input_rms"][-1] for p in probes if p["iteration"] == it]  # RMS: the default (issue 17)
+            # RMS: the default (issue 17)
+            ratios = [p["unit_input_rms"][0] / p["unit_input_rms"][-1] for p in probes if p["iteration"] == it]
             row = spread[(spread["variant"] == label) & (spread["iteration"] == it)]
             assert row["first/last"].item() == pytest.approx(stats.gmean(ratios))
             assert row["min"].item() == pytest.approx(min(ratios)) and row["max"].item() == pytest.approx(max(ratios))
@@ -593,8 +597,8 @@ def test_two_command_line_sweeps_in_one_report_each_get_their_own_figures(tmp_pa
     """Both were named 'sweep', so both sections drew into sweep-curves.png and showed the last one's curves."""
     for folder, shortcut in (("sweep_shortcut_a", "identity"), ("sweep_shortcut_b", "none")):
         for seed in (0, 1):
-            run = make_run_folder(tmp_path / "runs" / folder / f"r{seed}", [*TINY, f"shortcut={shortcut}", f"seed={seed}"],
-                                  "done", 40.0 + seed)
+            run = make_run_folder(tmp_path / "runs" / folder / f"r{seed}",
+                                  [*TINY, f"shortcut={shortcut}", f"seed={seed}"], "done", 40.0 + seed)
             (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": it, "train_error": 50.0 - it,
                                                                    "test_error": 45.0 - it}) + "\n" for it in (5, 10)))
         write_sweep(SweepRecord(tmp_path / "runs" / folder, "sweep", runs=("r0", "r1")))

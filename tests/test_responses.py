@@ -30,7 +30,8 @@ def _hand_responses(model, x, unit):
     return [torch.stack([o[:, c].std(unbiased=False) for c in range(o.shape[1])]).mean().item() for o in outs]
 
 
-@pytest.mark.parametrize("unit, shortcut", [("original", "identity"), ("original", "none"), ("full_preact", "identity")])
+@pytest.mark.parametrize("unit, shortcut",
+                         [("original", "identity"), ("original", "none"), ("full_preact", "identity")])
 def test_layer_responses_equal_a_hand_computation_with_hooks(unit, shortcut):
     torch.manual_seed(0)
     model = build_model(20, unit, shortcut)

@@ -21,7 +21,7 @@ from resnet_ablate import lr_find, report, run, status
 from resnet_ablate.folders import runfolder as rf
 from resnet_ablate.folders.lock import FolderLock, holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
@@ -465,7 +465,8 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, capsys):
         assert run.main([*args, *dry]) == 2
         assert f"{tmp_path / 'seed0' / 'checkpoint.pt'} is the checkpoint of another run (seed: 1 vs 0): put back " \
                f"this run's checkpoint, or delete it" in _error(capsys)
-    assert (tmp_path / "seed0" / "metrics.jsonl").read_bytes() == before and not (tmp_path / "seed0" / "result.json").exists()
+    assert ((tmp_path / "seed0" / "metrics.jsonl").read_bytes() == before and
+            not (tmp_path / "seed0" / "result.json").exists())
 
 
 def test_a_folder_whose_config_yaml_was_deleted_is_damaged_not_a_fresh_run(tmp_path, monkeypatch, capsys):
@@ -592,8 +593,8 @@ def test_a_cut_config_yaml_or_a_damaged_line_is_damaged_in_status_and_for_the_re
     assert all(f"s/{n}/metrics.jsonl line 1 is damaged" in line for n, line in zip(names[1:], out[2:]))
     assert run.main([*DONE, "seed=0,1,2", "sweep_dir=s"]) == 2
     captured = capsys.readouterr()
-    assert captured.err.count("damaged, skipped: ") == 3 and "3 runs in s; 0 finished, 0 queued or running, 0 to run, " \
-                                                             "3 damaged" in captured.out
+    assert captured.err.count("damaged, skipped: ") == 3 and "3 runs in s; 0 finished, 0 queued or running, 0 to " \
+                                                             "run, 3 damaged" in captured.out
 
 
 # 19. One line for what the file system refuses, hostile pickles and bad tool input.

@@ -33,8 +33,8 @@ def test_more_threads_than_cores_are_refused_in_one_line(tmp_path, monkeypatch, 
     assert run.main([*DONE, f"threads={many}"]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and list(tmp_path.iterdir()) == []
     assert run.main([*DONE, "threads=2", "seed=0,1", "launcher=slurm", "profile=local", "dry_run=true"]) == 2
-    assert capsys.readouterr().err == "error: threads=2 is more than the 1 CPUs a job gets (slurm.cpus_per_task); use " \
-                                      "threads=1 or fewer (0 = torch's choice), or raise slurm.cpus_per_task\n"
+    assert capsys.readouterr().err == "error: threads=2 is more than the 1 CPUs a job gets (slurm.cpus_per_task); " \
+                                      "use threads=1 or fewer (0 = torch's choice), or raise slurm.cpus_per_task\n"
 
 
 def test_fp32_on_a_gpu_turns_tf32_convolutions_and_matmuls_off(monkeypatch):

@@ -14,8 +14,8 @@ from resnet_ablate.training.trainer import train
 def test_first_ctrl_c_is_answered_at_once_and_a_stopped_run_exits_75(tmp_path):
     folder = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate.run", *merged(TINY, "iterations=1000000"),
-                             "heartbeat_s=0", f"run_dir={folder}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli_env())
+                             "heartbeat_s=0", f"run_dir={folder}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
     wait_for_lines(folder, 1, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -27,7 +27,7 @@ from resnet_ablate.folders.lock import holder
 from resnet_ablate.folders.sweepfolder import SweepRecord, write_sweep
 from resnet_ablate.run import main as run_main
 from resnet_ablate.sweeps.expansion import sweep_name
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 
 COMMENT = f"resnet-ablate-tests:{REPO}"  # marks this checkout's test jobs: slurm/cancel-test-jobs.sh cancels those
@@ -147,7 +147,8 @@ def test_array_runs_status_counts_and_resubmission_skips(launched_twice, monkeyp
     assert [j["job_id"] for j in jobs] == [f"{array}_0", f"{array}_1"] and all(j["launcher"] == "slurm" for j in jobs)
     _wait(lambda: all(s == "done" for s, _ in status.run_states(folder).values()), "both runs to finish")
     for seed in (0, 1):
-        res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json").read_text())
+        res = json.loads((folder / run_name(parse([*TINY, f"seed={seed}", "fail_threshold=100"])) / "result.json")
+                         .read_text())
         assert res["status"] == "done" and res["iterations"] == 30
     shown = run_cli(str(folder), cwd=root, module="resnet_ablate.status")
     assert shown.stdout == f"{folder}: 2 runs: 2 done, 0 fail\n"
@@ -169,9 +170,11 @@ def test_requeued_jobs_resume_from_their_checkpoints_to_the_same_numbers(slurm, 
     runs = [folder / run_name(parse([*args, f"seed={s}", "fail_threshold=100"])) for s in (0, 1)]
     for run, job_id, command in zip(runs, ids, (["scontrol", "requeue"], ["scancel", "--signal=USR2"])):
         metrics_file = run / "metrics.jsonl"
-        _wait(lambda: metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 2, f"{run.name} to start")
+        _wait(lambda: metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 2,
+              f"{run.name} to start")
         subprocess.run([*command, job_id], check=True, timeout=30)
-    code, _, err = _launch([*args, "seed=0,1", "fail_threshold=100", "launcher=inline", f"sweep_dir={tmp_path / 'ref'}"],
+    code, _, err = _launch([*args, "seed=0,1", "fail_threshold=100", "launcher=inline",
+                            f"sweep_dir={tmp_path / 'ref'}"],
                            capsys)  # undisturbed references, trained here while the cluster works
     assert code == 0, err
     _wait(lambda: all((r / "result.json").is_file() for r in runs), "the requeued runs to finish")
@@ -340,7 +343,8 @@ def test_the_fixture_skips_without_a_cluster_and_never_starts_or_stops_one(monke
     jobs of this checkout cancelled at the end, and nothing stopped."""
     calls = []
     here = sys.modules[__name__]
-    monkeypatch.setattr(here, "_run_script", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(here, "_run_script",
+                        lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
     monkeypatch.setattr(here, "_cluster_up", lambda: False)
     with pytest.raises(pytest.skip.Exception, match=r"^no SLURM cluster answers `sinfo`: start one \(sudo bash "
                                                     r"slurm/start-local-slurm.sh; .ci/run does\)"):

@@ -49,7 +49,8 @@ def test_every_spec_names_its_recipe_and_recipe_gap_lists_its_runs():
 
 
 def test_table1_spec_holds_the_open_choices_as_variant_rows():
-    """Issue 28 item 5: gate_weight_decay=false for exclusive gating -6 and -7 and shortcut-only gating -6; inverted dropout."""
+    """Issue 28 item 5: gate_weight_decay=false for exclusive gating -6 and -7 and shortcut-only gating -6;
+    inverted dropout."""
     spec = load_spec(str(REPO / "ablations" / "table1_shortcuts.yaml"))
     rows = [dict(v) for v in spec.variants]
     for shortcut, bias in (("gating", -6), ("gating", -7), ("shortcut_gating", -6)):
@@ -77,7 +78,8 @@ def test_the_cpu_prefix_budget_trains_the_first_500_iterations_of_the_paper_sche
     runs = spec.runs("cpu_prefix")
     assert len(runs) == 2 * 2 * 5 == len({tuple(r) for r in runs})
     settings = [dict(item.split("=", 1) for item in r) for r in runs]
-    assert {(s["depth"], s["shortcut"]) for s in settings} == {(d, c) for d in ("20", "56") for c in ("none", "identity")}
+    assert {(s["depth"], s["shortcut"]) for s in settings} == {(d, c) for d in ("20", "56")
+                                                               for c in ("none", "identity")}
     assert all((s["iterations"], s["milestones"], s["eval_every"], s["recipe"]) == ("500", "[]", "100", "he2015")
                for s in settings)
 
@@ -87,5 +89,5 @@ def test_a_budget_grid_key_outside_the_spec_grid_is_one_line(tmp_path, monkeypat
     (tmp_path / "mine.yaml").write_text("grid: {depth: [8, 14]}\nbudgets:\n  small:\n    grid: {width: [2]}\n")
     assert run.main([*TINY, "ablation=mine.yaml", "budget=small", "dry_run=true"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: mine.yaml: budgets.small.grid.width is not a key of the spec's grid (depth); a budget's grid " \
-                  "replaces the values of those\n"
+    assert err == "error: mine.yaml: budgets.small.grid.width is not a key of the spec's grid (depth); a budget's " \
+                  "grid replaces the values of those\n"

@@ -8,7 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 from resnet_ablate.models.norm import GhostBatchNorm2d
 from resnet_ablate.models.shortcuts import SHORTCUTS
 from resnet_ablate.models.units import ResidualUnit
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.state import build_network, precision_policy
 
@@ -34,7 +34,8 @@ def test_residual_stream_is_bf16_when_switched_off_and_fp32_by_default(shortcut)
 
 
 def test_residual_switch_changes_nothing_in_fp32_and_is_named():
-    plain, off = _unit_outputs(["shortcut=gating"], False), _unit_outputs(["shortcut=gating", "residual_fp32=false"], False)
+    plain, off = (_unit_outputs(["shortcut=gating"], False),
+                  _unit_outputs(["shortcut=gating", "residual_fp32=false"], False))
     assert all(torch.equal(a, b) for a, b in zip(plain, off))
     assert "residual_fp32=False" in run_name(parse([*TINY, "residual_fp32=false"]))
     assert "bf16 residual stream" in precision_policy("bf16", residual_fp32=False)

@@ -119,7 +119,8 @@ def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch
         return call
 
     monkeypatch.setattr("resnet_ablate.training.step.compile_net", broken)
-    run, reference = _run([*TINY, "compile=true", f"run_dir={tmp_path / 'r'}"]), _run([*TINY, f"run_dir={tmp_path / 'q'}"])
+    run, reference = (_run([*TINY, "compile=true", f"run_dir={tmp_path / 'r'}"]),
+                      _run([*TINY, f"run_dir={tmp_path / 'q'}"]))
     capsys.readouterr()
     step = make_stepper([run])
     assert capsys.readouterr().out == "warning: compile=true failed (RuntimeError: no C++ compiler); training the " \
@@ -129,7 +130,8 @@ def test_a_failed_compile_is_one_warning_and_the_eager_net(tmp_path, monkeypatch
     for r in (run, reference):
         r.follow_schedule()
         r.step()
-    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values()))
 
 
 def _fake_runs(*draws: bool):

@@ -13,7 +13,7 @@ from resnet_ablate import report, run
 from resnet_ablate.folders.sweepfolder import read_sweep
 from resnet_ablate.sweeps.launcher import parse_launch
 from resnet_ablate.sweeps.specs import draw_trials, expand
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 
 SEARCH = ["search.lr=loguniform:0.001:0.1", "search.optim=choice:sgd,adamw"]
 SHORT = merged(DONE, "iterations=10", "milestones=[8]", "eval_every=5")

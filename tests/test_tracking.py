@@ -9,7 +9,7 @@ import pytest
 from helpers import TINY, metrics
 
 from resnet_ablate.run import main as run_main
-from resnet_ablate.training.config import run_name
+from resnet_ablate.training.configfile import run_name
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import StopRequest, train
 

@@ -13,7 +13,7 @@ from helpers import TINY, cli_env, merged, metrics, result, run_cli, wait_for_li
 from resnet_ablate.errors import UsageError
 from resnet_ablate.run import main as run_main
 from resnet_ablate.training import failrule
-from resnet_ablate.training.config import from_yaml
+from resnet_ablate.training.configfile import from_yaml
 from resnet_ablate.training.parse import parse
 from resnet_ablate.training.trainer import train
 
@@ -151,13 +151,15 @@ def test_the_whole_schedule_is_the_recipes_and_fewer_iterations_are_reduced(args
 def test_chance_scales_with_the_class_count_and_older_records_are_judged_by_the_same_rule():
     assert (failrule.chance_error(10), failrule.chance_error(100)) == (88.0, 96.8)
     reduced = vars(parse(["recipe=he2015", "iterations=2000", "milestones=[1000,1500]"]))
-    old = {"status": "fail", "reason": "final test error 25.57% is above fail_threshold 20.0%", "final_test_error": 25.57}
+    old = {"status": "fail", "reason": "final test error 25.57% is above fail_threshold 20.0%",
+           "final_test_error": 25.57}
     assert failrule.judged(old, reduced, 64000) == {**old, "status": "done", "reason": "", "fail_rule": "reduced"}
     at_chance = {"status": "done", "reason": "", "final_test_error": 89.1}
     assert failrule.judged(at_chance, reduced, 64000)["status"] == "fail"
     lifted = {**reduced, "fail_threshold": 100.0}  # fail_threshold=100: never fail for an error, under both rules
     assert failrule.judged(at_chance, lifted, 64000)["status"] == "done"
-    diverged = {"status": "fail", "reason": "diverged: training loss is nan in iterations 1..10", "final_test_error": 9.0}
+    diverged = {"status": "fail", "reason": "diverged: training loss is nan in iterations 1..10",
+                "final_test_error": 9.0}
     assert failrule.judged(diverged, reduced, 64000)["status"] == "fail"
     full = vars(parse(["recipe=he2015"]))
     assert failrule.judged(old, full, 64000)["status"] == "fail"

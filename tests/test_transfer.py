@@ -135,7 +135,8 @@ def test_folder_settings_are_checked():
         parse(["image_size=64"])
     with pytest.raises(UsageError, match=r"^init= loads torchvision weights into arch=imagenet nets only$"):
         parse(["init=x.pt", "depth=20"])
-    with pytest.raises(UsageError, match=r"^unknown freeze part 'stage4' \(did you mean 'stage3'\?\); allowed: stem, stage1, stage2, stage3, "):
+    with pytest.raises(UsageError, match=r"^unknown freeze part 'stage4' \(did you mean 'stage3'\?\); allowed: stem, "
+                                         r"stage1, stage2, stage3, "):
         parse(["freeze=[stem,stage4]", "depth=20"])
     with pytest.raises(UsageError, match=r"^stage_lr_mult needs 4 values for arch=imagenet"):
         parse(["arch=imagenet", "depth=18", "stage_lr_mult=[0.1,1.0]"])

@@ -89,8 +89,8 @@ def test_wide_pack_trains_records_its_mode_and_a_run_resumes_alone(tmp_path):
 
 
 def test_runs_that_cannot_be_one_wide_net_step_as_streams_with_a_note(tmp_path, capsys):
-    cfgs = [parse([*TINY, "pack_mode=wide", f"depth={d}", "iterations=2", "milestones=[]", f"run_dir={tmp_path / str(d)}"])
-            for d in (8, 14)]
+    cfgs = [parse([*TINY, "pack_mode=wide", f"depth={d}", "iterations=2", "milestones=[]",
+                   f"run_dir={tmp_path / str(d)}"]) for d in (8, 14)]
     results = train(cfgs)
     assert "note: pack_mode=wide cannot pack these 2 runs (they differ in depth); they step as streams" in \
         capsys.readouterr().out

@@ -27,7 +27,8 @@ from ..folders.sweepfolder import SWEEP_FILE, SweepFileError, SweepRecord, read_
 from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS
 from ..models.units import UNITS
-from ..training.config import defaults, fields, missing_entry, not_applying, shortcut_keys
+from ..training.config import defaults, fields, not_applying, shortcut_keys
+from ..training.configfile import missing_entry
 from ..training.failrule import judged
 from ..values import report_text
 

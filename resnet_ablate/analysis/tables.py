@@ -37,7 +37,8 @@ PAPER_ITERATIONS = 64000
 ALIASES = {"degradation": "depth", "gradnorm": "table1"}  # the launcher's figure-first layouts
 SWEEP_VIEW = "sweep"  # not a table layout: the random-search view
 REPORT_LAYOUTS = (*SWEEP_LAYOUTS, "generic")  # what --layout accepts (besides auto)
-BEST_SEEN = "best epoch, chosen on test (fb prints)"  # the recipe_gap layout's column: each run's lowest test error, median
+# the recipe_gap layout's column: each run's lowest test error, median
+BEST_SEEN = "best epoch, chosen on test (fb prints)"
 RIGHT = {"n", "fail", "error (%)", "median", "min", "paper", "Δ", "Δ he2015", "p (Welch)", "depth", "params",
          BEST_SEEN}
 GAP_BASE, GAP_OTHER = "he2015", "fb_torch"  # the recipe_gap layout: knobs of GAP_OTHER swapped into GAP_BASE
@@ -164,7 +165,8 @@ def _label(key: str, g: SeedGroup) -> Any:
 def left_out(layout: Layout, groups: list[SeedGroup]) -> list[str]:
     """report.md lines naming the groups a layout leaves out of its table (none: no lines), so that a table
     that shows 2 of 8 groups says so."""
-    out = sorted((g for g in groups if not layout.keep(g.settings)), key=lambda g: sort_key(g.settings, model_variant()))
+    out = sorted((g for g in groups if not layout.keep(g.settings)),
+                 key=lambda g: sort_key(g.settings, model_variant()))
     if not out:
         return []
     keys = varying(groups, (*model_variant(), "depth", "dataset"))

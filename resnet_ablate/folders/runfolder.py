@@ -4,7 +4,7 @@
                      first line is a comment holding a checksum of the rest (`config_text`), so a cut or
                      edited file reads as damaged without the registries; one without that line (older, or
                      made by hand) is read as it is. A run of a plugin's entry adds `plugins:`, the plugin
-                     that provided it (`training/config.plugin_record`)
+                     that provided it (`training/configfile.plugin_record`)
     metrics.jsonl    one line per evaluation, appended; fsynced at each checkpoint
     probes.jsonl     one line per gradient probe (when asked for), appended; fsynced at each checkpoint
     responses.json   layer responses (2015 Fig. 7) of the final net, or of a checkpoint on demand:
@@ -51,7 +51,8 @@ from .files import Damaged, linked, open_file, present, read_text, refuse_links
 from .lock import LOCK, holder
 from .states import FINISHED, State
 
-CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = "config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt", "result.json"
+CONFIG, METRICS, PROBES, CHECKPOINT, RESULT = ("config.yaml", "metrics.jsonl", "probes.jsonl", "checkpoint.pt",
+                                               "result.json")
 RESPONSES = "responses.json"
 # The run files, once: a folder holding any of them is a run folder (the report finds runs by them)
 RUN_FILES = (CONFIG, METRICS, PROBES, RESPONSES, CHECKPOINT, RESULT)

@@ -36,7 +36,8 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
     @classmethod
     def from_bn(cls, bn: nn.BatchNorm2d, ghost: int) -> "GhostBatchNorm2d":
-        """A ghost BN with `bn`'s settings and a copy of its parameters and buffers (build time, before an optimizer)."""
+        """A ghost BN with `bn`'s settings and a copy of its parameters and buffers (build time, before an
+        optimizer)."""
         new = cls(bn.num_features, ghost, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                   track_running_stats=bn.track_running_stats)
         new.load_state_dict(bn.state_dict())

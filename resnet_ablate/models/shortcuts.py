@@ -17,11 +17,11 @@ its line of `--help` from `param_help` and its allowed values from `param_range`
 whose merge works channel by channel declares it (`channelwise=True` at registration): only then do its runs
 pack as one wide net.
 
-The merge runs in fp32 whatever autocast is around (`Shortcut.forward`; `residual_fp32=false` turns this off): under bf16 the convolutions may be
-bf16, but the identity path is then never rounded (ResNet-110 would round it 54 times) and gating keeps
-1 - sigmoid(-6) = 0.99753 instead of bf16's 0.99609 (x0.81 over 54 units instead of x0.87, the quantity
-Table 1 ablates); the gate's 1x1 conv and sigmoid, the scaling and the dropout mask product are fp32 too,
-and so is the unit's output, the stream between units.
+The merge runs in fp32 whatever autocast is around (`Shortcut.forward`; `residual_fp32=false` turns this off):
+under bf16 the convolutions may be bf16, but the identity path is then never rounded (ResNet-110 would round it 54
+times) and gating keeps 1 - sigmoid(-6) = 0.99753 instead of bf16's 0.99609 (x0.81 over 54 units instead of x0.87,
+the quantity Table 1 ablates); the gate's 1x1 conv and sigmoid, the scaling and the dropout mask product are fp32
+too, and so is the unit's output, the stream between units.
 """
 from __future__ import annotations
 

@@ -18,17 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import UsageError
-from ..training.config import (
-    MAX_NAME,
-    Config,
-    config_type,
-    defaults,
-    fields,
-    identity_items,
-    not_applying,
-    run_name,
-    selectors,
-)
+from ..training.config import Config, config_type, defaults, fields, not_applying, selectors
+from ..training.configfile import MAX_NAME, identity_items, run_name
 from ..training.parse import dotlist_item, parse, validate
 from ..values import name_token
 

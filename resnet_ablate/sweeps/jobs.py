@@ -19,7 +19,8 @@ import submitit
 from ..errors import UsageError, first_line
 from ..folders.jobstate import killed_by, last_line
 from ..folders.sweepfolder import SUBMITIT_DIR, append_job
-from ..training.config import Config, run_name
+from ..training.config import Config
+from ..training.configfile import run_name
 from ..training.signals import StopRequest, passes_on
 from ..training.trainer import train
 from .launchkeys import Launch, SlurmProfile

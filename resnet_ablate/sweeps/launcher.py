@@ -20,7 +20,8 @@ from ..folders.kinds import check_run_folder, check_sweep_folder
 from ..folders.lock import describe, holder
 from ..folders.states import State, tally
 from ..folders.sweepfolder import SweepRecord, latest_jobs, launching, write_sweep
-from ..training.config import Config, fields, run_dir, run_name
+from ..training.config import Config, fields
+from ..training.configfile import run_dir, run_name
 from ..training.progress import cores
 from ..training.runtime import check_threads, prepare_inputs
 from ..training.signals import release_stop_signals

@@ -194,7 +194,8 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 def help_text() -> str:
     """The launcher keys with their defaults, meaning and allowed values, for `--help`."""
     lines = ["launcher (sweeps: comma lists expand to a grid, e.g. shortcut=identity,gating seed=0,1,2):"]
-    lines += [f"  {name}={override_text(getattr(Launch(), name))}  {_about(name, f)}" for name, f in LAUNCH_FIELDS.items()]
+    lines += [f"  {name}={override_text(getattr(Launch(), name))}  {_about(name, f)}"
+              for name, f in LAUNCH_FIELDS.items()]
     lines.append("sweep (random search: search.KEY=DIST:LOW:HIGH, DIST uniform|loguniform|int, or "
                  "search.KEY=choice:A,B,...):")
     lines += [f"  sweep.{name}={override_text(getattr(SweepSettings(), name))}  {_about(f'sweep.{name}', f)}"

@@ -8,7 +8,8 @@ from typing import Any
 
 from .. import packing
 from ..folders import runfolder as rf
-from ..training.config import ENTRIES, Config, run_dir
+from ..training.config import ENTRIES, Config
+from ..training.configfile import run_dir
 from . import cost
 from .launchkeys import SOURCE, Launch
 

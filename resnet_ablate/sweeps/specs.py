@@ -23,7 +23,8 @@ from ..errors import UsageError, closest, unknown
 from ..folders import runfolder as rf
 from ..folders.files import not_a_name
 from ..folders.sweepfolder import LAYOUTS, SweepRecord
-from ..training.config import Config, defaults, fields, run_name
+from ..training.config import Config, defaults, fields
+from ..training.configfile import run_name
 from ..training.parse import parse
 from ..training.recipes import RECIPES
 from ..values import override_text
@@ -98,7 +99,8 @@ def check_distribution(key: str, space: Any) -> dict[str, Any]:
     if set(space) != {"dist", "low", "high"} or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                         for b in (low, high)):
         raise UsageError(f"{key}: {dist} needs numbers low and high (and no other keys), got {space!r}")
-    if not low < high or (dist == "loguniform" and low <= 0) or (dist == "int" and (low != int(low) or high != int(high))):
+    if (not low < high or (dist == "loguniform" and low <= 0) or
+            (dist == "int" and (low != int(low) or high != int(high)))):
         raise UsageError(f"{key}: bad bounds low={low:g} high={high:g} for {dist} (need low < high"
                          f"{', low > 0' if dist == 'loguniform' else ', integers' if dist == 'int' else ''})")
     return space
@@ -313,7 +315,8 @@ def random_search(launch: Launch, spec: Spec | None, run_overrides: list[str]) -
             raise UsageError(f"search.{key}: folders are not searched (the trials would share one folder); "
                              f"give sweep_dir= once instead")
         if key not in fields():
-            raise UsageError(f"search.{key}: unknown key '{key}'{closest(key, list(fields()))}; see --help for the keys")
+            raise UsageError(f"search.{key}: unknown key '{key}'{closest(key, list(fields()))}; "
+                             f"see --help for the keys")
         if key in map(key_of, run_overrides):
             raise UsageError(f"{key} is both searched (search.{key}) and set on the command line; drop one")
         for value in search[key].get("choice", []):

@@ -5,10 +5,10 @@ them.
 
 What it costs: a compile at start-up, measured on 2 CPU cores at about a minute for a depth-8 net with an
 empty cache and 3 s with a warm one (docs/speed.md has the figures). What is cached: torch's own caches do it
-all, nothing here is written by the package: the nets of one job's runs share one architecture, so the second
-run's net reuses the first one's compiled code (dynamo's cache; its `recompile_limit` is raised to the pack's size
-so K runs never exceed it, and hitting it is an error rather than a silent eager net), and inductor's FX-graph cache on disk ($TORCHINDUCTOR_CACHE_DIR, default under
-/tmp) serves later jobs on the same machine.
+all, nothing here is written by the package: the nets of one job's runs share one architecture, so the second run's net
+reuses the first one's compiled code (dynamo's cache; its `recompile_limit` is raised to the pack's size so K runs never
+exceed it, and hitting it is an error rather than a silent eager net), and inductor's FX-graph cache on disk
+($TORCHINDUCTOR_CACHE_DIR, default under /tmp) serves later jobs on the same machine.
 
 Dropout draws its masks with eager's RNG ops (`fallback_random`), so a compiled run draws the masks it draws
 eagerly from the same RNG stream.

@@ -1,6 +1,7 @@
 """The run configuration: its keys (dataclass defaults = `recipe=default`'s values, on which a bare command
 applies the default recipe, he2016; with the help line, section, allowed values and whether a key names what
-is trained), the keys registered entries add, run names and config.yaml.
+is trained) and the keys registered entries add. What a config becomes in a run folder, its name and
+config.yaml, is `configfile.py`'s.
 
 The parameters of registered shortcuts, optimizers and schedules (`FAMILIES`) become config keys by being
 registered (`config_type()` builds the dataclass from the core keys and the registries), so a new variant
@@ -11,14 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-import yaml
-from omegaconf import OmegaConf
 
 from .. import plugins
 from ..errors import UsageError
@@ -27,7 +24,7 @@ from ..models.resnet import ARCHS
 from ..models.shortcuts import SHORTCUTS, Shortcut
 from ..models.units import BLOCKS, PREACT_INPUTS, UNITS
 from ..registry import Key, KeyedRegistry, Range, as_range, parameters
-from ..values import name_token, override_text
+from ..values import override_text
 from .optim import OPTIMIZERS, SCHEDULES
 from .recipes import DEFAULT_RECIPE, RECIPES
 from .tracking import TRACKERS
@@ -40,8 +37,6 @@ SAMPLINGS = ("buffered", "eager")
 LOGGERS = ("none", *TRACKERS)
 DATA_ENV = "RESNET_ABLATE_DATA"
 SECTIONS = ("model", "data", "recipe", "run")
-MAX_NAME = 200  # bytes of a run folder's name: below the 255 of common file systems, with room for prefixes
-PLUGINS = "plugins"  # config.yaml's record of the plugins that provided a run's entries (`plugin_record`)
 
 
 def opt(default: Any, help: str, section: str, identity: bool = True,
@@ -163,10 +158,10 @@ class Config:
     cuda_graph: bool = opt(True, "on a GPU, capture each training step in a CUDA graph (false = eager loop)", "run",
                            identity=False)
     deterministic: bool = opt(False, "ask the GPU for deterministic kernels too", "run", identity=False)
-    pack_mode: str = opt("streams", "how packed runs (a job's runs_per_job) step: streams = each run its own CUDA graph "
-                         "on its own stream (numbers equal to the run alone); wide = K runs of one architecture as one "
-                         "wide net (grouped convs, one optimizer; equal to alone to rounding, see docs/speed.md)", "run",
-                         identity=False, choices=lambda: list(PACK_MODES))
+    pack_mode: str = opt("streams", "how packed runs (a job's runs_per_job) step: streams = each run its own CUDA "
+                         "graph on its own stream (numbers equal to the run alone); wide = K runs of one "
+                         "architecture as one wide net (grouped convs, one optimizer; equal to alone to rounding, "
+                         "see docs/speed.md)", "run", identity=False, choices=lambda: list(PACK_MODES))
     compile: bool = opt(False, "torch.compile the net (fused kernels, no CUDA graphs of its own; the step's own graph "
                         "captures them); start-up costs a compile, cached between a job's runs", "run", identity=False)
     sampling: str = opt("buffered", "buffered = each epoch's indices, crop offsets and flips drawn ahead into device "
@@ -357,73 +352,3 @@ def data_root(cfg: Config) -> tuple[Path, bool]:
     if cfg.data_dir:
         return Path(cfg.data_dir), False
     return default_data_dir(), not os.environ.get(DATA_ENV)
-
-
-def identity_items(cfg: Config) -> dict[str, Any]:
-    """The settings that define what is trained (everything but paths, devices and logging)."""
-    return {k: getattr(cfg, k) for k, f in fields().items() if f.metadata["identity"]}
-
-
-def run_name(cfg: Config) -> str:
-    """A readable folder name: data set (a folder data set with its folder's name), depth, unit, shortcut,
-    every other changed setting, seed. Past MAX_NAME bytes the settings are cut at a setting's end and a hash
-    of all of them is added (`~<hash>`), so the name stays unique and fits every file system; config.yaml
-    holds the full settings."""
-    base = ("dataset", "depth", "unit", "shortcut", "seed")
-    plain = defaults()
-    changed = [f"{k}={name_token(v)}" for k, v in identity_items(cfg).items()
-               if k not in base and v != getattr(plain, k)]
-    data = f"folder-{Path(cfg.data_dir).name}" if cfg.dataset == "folder" and cfg.data_dir else cfg.dataset
-    head, tail = [data, f"d{cfg.depth}", cfg.unit, cfg.shortcut], f"s{cfg.seed}"
-    name = "_".join([*head, *changed, tail])
-    if len(name.encode()) <= MAX_NAME:
-        return name
-    digest = "~" + hashlib.sha1("_".join(changed).encode()).hexdigest()[:10]
-    kept = []
-    for part in changed:
-        if len("_".join([*head, *kept, part, digest, tail]).encode()) > MAX_NAME:
-            break
-        kept.append(part)
-    return "_".join([*head, *kept, digest, tail])[:MAX_NAME]
-
-
-def run_dir(cfg: Config) -> Path:
-    return Path(cfg.run_dir) if cfg.run_dir else Path(cfg.runs_root) / run_name(cfg)
-
-
-def plugin_record(cfg: Config) -> dict[str, str]:
-    """The plugins that provided the entries `cfg` names, by key: {'shortcut': 'ablate-extra 0.1'}."""
-    return {key: who for key, registry in ENTRIES.items() if (who := registry.provider(getattr(cfg, key)))}
-
-
-def missing_entry(saved: dict[str, Any]) -> str | None:
-    """For a run's config.yaml as data: its first entry that is not registered here, in one line naming the plugin
-    to install where the run recorded one (`plugins.missing`); None when every entry it names is registered."""
-    plugins.load()
-    record = saved.get(PLUGINS) if isinstance(saved.get(PLUGINS), dict) else {}
-    for key, registry in ENTRIES.items():
-        name = saved.get(key)
-        if isinstance(name, str) and name not in registry:
-            return plugins.missing(key, name, record.get(key))
-    return None
-
-
-def to_yaml(cfg: Config) -> str:
-    """config.yaml's settings, and under `plugins:` the plugins that provided the run's entries (not a setting:
-    what a reader that lacks one needs to install)."""
-    record = plugin_record(cfg)
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg)) + (yaml.safe_dump({PLUGINS: record}) if record else "")
-
-
-def from_yaml(path: Path) -> Config:
-    """A config as written to a run folder (unknown keys from newer versions are an error)."""
-    return from_yaml_text(path.read_text())
-
-
-def from_yaml_text(text: str) -> Config:
-    """`from_yaml` of the file's text (read by the caller: a run folder's without following a link); the plugins
-    a run records are not config keys."""
-    saved = OmegaConf.create(text)
-    saved.pop(PLUGINS, None)
-    conf = OmegaConf.merge(OmegaConf.structured(config_type()), saved)
-    return OmegaConf.to_object(conf)  # type: ignore[return-value]

@@ -6,9 +6,9 @@ An entry holds the decoded images and labels (`arrays.npz`) and `checks.json`: e
 fingerprint, and the normalisation statistics by (normalize, val_split). It is keyed on the folder's real
 path and each batch file's size, `mtime_ns` and inode, so a changed or replaced file makes a new entry. It
 lives under $RESNET_ABLATE_DATA_CACHE (default ~/.cache/resnet_ablate-data-cache, or under $XDG_CACHE_HOME),
-never in a data folder (the default data_dir is ~/.cache/resnet_ablate). Files are written to a temporary name and renamed. An entry that cannot be read, or whose
-arrays do not hash to its fingerprint, is ignored and rewritten, never trusted; a cache that cannot be
-written is skipped with one note.
+never in a data folder (the default data_dir is ~/.cache/resnet_ablate). Files are written to a temporary name and
+renamed. An entry that cannot be read, or whose arrays do not hash to its fingerprint, is ignored and rewritten, never
+trusted; a cache that cannot be written is skipped with one note.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The life of one run in the training loop, a `TrainingRun`: start (a finished run is left alone, an
 unfinished one resumes from its checkpoint, a new one starts its folder), then at each evaluation measure and
 settle (checkpoint, pause on a stop), and finish with result.json: done, or fail for a run that diverges or
-ends above `fail_threshold` (at chance, after a reduced schedule: `failrule.py`). Its state word is `folders/states.py`'s: running while it trains, then paused,
-done or fail."""
+ends above `fail_threshold` (at chance, after a reduced schedule: `failrule.py`). Its state word is
+`folders/states.py`'s: running while it trains, then paused, done or fail."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,8 @@ import torch
 from ..folders.runfolder import CHECKPOINT
 from ..folders.states import State
 from . import checkpoint, datasets
-from .config import Config, defaults, run_dir, run_name
+from .config import Config, defaults
+from .configfile import run_dir, run_name
 from .evaluate import evaluate, probe, responses
 from .failrule import fail_rule, failure
 from .optim import lr_at

@@ -5,9 +5,9 @@ An entry's keyword-only parameters (each with a default) are its config keys, de
 (`param_help`, `param_range`, `param_choices`); keys of an entry that is not in use are ignored with a note.
 A new optimizer is one registered subclass of `Optimizer` (`build` makes the torch optimizer), declaring at
 registration what the fast paths rely on (`elementwise`, `zero_state`, `capturable`: an optimizer that declares
-none steps its runs alone and eagerly); a new schedule one of `Schedule` (`lr` of an iteration after warm-up). The lr is a pure function of the iteration (so resuming
-needs no scheduler state), and the optimizers are fused and read a device lr tensor (so a captured CUDA graph
-holds the whole update and still sees schedule changes).
+none steps its runs alone and eagerly); a new schedule one of `Schedule` (`lr` of an iteration after warm-up). The lr is
+a pure function of the iteration (so resuming needs no scheduler state), and the optimizers are fused and read a device
+lr tensor (so a captured CUDA graph holds the whole update and still sees schedule changes).
 """
 from __future__ import annotations
 

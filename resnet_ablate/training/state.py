@@ -189,7 +189,8 @@ class RunState:
         views of the pack's, which torch.save would write whole)."""
         return {"iteration": self.iteration, "model": _own(self.model.state_dict()),
                 "optimizer": _own(self.optimizer.state_dict()), "sampler": self.sampler.state_dict(), "rng": self._rng,
-                "loss_sum": _own(self.loss_sum.cpu()), "err_sum": _own(self.err_sum.cpu()), "interval_images": self.images}
+                "loss_sum": _own(self.loss_sum.cpu()), "err_sum": _own(self.err_sum.cpu()),
+                "interval_images": self.images}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

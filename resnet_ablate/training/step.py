@@ -72,7 +72,8 @@ def eager_step(runs: list[RunState]) -> None:
 def snapshot(part: Part) -> Saved:
     """Copies of the state tensors and the RNG streams (warm-up draws dropout masks from them), and which
     parameters have optimizer state."""
-    return {id(t): t.detach().clone() for t in part.step_tensors()}, part.rng_state(), set(map(id, part.optimizer.state))
+    return ({id(t): t.detach().clone() for t in part.step_tensors()}, part.rng_state(),
+            set(map(id, part.optimizer.state)))
 
 
 def restore(part: Part, saved: Saved) -> None:

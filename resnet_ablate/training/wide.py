@@ -40,7 +40,8 @@ def why_not(runs: list[RunState]) -> str | None:
     if len(iterations) > 1:
         return f"they stand at different iterations ({', '.join(map(str, iterations))})"
     if runs[0].draws_random() and runs[0].cfg.cuda_graph and runtime.graph_device(runs[0].device):
-        return "the dropout shortcut draws each run's masks on the run's own RNG stream, which one CUDA graph cannot switch"
+        return ("the dropout shortcut draws each run's masks on the run's own RNG stream, which one CUDA graph "
+                "cannot switch")
     return None
 
 

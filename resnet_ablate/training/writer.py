@@ -21,7 +21,8 @@ from ..folders import runfolder as rf
 from ..folders.kinds import check_run_folder
 from ..folders.lock import FolderLock
 from . import checkpoint, tracking
-from .config import Config, defaults, from_yaml_text, identity_items, missing_entry, to_yaml
+from .config import Config, defaults
+from .configfile import from_yaml_text, identity_items, missing_entry, to_yaml
 from .progress import metrics_line, say
 from .state import RunState
 
