@@ -593,3 +593,14 @@ def test_claims_not_from_the_papers_are_listed_apart(tmp_path, monkeypatch):
     papers, others = text.split("The papers' words:", 1)[1].split("Other sources (not the papers", 1)
     assert "mine/from_paper: \"the paper's words\" (s)" in papers and "from_rerun" not in papers
     assert "mine/from_rerun: a re-run found it (s)" in others.split("\n## ", 1)[0]
+
+
+def test_a_reduced_schedule_says_which_claims_its_prefix_does_not_test():
+    """Issue 34: a prefix of the schedule tests the training-error claims, not test error, layer responses or a
+    gain from depth."""
+    spec = {c.id: c for c in load_spec("degradation").claims}
+    tested = {i for i, c in spec.items() if judged.prefix_tests(c)}
+    assert {"plain56_higher_train_error", "plain_train_error_rises_with_depth",
+            "resnet56_lower_train_error_than_plain56"} <= tested
+    assert not tested & {"plain56_higher_test_error", "resnet56_lower_train_error", "resnet56_lower_test_error",
+                         "responses_resnet20_smaller", "responses_smaller_when_deeper"}

@@ -100,7 +100,7 @@ def judge(claim: Claim, context: dict[str, Any], arms: list[ArmRuns]) -> ClaimRo
     """The claim's comparisons in one context (its verdict waits for the family: `judge_all`)."""
     for a in arms:
         a.values = [v for v in (value(r, claim.metric) for r in a.runs()) if v is not None]
-    row = ClaimRow(claim, context, arms, "", None, labels=_labels(context, arms))
+    row = ClaimRow(claim, context, arms, "", None, labels=_labels(claim, context, arms))
     row.links = claim.kind.links(arms, fallback_sd(claim, context))
     if not row.links:
         row.verdict = "not run" if any(not a.runs() for a in arms) else "not measured"
@@ -165,14 +165,31 @@ def arm_settings(context: dict[str, Any], arm: Arm) -> dict[str, Any]:
     return settings
 
 
-def _labels(context: dict[str, Any], arms: list[ArmRuns]) -> list[str]:
-    """What makes a verdict weaker than the papers': a reduced schedule or budget, data that is not the
-    official set (result.json's data_official; absent counts as not official)."""
+TRAINING_METRICS = ("train_error", "train_loss")  # what a prefix of the schedule shows: training itself
+
+
+def prefix_tests(claim: Claim) -> bool:
+    """Whether a prefix of the papers' schedule tests the claim: one about training error or loss, and not a gain
+    from depth (the deeper arm better), which the papers show at the end of training. Test error, layer
+    responses and depth gains are the trained net's."""
+    if claim.metric not in TRAINING_METRICS:
+        return False
+    depths = [arm.select.get("depth") for arm in claim.arms]
+    return not any(isinstance(depths[lo], int) and isinstance(depths[hi], int) and depths[lo] > depths[hi]
+                   for lo, hi, _ in claim.kind.pairs(list(range(len(depths)))))
+
+
+def _labels(claim: Claim, context: dict[str, Any], arms: list[ArmRuns]) -> list[str]:
+    """What makes a verdict weaker than the papers': a reduced schedule or budget (and, for a claim that a
+    prefix of the schedule does not test, that), data that is not the official set (result.json's
+    data_official; absent counts as not official)."""
     runs = [r for a in arms for r in a.runs()]
     labels = []
     its = {r.settings["iterations"] for r in runs} or {context.get("iterations", PAPER_ITERATIONS)}
     if min(its) < PAPER_ITERATIONS:
         labels.append(", ".join(sorted({schedule(i) for i in its})))
+        if not prefix_tests(claim):
+            labels.append("not tested by a prefix of the schedule (a claim about the trained net)")
     budgets = sorted({r.sweep.budget for r in runs if r.sweep and r.sweep.budget != "full"})
     if budgets:
         labels.append(f"budget {', '.join(budgets)}")

@@ -79,6 +79,10 @@ class ClaimKind:
             values[key] = tuple(map(float, numbers)) if declared.pair else float(value)
         return cls(name, **values)
 
+    def pairs(self, arms: Sequence[T]) -> list[tuple[T, T, float]]:
+        """(lower, higher, shift) for each order the claim asserts between two arms (none for a count of runs)."""
+        return []
+
     def links(self, arms: Sequence[Any], fallback_sd: float | None) -> list[Link]:
         """The claim's comparisons that the arms' values allow (none: nothing to judge yet)."""
         raise NotImplementedError

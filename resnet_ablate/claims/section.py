@@ -39,8 +39,8 @@ def caption(correction: str, family: int) -> str:
             f"test can reach that level at all (see docs/reports.md for the table); with one seed per arm the "
             f"spread is the papers' for that data set and depth, where they give one; the cost is the GPU-hours "
             f"of the runs still missing (bench speed table, else the architecture estimate of "
-            f"`resnet_ablate.sweeps.cost`). Weaker than the paper's: a reduced schedule or budget, or data that is "
-            f"not the official set.")
+            f"`resnet_ablate.sweeps.cost`). Weaker than the paper's: a reduced schedule or budget (a prefix of the "
+            f"schedule tests only the training-error and loss claims), or data that is not the official set.")
 
 
 def spec_claims() -> tuple[list[Claim], list[str]]:
