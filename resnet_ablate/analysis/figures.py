@@ -91,7 +91,7 @@ def seeds_text(frame: pd.DataFrame, line: list[str]) -> str:
 
 
 def budget_text(scope: Scope) -> str:
-    return f" Budget: {scope.budget}, a prefix of the papers' 64k iterations." if scope.budget else ""
+    return f" Budget: {scope.budget} (the papers train 64k iterations)." if scope.budget else ""
 
 
 def points_text(frame: pd.DataFrame, line: list[str], x: str = "iteration") -> str:
