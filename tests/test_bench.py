@@ -209,8 +209,9 @@ def test_the_gpu_command_cuts_a_piece_at_its_limit_and_skips_what_the_budget_lea
         == [90, 75, 20, 5]
 
 
-def test_the_gpu_command_writes_the_cifar_copy_first_when_asked_and_reruns_only_some_pieces(tmp_path):
+def test_the_gpu_command_writes_the_cifar_copy_first_when_asked_and_reruns_only_some_pieces(tmp_path, monkeypatch):
     gpu_check = _bench_module("gpu_check")
+    monkeypatch.setattr(gpu_check, "REPO", tmp_path)  # a checkout with no .data yet (this one may have one)
     args = argparse.Namespace(out=tmp_path, dry=False, cifar_copy=Path("/kit/data"), only=None)
     plan = gpu_check.run_plan(args)
     assert [p.name for p in plan][:3] == ["env", "data", "tests"]
